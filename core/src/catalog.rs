@@ -1,0 +1,565 @@
+//! The model catalog (`models.toml`): which models exist, what each needs on each instance family,
+//! and which instance types may be bought. Parsed and validated as a whole, up front: every problem
+//! is reported with file, line and field, like a compiler.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+
+use crate::diagnostic::{Diagnostic, Diagnostics, SourceMap};
+use crate::ident::is_dns_label;
+
+/// Mmax default: share of an instance type's `memory_gib` that models may use.
+pub const DEFAULT_MAX_MEMORY: f64 = 0.90;
+/// Cmax default: share of an instance type's compute that models may use at peak traffic.
+pub const DEFAULT_MAX_UTILIZATION: f64 = 0.83;
+
+/// Node-wide limits (Mmax, Cmax).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub max_memory: f64,
+    pub max_utilization: f64,
+}
+
+/// One instance type that may be bought.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceType {
+    pub name: String,
+    /// `c5`, `g4dn`, `inf1`, …: selects the models' footprints and the accelerator.
+    pub family: String,
+    pub price_per_hour: f64,
+    /// Memory that holds models on this type (host RAM or accelerator memory, whichever binds).
+    pub memory_gib: f64,
+    /// Parallel compute units: vCPUs (c5), GPUs (g4dn), NeuronCores (inf1).
+    pub compute: f64,
+    pub max_count: Option<u32>,
+}
+
+/// What one model needs on one instance family.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Footprint {
+    pub memory_mib: f64,
+    /// Busy time of one compute unit per request (batch 1).
+    pub service_ms: f64,
+}
+
+/// Inference engine that runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Tract,
+    Ort,
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tract" => Ok(Engine::Tract),
+            "ort" => Ok(Engine::Ort),
+            other => Err(format!("unknown engine {other:?}: expected \"tract\" or \"ort\"")),
+        }
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Engine::Tract => "tract",
+            Engine::Ort => "ort",
+        })
+    }
+}
+
+/// One model of the catalog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    pub id: String,
+    pub profile: Option<String>,
+    /// Footprint per family: the profile's, overridden by inline `[models.footprint.<family>]`.
+    pub footprints: BTreeMap<String, Footprint>,
+    /// `s3://bucket/key`, a file path (relative to the catalog's folder) or `file://…`.
+    pub artifact: String,
+    pub tokenizer: Option<String>,
+    /// Optional `config.json` with `id2label`.
+    pub config: Option<String>,
+    pub peak_rps: f64,
+    pub engine: Option<Engine>,
+    pub sha256: Option<String>,
+}
+
+/// A validated catalog.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    /// Where it was read from (for messages and for resolving relative artifact paths).
+    pub path: PathBuf,
+    /// SHA-256 of the file's bytes, recorded in the plan.
+    pub sha256: String,
+    pub limits: Limits,
+    /// Sorted by name.
+    pub instance_types: Vec<InstanceType>,
+    /// In file order.
+    pub models: Vec<Model>,
+}
+
+/// Why a catalog could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("cannot read catalog {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Invalid(#[from] Diagnostics),
+}
+
+/// A model's load on one instance type, as fractions of that type's limits (1.0 = full).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Demand {
+    pub memory: f64,
+    pub utilization: f64,
+}
+
+impl Demand {
+    pub fn fits(&self) -> bool {
+        self.memory <= 1.0 + 1e-12 && self.utilization <= 1.0 + 1e-12
+    }
+}
+
+impl Catalog {
+    /// Reads and validates a catalog file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, CatalogError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| CatalogError::Io { path: path.to_path_buf(), source })?;
+        Ok(Self::parse(path, &text)?)
+    }
+
+    /// Validates catalog text; `path` names it in messages.
+    pub fn parse(path: impl AsRef<Path>, text: &str) -> Result<Self, Diagnostics> {
+        let path = path.as_ref();
+        let file = path.display().to_string();
+        let map = SourceMap::new(&file, text);
+        let raw: RawCatalog = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim_end().to_string();
+            Diagnostics(vec![map.at(e.span(), "", message)])
+        })?;
+        let mut v = Validator { map: &map, errors: Vec::new() };
+        let catalog = v.catalog(raw, path, text);
+        if v.errors.is_empty() {
+            Ok(catalog)
+        } else {
+            v.errors.sort_by_key(|d| (d.line, d.column));
+            Err(Diagnostics(v.errors))
+        }
+    }
+
+    pub fn model(&self, id: &str) -> Option<&Model> {
+        self.models.iter().find(|m| m.id == id)
+    }
+
+    pub fn instance_type(&self, name: &str) -> Option<&InstanceType> {
+        self.instance_types.iter().find(|t| t.name == name)
+    }
+
+    /// Folder that relative artifact paths are resolved against.
+    pub fn base_dir(&self) -> &Path {
+        self.path.parent().unwrap_or_else(|| Path::new("."))
+    }
+
+    /// What `model` uses of one node of type `it`, or `None` when it has no footprint there.
+    pub fn demand(&self, model: &Model, it: &InstanceType) -> Option<Demand> {
+        demand(&self.limits, model, it)
+    }
+}
+
+/// What `model` uses of one node of type `it` under `limits`.
+pub fn demand(limits: &Limits, model: &Model, it: &InstanceType) -> Option<Demand> {
+    let fp = model.footprints.get(&it.family)?;
+    let memory = fp.memory_mib / (it.memory_gib * 1024.0 * limits.max_memory);
+    let busy = model.peak_rps * fp.service_ms / 1000.0 / it.compute;
+    Some(Demand { memory, utilization: busy / limits.max_utilization })
+}
+
+// ---- raw, as written in the file -------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    limits: Option<RawLimits>,
+    #[serde(default)]
+    instance_types: BTreeMap<Spanned<String>, Spanned<RawInstanceType>>,
+    #[serde(default)]
+    profiles: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<RawFootprint>>>,
+    #[serde(default)]
+    models: Vec<Spanned<RawModel>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_memory: Option<Spanned<f64>>,
+    max_utilization: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInstanceType {
+    family: Option<Spanned<String>>,
+    price_per_hour: Option<Spanned<f64>>,
+    memory_gib: Option<Spanned<f64>>,
+    compute: Option<Spanned<f64>>,
+    max_count: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFootprint {
+    memory_mib: Option<Spanned<f64>>,
+    service_ms: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    id: Option<Spanned<String>>,
+    profile: Option<Spanned<String>>,
+    #[serde(default)]
+    footprint: BTreeMap<Spanned<String>, Spanned<RawFootprint>>,
+    artifact: Option<Spanned<String>>,
+    tokenizer: Option<Spanned<String>>,
+    config: Option<Spanned<String>>,
+    peak_rps: Option<Spanned<f64>>,
+    engine: Option<Spanned<String>>,
+    sha256: Option<Spanned<String>>,
+}
+
+// ---- validation ------------------------------------------------------------------------------
+
+struct Validator<'a> {
+    map: &'a SourceMap<'a>,
+    errors: Vec<Diagnostic>,
+}
+
+/// How a number must compare with zero.
+#[derive(Clone, Copy)]
+enum Sign {
+    Positive,
+    NonNegative,
+    /// In (0, 1].
+    Fraction,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, span: Option<Range<usize>>, field: &str, message: impl Into<String>) {
+        self.errors.push(self.map.at(span, field, message));
+    }
+
+    /// A required or defaulted number, checked for sign; `None` after reporting a problem.
+    fn number(&mut self, value: Option<&Spanned<f64>>, owner: Range<usize>, field: &str, sign: Sign) -> Option<f64> {
+        let Some(value) = value else {
+            self.error(Some(owner), field, "missing number");
+            return None;
+        };
+        let x = *value.get_ref();
+        let ok = x.is_finite()
+            && match sign {
+                Sign::Positive => x > 0.0,
+                Sign::NonNegative => x >= 0.0,
+                Sign::Fraction => x > 0.0 && x <= 1.0,
+            };
+        if !ok {
+            let want = match sign {
+                Sign::Positive => "a number > 0",
+                Sign::NonNegative => "a number >= 0",
+                Sign::Fraction => "a fraction in (0, 1]",
+            };
+            self.error(Some(value.span()), field, format!("must be {want}, got {x}"));
+            return None;
+        }
+        Some(x)
+    }
+
+    fn footprint(&mut self, raw: &Spanned<RawFootprint>, field: &str) -> Option<Footprint> {
+        let span = raw.span();
+        let raw = raw.get_ref();
+        let memory_mib = self.number(raw.memory_mib.as_ref(), span.clone(), &format!("{field}.memory_mib"), Sign::Positive);
+        let service_ms = self.number(raw.service_ms.as_ref(), span, &format!("{field}.service_ms"), Sign::Positive);
+        Some(Footprint { memory_mib: memory_mib?, service_ms: service_ms? })
+    }
+
+    fn family_known(&mut self, families: &BTreeSet<String>, family: &Spanned<String>, field: &str) -> bool {
+        if families.contains(family.get_ref()) {
+            return true;
+        }
+        let known: Vec<_> = families.iter().map(String::as_str).collect();
+        self.error(
+            Some(family.span()),
+            field,
+            format!("unknown family {:?}: no instance type has it (known: {})", family.get_ref(), known.join(", ")),
+        );
+        false
+    }
+
+    fn catalog(&mut self, raw: RawCatalog, path: &Path, text: &str) -> Catalog {
+        let limits = self.limits(raw.limits);
+        let instance_types = self.instance_types(&raw.instance_types);
+        // From the raw tables, so that one bad instance type does not make its family unknown too.
+        let families: BTreeSet<String> =
+            raw.instance_types.values().filter_map(|t| t.get_ref().family.as_ref()).map(|f| f.get_ref().clone()).collect();
+
+        let mut profiles: BTreeMap<String, BTreeMap<String, Footprint>> = BTreeMap::new();
+        for (name, per_family) in &raw.profiles {
+            let entry = profiles.entry(name.get_ref().clone()).or_default();
+            for (family, fp) in per_family {
+                let field = format!("profiles.{}.{}", name.get_ref(), family.get_ref());
+                if self.family_known(&families, family, &field) {
+                    if let Some(fp) = self.footprint(fp, &field) {
+                        entry.insert(family.get_ref().clone(), fp);
+                    }
+                }
+            }
+        }
+
+        let mut models = Vec::with_capacity(raw.models.len());
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, m) in raw.models.iter().enumerate() {
+            if let Some(model) = self.model(i, m, &profiles, &families, &mut seen) {
+                if let Some(limits) = &limits {
+                    self.check_fits(i, m.span(), &model, limits, &instance_types);
+                }
+                models.push(model);
+            }
+        }
+        if raw.models.is_empty() {
+            self.error(None, "models", "the catalog has no [[models]]");
+        }
+
+        Catalog {
+            path: path.to_path_buf(),
+            sha256: hex::encode(Sha256::digest(text.as_bytes())),
+            limits: limits.unwrap_or(Limits { max_memory: DEFAULT_MAX_MEMORY, max_utilization: DEFAULT_MAX_UTILIZATION }),
+            instance_types,
+            models,
+        }
+    }
+
+    fn limits(&mut self, raw: Option<RawLimits>) -> Option<Limits> {
+        let Some(raw) = raw else {
+            return Some(Limits { max_memory: DEFAULT_MAX_MEMORY, max_utilization: DEFAULT_MAX_UTILIZATION });
+        };
+        let mut fraction = |v: Option<Spanned<f64>>, field: &str, default: f64| match v {
+            None => Some(default),
+            Some(v) => self.number(Some(&v), v.span(), field, Sign::Fraction),
+        };
+        let max_memory = fraction(raw.max_memory, "limits.max_memory", DEFAULT_MAX_MEMORY);
+        let max_utilization = fraction(raw.max_utilization, "limits.max_utilization", DEFAULT_MAX_UTILIZATION);
+        Some(Limits { max_memory: max_memory?, max_utilization: max_utilization? })
+    }
+
+    fn instance_types(&mut self, raw: &BTreeMap<Spanned<String>, Spanned<RawInstanceType>>) -> Vec<InstanceType> {
+        if raw.is_empty() {
+            self.error(None, "instance_types", "the catalog has no [instance_types.\"NAME\"] table");
+        }
+        let mut out = Vec::new();
+        for (name, it) in raw {
+            let span = it.span();
+            let field = format!("instance_types.\"{}\"", name.get_ref());
+            let r = it.get_ref();
+            let family = match &r.family {
+                Some(f) if !f.get_ref().trim().is_empty() => Some(f.get_ref().clone()),
+                Some(f) => {
+                    self.error(Some(f.span()), &format!("{field}.family"), "must not be empty");
+                    None
+                }
+                None => {
+                    self.error(Some(span.clone()), &format!("{field}.family"), "missing family (c5, g4dn, inf1, …)");
+                    None
+                }
+            };
+            let price = self.number(r.price_per_hour.as_ref(), span.clone(), &format!("{field}.price_per_hour"), Sign::Positive);
+            let memory = self.number(r.memory_gib.as_ref(), span.clone(), &format!("{field}.memory_gib"), Sign::Positive);
+            let compute = self.number(r.compute.as_ref(), span.clone(), &format!("{field}.compute"), Sign::Positive);
+            let max_count = match &r.max_count {
+                None => Some(None),
+                Some(c) => match u32::try_from(*c.get_ref()) {
+                    Ok(n) => Some(Some(n)),
+                    Err(_) => {
+                        self.error(Some(c.span()), &format!("{field}.max_count"), format!("must be an integer >= 0, got {}", c.get_ref()));
+                        None
+                    }
+                },
+            };
+            if name.get_ref().trim().is_empty() {
+                self.error(Some(name.span()), "instance_types", "instance type name must not be empty");
+            }
+            if let (Some(family), Some(price_per_hour), Some(memory_gib), Some(compute), Some(max_count)) =
+                (family, price, memory, compute, max_count)
+            {
+                out.push(InstanceType { name: name.get_ref().clone(), family, price_per_hour, memory_gib, compute, max_count });
+            }
+        }
+        out
+    }
+
+    fn model(
+        &mut self,
+        i: usize,
+        raw: &Spanned<RawModel>,
+        profiles: &BTreeMap<String, BTreeMap<String, Footprint>>,
+        families: &BTreeSet<String>,
+        seen: &mut BTreeMap<String, usize>,
+    ) -> Option<Model> {
+        let span = raw.span();
+        let r = raw.get_ref();
+        let at = |f: &str| format!("models[{i}].{f}");
+
+        let id = match &r.id {
+            None => {
+                self.error(Some(span.clone()), &at("id"), "missing model id");
+                None
+            }
+            Some(id) if !is_dns_label(id.get_ref()) => {
+                self.error(
+                    Some(id.span()),
+                    &at("id"),
+                    format!("{:?} is not a DNS label: use 1-63 of a-z, 0-9 and '-', starting and ending with a letter or digit", id.get_ref()),
+                );
+                None
+            }
+            Some(id) => {
+                if let Some(first) = seen.get(id.get_ref()) {
+                    self.error(Some(id.span()), &at("id"), format!("duplicate model id {:?} (first defined on line {first})", id.get_ref()));
+                    None
+                } else {
+                    seen.insert(id.get_ref().clone(), self.map.position(id.span().start).0);
+                    Some(id.get_ref().clone())
+                }
+            }
+        };
+
+        let mut footprints = BTreeMap::new();
+        let mut footprint_ok = true;
+        if let Some(p) = &r.profile {
+            match profiles.get(p.get_ref()) {
+                Some(fps) => footprints.extend(fps.iter().map(|(k, v)| (k.clone(), *v))),
+                None => {
+                    let known: Vec<_> = profiles.keys().map(String::as_str).collect();
+                    let known = if known.is_empty() { "none defined".to_string() } else { known.join(", ") };
+                    self.error(Some(p.span()), &at("profile"), format!("unknown profile {:?} (known: {known})", p.get_ref()));
+                    footprint_ok = false;
+                }
+            }
+        }
+        for (family, fp) in &r.footprint {
+            let field = at(&format!("footprint.{}", family.get_ref()));
+            if !self.family_known(families, family, &field) {
+                footprint_ok = false;
+                continue;
+            }
+            match self.footprint(fp, &field) {
+                Some(fp) => {
+                    footprints.insert(family.get_ref().clone(), fp);
+                }
+                None => footprint_ok = false,
+            }
+        }
+        if footprint_ok && footprints.is_empty() {
+            self.error(Some(span.clone()), &at("profile"), "no footprint: give a profile or [models.footprint.<family>]");
+            footprint_ok = false;
+        }
+
+        let text = |v: &mut Self, s: &Option<Spanned<String>>, f: &str, required: bool| -> Option<Option<String>> {
+            match s {
+                None if required => {
+                    v.error(Some(span.clone()), &at(f), "missing");
+                    None
+                }
+                None => Some(None),
+                Some(s) if s.get_ref().trim().is_empty() => {
+                    v.error(Some(s.span()), &at(f), "must not be empty");
+                    None
+                }
+                Some(s) => Some(Some(s.get_ref().clone())),
+            }
+        };
+        let artifact = text(self, &r.artifact, "artifact", true);
+        let tokenizer = text(self, &r.tokenizer, "tokenizer", false);
+        let config = text(self, &r.config, "config", false);
+        let peak_rps = self.number(r.peak_rps.as_ref(), span.clone(), &at("peak_rps"), Sign::NonNegative);
+        let engine = match &r.engine {
+            None => Some(None),
+            Some(e) => match e.get_ref().parse::<Engine>() {
+                Ok(e) => Some(Some(e)),
+                Err(msg) => {
+                    self.error(Some(e.span()), &at("engine"), msg);
+                    None
+                }
+            },
+        };
+        let sha256 = match &r.sha256 {
+            None => Some(None),
+            Some(h) if h.get_ref().len() == 64 && h.get_ref().bytes().all(|c| c.is_ascii_hexdigit()) => {
+                Some(Some(h.get_ref().to_ascii_lowercase()))
+            }
+            Some(h) => {
+                self.error(Some(h.span()), &at("sha256"), "must be 64 hexadecimal digits");
+                None
+            }
+        };
+
+        if !footprint_ok {
+            return None;
+        }
+        Some(Model {
+            id: id?,
+            profile: r.profile.as_ref().map(|p| p.get_ref().clone()),
+            footprints,
+            artifact: artifact??,
+            tokenizer: tokenizer?,
+            config: config?,
+            peak_rps: peak_rps?,
+            engine: engine?,
+            sha256: sha256?,
+        })
+    }
+
+    /// A model that fits no instance type is an error naming it: never a silent drop.
+    fn check_fits(&mut self, i: usize, span: Range<usize>, model: &Model, limits: &Limits, types: &[InstanceType]) {
+        let mut reasons = Vec::new();
+        for it in types {
+            match demand(limits, model, it) {
+                Some(d) if d.fits() => return,
+                Some(d) => {
+                    let fp = model.footprints[&it.family];
+                    if d.memory > 1.0 {
+                        let cap = it.memory_gib * 1024.0 * limits.max_memory;
+                        reasons.push(format!("{}: needs {} MiB of {cap:.0} MiB", it.name, fp.memory_mib));
+                    } else {
+                        reasons.push(format!(
+                            "{}: needs {:.0}% of its compute at peak, limit {:.0}%",
+                            it.name,
+                            d.utilization * limits.max_utilization * 100.0,
+                            limits.max_utilization * 100.0
+                        ));
+                    }
+                }
+                None => {}
+            }
+        }
+        if !types.is_empty() {
+            let why = if reasons.is_empty() {
+                let fams: Vec<_> = model.footprints.keys().map(String::as_str).collect();
+                format!("no instance type of its families ({})", fams.join(", "))
+            } else {
+                reasons.join("; ")
+            };
+            self.error(Some(span), &format!("models[{i}]"), format!("model {:?} fits no instance type: {why}", model.id));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

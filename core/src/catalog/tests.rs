@@ -1,0 +1,169 @@
+use super::*;
+
+const GOOD: &str = r#"
+[limits]
+max_memory = 0.9
+max_utilization = 0.83
+
+[instance_types."inf1.xlarge"]
+family = "inf1"
+price_per_hour = 0.228
+memory_gib = 7
+compute = 4
+
+[instance_types."c5.xlarge"]
+family = "c5"
+price_per_hour = 0.17
+memory_gib = 7
+compute = 4
+max_count = 3
+
+[profiles."bert-base".inf1]
+memory_mib = 565
+service_ms = 6.0
+
+[[models]]
+id = "bert-0001"
+profile = "bert-base"
+artifact = "models/bert-0001/model.onnx"
+peak_rps = 2.0
+
+[[models]]
+id = "custom"
+artifact = "s3://b/custom.onnx"
+tokenizer = "s3://b/tokenizer.json"
+peak_rps = 0
+engine = "tract"
+[models.footprint.c5]
+memory_mib = 300
+service_ms = 20
+"#;
+
+fn errors(text: &str) -> Vec<String> {
+    match Catalog::parse("models.toml", text) {
+        Ok(_) => panic!("expected errors"),
+        Err(d) => d.0.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+fn with_model(extra: &str) -> String {
+    format!("{GOOD}\n[[models]]\n{extra}\n")
+}
+
+#[test]
+fn parses_a_good_catalog() {
+    let c = Catalog::parse("models.toml", GOOD).unwrap();
+    assert_eq!(c.instance_types.len(), 2);
+    assert_eq!(c.instance_types[0].name, "c5.xlarge");
+    assert_eq!(c.instance_types[0].max_count, Some(3));
+    assert_eq!(c.models.len(), 2);
+    assert_eq!(c.models[0].footprints["inf1"].memory_mib, 565.0);
+    assert_eq!(c.models[1].engine, Some(Engine::Tract));
+    assert_eq!(c.sha256.len(), 64);
+    let it = c.instance_type("inf1.xlarge").unwrap();
+    let d = c.demand(&c.models[0], it).unwrap();
+    assert!((d.memory - 565.0 / (7.0 * 1024.0 * 0.9)).abs() < 1e-12);
+    assert!((d.utilization - 2.0 * 6.0 / 1000.0 / 4.0 / 0.83).abs() < 1e-12);
+    assert!(c.demand(&c.models[0], c.instance_type("c5.xlarge").unwrap()).is_none());
+}
+
+#[test]
+fn inline_footprint_overrides_profile() {
+    let c = Catalog::parse(
+        "m.toml",
+        &with_model("id = \"x\"\nprofile = \"bert-base\"\nartifact = \"a\"\npeak_rps = 1\n[models.footprint.inf1]\nmemory_mib = 100\nservice_ms = 1"),
+    )
+    .unwrap();
+    assert_eq!(c.model("x").unwrap().footprints["inf1"].memory_mib, 100.0);
+}
+
+#[test]
+fn limits_default_when_absent() {
+    let text = GOOD.replace("[limits]\nmax_memory = 0.9\nmax_utilization = 0.83\n", "");
+    let c = Catalog::parse("m.toml", &text).unwrap();
+    assert_eq!(c.limits, Limits { max_memory: DEFAULT_MAX_MEMORY, max_utilization: DEFAULT_MAX_UTILIZATION });
+}
+
+#[test]
+fn syntax_error_names_line() {
+    let e = errors("[limits\nmax_memory = 1");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("models.toml:1:"), "{e:?}");
+}
+
+#[test]
+fn unknown_field_is_an_error() {
+    let e = errors(&with_model("id = \"x\"\nprofile = \"bert-base\"\nartifact = \"a\"\npeak_rps = 1\npeak_rsp = 2"));
+    assert!(e[0].contains("unknown field `peak_rsp`"), "{e:?}");
+}
+
+#[test]
+fn reports_every_problem_with_line_and_field() {
+    let text = with_model("id = \"Bad_Id\"\nprofile = \"nope\"\nartifact = \"a\"\npeak_rps = -1")
+        + "[[models]]\nid = \"bert-0001\"\nprofile = \"bert-base\"\nartifact = \"a\"\npeak_rps = 1\n"
+        + "[[models]]\nid = \"y\"\nartifact = \"a\"\npeak_rps = 1\n[models.footprint.tpu]\nmemory_mib = 1\nservice_ms = 1\n";
+    let e = errors(&text);
+    let joined = e.join("\n");
+    for want in [
+        "models[2].id: \"Bad_Id\" is not a DNS label",
+        "models[2].profile: unknown profile \"nope\" (known: bert-base)",
+        "models[2].peak_rps: must be a number >= 0, got -1",
+        "models[3].id: duplicate model id \"bert-0001\" (first defined on line 24)",
+        "models[4].footprint.tpu: unknown family \"tpu\"",
+    ] {
+        assert!(joined.contains(want), "missing {want:?} in\n{joined}");
+    }
+    assert!(e.iter().all(|l| l.starts_with("models.toml:")), "{joined}");
+    // Errors come in file order with real line numbers.
+    let line_of = |needle: &str| -> usize {
+        let l = e.iter().find(|l| l.contains(needle)).unwrap();
+        l.split(':').nth(1).unwrap().parse().unwrap()
+    };
+    assert_eq!(line_of("Bad_Id"), text.lines().position(|l| l.contains("Bad_Id")).unwrap() + 1);
+    assert_eq!(line_of("\"tpu\""), text.lines().position(|l| l.contains("footprint.tpu")).unwrap() + 1);
+}
+
+#[test]
+fn model_that_fits_nowhere_is_named() {
+    let e = errors(&with_model("id = \"huge\"\nartifact = \"a\"\npeak_rps = 1\n[models.footprint.inf1]\nmemory_mib = 99999\nservice_ms = 1"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("model \"huge\" fits no instance type: inf1.xlarge: needs 99999 MiB of 6451 MiB"), "{e:?}");
+    let e = errors(&with_model("id = \"hot\"\nartifact = \"a\"\npeak_rps = 1000\n[models.footprint.c5]\nmemory_mib = 1\nservice_ms = 100"));
+    assert!(e[0].contains("model \"hot\" fits no instance type: c5.xlarge: needs 2500% of its compute"), "{e:?}");
+}
+
+#[test]
+fn bad_instance_types_and_profiles() {
+    let text = GOOD
+        .replace("price_per_hour = 0.228", "price_per_hour = 0")
+        .replace("max_count = 3", "max_count = -1")
+        .replace("memory_mib = 565", "memory_mib = -5")
+        .replace("family = \"c5\"\n", "");
+    let e = errors(&text).join("\n");
+    for want in [
+        "instance_types.\"inf1.xlarge\".price_per_hour: must be a number > 0, got 0",
+        "instance_types.\"c5.xlarge\".family: missing family",
+        "instance_types.\"c5.xlarge\".max_count: must be an integer >= 0, got -1",
+        "profiles.bert-base.inf1.memory_mib: must be a number > 0, got -5",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in\n{e}");
+    }
+}
+
+#[test]
+fn missing_fields_and_bad_values() {
+    let e = errors(&with_model("profile = \"bert-base\"\nengine = \"onnx\"\nsha256 = \"abc\"")).join("\n");
+    for want in ["models[2].id: missing model id", "models[2].artifact: missing", "models[2].peak_rps: missing number", "models[2].engine: unknown engine \"onnx\"", "models[2].sha256: must be 64 hexadecimal digits"] {
+        assert!(e.contains(want), "missing {want:?} in\n{e}");
+    }
+    let e = errors("[limits]\nmax_memory = 1.5\n").join("\n");
+    assert!(e.contains("models.toml:2:14: limits.max_memory: must be a fraction in (0, 1], got 1.5"), "{e}");
+    assert!(e.contains("instance_types: the catalog has no"), "{e}");
+    assert!(e.contains("models: the catalog has no [[models]]"), "{e}");
+}
+
+#[test]
+fn load_names_a_missing_file() {
+    let err = Catalog::load("/nonexistent/models.toml").unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/models.toml"), "{err}");
+}

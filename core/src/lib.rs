@@ -1,0 +1,13 @@
+//! Types shared by every part of Stowage: the model catalog (`models.toml`), the packing plan
+//! (`plan.json`) and the identifiers both use. The planner writes these and the node server reads
+//! them; this crate pulls in neither the solver nor the HTTP stack.
+
+pub mod catalog;
+pub mod diagnostic;
+pub mod ident;
+pub mod plan;
+
+pub use catalog::{Catalog, Engine, Footprint, InstanceType, Limits, Model};
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use ident::{is_dns_label, node_id};
+pub use plan::{Plan, PlanNode, SolverInfo, Usage, PLAN_FORMAT};

@@ -1,0 +1,175 @@
+//! The packing plan (`plan.json`): which node runs which models. Written by `stowage plan`, read by
+//! `stowage serve`, `stowage manifests` and `stowage targets`.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ident::is_dns_label;
+
+/// The `format` field of every plan this version writes and reads.
+pub const PLAN_FORMAT: &str = "stowage-plan/v1";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub format: String,
+    pub catalog_sha256: String,
+    pub cost_per_hour: f64,
+    pub lower_bound_per_hour: f64,
+    pub solver: SolverInfo,
+    pub nodes: Vec<PlanNode>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SolverInfo {
+    /// e.g. `milp-cbc`, `heuristic+lns`.
+    pub method: String,
+    /// Wall time of the solve; the only field that differs between runs on the same catalog.
+    pub seconds: f64,
+    /// True only when optimality was proven (by the MILP or by matching the lower bound).
+    pub proven_optimal: bool,
+    /// (cost − lower bound) / cost.
+    #[serde(default)]
+    pub gap: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanNode {
+    /// DNS label; names the node's Kubernetes Service.
+    pub id: String,
+    pub instance_type: String,
+    #[serde(default)]
+    pub family: String,
+    pub price_per_hour: f64,
+    /// Model ids, sorted.
+    pub models: Vec<String>,
+    pub usage: Usage,
+}
+
+/// Share of the node's memory and compute that its models use (of the whole node, not of the limit).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Usage {
+    pub memory: f64,
+    pub utilization: f64,
+}
+
+/// Why a plan file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("cannot read plan {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Json { path: String, line: usize, column: usize, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Plan {
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, PlanError> {
+        let path = path.as_ref();
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| PlanError::Io { path: name.clone(), source })?;
+        Self::parse(&name, &text)
+    }
+
+    pub fn parse(name: &str, text: &str) -> Result<Self, PlanError> {
+        let plan: Plan = serde_json::from_str(text).map_err(|e| PlanError::Json {
+            path: name.to_string(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        plan.validate().map_err(|message| PlanError::Invalid { path: name.to_string(), message })?;
+        Ok(plan)
+    }
+
+    /// Checks what serde cannot: the format, DNS-label node ids, each model on one node.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.format != PLAN_FORMAT {
+            return Err(format!("format {:?} is not supported (expected {PLAN_FORMAT:?})", self.format));
+        }
+        let mut nodes = std::collections::BTreeSet::new();
+        let mut models = std::collections::BTreeMap::new();
+        for n in &self.nodes {
+            if !is_dns_label(&n.id) {
+                return Err(format!("node id {:?} is not a DNS label", n.id));
+            }
+            if !nodes.insert(n.id.as_str()) {
+                return Err(format!("node id {:?} appears twice", n.id));
+            }
+            for m in &n.models {
+                if let Some(other) = models.insert(m.as_str(), n.id.as_str()) {
+                    return Err(format!("model {m:?} is on both {other:?} and {:?}", n.id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn node(&self, id: &str) -> Option<&PlanNode> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// The node that hosts `model`.
+    pub fn node_of(&self, model: &str) -> Option<&PlanNode> {
+        self.nodes.iter().find(|n| n.models.iter().any(|m| m == model))
+    }
+
+    pub fn model_count(&self) -> usize {
+        self.nodes.iter().map(|n| n.models.len()).sum()
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("plan serializes");
+        s.push('\n');
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        Plan {
+            format: PLAN_FORMAT.into(),
+            catalog_sha256: "x".into(),
+            cost_per_hour: 1.18,
+            lower_bound_per_hour: 1.0,
+            solver: SolverInfo { method: "milp".into(), seconds: 0.1, proven_optimal: false, gap: 0.15 },
+            nodes: vec![PlanNode {
+                id: "inf1-6xlarge-000".into(),
+                instance_type: "inf1.6xlarge".into(),
+                family: "inf1".into(),
+                price_per_hour: 1.18,
+                models: vec!["a".into(), "b".into()],
+                usage: Usage { memory: 0.5, utilization: 0.1 },
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let p = plan();
+        assert_eq!(Plan::parse("p.json", &p.to_json()).unwrap(), p);
+        assert_eq!(p.node_of("b").unwrap().id, "inf1-6xlarge-000");
+        assert_eq!(p.model_count(), 2);
+    }
+
+    #[test]
+    fn rejects_bad_plans() {
+        let mut p = plan();
+        p.format = "v0".into();
+        assert!(Plan::parse("p.json", &p.to_json()).unwrap_err().to_string().contains("not supported"));
+        let mut p = plan();
+        p.nodes.push(p.nodes[0].clone());
+        p.nodes[1].id = "other".into();
+        assert!(Plan::parse("p.json", &p.to_json()).unwrap_err().to_string().contains("model \"a\" is on both"));
+        let err = Plan::parse("p.json", "{\n  \"format\": 1").unwrap_err().to_string();
+        assert!(err.starts_with("p.json:2:"), "{err}");
+    }
+}

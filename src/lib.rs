@@ -1,0 +1,1 @@
+//! Stowage: serve thousands of small models from a few packed nodes.
