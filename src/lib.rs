@@ -1,1 +1,8 @@
 //! Stowage: serve thousands of small models from a few packed nodes.
+//!
+//! This crate is the `stowage` binary's library: the command line (`cli`) and each command's
+//! implementation (`commands`). The planner lives in `stowage-planner`, shared types in
+//! `stowage-core`.
+
+pub mod cli;
+pub mod commands;

@@ -16,7 +16,13 @@ pub fn is_dns_label(s: &str) -> bool {
 pub fn node_id(instance_type: &str, index: usize) -> String {
     let mut stem: String = instance_type
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     let suffix = format!("-{index:03}");
     stem.truncate(63 - suffix.len());

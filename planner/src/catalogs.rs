@@ -1,0 +1,171 @@
+//! Generated catalogs: the standard instance types and profiles, and synthetic model populations
+//! for tests, benchmarks and the repository's example `models.toml`.
+//!
+//! Footprints of `bert-base` reproduce the reference deployment's densities (AWS × Salesforce,
+//! 3,040 BERT-base models): inf1.6xlarge 76, inf1.2xlarge 24, inf1.xlarge 11, g4dn.xlarge 18,
+//! g4dn.12xlarge 72 models per node. `memory_gib` is what holds models: host RAM less 1 GiB for the
+//! OS and runtime on inf1 and c5 (compiled Neuron models live in host memory too), and the usable
+//! memory of the T4 GPUs on g4dn (15 GiB each).
+
+use std::fmt::Write;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Instance types with us-east-1 on-demand prices (USD per hour).
+pub const INSTANCE_TYPES: &str = r#"[instance_types."inf1.xlarge"]
+family = "inf1"
+price_per_hour = 0.228
+memory_gib = 7
+compute = 4
+
+[instance_types."inf1.2xlarge"]
+family = "inf1"
+price_per_hour = 0.362
+memory_gib = 15
+compute = 4
+
+[instance_types."inf1.6xlarge"]
+family = "inf1"
+price_per_hour = 1.180
+memory_gib = 47
+compute = 16
+
+[instance_types."g4dn.xlarge"]
+family = "g4dn"
+price_per_hour = 0.526
+memory_gib = 15
+compute = 1
+
+[instance_types."g4dn.12xlarge"]
+family = "g4dn"
+price_per_hour = 3.912
+memory_gib = 60
+compute = 4
+
+[instance_types."c5.xlarge"]
+family = "c5"
+price_per_hour = 0.170
+memory_gib = 7
+compute = 4
+
+[instance_types."c5.2xlarge"]
+family = "c5"
+price_per_hour = 0.340
+memory_gib = 15
+compute = 8
+
+[instance_types."c5.4xlarge"]
+family = "c5"
+price_per_hour = 0.680
+memory_gib = 31
+compute = 16
+"#;
+
+/// Profiles: memory per model and busy time per request (batch 1, ~128 tokens) per family.
+pub const PROFILES: &str = r#"[profiles."minilm".inf1]
+memory_mib = 150
+service_ms = 2.0
+[profiles."minilm".g4dn]
+memory_mib = 260
+service_ms = 2.5
+[profiles."minilm".c5]
+memory_mib = 190
+service_ms = 12.0
+
+[profiles."distilbert".inf1]
+memory_mib = 330
+service_ms = 3.5
+[profiles."distilbert".g4dn]
+memory_mib = 450
+service_ms = 4.5
+[profiles."distilbert".c5]
+memory_mib = 420
+service_ms = 45.0
+
+[profiles."bert-base".inf1]
+memory_mib = 565
+service_ms = 6.0
+[profiles."bert-base".g4dn]
+memory_mib = 760
+service_ms = 8.0
+[profiles."bert-base".c5]
+memory_mib = 680
+service_ms = 90.0
+
+[profiles."bert-large".inf1]
+memory_mib = 1450
+service_ms = 15.0
+[profiles."bert-large".g4dn]
+memory_mib = 1700
+service_ms = 20.0
+[profiles."bert-large".c5]
+memory_mib = 1650
+service_ms = 280.0
+"#;
+
+const LIMITS: &str = "[limits]\nmax_memory = 0.90\nmax_utilization = 0.83\n";
+
+fn model_entry(out: &mut String, id: &str, profile: &str, rps: f64) {
+    let _ = write!(
+        out,
+        "\n[[models]]\nid = \"{id}\"\nprofile = \"{profile}\"\nartifact = \"s3://stowage-models/{id}/model.onnx\"\ntokenizer = \"s3://stowage-models/{id}/tokenizer.json\"\npeak_rps = {rps}\n"
+    );
+}
+
+/// `n` bert-base models at 2 requests/s each, every instance type available.
+pub fn uniform(n: usize) -> String {
+    let mut s = format!("{LIMITS}\n{INSTANCE_TYPES}\n{PROFILES}");
+    for i in 0..n {
+        model_entry(&mut s, &format!("bert-{:04}", i + 1), "bert-base", 2.0);
+    }
+    s
+}
+
+/// `n` models of mixed sizes (40% minilm, 30% distilbert, 25% bert-base, 5% bert-large) with
+/// skewed traffic: a few hot models (Zipf over a random rank) on a floor of cold ones.
+pub fn heterogeneous(n: usize, seed: u64) -> String {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut s = format!("{LIMITS}\n{INSTANCE_TYPES}\n{PROFILES}");
+    for i in 0..n {
+        let r: f64 = rng.random();
+        let profile = match r {
+            r if r < 0.40 => "minilm",
+            r if r < 0.70 => "distilbert",
+            r if r < 0.95 => "bert-base",
+            _ => "bert-large",
+        };
+        let rank = rng.random_range(1..=n) as f64;
+        let rps =
+            (0.2 + 60.0 / rank.powf(0.9) + rng.random_range(0.0..2.0) * 100.0).round() / 100.0;
+        model_entry(&mut s, &format!("model-{:05}", i + 1), profile, rps);
+    }
+    s
+}
+
+/// The reference's 78-model shape: 78 heterogeneous models, every node capped at 7.4 GB of memory
+/// (8 GiB × 0.925) and 83% utilization, inf1 and g4dn types only.
+pub fn reference78(seed: u64) -> String {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut s = String::from("[limits]\nmax_memory = 0.925\nmax_utilization = 0.83\n\n");
+    for (name, family, price, compute) in [
+        ("inf1.xlarge", "inf1", 0.228, 4),
+        ("inf1.2xlarge", "inf1", 0.362, 4),
+        ("g4dn.xlarge", "g4dn", 0.526, 1),
+    ] {
+        let _ = write!(s, "[instance_types.\"{name}\"]\nfamily = \"{family}\"\nprice_per_hour = {price}\nmemory_gib = 8\ncompute = {compute}\n\n");
+    }
+    for i in 0..78 {
+        let mem: f64 = rng.random_range(200.0..1500.0_f64).round();
+        let svc: f64 = (rng.random_range(2.0..15.0_f64) * 10.0).round() / 10.0;
+        // Heavy-tailed traffic (0.5 to 150 requests/s, log-uniform): compute binds on the hot ones.
+        let rps: f64 = (rng.random_range(0.5_f64.ln()..150.0_f64.ln()).exp() * 10.0).round() / 10.0;
+        let _ = write!(
+            s,
+            "[[models]]\nid = \"m{i:02}\"\nartifact = \"m{i:02}.onnx\"\npeak_rps = {rps}\n[models.footprint.inf1]\nmemory_mib = {mem}\nservice_ms = {svc}\n[models.footprint.g4dn]\nmemory_mib = {}\nservice_ms = {}\n\n",
+            (mem * 1.3).round(),
+            (svc * 1.2 * 10.0).round() / 10.0
+        );
+    }
+    s
+}

@@ -1,0 +1,723 @@
+//! Fast packing for catalogs of thousands to 100,000 models.
+//!
+//! 1. Construct: each model goes to the instance type where it is cheapest at the LP's dual prices
+//!    (so both dimensions and each type's price weigh in), packed best-fit decreasing.
+//! 2. Improve, all deterministic (seeded RNG, iteration budget; the time limit only cuts short):
+//!    retype nodes to the cheapest type that still holds them, empty the least useful nodes by
+//!    moving their models elsewhere, and ruin-and-recreate large-neighbourhood search.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::time::Instant;
+
+use crate::bound::LpBound;
+use crate::problem::{Problem, EPS};
+
+/// One node of a packing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bin {
+    pub t: usize,
+    pub items: Vec<usize>,
+    pub load: [f64; 2],
+}
+
+impl Bin {
+    fn new(t: usize) -> Self {
+        Self {
+            t,
+            items: Vec::new(),
+            load: [0.0; 2],
+        }
+    }
+
+    #[inline]
+    fn fits(&self, d: [f64; 2]) -> bool {
+        self.load[0] + d[0] <= 1.0 + EPS && self.load[1] + d[1] <= 1.0 + EPS
+    }
+
+    fn add(&mut self, i: usize, d: [f64; 2]) {
+        self.items.push(i);
+        self.load[0] += d[0];
+        self.load[1] += d[1];
+    }
+
+    fn fill(&self) -> f64 {
+        self.load[0].max(self.load[1])
+    }
+}
+
+/// A complete assignment of items to nodes. Empty bins cost nothing and are dropped at the end.
+#[derive(Debug, Clone, Default)]
+pub struct Packing {
+    pub bins: Vec<Bin>,
+}
+
+impl Packing {
+    pub fn cost(&self, p: &Problem) -> f64 {
+        self.bins
+            .iter()
+            .filter(|b| !b.items.is_empty())
+            .map(|b| p.types[b.t].price)
+            .sum()
+    }
+
+    pub fn counts(&self, p: &Problem) -> Vec<usize> {
+        let mut c = vec![0; p.n_types()];
+        for b in self.bins.iter().filter(|b| !b.items.is_empty()) {
+            c[b.t] += 1;
+        }
+        c
+    }
+
+    /// Recomputes every load from scratch, drops empty bins, and sorts items: the canonical form.
+    pub fn normalize(&mut self, p: &Problem) {
+        self.bins.retain(|b| !b.items.is_empty());
+        for b in &mut self.bins {
+            b.items.sort_unstable();
+            b.load = [0.0; 2];
+            for &i in &b.items {
+                let d = p
+                    .demand(i, b.t)
+                    .expect("item placed on a type it cannot run on");
+                b.load[0] += d[0];
+                b.load[1] += d[1];
+            }
+        }
+    }
+
+    /// Checks every invariant: each item once, on an allowed type, within limits and counts.
+    pub fn check(&self, p: &Problem) -> Result<(), String> {
+        let mut seen = vec![false; p.n_items()];
+        let mut counts = vec![0usize; p.n_types()];
+        for (k, b) in self
+            .bins
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| !b.items.is_empty())
+        {
+            counts[b.t] += 1;
+            let mut load = [0.0; 2];
+            for &i in &b.items {
+                if std::mem::replace(&mut seen[i], true) {
+                    return Err(format!("item {} placed twice", p.items[i]));
+                }
+                let d = p.demand(i, b.t).ok_or_else(|| {
+                    format!(
+                        "item {} on type {} it cannot run on",
+                        p.items[i], p.types[b.t].name
+                    )
+                })?;
+                load[0] += d[0];
+                load[1] += d[1];
+            }
+            if load[0] > 1.0 + 1e-6 || load[1] > 1.0 + 1e-6 {
+                return Err(format!(
+                    "bin {k} ({}) over its limits: {load:?}",
+                    p.types[b.t].name
+                ));
+            }
+        }
+        if let Some(i) = seen.iter().position(|s| !s) {
+            return Err(format!("item {} not placed", p.items[i]));
+        }
+        for (t, &c) in counts.iter().enumerate() {
+            if c > p.types[t].max_count {
+                return Err(format!(
+                    "{} nodes of {}, max_count {}",
+                    c, p.types[t].name, p.types[t].max_count
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The items could not all be placed within the instance types' `max_count`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("not enough capacity: model {model:?} fits no node within the instance types' max_count")]
+pub struct Infeasible {
+    pub model: String,
+}
+
+/// Per item: its LP price (cheapest over types) and its types ordered by LP price.
+struct Prices {
+    value: Vec<f64>,
+    pref: Vec<Vec<usize>>,
+}
+
+fn prices(p: &Problem, lb: &LpBound) -> Prices {
+    prices_by(p, lb, Preference::Dual)
+}
+
+/// How construction ranks the types an item may run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preference {
+    /// Cheapest at the LP's dual prices; near-ties (the dual is often degenerate) broken by
+    /// `Isolated`.
+    Dual,
+    /// Cheapest if nodes were filled with copies of the item: price × its larger share of a node.
+    Isolated,
+}
+
+fn prices_by(p: &Problem, lb: &LpBound, how: Preference) -> Prices {
+    let mut value = Vec::with_capacity(p.n_items());
+    let mut pref = Vec::with_capacity(p.n_items());
+    for i in 0..p.n_items() {
+        // (primary key, isolated cost, type)
+        let mut ts: Vec<(f64, f64, usize)> = p
+            .allowed(i)
+            .map(|(t, d)| {
+                let isolated = p.types[t].price * size(d);
+                (
+                    if how == Preference::Dual {
+                        lb.item_cost(d, t)
+                    } else {
+                        isolated
+                    },
+                    isolated,
+                    t,
+                )
+            })
+            .collect();
+        let min = ts.iter().map(|x| x.0).fold(f64::INFINITY, f64::min);
+        let tie = min.abs() * 1e-6 + 1e-12;
+        // Near-ties on the primary key compare by isolated cost.
+        ts.sort_by(|a, b| {
+            let (ka, kb) = (
+                if a.0 <= min + tie { min } else { a.0 },
+                if b.0 <= min + tie { min } else { b.0 },
+            );
+            ka.total_cmp(&kb)
+                .then(a.1.total_cmp(&b.1))
+                .then(a.2.cmp(&b.2))
+        });
+        value.push(
+            ts.iter()
+                .map(|x| lb.item_cost(p.demand(i, x.2).expect("allowed"), x.2))
+                .fold(f64::INFINITY, f64::min)
+                .max(0.0),
+        );
+        pref.push(ts.into_iter().map(|x| x.2).collect());
+    }
+    Prices { value, pref }
+}
+
+/// Weight of each dimension of type t when judging leftover space (its dual prices, normalized).
+fn weights(lb: &LpBound, t: usize) -> [f64; 2] {
+    let s = lb.lambda[t] + lb.mu[t];
+    if s <= 0.0 {
+        [0.5, 0.5]
+    } else {
+        [lb.lambda[t] / s, lb.mu[t] / s]
+    }
+}
+
+/// Size of an item for ordering: its larger share of a node.
+#[inline]
+fn size(d: [f64; 2]) -> f64 {
+    d[0].max(d[1])
+}
+
+/// Best-fit: among `cands`, the bin that item i fits in with the least weighted space left.
+fn best_fit(
+    p: &Problem,
+    lb: &LpBound,
+    bins: &[Bin],
+    cands: impl Iterator<Item = usize>,
+    i: usize,
+) -> Option<usize> {
+    let mut best: Option<(f64, usize)> = None;
+    for k in cands {
+        let b = &bins[k];
+        let Some(d) = p.demand(i, b.t) else { continue };
+        if !b.fits(d) {
+            continue;
+        }
+        let w = weights(lb, b.t);
+        let left = w[0] * (1.0 - b.load[0] - d[0]) + w[1] * (1.0 - b.load[1] - d[1]);
+        if best.is_none_or(|(l, _)| left < l) {
+            best = Some((left, k));
+        }
+    }
+    best.map(|(_, k)| k)
+}
+
+/// Builds the first packing: one per preference rule, each retyped; the cheaper one wins.
+pub fn construct(p: &Problem, lb: &LpBound) -> Result<Packing, Infeasible> {
+    let mut best: Option<Packing> = None;
+    let mut err = None;
+    for how in [Preference::Dual, Preference::Isolated] {
+        match construct_with(p, lb, how) {
+            Ok(mut pk) => {
+                retype(p, &mut pk);
+                if best.as_ref().is_none_or(|b| pk.cost(p) < b.cost(p) - 1e-9) {
+                    best = Some(pk);
+                }
+            }
+            Err(e) => err = Some(e),
+        }
+    }
+    best.ok_or_else(|| err.expect("one of the two ran"))
+}
+
+/// Best-fit decreasing, each item on its most preferred type with room (or a new node there).
+pub fn construct_with(p: &Problem, lb: &LpBound, how: Preference) -> Result<Packing, Infeasible> {
+    let pr = prices_by(p, lb, how);
+    let mut order: Vec<usize> = (0..p.n_items()).collect();
+    let key = |i: usize| {
+        pr.pref[i]
+            .first()
+            .and_then(|&t| p.demand(i, t))
+            .map_or(0.0, size)
+    };
+    order.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
+
+    let mut bins: Vec<Bin> = Vec::new();
+    let mut by_type: Vec<Vec<usize>> = vec![Vec::new(); p.n_types()];
+    for i in order {
+        let mut placed = false;
+        for &t in &pr.pref[i] {
+            let d = p.demand(i, t).expect("preferred types are allowed");
+            if let Some(k) = best_fit(p, lb, &bins, by_type[t].iter().copied(), i) {
+                bins[k].add(i, d);
+                placed = true;
+                break;
+            }
+            if by_type[t].len() < p.types[t].max_count {
+                let mut b = Bin::new(t);
+                b.add(i, d);
+                by_type[t].push(bins.len());
+                bins.push(b);
+                placed = true;
+                break;
+            }
+        }
+        if !placed {
+            return Err(Infeasible {
+                model: p.items[i].clone(),
+            });
+        }
+    }
+    Ok(Packing { bins })
+}
+
+/// Loads of `items` on type t, or None if one of them cannot run there or they overflow it.
+fn loads_on(p: &Problem, items: &[usize], t: usize) -> Option<[f64; 2]> {
+    let mut l = [0.0; 2];
+    for &i in items {
+        let d = p.demand(i, t)?;
+        l[0] += d[0];
+        l[1] += d[1];
+    }
+    (l[0] <= 1.0 + EPS && l[1] <= 1.0 + EPS).then_some(l)
+}
+
+/// Moves every bin to the cheapest type that still holds its items (within counts).
+pub fn retype(p: &Problem, pk: &mut Packing) -> bool {
+    let mut counts = pk.counts(p);
+    let mut changed = false;
+    for b in pk.bins.iter_mut().filter(|b| !b.items.is_empty()) {
+        let mut best = (p.types[b.t].price, b.t, b.load);
+        for t in 0..p.n_types() {
+            if t == b.t || p.types[t].price >= best.0 - 1e-12 || counts[t] >= p.types[t].max_count {
+                continue;
+            }
+            if let Some(l) = loads_on(p, &b.items, t) {
+                best = (p.types[t].price, t, l);
+            }
+        }
+        if best.1 != b.t {
+            counts[b.t] -= 1;
+            counts[best.1] += 1;
+            b.t = best.1;
+            b.load = best.2;
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// Undo log for a tentative change to a packing.
+struct Journal {
+    saved: Vec<(usize, Bin)>,
+    touched: Vec<bool>,
+    appended_from: usize,
+}
+
+impl Journal {
+    fn new(pk: &Packing) -> Self {
+        Self {
+            saved: Vec::new(),
+            touched: vec![false; pk.bins.len()],
+            appended_from: pk.bins.len(),
+        }
+    }
+
+    fn touch(&mut self, pk: &Packing, k: usize) {
+        if k < self.appended_from && !std::mem::replace(&mut self.touched[k], true) {
+            self.saved.push((k, pk.bins[k].clone()));
+        }
+    }
+
+    fn undo(self, pk: &mut Packing) {
+        pk.bins.truncate(self.appended_from);
+        for (k, b) in self.saved {
+            pk.bins[k] = b;
+        }
+    }
+
+    /// (Δcost, Δ Σ fill²) of the change.
+    fn delta(&self, p: &Problem, pk: &Packing) -> (f64, f64) {
+        let price = |b: &Bin| {
+            if b.items.is_empty() {
+                0.0
+            } else {
+                p.types[b.t].price
+            }
+        };
+        let sq = |b: &Bin| b.fill() * b.fill();
+        let (mut dc, mut dq) = (0.0, 0.0);
+        for (k, old) in &self.saved {
+            dc += price(&pk.bins[*k]) - price(old);
+            dq += sq(&pk.bins[*k]) - sq(old);
+        }
+        for b in &pk.bins[self.appended_from..] {
+            dc += price(b);
+            dq += sq(b);
+        }
+        (dc, dq)
+    }
+}
+
+/// Opens new bins for `items` (none fit the existing ones): while some type holds all that is
+/// left, the cheapest such; otherwise the type that packs the most LP value per dollar.
+fn open_bins(
+    p: &Problem,
+    pr: &Prices,
+    pk: &mut Packing,
+    counts: &mut [usize],
+    mut items: Vec<usize>,
+) -> bool {
+    items.sort_by(|&a, &b| pr.value[b].total_cmp(&pr.value[a]).then(a.cmp(&b)));
+    while !items.is_empty() {
+        let mut all: Option<(f64, usize)> = None;
+        for t in 0..p.n_types() {
+            if counts[t] < p.types[t].max_count
+                && all.is_none_or(|(c, _)| p.types[t].price < c)
+                && loads_on(p, &items, t).is_some()
+            {
+                all = Some((p.types[t].price, t));
+            }
+        }
+        let (t, take) = if let Some((_, t)) = all {
+            (t, vec![true; items.len()])
+        } else {
+            let mut best: Option<(f64, usize, Vec<bool>)> = None;
+            for t in 0..p.n_types() {
+                if counts[t] >= p.types[t].max_count {
+                    continue;
+                }
+                let mut b = Bin::new(t);
+                let mut take = vec![false; items.len()];
+                let mut value = 0.0;
+                for (j, &i) in items.iter().enumerate() {
+                    if let Some(d) = p.demand(i, t).filter(|&d| b.fits(d)) {
+                        b.add(i, d);
+                        take[j] = true;
+                        value += pr.value[i];
+                    }
+                }
+                let eff = value / p.types[t].price;
+                if value > 0.0 && best.as_ref().is_none_or(|(e, _, _)| eff > *e) {
+                    best = Some((eff, t, take));
+                }
+            }
+            match best {
+                Some((_, t, take)) => (t, take),
+                None => return false,
+            }
+        };
+        let mut b = Bin::new(t);
+        let mut rest = Vec::new();
+        for (j, i) in items.into_iter().enumerate() {
+            if take[j] {
+                b.add(i, p.demand(i, t).expect("taken items fit"));
+            } else {
+                rest.push(i);
+            }
+        }
+        counts[t] += 1;
+        pk.bins.push(b);
+        items = rest;
+    }
+    true
+}
+
+/// Tries to place `items` into existing non-empty bins other than `exclude`; returns the ones left.
+fn reinsert(
+    p: &Problem,
+    lb: &LpBound,
+    pk: &mut Packing,
+    j: &mut Journal,
+    items: &[usize],
+    exclude: &[bool],
+) -> Vec<usize> {
+    let mut left = Vec::new();
+    for &i in items {
+        let cands = (0..pk.bins.len())
+            .filter(|&k| !exclude.get(k).copied().unwrap_or(false) && !pk.bins[k].items.is_empty());
+        match best_fit(p, lb, &pk.bins, cands, i) {
+            Some(k) => {
+                j.touch(pk, k);
+                let d = p.demand(i, pk.bins[k].t).expect("best_fit checks the type");
+                pk.bins[k].add(i, d);
+            }
+            None => left.push(i),
+        }
+    }
+    left
+}
+
+/// Sorts items by decreasing size on their current node's type (ties by index).
+fn by_size_desc(p: &Problem, items: &mut [usize], t_of: impl Fn(usize) -> usize) {
+    items.sort_by(|&a, &b| {
+        let sa = p.demand(a, t_of(a)).map_or(0.0, size);
+        let sb = p.demand(b, t_of(b)).map_or(0.0, size);
+        sb.total_cmp(&sa).then(a.cmp(&b))
+    });
+}
+
+/// Improvement budget and limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub lns_iterations: usize,
+    pub deadline: Option<Instant>,
+    pub seed: u64,
+}
+
+/// Statistics of one improvement run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ImproveStats {
+    pub eliminated: usize,
+    pub lns_iterations: usize,
+    pub lns_improvements: usize,
+    pub cut_by_time: bool,
+}
+
+/// Improves a packing in place; never makes it worse.
+pub fn improve(
+    p: &Problem,
+    lb: &LpBound,
+    pk: &mut Packing,
+    budget: Budget,
+    target: f64,
+    mut progress: impl FnMut(usize, f64),
+) -> ImproveStats {
+    let pr = prices(p, lb);
+    let mut stats = ImproveStats::default();
+    let out_of_time = |s: &mut ImproveStats| {
+        let over = budget.deadline.is_some_and(|d| Instant::now() >= d);
+        s.cut_by_time |= over;
+        over
+    };
+    retype(p, pk);
+
+    // Empty the least useful nodes: LP value carried per dollar, lowest first.
+    loop {
+        let mut order: Vec<usize> = (0..pk.bins.len())
+            .filter(|&k| !pk.bins[k].items.is_empty())
+            .collect();
+        let eff = |b: &Bin| b.items.iter().map(|&i| pr.value[i]).sum::<f64>() / p.types[b.t].price;
+        order.sort_by(|&a, &b| {
+            eff(&pk.bins[a])
+                .total_cmp(&eff(&pk.bins[b]))
+                .then(a.cmp(&b))
+        });
+        let mut any = false;
+        for k in order {
+            if out_of_time(&mut stats) || pk.cost(p) <= target + 1e-9 {
+                break;
+            }
+            let mut j = Journal::new(pk);
+            j.touch(pk, k);
+            let t = pk.bins[k].t;
+            let mut items = std::mem::take(&mut pk.bins[k].items);
+            pk.bins[k].load = [0.0; 2];
+            by_size_desc(p, &mut items, |_| t);
+            let mut exclude = vec![false; pk.bins.len()];
+            exclude[k] = true;
+            if reinsert(p, lb, pk, &mut j, &items, &exclude).is_empty() {
+                stats.eliminated += 1;
+                any = true;
+            } else {
+                j.undo(pk);
+            }
+        }
+        if !any || out_of_time(&mut stats) {
+            break;
+        }
+        retype(p, pk);
+    }
+    pk.normalize(p);
+
+    // Ruin and recreate.
+    let mut rng = ChaCha8Rng::seed_from_u64(budget.seed);
+    let mut cost = pk.cost(p);
+    for it in 0..budget.lns_iterations {
+        if cost <= target + 1e-9 || (it % 16 == 0 && out_of_time(&mut stats)) {
+            break;
+        }
+        stats.lns_iterations += 1;
+        let live: Vec<usize> = (0..pk.bins.len())
+            .filter(|&k| !pk.bins[k].items.is_empty())
+            .collect();
+        if live.len() < 2 {
+            break;
+        }
+        let k_remove = rng.random_range(2..=live.len().min(5));
+        let mut chosen = vec![false; pk.bins.len()];
+        // Half the time start from a weakly filled node, else anywhere.
+        let first = if rng.random_bool(0.5) {
+            *live
+                .iter()
+                .min_by(|&&a, &&b| {
+                    pk.bins[a]
+                        .fill()
+                        .total_cmp(&pk.bins[b].fill())
+                        .then(a.cmp(&b))
+                })
+                .expect("live is not empty")
+        } else {
+            live[rng.random_range(0..live.len())]
+        };
+        chosen[first] = true;
+        let mut picked = 1;
+        while picked < k_remove {
+            let k = live[rng.random_range(0..live.len())];
+            if !std::mem::replace(&mut chosen[k], true) {
+                picked += 1;
+            }
+        }
+        let mut j = Journal::new(pk);
+        let mut pool = Vec::new();
+        for k in 0..chosen.len() {
+            if chosen[k] {
+                j.touch(pk, k);
+                pool.extend(std::mem::take(&mut pk.bins[k].items));
+                pk.bins[k].load = [0.0; 2];
+            }
+        }
+        // Recreate: largest first on the cheapest type each can use.
+        let pref0 = |i: usize| pr.pref[i][0];
+        by_size_desc(p, &mut pool, pref0);
+        let left = reinsert(p, lb, pk, &mut j, &pool, &chosen);
+        let mut counts = pk.counts(p);
+        let ok = open_bins(p, &pr, pk, &mut counts, left);
+        let (dc, dq) = j.delta(p, pk);
+        if ok && (dc < -1e-9 || (dc.abs() <= 1e-9 && dq > 1e-12)) {
+            if dc < -1e-9 {
+                stats.lns_improvements += 1;
+                cost += dc;
+                progress(it, cost);
+            }
+            pk.bins.retain(|b| !b.items.is_empty());
+        } else {
+            j.undo(pk);
+        }
+    }
+    retype(p, pk);
+    pk.normalize(p);
+    stats
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bound::lp_bound;
+    use crate::problem::BinType;
+
+    fn uniform(n: usize, d: [f64; 2], types: Vec<BinType>) -> Problem {
+        let nt = types.len();
+        Problem::new(
+            types,
+            (0..n).map(|i| format!("m{i}")).collect(),
+            vec![Some(d); n * nt],
+        )
+    }
+
+    fn bt(name: &str, price: f64) -> BinType {
+        BinType {
+            name: name.into(),
+            family: "f".into(),
+            price,
+            max_count: usize::MAX,
+        }
+    }
+
+    #[test]
+    fn constructs_valid_packings() {
+        let p = uniform(10, [0.3, 0.1], vec![bt("a", 1.0)]);
+        let lb = lp_bound(&p);
+        let pk = construct(&p, &lb).unwrap();
+        pk.check(&p).unwrap();
+        assert_eq!(pk.bins.len(), 4); // 3 per node
+    }
+
+    #[test]
+    fn retype_picks_cheaper_type() {
+        // Three items fit one small node; a big node is what a naive pass might open.
+        let p = Problem::new(
+            vec![bt("big", 3.0), bt("small", 1.0)],
+            vec!["a".into(), "b".into()],
+            vec![
+                Some([0.1, 0.1]),
+                Some([0.5, 0.5]),
+                Some([0.1, 0.1]),
+                Some([0.5, 0.5]),
+            ],
+        );
+        let mut pk = Packing {
+            bins: vec![Bin {
+                t: 0,
+                items: vec![0, 1],
+                load: [0.2, 0.2],
+            }],
+        };
+        assert!(retype(&p, &mut pk));
+        assert_eq!(pk.bins[0].t, 1);
+        pk.check(&p).unwrap();
+    }
+
+    #[test]
+    fn improve_empties_a_node() {
+        // 6 items of 1/3: a bad start with 3 half-used nodes improves to 2 full ones.
+        let p = uniform(6, [1.0 / 3.0 - 1e-6, 0.0], vec![bt("a", 1.0)]);
+        let lb = lp_bound(&p);
+        let mut pk = Packing {
+            bins: (0..3)
+                .map(|k| Bin {
+                    t: 0,
+                    items: vec![2 * k, 2 * k + 1],
+                    load: [2.0 / 3.0, 0.0],
+                })
+                .collect(),
+        };
+        let budget = Budget {
+            lns_iterations: 100,
+            deadline: None,
+            seed: 1,
+        };
+        improve(&p, &lb, &mut pk, budget, 0.0, |_, _| {});
+        pk.check(&p).unwrap();
+        assert_eq!(pk.cost(&p), 2.0);
+    }
+
+    #[test]
+    fn max_count_is_respected_or_infeasible() {
+        let mut a = bt("a", 1.0);
+        a.max_count = 1;
+        let p = uniform(3, [0.5, 0.0], vec![a]);
+        let lb = lp_bound(&p);
+        assert_eq!(construct(&p, &lb).unwrap_err().model, "m2");
+    }
+}

@@ -1,0 +1,165 @@
+//! Exact packing as a MILP (good_lp + COIN-OR CBC), for catalogs small enough to prove optimal.
+//!
+//! Variables: y[t][k] = node k of type t is bought; x[i][t][k] = item i runs on it.
+//! Candidate nodes per type are capped by what the incumbent's cost can pay for, and symmetry is
+//! broken twice: nodes of a type are used in order, and the r-th item that can run on a type may
+//! only use that type's first r+1 nodes (relabel nodes by their lowest item: always possible).
+
+use std::collections::BTreeMap;
+
+use good_lp::{
+    constraint, variable, Expression, ProblemVariables, Solution, SolutionStatus, SolverModel,
+    Variable, WithMipGap, WithTimeLimit,
+};
+
+use crate::heuristic::{Bin, Packing};
+use crate::problem::Problem;
+
+#[derive(Debug, Clone)]
+pub struct MilpResult {
+    /// A packing at least as good as the incumbent, when the solver returned a feasible one.
+    pub packing: Option<Packing>,
+    pub proven_optimal: bool,
+    /// The solver's lower bound (0 when it gave none).
+    pub bound: f64,
+}
+
+/// Solves exactly within `seconds`; `incumbent` caps the search (its cost is the cutoff).
+pub fn solve_exact(p: &Problem, incumbent: &Packing, seconds: f64) -> MilpResult {
+    let nt = p.n_types();
+    let ub = incumbent.cost(p);
+    // Rank of each item among the items that can run on each type.
+    let mut rank = vec![vec![usize::MAX; nt]; p.n_items()];
+    let mut fit_count = vec![0usize; nt];
+    for (i, r) in rank.iter_mut().enumerate() {
+        for (t, _) in p.allowed(i) {
+            r[t] = fit_count[t];
+            fit_count[t] += 1;
+        }
+    }
+    let caps: Vec<usize> = (0..nt)
+        .map(|t| {
+            p.types[t]
+                .max_count
+                .min(fit_count[t])
+                .min((ub / p.types[t].price + 1e-9).floor() as usize)
+        })
+        .collect();
+
+    let mut vars = ProblemVariables::new();
+    let y: Vec<Vec<Variable>> = caps
+        .iter()
+        .map(|&c| (0..c).map(|_| vars.add(variable().binary())).collect())
+        .collect();
+    let mut x: BTreeMap<(usize, usize, usize), Variable> = BTreeMap::new();
+    for i in 0..p.n_items() {
+        for (t, _) in p.allowed(i) {
+            for k in 0..caps[t].min(rank[i][t] + 1) {
+                x.insert((i, t, k), vars.add(variable().binary()));
+            }
+        }
+    }
+    let objective: Expression = (0..nt)
+        .map(|t| {
+            y[t].iter()
+                .map(|&v| p.types[t].price * v)
+                .sum::<Expression>()
+        })
+        .sum();
+
+    let mut model = vars.minimise(objective).using(good_lp::coin_cbc);
+    let log = if std::env::var_os("STOWAGE_DEBUG_MILP").is_some() {
+        "1"
+    } else {
+        "0"
+    };
+    model.set_parameter("log", log);
+    model.set_parameter("slogLevel", log);
+    model.set_parameter("randomSeed", "42");
+    model.set_parameter("randomCbcSeed", "42");
+    // CBC 2.10 (Debian's coinor-libcbc) can return an infeasible solution, marked optimal, when
+    // given a MIP start; a cutoff at the incumbent's cost prunes as well and stays sound.
+    model.set_parameter("cutoff", &format!("{}", ub + 1e-6 * ub.max(1.0)));
+    let mut model = model.with_time_limit(seconds.max(0.1));
+    model = model
+        .with_mip_gap(0.0)
+        .unwrap_or_else(|_| unreachable!("0 is a valid gap"));
+
+    for i in 0..p.n_items() {
+        let s: Expression = x.range((i, 0, 0)..(i + 1, 0, 0)).map(|(_, &v)| v).sum();
+        model = model.with(constraint!(s == 1));
+    }
+    for t in 0..nt {
+        for k in 0..caps[t] {
+            let (mut mem, mut cpu) = (Expression::from(0.0), Expression::from(0.0));
+            for i in 0..p.n_items() {
+                if let (Some(&v), Some(d)) = (x.get(&(i, t, k)), p.demand(i, t)) {
+                    mem += d[0] * v;
+                    cpu += d[1] * v;
+                    model = model.with(constraint!(v <= y[t][k]));
+                }
+            }
+            model = model.with(constraint!(mem <= y[t][k]));
+            model = model.with(constraint!(cpu <= y[t][k]));
+            if k + 1 < caps[t] {
+                model = model.with(constraint!(y[t][k] >= y[t][k + 1]));
+            }
+        }
+    }
+
+    let sol = match model.solve() {
+        Ok(sol) => sol,
+        Err(e) => {
+            if std::env::var_os("STOWAGE_DEBUG_MILP").is_some() {
+                eprintln!("milp: {e}");
+            }
+            return MilpResult {
+                packing: None,
+                proven_optimal: false,
+                bound: 0.0,
+            };
+        }
+    };
+    let proven = matches!(sol.status(), SolutionStatus::Optimal);
+    if std::env::var_os("STOWAGE_DEBUG_MILP").is_some() {
+        eprintln!(
+            "milp: status {:?}, objective {}, bound {}",
+            sol.status(),
+            sol.model().obj_value(),
+            sol.model().best_possible_value()
+        );
+    }
+    let bound = sol.model().best_possible_value().max(0.0);
+    let mut bins: BTreeMap<(usize, usize), Bin> = BTreeMap::new();
+    for (&(i, t, k), &v) in &x {
+        if sol.value(v) > 0.5 {
+            bins.entry((t, k))
+                .or_insert_with(|| Bin {
+                    t,
+                    items: Vec::new(),
+                    load: [0.0; 2],
+                })
+                .items
+                .push(i);
+        }
+    }
+    let mut pk = Packing {
+        bins: bins.into_values().collect(),
+    };
+    pk.normalize(p);
+    let packing = (pk.check(p).is_ok() && pk.cost(p) <= ub + 1e-9).then_some(pk);
+    // Claim a proof only when CBC's own bound agrees with the solution it returned.
+    let proven_optimal = proven
+        && packing
+            .as_ref()
+            .is_some_and(|pk| bound >= pk.cost(p) - 1e-6);
+    let bound = match &packing {
+        Some(pk) if proven_optimal => pk.cost(p),
+        _ => bound,
+    };
+    MilpResult {
+        packing,
+        proven_optimal,
+        bound,
+    }
+}

@@ -1,0 +1,199 @@
+//! `stowage plan`: from a catalog to a plan. Bound first, then heuristic, then (small catalogs)
+//! the exact MILP; `proven_optimal` only when the MILP proved it or the cost meets the bound.
+
+use std::time::{Duration, Instant};
+
+use stowage_core::plan::{Plan, PlanNode, SolverInfo, Usage, PLAN_FORMAT};
+use stowage_core::{node_id, Catalog};
+
+use crate::bound::{lp_bound, round_to_price_lattice};
+use crate::heuristic::{construct, improve, Budget, Infeasible, Packing};
+use crate::milp::solve_exact;
+use crate::problem::Problem;
+
+/// Which algorithm to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Method {
+    /// Exact MILP up to `exact_max_models` models, heuristic above.
+    #[default]
+    Auto,
+    Exact,
+    Heuristic,
+}
+
+#[derive(Clone)]
+pub struct Options {
+    pub method: Method,
+    /// Wall-clock cap for the whole solve. Output is deterministic when the cap is not reached.
+    pub time_limit: Duration,
+    pub exact_max_models: usize,
+    /// Improvement iterations of the large-neighbourhood search (a fixed budget keeps runs repeatable).
+    pub lns_iterations: usize,
+    pub seed: u64,
+    /// Called with (LNS iteration, cost) on each improvement.
+    pub progress: Option<std::sync::Arc<dyn Fn(usize, f64) + Send + Sync>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            method: Method::Auto,
+            time_limit: Duration::from_secs(30),
+            exact_max_models: 120,
+            lns_iterations: 3000,
+            seed: 0x5707_a6e,
+            progress: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SolveError {
+    #[error(transparent)]
+    Infeasible(#[from] Infeasible),
+}
+
+/// Solves a numeric problem: the packing, its lower bound, and how it was found.
+pub struct Solved {
+    pub packing: Packing,
+    pub lower_bound: f64,
+    pub method: String,
+    pub proven_optimal: bool,
+    pub seconds: f64,
+}
+
+pub fn solve_problem(p: &Problem, opts: &Options) -> Result<Solved, SolveError> {
+    let start = Instant::now();
+    let deadline = start + opts.time_limit;
+    let prices: Vec<f64> = p.types.iter().map(|t| t.price).collect();
+    let lb = lp_bound(p);
+    let mut bound = round_to_price_lattice(&prices, lb.value);
+
+    let mut packing = construct(p, &lb)?;
+    let budget = Budget {
+        lns_iterations: opts.lns_iterations,
+        deadline: Some(deadline),
+        seed: opts.seed,
+    };
+    let stats = improve(p, &lb, &mut packing, budget, bound, |it, c| {
+        if let Some(f) = &opts.progress {
+            f(it, c)
+        }
+    });
+    let mut method = String::from("heuristic+lns");
+    if stats.cut_by_time {
+        method.push_str(" (time limit)");
+    }
+    let mut proven = packing.cost(p) <= bound + 1e-9;
+
+    let exact = match opts.method {
+        Method::Exact => true,
+        Method::Heuristic => false,
+        Method::Auto => p.n_items() <= opts.exact_max_models,
+    };
+    if exact && !proven {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64();
+        let r = solve_exact(p, &packing, left);
+        method = "milp-cbc".into();
+        if let Some(better) = r.packing {
+            if better.cost(p) < packing.cost(p) - 1e-9 {
+                packing = better;
+            }
+        }
+        bound = bound
+            .max(round_to_price_lattice(&prices, r.bound - 1e-9))
+            .min(packing.cost(p));
+        proven = r.proven_optimal || packing.cost(p) <= bound + 1e-9;
+        if !r.proven_optimal {
+            method.push_str(" (time limit)");
+        }
+    } else if proven {
+        method.push_str(" (meets lower bound)");
+    }
+    debug_assert!(packing.check(p).is_ok());
+    Ok(Solved {
+        packing,
+        lower_bound: bound,
+        method,
+        proven_optimal: proven,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Plans a whole catalog.
+pub fn plan(catalog: &Catalog, opts: &Options) -> Result<Plan, SolveError> {
+    let p = Problem::from_catalog(catalog);
+    let s = solve_problem(&p, opts)?;
+    Ok(to_plan(catalog, &p, &s))
+}
+
+/// Names and orders nodes deterministically: by type, fullest first, then by first model id.
+pub fn to_plan(catalog: &Catalog, p: &Problem, s: &Solved) -> Plan {
+    let mut bins: Vec<_> = s
+        .packing
+        .bins
+        .iter()
+        .filter(|b| !b.items.is_empty())
+        .collect();
+    let first_id = |b: &crate::heuristic::Bin| {
+        b.items
+            .iter()
+            .map(|&i| p.items[i].as_str())
+            .min()
+            .unwrap_or("")
+    };
+    bins.sort_by(|a, b| {
+        p.types[a.t]
+            .name
+            .cmp(&p.types[b.t].name)
+            .then(b.items.len().cmp(&a.items.len()))
+            .then_with(|| first_id(a).cmp(first_id(b)))
+    });
+    let mut index = vec![0usize; p.n_types()];
+    let lim = catalog.limits;
+    let nodes = bins
+        .into_iter()
+        .map(|b| {
+            let ty = &p.types[b.t];
+            let id = node_id(&ty.name, index[b.t]);
+            index[b.t] += 1;
+            let mut models: Vec<String> = b.items.iter().map(|&i| p.items[i].clone()).collect();
+            models.sort();
+            PlanNode {
+                id,
+                instance_type: ty.name.clone(),
+                family: ty.family.clone(),
+                price_per_hour: ty.price,
+                models,
+                usage: Usage {
+                    memory: round6(b.load[0] * lim.max_memory),
+                    utilization: round6(b.load[1] * lim.max_utilization),
+                },
+            }
+        })
+        .collect::<Vec<_>>();
+    let cost: f64 = nodes.iter().map(|n| n.price_per_hour).sum();
+    Plan {
+        format: PLAN_FORMAT.into(),
+        catalog_sha256: catalog.sha256.clone(),
+        cost_per_hour: round6(cost),
+        lower_bound_per_hour: round6(s.lower_bound.min(cost)),
+        solver: SolverInfo {
+            method: s.method.clone(),
+            seconds: (s.seconds * 1000.0).round() / 1000.0,
+            proven_optimal: s.proven_optimal,
+            gap: if cost > 0.0 {
+                round6((cost - s.lower_bound).max(0.0) / cost)
+            } else {
+                0.0
+            },
+        },
+        nodes,
+    }
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
