@@ -61,9 +61,7 @@ impl std::str::FromStr for Engine {
         match s {
             "tract" => Ok(Engine::Tract),
             "ort" => Ok(Engine::Ort),
-            other => Err(format!(
-                "unknown engine {other:?}: expected \"tract\" or \"ort\""
-            )),
+            other => Err(format!("unknown engine {other:?}: expected \"tract\" or \"ort\"")),
         }
     }
 }
@@ -114,10 +112,7 @@ pub struct Catalog {
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("cannot read catalog {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Invalid(#[from] Diagnostics),
 }
@@ -139,10 +134,8 @@ impl Catalog {
     /// Reads and validates a catalog file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, CatalogError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| CatalogError::Io { path: path.to_path_buf(), source })?;
         Ok(Self::parse(path, &text)?)
     }
 
@@ -155,10 +148,7 @@ impl Catalog {
             let message = e.message().trim_end().to_string();
             Diagnostics(vec![map.at(e.span(), "", message)])
         })?;
-        let mut v = Validator {
-            map: &map,
-            errors: Vec::new(),
-        };
+        let mut v = Validator { map: &map, errors: Vec::new() };
         let catalog = v.catalog(raw, path, text);
         if v.errors.is_empty() {
             Ok(catalog)
@@ -192,10 +182,7 @@ pub fn demand(limits: &Limits, model: &Model, it: &InstanceType) -> Option<Deman
     let fp = model.footprints.get(&it.family)?;
     let memory = fp.memory_mib / (it.memory_gib * 1024.0 * limits.max_memory);
     let busy = model.peak_rps * fp.service_ms / 1000.0 / it.compute;
-    Some(Demand {
-        memory,
-        utilization: busy / limits.max_utilization,
-    })
+    Some(Demand { memory, utilization: busy / limits.max_utilization })
 }
 
 // ---- raw, as written in the file -------------------------------------------------------------
@@ -273,13 +260,7 @@ impl Validator<'_> {
     }
 
     /// A required or defaulted number, checked for sign; `None` after reporting a problem.
-    fn number(
-        &mut self,
-        value: Option<&Spanned<f64>>,
-        owner: Range<usize>,
-        field: &str,
-        sign: Sign,
-    ) -> Option<f64> {
+    fn number(&mut self, value: Option<&Spanned<f64>>, owner: Range<usize>, field: &str, sign: Sign) -> Option<f64> {
         let Some(value) = value else {
             self.error(Some(owner), field, "missing number");
             return None;
@@ -297,11 +278,7 @@ impl Validator<'_> {
                 Sign::NonNegative => "a number >= 0",
                 Sign::Fraction => "a fraction in (0, 1]",
             };
-            self.error(
-                Some(value.span()),
-                field,
-                format!("must be {want}, got {x}"),
-            );
+            self.error(Some(value.span()), field, format!("must be {want}, got {x}"));
             return None;
         }
         Some(x)
@@ -310,30 +287,13 @@ impl Validator<'_> {
     fn footprint(&mut self, raw: &Spanned<RawFootprint>, field: &str) -> Option<Footprint> {
         let span = raw.span();
         let raw = raw.get_ref();
-        let memory_mib = self.number(
-            raw.memory_mib.as_ref(),
-            span.clone(),
-            &format!("{field}.memory_mib"),
-            Sign::Positive,
-        );
-        let service_ms = self.number(
-            raw.service_ms.as_ref(),
-            span,
-            &format!("{field}.service_ms"),
-            Sign::Positive,
-        );
-        Some(Footprint {
-            memory_mib: memory_mib?,
-            service_ms: service_ms?,
-        })
+        let memory_mib =
+            self.number(raw.memory_mib.as_ref(), span.clone(), &format!("{field}.memory_mib"), Sign::Positive);
+        let service_ms = self.number(raw.service_ms.as_ref(), span, &format!("{field}.service_ms"), Sign::Positive);
+        Some(Footprint { memory_mib: memory_mib?, service_ms: service_ms? })
     }
 
-    fn family_known(
-        &mut self,
-        families: &BTreeSet<String>,
-        family: &Spanned<String>,
-        field: &str,
-    ) -> bool {
+    fn family_known(&mut self, families: &BTreeSet<String>, family: &Spanned<String>, field: &str) -> bool {
         if families.contains(family.get_ref()) {
             return true;
         }
@@ -341,11 +301,7 @@ impl Validator<'_> {
         self.error(
             Some(family.span()),
             field,
-            format!(
-                "unknown family {:?}: no instance type has it (known: {})",
-                family.get_ref(),
-                known.join(", ")
-            ),
+            format!("unknown family {:?}: no instance type has it (known: {})", family.get_ref(), known.join(", ")),
         );
         false
     }
@@ -391,53 +347,30 @@ impl Validator<'_> {
         Catalog {
             path: path.to_path_buf(),
             sha256: hex::encode(Sha256::digest(text.as_bytes())),
-            limits: limits.unwrap_or(Limits {
-                max_memory: DEFAULT_MAX_MEMORY,
-                max_utilization: DEFAULT_MAX_UTILIZATION,
-            }),
+            limits: limits
+                .unwrap_or(Limits { max_memory: DEFAULT_MAX_MEMORY, max_utilization: DEFAULT_MAX_UTILIZATION }),
             instance_types,
-            index: models
-                .iter()
-                .enumerate()
-                .map(|(i, m)| (m.id.clone(), i))
-                .collect(),
+            index: models.iter().enumerate().map(|(i, m)| (m.id.clone(), i)).collect(),
             models,
         }
     }
 
     fn limits(&mut self, raw: Option<RawLimits>) -> Option<Limits> {
         let Some(raw) = raw else {
-            return Some(Limits {
-                max_memory: DEFAULT_MAX_MEMORY,
-                max_utilization: DEFAULT_MAX_UTILIZATION,
-            });
+            return Some(Limits { max_memory: DEFAULT_MAX_MEMORY, max_utilization: DEFAULT_MAX_UTILIZATION });
         };
         let mut fraction = |v: Option<Spanned<f64>>, field: &str, default: f64| match v {
             None => Some(default),
             Some(v) => self.number(Some(&v), v.span(), field, Sign::Fraction),
         };
         let max_memory = fraction(raw.max_memory, "limits.max_memory", DEFAULT_MAX_MEMORY);
-        let max_utilization = fraction(
-            raw.max_utilization,
-            "limits.max_utilization",
-            DEFAULT_MAX_UTILIZATION,
-        );
-        Some(Limits {
-            max_memory: max_memory?,
-            max_utilization: max_utilization?,
-        })
+        let max_utilization = fraction(raw.max_utilization, "limits.max_utilization", DEFAULT_MAX_UTILIZATION);
+        Some(Limits { max_memory: max_memory?, max_utilization: max_utilization? })
     }
 
-    fn instance_types(
-        &mut self,
-        raw: &BTreeMap<Spanned<String>, Spanned<RawInstanceType>>,
-    ) -> Vec<InstanceType> {
+    fn instance_types(&mut self, raw: &BTreeMap<Spanned<String>, Spanned<RawInstanceType>>) -> Vec<InstanceType> {
         if raw.is_empty() {
-            self.error(
-                None,
-                "instance_types",
-                "the catalog has no [instance_types.\"NAME\"] table",
-            );
+            self.error(None, "instance_types", "the catalog has no [instance_types.\"NAME\"] table");
         }
         let mut out = Vec::new();
         for (name, it) in raw {
@@ -447,19 +380,11 @@ impl Validator<'_> {
             let family = match &r.family {
                 Some(f) if !f.get_ref().trim().is_empty() => Some(f.get_ref().clone()),
                 Some(f) => {
-                    self.error(
-                        Some(f.span()),
-                        &format!("{field}.family"),
-                        "must not be empty",
-                    );
+                    self.error(Some(f.span()), &format!("{field}.family"), "must not be empty");
                     None
                 }
                 None => {
-                    self.error(
-                        Some(span.clone()),
-                        &format!("{field}.family"),
-                        "missing family (c5, g4dn, inf1, …)",
-                    );
+                    self.error(Some(span.clone()), &format!("{field}.family"), "missing family (c5, g4dn, inf1, …)");
                     None
                 }
             };
@@ -469,18 +394,9 @@ impl Validator<'_> {
                 &format!("{field}.price_per_hour"),
                 Sign::Positive,
             );
-            let memory = self.number(
-                r.memory_gib.as_ref(),
-                span.clone(),
-                &format!("{field}.memory_gib"),
-                Sign::Positive,
-            );
-            let compute = self.number(
-                r.compute.as_ref(),
-                span.clone(),
-                &format!("{field}.compute"),
-                Sign::Positive,
-            );
+            let memory =
+                self.number(r.memory_gib.as_ref(), span.clone(), &format!("{field}.memory_gib"), Sign::Positive);
+            let compute = self.number(r.compute.as_ref(), span.clone(), &format!("{field}.compute"), Sign::Positive);
             let max_count = match &r.max_count {
                 None => Some(None),
                 Some(c) => match u32::try_from(*c.get_ref()) {
@@ -496,19 +412,10 @@ impl Validator<'_> {
                 },
             };
             if name.get_ref().trim().is_empty() {
-                self.error(
-                    Some(name.span()),
-                    "instance_types",
-                    "instance type name must not be empty",
-                );
+                self.error(Some(name.span()), "instance_types", "instance type name must not be empty");
             }
-            if let (
-                Some(family),
-                Some(price_per_hour),
-                Some(memory_gib),
-                Some(compute),
-                Some(max_count),
-            ) = (family, price, memory, compute, max_count)
+            if let (Some(family), Some(price_per_hour), Some(memory_gib), Some(compute), Some(max_count)) =
+                (family, price, memory, compute, max_count)
             {
                 out.push(InstanceType {
                     name: name.get_ref().clone(),
@@ -553,10 +460,7 @@ impl Validator<'_> {
                     self.error(
                         Some(id.span()),
                         &at("id"),
-                        format!(
-                            "duplicate model id {:?} (first defined on line {first})",
-                            id.get_ref()
-                        ),
+                        format!("duplicate model id {:?} (first defined on line {first})", id.get_ref()),
                     );
                     None
                 } else {
@@ -573,11 +477,7 @@ impl Validator<'_> {
                 Some(fps) => footprints.extend(fps.iter().map(|(k, v)| (k.clone(), *v))),
                 None => {
                     let known: Vec<_> = profiles.keys().map(String::as_str).collect();
-                    let known = if known.is_empty() {
-                        "none defined".to_string()
-                    } else {
-                        known.join(", ")
-                    };
+                    let known = if known.is_empty() { "none defined".to_string() } else { known.join(", ") };
                     self.error(
                         Some(p.span()),
                         &at("profile"),
@@ -609,11 +509,7 @@ impl Validator<'_> {
             footprint_ok = false;
         }
 
-        let text = |v: &mut Self,
-                    s: &Option<Spanned<String>>,
-                    f: &str,
-                    required: bool|
-         -> Option<Option<String>> {
+        let text = |v: &mut Self, s: &Option<Spanned<String>>, f: &str, required: bool| -> Option<Option<String>> {
             match s {
                 None if required => {
                     v.error(Some(span.clone()), &at(f), "missing");
@@ -630,12 +526,7 @@ impl Validator<'_> {
         let artifact = text(self, &r.artifact, "artifact", true);
         let tokenizer = text(self, &r.tokenizer, "tokenizer", false);
         let config = text(self, &r.config, "config", false);
-        let peak_rps = self.number(
-            r.peak_rps.as_ref(),
-            span.clone(),
-            &at("peak_rps"),
-            Sign::NonNegative,
-        );
+        let peak_rps = self.number(r.peak_rps.as_ref(), span.clone(), &at("peak_rps"), Sign::NonNegative);
         let engine = match &r.engine {
             None => Some(None),
             Some(e) => match e.get_ref().parse::<Engine>() {
@@ -648,18 +539,11 @@ impl Validator<'_> {
         };
         let sha256 = match &r.sha256 {
             None => Some(None),
-            Some(h)
-                if h.get_ref().len() == 64
-                    && h.get_ref().bytes().all(|c| c.is_ascii_hexdigit()) =>
-            {
+            Some(h) if h.get_ref().len() == 64 && h.get_ref().bytes().all(|c| c.is_ascii_hexdigit()) => {
                 Some(Some(h.get_ref().to_ascii_lowercase()))
             }
             Some(h) => {
-                self.error(
-                    Some(h.span()),
-                    &at("sha256"),
-                    "must be 64 hexadecimal digits",
-                );
+                self.error(Some(h.span()), &at("sha256"), "must be 64 hexadecimal digits");
                 None
             }
         };
@@ -681,14 +565,7 @@ impl Validator<'_> {
     }
 
     /// A model that fits no instance type is an error naming it: never a silent drop.
-    fn check_fits(
-        &mut self,
-        i: usize,
-        span: Range<usize>,
-        model: &Model,
-        limits: &Limits,
-        types: &[InstanceType],
-    ) {
+    fn check_fits(&mut self, i: usize, span: Range<usize>, model: &Model, limits: &Limits, types: &[InstanceType]) {
         let mut reasons = Vec::new();
         for it in types {
             match demand(limits, model, it) {
@@ -697,10 +574,7 @@ impl Validator<'_> {
                     let fp = model.footprints[&it.family];
                     if d.memory > 1.0 {
                         let cap = it.memory_gib * 1024.0 * limits.max_memory;
-                        reasons.push(format!(
-                            "{}: needs {} MiB of {cap:.0} MiB",
-                            it.name, fp.memory_mib
-                        ));
+                        reasons.push(format!("{}: needs {} MiB of {cap:.0} MiB", it.name, fp.memory_mib));
                     } else {
                         reasons.push(format!(
                             "{}: needs {:.0}% of its compute at peak, limit {:.0}%",

@@ -64,20 +64,9 @@ impl<'a> SourceMap<'a> {
         (line, col)
     }
 
-    pub fn at(
-        &self,
-        span: Option<Range<usize>>,
-        field: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Diagnostic {
+    pub fn at(&self, span: Option<Range<usize>>, field: impl Into<String>, message: impl Into<String>) -> Diagnostic {
         let (line, column) = span.map_or((0, 0), |s| self.position(s.start));
-        Diagnostic {
-            file: self.file.to_string(),
-            line,
-            column,
-            field: field.into(),
-            message: message.into(),
-        }
+        Diagnostic { file: self.file.to_string(), line, column, field: field.into(), message: message.into() }
     }
 }
 

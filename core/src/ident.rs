@@ -4,26 +4,14 @@
 pub fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     let ok = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    !b.is_empty()
-        && b.len() <= 63
-        && ok(&b[0])
-        && ok(&b[b.len() - 1])
-        && b.iter().all(|c| ok(c) || *c == b'-')
+    !b.is_empty() && b.len() <= 63 && ok(&b[0]) && ok(&b[b.len() - 1]) && b.iter().all(|c| ok(c) || *c == b'-')
 }
 
 /// The node id for the `index`-th node of an instance type: `inf1.6xlarge`, 0 → `inf1-6xlarge-000`.
 /// Characters that are not allowed in a DNS label become `-`; the result is always a DNS label.
 pub fn node_id(instance_type: &str, index: usize) -> String {
-    let mut stem: String = instance_type
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    let mut stem: String =
+        instance_type.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
     let suffix = format!("-{index:03}");
     stem.truncate(63 - suffix.len());
     let stem = stem.trim_matches('-');

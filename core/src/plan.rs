@@ -61,17 +61,9 @@ pub struct Usage {
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error("cannot read plan {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("{path}:{line}:{column}: {message}")]
-    Json {
-        path: String,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    Json { path: String, line: usize, column: usize, message: String },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -80,10 +72,7 @@ impl Plan {
     pub fn load(path: impl AsRef<Path>) -> Result<Self, PlanError> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| PlanError::Io {
-            path: name.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| PlanError::Io { path: name.clone(), source })?;
         Self::parse(&name, &text)
     }
 
@@ -94,20 +83,14 @@ impl Plan {
             column: e.column(),
             message: e.to_string(),
         })?;
-        plan.validate().map_err(|message| PlanError::Invalid {
-            path: name.to_string(),
-            message,
-        })?;
+        plan.validate().map_err(|message| PlanError::Invalid { path: name.to_string(), message })?;
         Ok(plan)
     }
 
     /// Checks what serde cannot: the format, DNS-label node ids, each model on one node.
     pub fn validate(&self) -> Result<(), String> {
         if self.format != PLAN_FORMAT {
-            return Err(format!(
-                "format {:?} is not supported (expected {PLAN_FORMAT:?})",
-                self.format
-            ));
+            return Err(format!("format {:?} is not supported (expected {PLAN_FORMAT:?})", self.format));
         }
         let mut nodes = std::collections::BTreeSet::new();
         let mut models = std::collections::BTreeMap::new();
@@ -133,9 +116,7 @@ impl Plan {
 
     /// The node that hosts `model`.
     pub fn node_of(&self, model: &str) -> Option<&PlanNode> {
-        self.nodes
-            .iter()
-            .find(|n| n.models.iter().any(|m| m == model))
+        self.nodes.iter().find(|n| n.models.iter().any(|m| m == model))
     }
 
     pub fn model_count(&self) -> usize {
@@ -159,22 +140,14 @@ mod tests {
             catalog_sha256: "x".into(),
             cost_per_hour: 1.18,
             lower_bound_per_hour: 1.0,
-            solver: SolverInfo {
-                method: "milp".into(),
-                seconds: 0.1,
-                proven_optimal: false,
-                gap: 0.15,
-            },
+            solver: SolverInfo { method: "milp".into(), seconds: 0.1, proven_optimal: false, gap: 0.15 },
             nodes: vec![PlanNode {
                 id: "inf1-6xlarge-000".into(),
                 instance_type: "inf1.6xlarge".into(),
                 family: "inf1".into(),
                 price_per_hour: 1.18,
                 models: vec!["a".into(), "b".into()],
-                usage: Usage {
-                    memory: 0.5,
-                    utilization: 0.1,
-                },
+                usage: Usage { memory: 0.5, utilization: 0.1 },
             }],
         }
     }
@@ -191,20 +164,12 @@ mod tests {
     fn rejects_bad_plans() {
         let mut p = plan();
         p.format = "v0".into();
-        assert!(Plan::parse("p.json", &p.to_json())
-            .unwrap_err()
-            .to_string()
-            .contains("not supported"));
+        assert!(Plan::parse("p.json", &p.to_json()).unwrap_err().to_string().contains("not supported"));
         let mut p = plan();
         p.nodes.push(p.nodes[0].clone());
         p.nodes[1].id = "other".into();
-        assert!(Plan::parse("p.json", &p.to_json())
-            .unwrap_err()
-            .to_string()
-            .contains("model \"a\" is on both"));
-        let err = Plan::parse("p.json", "{\n  \"format\": 1")
-            .unwrap_err()
-            .to_string();
+        assert!(Plan::parse("p.json", &p.to_json()).unwrap_err().to_string().contains("model \"a\" is on both"));
+        let err = Plan::parse("p.json", "{\n  \"format\": 1").unwrap_err().to_string();
         assert!(err.starts_with("p.json:2:"), "{err}");
     }
 }

@@ -32,10 +32,7 @@ impl LpBound {
 pub fn dual_value(p: &Problem, lambda: &[f64], mu: &[f64]) -> f64 {
     let mut v = 0.0;
     for i in 0..p.n_items() {
-        let best = p
-            .allowed(i)
-            .map(|(t, d)| lambda[t] * d[0] + mu[t] * d[1])
-            .fold(f64::INFINITY, f64::min);
+        let best = p.allowed(i).map(|(t, d)| lambda[t] * d[0] + mu[t] * d[1]).fold(f64::INFINITY, f64::min);
         v += best;
     }
     v - penalty(p, lambda, mu)
@@ -94,21 +91,13 @@ pub fn lp_bound(p: &Problem) -> LpBound {
     let build = |theta: &[f64], scale: &[f64]| -> (Vec<f64>, Vec<f64>) {
         (
             theta.iter().zip(scale).map(|(th, s)| th * s).collect(),
-            theta
-                .iter()
-                .zip(scale)
-                .map(|(th, s)| (1.0 - th) * s)
-                .collect(),
+            theta.iter().zip(scale).map(|(th, s)| (1.0 - th) * s).collect(),
         )
     };
     let (l, m) = build(&theta, &scale);
     let mut best = dual_value(p, &l, &m);
     if n == 0 || nt == 0 {
-        return LpBound {
-            value: 0.0,
-            lambda: l,
-            mu: m,
-        };
+        return LpBound { value: 0.0, lambda: l, mu: m };
     }
 
     // rest[i] = item i's cheapest price on every type but the one being moved.
@@ -137,15 +126,10 @@ pub fn lp_bound(p: &Problem) -> LpBound {
             let eval = |th: f64, s: f64| -> f64 {
                 let mut v = 0.0;
                 for i in 0..n {
-                    let mine =
-                        own[i].map_or(f64::INFINITY, |d| s * (th * d[0] + (1.0 - th) * d[1]));
+                    let mine = own[i].map_or(f64::INFINITY, |d| s * (th * d[0] + (1.0 - th) * d[1]));
                     v += mine.min(rest[i]);
                 }
-                let pen = if kt == usize::MAX {
-                    0.0
-                } else {
-                    kt as f64 * (s - price).max(0.0)
-                };
+                let pen = if kt == usize::MAX { 0.0 } else { kt as f64 * (s - price).max(0.0) };
                 v - pen - pen_other
             };
             let (th, v) = golden(0.0, 1.0, 40, |th| eval(th, scale[t]));
@@ -206,17 +190,8 @@ fn refine(p: &Problem, lambda: Vec<f64>, mu: Vec<f64>) -> (Vec<f64>, Vec<f64>) {
     use good_lp::{constraint, variable, Expression, ProblemVariables, Solution, SolverModel};
     let nt = p.n_types();
     let pmax = p.types.iter().map(|t| t.price).fold(0.0, f64::max);
-    let upper: Vec<f64> = p
-        .types
-        .iter()
-        .map(|t| {
-            if t.max_count == usize::MAX {
-                t.price
-            } else {
-                10.0 * pmax
-            }
-        })
-        .collect();
+    let upper: Vec<f64> =
+        p.types.iter().map(|t| if t.max_count == usize::MAX { t.price } else { 10.0 * pmax }).collect();
     let (mut best_v, gl, gm) = value_and_supergradient(p, &lambda, &mu);
     let mut best = (lambda, mu);
     let mut cuts = vec![(best_v, best.0.clone(), best.1.clone(), gl, gm)];
@@ -224,12 +199,8 @@ fn refine(p: &Problem, lambda: Vec<f64>, mu: Vec<f64>) -> (Vec<f64>, Vec<f64>) {
     for _ in 0..150 {
         let mut vars = ProblemVariables::new();
         let z = vars.add(variable());
-        let l: Vec<_> = (0..nt)
-            .map(|t| vars.add(variable().min(0.0).max(upper[t])))
-            .collect();
-        let m: Vec<_> = (0..nt)
-            .map(|t| vars.add(variable().min(0.0).max(upper[t])))
-            .collect();
+        let l: Vec<_> = (0..nt).map(|t| vars.add(variable().min(0.0).max(upper[t]))).collect();
+        let m: Vec<_> = (0..nt).map(|t| vars.add(variable().min(0.0).max(upper[t]))).collect();
         let mut model = vars.maximise(z).using(good_lp::coin_cbc);
         model.set_parameter("log", "0");
         model.set_parameter("slogLevel", "0");
@@ -249,10 +220,8 @@ fn refine(p: &Problem, lambda: Vec<f64>, mu: Vec<f64>) -> (Vec<f64>, Vec<f64>) {
         }
         let Ok(sol) = model.solve() else { break };
         let predicted = sol.value(z);
-        let cand: (Vec<f64>, Vec<f64>) = (
-            (0..nt).map(|t| sol.value(l[t]).max(0.0)).collect(),
-            (0..nt).map(|t| sol.value(m[t]).max(0.0)).collect(),
-        );
+        let cand: (Vec<f64>, Vec<f64>) =
+            ((0..nt).map(|t| sol.value(l[t]).max(0.0)).collect(), (0..nt).map(|t| sol.value(m[t]).max(0.0)).collect());
         let (v, gl, gm) = value_and_supergradient(p, &cand.0, &cand.1);
         let tol = 1e-7 * best_v.abs().max(1e-9);
         if predicted - best_v <= tol {
@@ -277,18 +246,13 @@ pub fn round_to_price_lattice(prices: &[f64], lb: f64) -> f64 {
     if prices.is_empty() || lb <= 0.0 {
         return lb.max(0.0);
     }
-    let Some(scale) = [100.0, 1_000.0, 10_000.0, 100_000.0].into_iter().find(|s| {
-        prices
-            .iter()
-            .all(|p| ((p * s).round() - p * s).abs() < 1e-6)
-    }) else {
+    let Some(scale) = [100.0, 1_000.0, 10_000.0, 100_000.0]
+        .into_iter()
+        .find(|s| prices.iter().all(|p| ((p * s).round() - p * s).abs() < 1e-6))
+    else {
         return lb;
     };
-    let units: Vec<usize> = prices
-        .iter()
-        .map(|p| (p * scale).round() as usize)
-        .filter(|&u| u > 0)
-        .collect();
+    let units: Vec<usize> = prices.iter().map(|p| (p * scale).round() as usize).filter(|&u| u > 0).collect();
     // A bound a hair under a lattice point must not jump past it.
     let scaled = lb * scale;
     let target = (scaled - (scaled * 1e-9).max(1e-6)).ceil().max(0.0) as usize;
@@ -321,22 +285,14 @@ mod tests {
     use crate::problem::BinType;
 
     fn bt(name: &str, price: f64) -> BinType {
-        BinType {
-            name: name.into(),
-            family: "f".into(),
-            price,
-            max_count: usize::MAX,
-        }
+        BinType { name: name.into(), family: "f".into(), price, max_count: usize::MAX, grain: 10_000.0 }
     }
 
     #[test]
     fn memory_bound_uniform_items() {
         // 10 items of 0.25 memory on a $1 type: 2.5 nodes of volume.
-        let p = Problem::new(
-            vec![bt("a", 1.0)],
-            (0..10).map(|i| i.to_string()).collect(),
-            vec![Some([0.25, 0.01]); 10],
-        );
+        let p =
+            Problem::new(vec![bt("a", 1.0)], (0..10).map(|i| i.to_string()).collect(), vec![Some([0.25, 0.01]); 10]);
         let b = lp_bound(&p);
         assert!((b.value - 2.5).abs() < 1e-6, "{}", b.value);
         assert!((round_to_price_lattice(&[1.0], b.value) - 3.0).abs() < 1e-9);
@@ -346,12 +302,7 @@ mod tests {
     fn picks_cheaper_type_per_dimension() {
         // Type a is cheap for memory-heavy items, b for compute-heavy ones.
         let items = vec!["m".to_string(), "c".to_string()];
-        let d = vec![
-            Some([0.5, 0.0]),
-            Some([0.25, 0.0]),
-            Some([0.0, 0.5]),
-            Some([0.0, 1.0]),
-        ];
+        let d = vec![Some([0.5, 0.0]), Some([0.25, 0.0]), Some([0.0, 0.5]), Some([0.0, 1.0])];
         let p = Problem::new(vec![bt("a", 1.0), bt("b", 1.0)], items, d);
         // Both on one half node of a: m uses half its memory, c half its compute.
         let b = lp_bound(&p);

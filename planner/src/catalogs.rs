@@ -136,8 +136,7 @@ pub fn heterogeneous(n: usize, seed: u64) -> String {
             _ => "bert-large",
         };
         let rank = rng.random_range(1..=n) as f64;
-        let rps =
-            (0.2 + 60.0 / rank.powf(0.9) + rng.random_range(0.0..2.0) * 100.0).round() / 100.0;
+        let rps = (0.2 + 60.0 / rank.powf(0.9) + rng.random_range(0.0..2.0) * 100.0).round() / 100.0;
         model_entry(&mut s, &format!("model-{:05}", i + 1), profile, rps);
     }
     s
@@ -148,11 +147,9 @@ pub fn heterogeneous(n: usize, seed: u64) -> String {
 pub fn reference78(seed: u64) -> String {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut s = String::from("[limits]\nmax_memory = 0.925\nmax_utilization = 0.83\n\n");
-    for (name, family, price, compute) in [
-        ("inf1.xlarge", "inf1", 0.228, 4),
-        ("inf1.2xlarge", "inf1", 0.362, 4),
-        ("g4dn.xlarge", "g4dn", 0.526, 1),
-    ] {
+    for (name, family, price, compute) in
+        [("inf1.xlarge", "inf1", 0.228, 4), ("inf1.2xlarge", "inf1", 0.362, 4), ("g4dn.xlarge", "g4dn", 0.526, 1)]
+    {
         let _ = write!(s, "[instance_types.\"{name}\"]\nfamily = \"{family}\"\nprice_per_hour = {price}\nmemory_gib = 8\ncompute = {compute}\n\n");
     }
     for i in 0..78 {

@@ -23,11 +23,7 @@ pub struct Bin {
 
 impl Bin {
     fn new(t: usize) -> Self {
-        Self {
-            t,
-            items: Vec::new(),
-            load: [0.0; 2],
-        }
+        Self { t, items: Vec::new(), load: [0.0; 2] }
     }
 
     #[inline]
@@ -54,11 +50,7 @@ pub struct Packing {
 
 impl Packing {
     pub fn cost(&self, p: &Problem) -> f64 {
-        self.bins
-            .iter()
-            .filter(|b| !b.items.is_empty())
-            .map(|b| p.types[b.t].price)
-            .sum()
+        self.bins.iter().filter(|b| !b.items.is_empty()).map(|b| p.types[b.t].price).sum()
     }
 
     pub fn counts(&self, p: &Problem) -> Vec<usize> {
@@ -76,9 +68,7 @@ impl Packing {
             b.items.sort_unstable();
             b.load = [0.0; 2];
             for &i in &b.items {
-                let d = p
-                    .demand(i, b.t)
-                    .expect("item placed on a type it cannot run on");
+                let d = p.demand(i, b.t).expect("item placed on a type it cannot run on");
                 b.load[0] += d[0];
                 b.load[1] += d[1];
             }
@@ -89,32 +79,21 @@ impl Packing {
     pub fn check(&self, p: &Problem) -> Result<(), String> {
         let mut seen = vec![false; p.n_items()];
         let mut counts = vec![0usize; p.n_types()];
-        for (k, b) in self
-            .bins
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| !b.items.is_empty())
-        {
+        for (k, b) in self.bins.iter().enumerate().filter(|(_, b)| !b.items.is_empty()) {
             counts[b.t] += 1;
             let mut load = [0.0; 2];
             for &i in &b.items {
                 if std::mem::replace(&mut seen[i], true) {
                     return Err(format!("item {} placed twice", p.items[i]));
                 }
-                let d = p.demand(i, b.t).ok_or_else(|| {
-                    format!(
-                        "item {} on type {} it cannot run on",
-                        p.items[i], p.types[b.t].name
-                    )
-                })?;
+                let d = p
+                    .demand(i, b.t)
+                    .ok_or_else(|| format!("item {} on type {} it cannot run on", p.items[i], p.types[b.t].name))?;
                 load[0] += d[0];
                 load[1] += d[1];
             }
             if load[0] > 1.0 + 1e-6 || load[1] > 1.0 + 1e-6 {
-                return Err(format!(
-                    "bin {k} ({}) over its limits: {load:?}",
-                    p.types[b.t].name
-                ));
+                return Err(format!("bin {k} ({}) over its limits: {load:?}", p.types[b.t].name));
             }
         }
         if let Some(i) = seen.iter().position(|s| !s) {
@@ -122,10 +101,7 @@ impl Packing {
         }
         for (t, &c) in counts.iter().enumerate() {
             if c > p.types[t].max_count {
-                return Err(format!(
-                    "{} nodes of {}, max_count {}",
-                    c, p.types[t].name, p.types[t].max_count
-                ));
+                return Err(format!("{} nodes of {}, max_count {}", c, p.types[t].name, p.types[t].max_count));
             }
         }
         Ok(())
@@ -168,28 +144,15 @@ fn prices_by(p: &Problem, lb: &LpBound, how: Preference) -> Prices {
             .allowed(i)
             .map(|(t, d)| {
                 let isolated = p.types[t].price * size(d);
-                (
-                    if how == Preference::Dual {
-                        lb.item_cost(d, t)
-                    } else {
-                        isolated
-                    },
-                    isolated,
-                    t,
-                )
+                (if how == Preference::Dual { lb.item_cost(d, t) } else { isolated }, isolated, t)
             })
             .collect();
         let min = ts.iter().map(|x| x.0).fold(f64::INFINITY, f64::min);
         let tie = min.abs() * 1e-6 + 1e-12;
         // Near-ties on the primary key compare by isolated cost.
         ts.sort_by(|a, b| {
-            let (ka, kb) = (
-                if a.0 <= min + tie { min } else { a.0 },
-                if b.0 <= min + tie { min } else { b.0 },
-            );
-            ka.total_cmp(&kb)
-                .then(a.1.total_cmp(&b.1))
-                .then(a.2.cmp(&b.2))
+            let (ka, kb) = (if a.0 <= min + tie { min } else { a.0 }, if b.0 <= min + tie { min } else { b.0 });
+            ka.total_cmp(&kb).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2))
         });
         value.push(
             ts.iter()
@@ -219,13 +182,7 @@ fn size(d: [f64; 2]) -> f64 {
 }
 
 /// Best-fit: among `cands`, the bin that item i fits in with the least weighted space left.
-fn best_fit(
-    p: &Problem,
-    lb: &LpBound,
-    bins: &[Bin],
-    cands: impl Iterator<Item = usize>,
-    i: usize,
-) -> Option<usize> {
+fn best_fit(p: &Problem, lb: &LpBound, bins: &[Bin], cands: impl Iterator<Item = usize>, i: usize) -> Option<usize> {
     let mut best: Option<(f64, usize)> = None;
     for k in cands {
         let b = &bins[k];
@@ -242,12 +199,15 @@ fn best_fit(
     best.map(|(_, k)| k)
 }
 
-/// Builds the first packing: one per preference rule, each retyped; the cheaper one wins.
+/// Builds the first packing: best-fit decreasing under each preference rule and plain first-fit
+/// decreasing, each retyped; the cheapest wins (ties: the earlier rule).
 pub fn construct(p: &Problem, lb: &LpBound) -> Result<Packing, Infeasible> {
+    let candidates =
+        [construct_with(p, lb, Preference::Dual), construct_with(p, lb, Preference::Isolated), first_fit_decreasing(p)];
     let mut best: Option<Packing> = None;
     let mut err = None;
-    for how in [Preference::Dual, Preference::Isolated] {
-        match construct_with(p, lb, how) {
+    for c in candidates {
+        match c {
             Ok(mut pk) => {
                 retype(p, &mut pk);
                 if best.as_ref().is_none_or(|b| pk.cost(p) < b.cost(p) - 1e-9) {
@@ -257,19 +217,14 @@ pub fn construct(p: &Problem, lb: &LpBound) -> Result<Packing, Infeasible> {
             Err(e) => err = Some(e),
         }
     }
-    best.ok_or_else(|| err.expect("one of the two ran"))
+    best.ok_or_else(|| err.expect("every candidate failed, so one error was kept"))
 }
 
 /// Best-fit decreasing, each item on its most preferred type with room (or a new node there).
 pub fn construct_with(p: &Problem, lb: &LpBound, how: Preference) -> Result<Packing, Infeasible> {
     let pr = prices_by(p, lb, how);
     let mut order: Vec<usize> = (0..p.n_items()).collect();
-    let key = |i: usize| {
-        pr.pref[i]
-            .first()
-            .and_then(|&t| p.demand(i, t))
-            .map_or(0.0, size)
-    };
+    let key = |i: usize| pr.pref[i].first().and_then(|&t| p.demand(i, t)).map_or(0.0, size);
     order.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
 
     let mut bins: Vec<Bin> = Vec::new();
@@ -293,10 +248,38 @@ pub fn construct_with(p: &Problem, lb: &LpBound, how: Preference) -> Result<Pack
             }
         }
         if !placed {
-            return Err(Infeasible {
-                model: p.items[i].clone(),
-            });
+            return Err(Infeasible { model: p.items[i].clone() });
         }
+    }
+    Ok(Packing { bins })
+}
+
+/// The textbook baseline: first-fit decreasing, each item on the type where it is cheapest in
+/// isolation (price × its larger share of a node). No dual prices, no improvement.
+pub fn first_fit_decreasing(p: &Problem) -> Result<Packing, Infeasible> {
+    let lb = LpBound { value: 0.0, lambda: vec![0.0; p.n_types()], mu: vec![0.0; p.n_types()] };
+    let pr = prices_by(p, &lb, Preference::Isolated);
+    let mut order: Vec<usize> = (0..p.n_items()).collect();
+    let key = |i: usize| pr.pref[i].first().and_then(|&t| p.demand(i, t)).map_or(0.0, size);
+    order.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
+    let mut bins: Vec<Bin> = Vec::new();
+    let mut counts = vec![0usize; p.n_types()];
+    'items: for i in order {
+        for &t in &pr.pref[i] {
+            let d = p.demand(i, t).expect("preferred types are allowed");
+            if let Some(b) = bins.iter_mut().find(|b| b.t == t && b.fits(d)) {
+                b.add(i, d);
+                continue 'items;
+            }
+            if counts[t] < p.types[t].max_count {
+                counts[t] += 1;
+                let mut b = Bin::new(t);
+                b.add(i, d);
+                bins.push(b);
+                continue 'items;
+            }
+        }
+        return Err(Infeasible { model: p.items[i].clone() });
     }
     Ok(Packing { bins })
 }
@@ -346,11 +329,7 @@ struct Journal {
 
 impl Journal {
     fn new(pk: &Packing) -> Self {
-        Self {
-            saved: Vec::new(),
-            touched: vec![false; pk.bins.len()],
-            appended_from: pk.bins.len(),
-        }
+        Self { saved: Vec::new(), touched: vec![false; pk.bins.len()], appended_from: pk.bins.len() }
     }
 
     fn touch(&mut self, pk: &Packing, k: usize) {
@@ -391,13 +370,7 @@ impl Journal {
 
 /// Opens new bins for `items` (none fit the existing ones): while some type holds all that is
 /// left, the cheapest such; otherwise the type that packs the most LP value per dollar.
-fn open_bins(
-    p: &Problem,
-    pr: &Prices,
-    pk: &mut Packing,
-    counts: &mut [usize],
-    mut items: Vec<usize>,
-) -> bool {
+fn open_bins(p: &Problem, pr: &Prices, pk: &mut Packing, counts: &mut [usize], mut items: Vec<usize>) -> bool {
     items.sort_by(|&a, &b| pr.value[b].total_cmp(&pr.value[a]).then(a.cmp(&b)));
     while !items.is_empty() {
         let mut all: Option<(f64, usize)> = None;
@@ -464,8 +437,8 @@ fn reinsert(
 ) -> Vec<usize> {
     let mut left = Vec::new();
     for &i in items {
-        let cands = (0..pk.bins.len())
-            .filter(|&k| !exclude.get(k).copied().unwrap_or(false) && !pk.bins[k].items.is_empty());
+        let cands =
+            (0..pk.bins.len()).filter(|&k| !exclude.get(k).copied().unwrap_or(false) && !pk.bins[k].items.is_empty());
         match best_fit(p, lb, &pk.bins, cands, i) {
             Some(k) => {
                 j.touch(pk, k);
@@ -487,12 +460,209 @@ fn by_size_desc(p: &Problem, items: &mut [usize], t_of: impl Fn(usize) -> usize)
     });
 }
 
+/// Weighted fill of a bin at the dual prices of its type: what consolidation concentrates.
+fn wfill(lb: &LpBound, t: usize, load: [f64; 2]) -> f64 {
+    let w = weights(lb, t);
+    w[0] * load[0] + w[1] * load[1]
+}
+
+/// Pairwise shifts and 1-1 swaps that make fuller nodes fuller (Σ fill² up), so that slack gathers
+/// in few nodes, where elimination and the tail solver can use it. Returns the number of moves.
+pub fn consolidate(p: &Problem, lb: &LpBound, pk: &mut Packing, sweeps: usize, deadline: Option<Instant>) -> usize {
+    let mut moves = 0;
+    for _ in 0..sweeps {
+        let mut order: Vec<usize> = (0..pk.bins.len()).filter(|&k| !pk.bins[k].items.is_empty()).collect();
+        // Fullest first: each bin takes what it can from the bins less full than it.
+        let fill = |pk: &Packing, k: usize| wfill(lb, pk.bins[k].t, pk.bins[k].load);
+        order.sort_by(|&a, &b| fill(pk, b).total_cmp(&fill(pk, a)).then(a.cmp(&b)));
+        let before = moves;
+        for (ai, &a) in order.iter().enumerate() {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return moves;
+            }
+            for &b in order[ai + 1..].iter().rev() {
+                moves += improve_pair(p, lb, pk, a, b);
+            }
+        }
+        if moves == before {
+            break;
+        }
+    }
+    moves
+}
+
+/// Moves load from bin `b` into bin `a` (shifts, then best 1-1 swaps) while that raises
+/// fill(a)² + fill(b)². Returns the number of moves made.
+fn improve_pair(p: &Problem, lb: &LpBound, pk: &mut Packing, a: usize, b: usize) -> usize {
+    let (ta, tb) = (pk.bins[a].t, pk.bins[b].t);
+    let mut moves = 0;
+    loop {
+        let la = pk.bins[a].load;
+        let lbb = pk.bins[b].load;
+        let score = |la: [f64; 2], lbb: [f64; 2]| wfill(lb, ta, la).powi(2) + wfill(lb, tb, lbb).powi(2);
+        let base = score(la, lbb);
+        let mut best: Option<(f64, usize, Option<usize>)> = None; // (gain, index in b, index in a)
+        for (jb, &ib) in pk.bins[b].items.iter().enumerate() {
+            let (Some(da_b), Some(db_b)) = (p.demand(ib, ta), p.demand(ib, tb)) else { continue };
+            // Shift ib from b to a.
+            let na = [la[0] + da_b[0], la[1] + da_b[1]];
+            if na[0] <= 1.0 + EPS && na[1] <= 1.0 + EPS {
+                let gain = score(na, [lbb[0] - db_b[0], lbb[1] - db_b[1]]) - base;
+                if gain > 1e-12 && best.is_none_or(|x| gain > x.0) {
+                    best = Some((gain, jb, None));
+                }
+            }
+            // Swap ib with an item of a.
+            for (ja, &ia) in pk.bins[a].items.iter().enumerate() {
+                let (Some(da_a), Some(db_a)) = (p.demand(ia, ta), p.demand(ia, tb)) else { continue };
+                let na = [la[0] - da_a[0] + da_b[0], la[1] - da_a[1] + da_b[1]];
+                let nb = [lbb[0] - db_b[0] + db_a[0], lbb[1] - db_b[1] + db_a[1]];
+                if na[0] > 1.0 + EPS || na[1] > 1.0 + EPS || nb[0] > 1.0 + EPS || nb[1] > 1.0 + EPS {
+                    continue;
+                }
+                let gain = score(na, nb) - base;
+                if gain > 1e-12 && best.is_none_or(|x| gain > x.0) {
+                    best = Some((gain, jb, Some(ja)));
+                }
+            }
+        }
+        let Some((_, jb, ja)) = best else { return moves };
+        let ib = pk.bins[b].items.swap_remove(jb);
+        let d = p.demand(ib, tb).expect("checked");
+        pk.bins[b].load = [pk.bins[b].load[0] - d[0], pk.bins[b].load[1] - d[1]];
+        if let Some(ja) = ja {
+            let ia = pk.bins[a].items.swap_remove(ja);
+            let d = p.demand(ia, ta).expect("checked");
+            pk.bins[a].load = [pk.bins[a].load[0] - d[0], pk.bins[a].load[1] - d[1]];
+            pk.bins[b].add(ia, p.demand(ia, tb).expect("checked"));
+        }
+        pk.bins[a].add(ib, p.demand(ib, ta).expect("checked"));
+        moves += 1;
+        if moves > 10_000 {
+            return moves;
+        }
+    }
+}
+
+/// Re-packs bins `a` and `b` together so that `a` is as full as possible in its binding dimension:
+/// a 0/1 knapsack over the pooled items (sizes rounded to the type's grain to propose), then an
+/// exact float check of both bins. Returns true when `a` got fuller.
+pub fn refill(p: &Problem, lb: &LpBound, pk: &mut Packing, a: usize, b: usize) -> bool {
+    let (ta, tb) = (pk.bins[a].t, pk.bins[b].t);
+    let w = weights(lb, ta);
+    let dim = if w[0] >= w[1] { 0 } else { 1 };
+    let grain = if dim == 0 { p.types[ta].grain } else { 10_000.0 };
+    let cap = grain.floor() as usize;
+    let pool: Vec<usize> = pk.bins[a].items.iter().chain(&pk.bins[b].items).copied().collect();
+    // Items that may go to a (and, if not chosen, must be able to stay on b's type).
+    let sizes: Vec<Option<usize>> =
+        pool.iter().map(|&i| p.demand(i, ta).map(|d| (d[dim] * grain).round() as usize)).collect();
+    let mut parent: Vec<u32> = vec![u32::MAX; cap + 1];
+    let mut reach = vec![false; cap + 1];
+    reach[0] = true;
+    for (j, s) in sizes.iter().enumerate() {
+        let Some(s) = *s else { continue };
+        if s == 0 || s > cap {
+            continue;
+        }
+        for v in (s..=cap).rev() {
+            if !reach[v] && reach[v - s] {
+                reach[v] = true;
+                parent[v] = j as u32;
+            }
+        }
+    }
+    let current = wfill(lb, ta, pk.bins[a].load);
+    let mut tried = 0;
+    for v in (1..=cap).rev() {
+        if !reach[v] {
+            continue;
+        }
+        tried += 1;
+        if tried > 24 {
+            break;
+        }
+        let mut chosen = vec![false; pool.len()];
+        let mut x = v;
+        while x > 0 {
+            let j = parent[x] as usize;
+            chosen[j] = true;
+            x -= sizes[j].expect("parent items have sizes");
+        }
+        let (mut la, mut lbb) = ([0.0; 2], [0.0; 2]);
+        let mut ok = true;
+        for (j, &i) in pool.iter().enumerate() {
+            let d = if chosen[j] { p.demand(i, ta) } else { p.demand(i, tb) };
+            let Some(d) = d else {
+                ok = false;
+                break;
+            };
+            let l = if chosen[j] { &mut la } else { &mut lbb };
+            l[0] += d[0];
+            l[1] += d[1];
+        }
+        if !ok || la[0] > 1.0 + EPS || la[1] > 1.0 + EPS || lbb[0] > 1.0 + EPS || lbb[1] > 1.0 + EPS {
+            continue;
+        }
+        if wfill(lb, ta, la) <= current + 1e-12 {
+            return false;
+        }
+        let (mut ia, mut ib) = (Vec::new(), Vec::new());
+        for (j, &i) in pool.iter().enumerate() {
+            if chosen[j] {
+                ia.push(i)
+            } else {
+                ib.push(i)
+            }
+        }
+        pk.bins[a].items = ia;
+        pk.bins[a].load = la;
+        pk.bins[b].items = ib;
+        pk.bins[b].load = lbb;
+        return true;
+    }
+    false
+}
+
+/// Refills every node from the `worst` least-filled ones, fullest nodes first.
+pub fn refill_all(p: &Problem, lb: &LpBound, pk: &mut Packing, worst: usize, deadline: Option<Instant>) -> usize {
+    let fill = |pk: &Packing, k: usize| wfill(lb, pk.bins[k].t, pk.bins[k].load);
+    let mut order: Vec<usize> = (0..pk.bins.len()).filter(|&k| !pk.bins[k].items.is_empty()).collect();
+    order.sort_by(|&a, &b| fill(pk, b).total_cmp(&fill(pk, a)).then(a.cmp(&b)));
+    let n = order.len();
+    if n < 2 {
+        return 0;
+    }
+    let sinks: Vec<usize> = order[n.saturating_sub(worst)..].to_vec();
+    let mut moved = 0;
+    for &a in &order[..n.saturating_sub(worst)] {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        for &b in &sinks {
+            if !pk.bins[b].items.is_empty() && refill(p, lb, pk, a, b) {
+                moved += 1;
+            }
+        }
+    }
+    moved
+}
+
 /// Improvement budget and limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
     pub lns_iterations: usize,
     pub deadline: Option<Instant>,
     pub seed: u64,
+}
+
+impl Budget {
+    /// True once the deadline has passed; records that the time limit cut the search short.
+    fn expired(&self, stats: &mut ImproveStats) -> bool {
+        let over = self.deadline.is_some_and(|d| Instant::now() >= d);
+        stats.cut_by_time |= over;
+        over
+    }
 }
 
 /// Statistics of one improvement run.
@@ -515,48 +685,13 @@ pub fn improve(
 ) -> ImproveStats {
     let pr = prices(p, lb);
     let mut stats = ImproveStats::default();
-    let out_of_time = |s: &mut ImproveStats| {
-        let over = budget.deadline.is_some_and(|d| Instant::now() >= d);
-        s.cut_by_time |= over;
-        over
-    };
     retype(p, pk);
 
-    // Empty the least useful nodes: LP value carried per dollar, lowest first.
-    loop {
-        let mut order: Vec<usize> = (0..pk.bins.len())
-            .filter(|&k| !pk.bins[k].items.is_empty())
-            .collect();
-        let eff = |b: &Bin| b.items.iter().map(|&i| pr.value[i]).sum::<f64>() / p.types[b.t].price;
-        order.sort_by(|&a, &b| {
-            eff(&pk.bins[a])
-                .total_cmp(&eff(&pk.bins[b]))
-                .then(a.cmp(&b))
-        });
-        let mut any = false;
-        for k in order {
-            if out_of_time(&mut stats) || pk.cost(p) <= target + 1e-9 {
-                break;
-            }
-            let mut j = Journal::new(pk);
-            j.touch(pk, k);
-            let t = pk.bins[k].t;
-            let mut items = std::mem::take(&mut pk.bins[k].items);
-            pk.bins[k].load = [0.0; 2];
-            by_size_desc(p, &mut items, |_| t);
-            let mut exclude = vec![false; pk.bins.len()];
-            exclude[k] = true;
-            if reinsert(p, lb, pk, &mut j, &items, &exclude).is_empty() {
-                stats.eliminated += 1;
-                any = true;
-            } else {
-                j.undo(pk);
-            }
-        }
-        if !any || out_of_time(&mut stats) {
-            break;
-        }
-        retype(p, pk);
+    eliminate(p, lb, &pr, pk, &mut stats, &budget, target);
+    if !budget.expired(&mut stats) && pk.cost(p) > target + 1e-9 {
+        consolidate(p, lb, pk, 8, budget.deadline);
+        refill_all(p, lb, pk, 3, budget.deadline);
+        eliminate(p, lb, &pr, pk, &mut stats, &budget, target);
     }
     pk.normalize(p);
 
@@ -564,13 +699,11 @@ pub fn improve(
     let mut rng = ChaCha8Rng::seed_from_u64(budget.seed);
     let mut cost = pk.cost(p);
     for it in 0..budget.lns_iterations {
-        if cost <= target + 1e-9 || (it % 16 == 0 && out_of_time(&mut stats)) {
+        if cost <= target + 1e-9 || (it % 16 == 0 && budget.expired(&mut stats)) {
             break;
         }
         stats.lns_iterations += 1;
-        let live: Vec<usize> = (0..pk.bins.len())
-            .filter(|&k| !pk.bins[k].items.is_empty())
-            .collect();
+        let live: Vec<usize> = (0..pk.bins.len()).filter(|&k| !pk.bins[k].items.is_empty()).collect();
         if live.len() < 2 {
             break;
         }
@@ -580,12 +713,7 @@ pub fn improve(
         let first = if rng.random_bool(0.5) {
             *live
                 .iter()
-                .min_by(|&&a, &&b| {
-                    pk.bins[a]
-                        .fill()
-                        .total_cmp(&pk.bins[b].fill())
-                        .then(a.cmp(&b))
-                })
+                .min_by(|&&a, &&b| pk.bins[a].fill().total_cmp(&pk.bins[b].fill()).then(a.cmp(&b)))
                 .expect("live is not empty")
         } else {
             live[rng.random_range(0..live.len())]
@@ -625,9 +753,57 @@ pub fn improve(
             j.undo(pk);
         }
     }
+    if !budget.expired(&mut stats) && pk.cost(p) > target + 1e-9 {
+        consolidate(p, lb, pk, 8, budget.deadline);
+        refill_all(p, lb, pk, 3, budget.deadline);
+        eliminate(p, lb, &pr, pk, &mut stats, &budget, target);
+    }
     retype(p, pk);
     pk.normalize(p);
     stats
+}
+
+/// Empties the least useful nodes (LP value carried per dollar, lowest first) by moving their
+/// models into the others; repeats while that succeeds.
+fn eliminate(
+    p: &Problem,
+    lb: &LpBound,
+    pr: &Prices,
+    pk: &mut Packing,
+    stats: &mut ImproveStats,
+    budget: &Budget,
+    target: f64,
+) {
+    loop {
+        let mut order: Vec<usize> = (0..pk.bins.len()).filter(|&k| !pk.bins[k].items.is_empty()).collect();
+        let eff = |b: &Bin| b.items.iter().map(|&i| pr.value[i]).sum::<f64>() / p.types[b.t].price;
+        order.sort_by(|&a, &b| eff(&pk.bins[a]).total_cmp(&eff(&pk.bins[b])).then(a.cmp(&b)));
+        let mut any = false;
+        for k in order {
+            if budget.expired(stats) || pk.cost(p) <= target + 1e-9 {
+                break;
+            }
+            let mut j = Journal::new(pk);
+            j.touch(pk, k);
+            let t = pk.bins[k].t;
+            let mut items = std::mem::take(&mut pk.bins[k].items);
+            pk.bins[k].load = [0.0; 2];
+            by_size_desc(p, &mut items, |_| t);
+            let mut exclude = vec![false; pk.bins.len()];
+            exclude[k] = true;
+            if reinsert(p, lb, pk, &mut j, &items, &exclude).is_empty() {
+                stats.eliminated += 1;
+                any = true;
+            } else {
+                j.undo(pk);
+            }
+        }
+        if !any || budget.expired(stats) {
+            break;
+        }
+        retype(p, pk);
+    }
+    pk.bins.retain(|b| !b.items.is_empty());
 }
 
 #[cfg(test)]
@@ -638,20 +814,11 @@ mod tests {
 
     fn uniform(n: usize, d: [f64; 2], types: Vec<BinType>) -> Problem {
         let nt = types.len();
-        Problem::new(
-            types,
-            (0..n).map(|i| format!("m{i}")).collect(),
-            vec![Some(d); n * nt],
-        )
+        Problem::new(types, (0..n).map(|i| format!("m{i}")).collect(), vec![Some(d); n * nt])
     }
 
     fn bt(name: &str, price: f64) -> BinType {
-        BinType {
-            name: name.into(),
-            family: "f".into(),
-            price,
-            max_count: usize::MAX,
-        }
+        BinType { name: name.into(), family: "f".into(), price, max_count: usize::MAX, grain: 10_000.0 }
     }
 
     #[test]
@@ -669,20 +836,9 @@ mod tests {
         let p = Problem::new(
             vec![bt("big", 3.0), bt("small", 1.0)],
             vec!["a".into(), "b".into()],
-            vec![
-                Some([0.1, 0.1]),
-                Some([0.5, 0.5]),
-                Some([0.1, 0.1]),
-                Some([0.5, 0.5]),
-            ],
+            vec![Some([0.1, 0.1]), Some([0.5, 0.5]), Some([0.1, 0.1]), Some([0.5, 0.5])],
         );
-        let mut pk = Packing {
-            bins: vec![Bin {
-                t: 0,
-                items: vec![0, 1],
-                load: [0.2, 0.2],
-            }],
-        };
+        let mut pk = Packing { bins: vec![Bin { t: 0, items: vec![0, 1], load: [0.2, 0.2] }] };
         assert!(retype(&p, &mut pk));
         assert_eq!(pk.bins[0].t, 1);
         pk.check(&p).unwrap();
@@ -694,19 +850,9 @@ mod tests {
         let p = uniform(6, [1.0 / 3.0 - 1e-6, 0.0], vec![bt("a", 1.0)]);
         let lb = lp_bound(&p);
         let mut pk = Packing {
-            bins: (0..3)
-                .map(|k| Bin {
-                    t: 0,
-                    items: vec![2 * k, 2 * k + 1],
-                    load: [2.0 / 3.0, 0.0],
-                })
-                .collect(),
+            bins: (0..3).map(|k| Bin { t: 0, items: vec![2 * k, 2 * k + 1], load: [2.0 / 3.0, 0.0] }).collect(),
         };
-        let budget = Budget {
-            lns_iterations: 100,
-            deadline: None,
-            seed: 1,
-        };
+        let budget = Budget { lns_iterations: 100, deadline: None, seed: 1 };
         improve(&p, &lb, &mut pk, budget, 0.0, |_, _| {});
         pk.check(&p).unwrap();
         assert_eq!(pk.cost(&p), 2.0);

@@ -8,8 +8,7 @@
 use std::collections::BTreeMap;
 
 use good_lp::{
-    constraint, variable, Expression, ProblemVariables, Solution, SolutionStatus, SolverModel,
-    Variable, WithMipGap, WithTimeLimit,
+    constraint, variable, Expression, ProblemVariables, Solution, SolutionStatus, SolverModel, Variable, WithMipGap,
 };
 
 use crate::heuristic::{Bin, Packing};
@@ -25,7 +24,9 @@ pub struct MilpResult {
 }
 
 /// Solves exactly within `seconds`; `incumbent` caps the search (its cost is the cutoff).
-pub fn solve_exact(p: &Problem, incumbent: &Packing, seconds: f64) -> MilpResult {
+/// `max_nodes` bounds the branch-and-bound tree: unlike time, a node budget gives the same answer
+/// on every machine.
+pub fn solve_exact(p: &Problem, incumbent: &Packing, seconds: f64, max_nodes: Option<usize>) -> MilpResult {
     let nt = p.n_types();
     let ub = incumbent.cost(p);
     // Rank of each item among the items that can run on each type.
@@ -38,19 +39,11 @@ pub fn solve_exact(p: &Problem, incumbent: &Packing, seconds: f64) -> MilpResult
         }
     }
     let caps: Vec<usize> = (0..nt)
-        .map(|t| {
-            p.types[t]
-                .max_count
-                .min(fit_count[t])
-                .min((ub / p.types[t].price + 1e-9).floor() as usize)
-        })
+        .map(|t| p.types[t].max_count.min(fit_count[t]).min((ub / p.types[t].price + 1e-9).floor() as usize))
         .collect();
 
     let mut vars = ProblemVariables::new();
-    let y: Vec<Vec<Variable>> = caps
-        .iter()
-        .map(|&c| (0..c).map(|_| vars.add(variable().binary())).collect())
-        .collect();
+    let y: Vec<Vec<Variable>> = caps.iter().map(|&c| (0..c).map(|_| vars.add(variable().binary())).collect()).collect();
     let mut x: BTreeMap<(usize, usize, usize), Variable> = BTreeMap::new();
     for i in 0..p.n_items() {
         for (t, _) in p.allowed(i) {
@@ -59,20 +52,10 @@ pub fn solve_exact(p: &Problem, incumbent: &Packing, seconds: f64) -> MilpResult
             }
         }
     }
-    let objective: Expression = (0..nt)
-        .map(|t| {
-            y[t].iter()
-                .map(|&v| p.types[t].price * v)
-                .sum::<Expression>()
-        })
-        .sum();
+    let objective: Expression = (0..nt).map(|t| y[t].iter().map(|&v| p.types[t].price * v).sum::<Expression>()).sum();
 
     let mut model = vars.minimise(objective).using(good_lp::coin_cbc);
-    let log = if std::env::var_os("STOWAGE_DEBUG_MILP").is_some() {
-        "1"
-    } else {
-        "0"
-    };
+    let log = if std::env::var_os("STOWAGE_DEBUG_MILP").is_some() { "1" } else { "0" };
     model.set_parameter("log", log);
     model.set_parameter("slogLevel", log);
     model.set_parameter("randomSeed", "42");
@@ -80,10 +63,12 @@ pub fn solve_exact(p: &Problem, incumbent: &Packing, seconds: f64) -> MilpResult
     // CBC 2.10 (Debian's coinor-libcbc) can return an infeasible solution, marked optimal, when
     // given a MIP start; a cutoff at the incumbent's cost prunes as well and stays sound.
     model.set_parameter("cutoff", &format!("{}", ub + 1e-6 * ub.max(1.0)));
-    let mut model = model.with_time_limit(seconds.max(0.1));
-    model = model
-        .with_mip_gap(0.0)
-        .unwrap_or_else(|_| unreachable!("0 is a valid gap"));
+    // good_lp's with_time_limit rounds up to whole seconds; CBC itself takes fractions.
+    model.set_parameter("sec", &format!("{:.3}", seconds.max(0.05)));
+    if let Some(n) = max_nodes {
+        model.set_parameter("maxNodes", &n.to_string());
+    }
+    model = model.with_mip_gap(0.0).unwrap_or_else(|_| unreachable!("0 is a valid gap"));
 
     for i in 0..p.n_items() {
         let s: Expression = x.range((i, 0, 0)..(i + 1, 0, 0)).map(|(_, &v)| v).sum();
@@ -113,11 +98,7 @@ pub fn solve_exact(p: &Problem, incumbent: &Packing, seconds: f64) -> MilpResult
             if std::env::var_os("STOWAGE_DEBUG_MILP").is_some() {
                 eprintln!("milp: {e}");
             }
-            return MilpResult {
-                packing: None,
-                proven_optimal: false,
-                bound: 0.0,
-            };
+            return MilpResult { packing: None, proven_optimal: false, bound: 0.0 };
         }
     };
     let proven = matches!(sol.status(), SolutionStatus::Optimal);
@@ -133,33 +114,17 @@ pub fn solve_exact(p: &Problem, incumbent: &Packing, seconds: f64) -> MilpResult
     let mut bins: BTreeMap<(usize, usize), Bin> = BTreeMap::new();
     for (&(i, t, k), &v) in &x {
         if sol.value(v) > 0.5 {
-            bins.entry((t, k))
-                .or_insert_with(|| Bin {
-                    t,
-                    items: Vec::new(),
-                    load: [0.0; 2],
-                })
-                .items
-                .push(i);
+            bins.entry((t, k)).or_insert_with(|| Bin { t, items: Vec::new(), load: [0.0; 2] }).items.push(i);
         }
     }
-    let mut pk = Packing {
-        bins: bins.into_values().collect(),
-    };
+    let mut pk = Packing { bins: bins.into_values().collect() };
     pk.normalize(p);
     let packing = (pk.check(p).is_ok() && pk.cost(p) <= ub + 1e-9).then_some(pk);
     // Claim a proof only when CBC's own bound agrees with the solution it returned.
-    let proven_optimal = proven
-        && packing
-            .as_ref()
-            .is_some_and(|pk| bound >= pk.cost(p) - 1e-6);
+    let proven_optimal = proven && packing.as_ref().is_some_and(|pk| bound >= pk.cost(p) - 1e-6);
     let bound = match &packing {
         Some(pk) if proven_optimal => pk.cost(p),
         _ => bound,
     };
-    MilpResult {
-        packing,
-        proven_optimal,
-        bound,
-    }
+    MilpResult { packing, proven_optimal, bound }
 }

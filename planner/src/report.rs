@@ -70,11 +70,7 @@ pub fn cost_table(plan: &Plan) -> String {
         "lower bound ${:.3}/h, gap {:.2}%, {}optimal; {} in {:.2} s",
         plan.lower_bound_per_hour,
         100.0 * plan.solver.gap,
-        if plan.solver.proven_optimal {
-            "proven "
-        } else {
-            "not proven "
-        },
+        if plan.solver.proven_optimal { "proven " } else { "not proven " },
         plan.solver.method,
         plan.solver.seconds
     );

@@ -15,23 +15,13 @@ const TOP: f64 = 60.0;
 const LEFT: f64 = 50.0;
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// A stable color per model id.
 fn color(id: &str) -> String {
-    let h = id
-        .bytes()
-        .fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619));
-    format!(
-        "hsl({},{}%,{}%)",
-        h % 360,
-        45 + (h >> 9) % 30,
-        45 + (h >> 17) % 20
-    )
+    let h = id.bytes().fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619));
+    format!("hsl({},{}%,{}%)", h % 360, 45 + (h >> 9) % 30, 45 + (h >> 17) % 20)
 }
 
 /// Per-model shares of a node, when the caller knows them (memory, utilization as node fractions).
@@ -48,10 +38,7 @@ pub fn shares(catalog: &stowage_core::Catalog, plan: &Plan) -> Shares {
             if let Some(d) = catalog.model(m).and_then(|m| catalog.demand(m, it)) {
                 out.insert(
                     m.clone(),
-                    (
-                        d.memory * catalog.limits.max_memory,
-                        d.utilization * catalog.limits.max_utilization,
-                    ),
+                    (d.memory * catalog.limits.max_memory, d.utilization * catalog.limits.max_utilization),
                 );
             }
         }
@@ -71,22 +58,21 @@ pub fn render(plan: &Plan, limits: &Limits, shares: &Shares) -> String {
     if plan.nodes.len() > MAX_DETAILED {
         return summary(plan, limits, &title);
     }
-    let bw = 7.0;
-    let step = 2.0 * bw + 6.0;
+    // Wide bars for a few nodes, thin ones for hundreds.
+    let bw = (560.0 / (2.6 * plan.nodes.len().max(1) as f64)).clamp(3.0, 24.0);
+    let step = 2.0 * bw + (bw * 0.6).max(2.0);
     let width = LEFT + 20.0 + step * plan.nodes.len().max(1) as f64;
     let width = width.max(640.0);
     let label_room = 120.0;
     let height = TOP + H + label_room;
-    let mut s = header(width, height, &title);
+    let mut s = header(width, height, &title, DETAILED);
     axis(&mut s, width);
     for (k, n) in plan.nodes.iter().enumerate() {
         let x0 = LEFT + 10.0 + step * k as f64;
         for (dim, x) in [(0, x0), (1, x0 + bw)] {
             let mut y = TOP + H;
             for m in &n.models {
-                let v = shares
-                    .get(m)
-                    .map_or(0.0, |s| if dim == 0 { s.0 } else { s.1 });
+                let v = shares.get(m).map_or(0.0, |s| if dim == 0 { s.0 } else { s.1 });
                 let h = v * H;
                 y -= h;
                 let _ = writeln!(
@@ -130,23 +116,24 @@ pub fn render(plan: &Plan, limits: &Limits, shares: &Shares) -> String {
     s
 }
 
-fn header(width: f64, height: f64, title: &str) -> String {
+const DETAILED: &str =
+    "each node: left bar memory, right bar utilization at peak, stacked by model; dashed lines: limits";
+
+fn header(width: f64, height: f64, title: &str, subtitle: &str) -> String {
     format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" viewBox=\"0 0 {width:.0} {height:.0}\" font-family=\"sans-serif\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <text x=\"{LEFT}\" y=\"22\" font-size=\"14\" font-weight=\"bold\">{}</text>\n\
-         <text x=\"{LEFT}\" y=\"42\" font-size=\"11\" fill=\"#555\">each node: left bar memory, right bar utilization at peak, stacked by model; dashed lines: limits</text>\n",
-        esc(title)
+         <text x=\"{LEFT}\" y=\"42\" font-size=\"11\" fill=\"#555\">{}</text>\n",
+        esc(title),
+        esc(subtitle)
     )
 }
 
 fn axis(s: &mut String, width: f64) {
     for pct in [0, 25, 50, 75, 100] {
         let y = TOP + H - H * pct as f64 / 100.0;
-        let _ = writeln!(
-            s,
-            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{width:.0}" y2="{y:.1}" stroke="#eee"/>"##
-        );
+        let _ = writeln!(s, r##"<line x1="{LEFT}" y1="{y:.1}" x2="{width:.0}" y2="{y:.1}" stroke="#eee"/>"##);
         let _ = writeln!(
             s,
             r#"<text x="{:.0}" y="{:.1}" font-size="10" text-anchor="end">{pct}%</text>"#,
@@ -157,10 +144,7 @@ fn axis(s: &mut String, width: f64) {
 }
 
 fn limit_lines(s: &mut String, limits: &Limits, width: f64) {
-    for (v, name, color) in [
-        (limits.max_memory, "Mmax", "#c00"),
-        (limits.max_utilization, "Cmax", "#06c"),
-    ] {
+    for (v, name, color) in [(limits.max_memory, "Mmax", "#c00"), (limits.max_utilization, "Cmax", "#06c")] {
         let y = TOP + H - v * H;
         let _ = writeln!(
             s,
@@ -177,20 +161,16 @@ fn limit_lines(s: &mut String, limits: &Limits, width: f64) {
 fn summary(plan: &Plan, limits: &Limits, title: &str) -> String {
     let mut groups: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
     for n in &plan.nodes {
-        groups
-            .entry(&n.instance_type)
-            .or_default()
-            .push((n.usage.memory, n.usage.utilization));
+        groups.entry(&n.instance_type).or_default().push((n.usage.memory, n.usage.utilization));
     }
     let col = (1000.0 / plan.nodes.len() as f64).clamp(0.25, 2.0);
     let gap = 30.0;
-    let width = LEFT + 20.0 + plan.nodes.len() as f64 * col + gap * groups.len() as f64;
+    // Every group gets room for its label, however few nodes it has.
+    let group_width = |n: usize| (n as f64 * col).max(110.0);
+    let width = LEFT + 20.0 + groups.values().map(|v| group_width(v.len()) + gap).sum::<f64>();
     let width = width.max(800.0);
-    let mut s = header(
-        width,
-        TOP + H + 60.0,
-        &format!("{title} (summary: one column per node, sorted by memory)"),
-    );
+    let subtitle = "one column per node, grouped by instance type, sorted by memory; green: memory used, blue: utilization at peak";
+    let mut s = header(width, TOP + H + 40.0, title, subtitle);
     axis(&mut s, width);
     let mut x = LEFT + 10.0;
     for (ty, mut v) in groups {
@@ -217,13 +197,8 @@ fn summary(plan: &Plan, limits: &Limits, title: &str) -> String {
             v.len(),
             esc(ty)
         );
-        x += gap;
+        x = x_start + group_width(v.len()) + gap;
     }
-    let _ = writeln!(
-        s,
-        r##"<text x="{LEFT}" y="{:.1}" font-size="10" fill="#555">green: memory used; blue tick: utilization at peak</text>"##,
-        TOP + H + 36.0
-    );
     limit_lines(&mut s, limits, width);
     s.push_str("</svg>\n");
     s

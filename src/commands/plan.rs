@@ -10,17 +10,11 @@ use stowage_planner::{report, svg, Method, Options};
 use crate::cli::{PlanArgs, PlanMethod};
 
 pub fn run(args: &PlanArgs) -> Result<()> {
-    ensure!(
-        args.time_limit.is_finite() && args.time_limit > 0.0,
-        "--time-limit must be a positive number of seconds"
-    );
+    ensure!(args.time_limit.is_finite() && args.time_limit > 0.0, "--time-limit must be a positive number of seconds");
     let catalog = Catalog::load(&args.catalog)?;
 
     let spinner = indicatif::ProgressBar::new_spinner();
-    spinner.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
-            .expect("static template"),
-    );
+    spinner.set_style(indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("static template"));
     spinner.set_message(format!(
         "packing {} models onto {} instance types",
         catalog.models.len(),
@@ -33,34 +27,28 @@ pub fn run(args: &PlanArgs) -> Result<()> {
             PlanMethod::Auto => Method::Auto,
             PlanMethod::Exact => Method::Exact,
             PlanMethod::Heuristic => Method::Heuristic,
+            PlanMethod::Ffd => Method::Ffd,
         },
         time_limit: Duration::from_secs_f64(args.time_limit),
         exact_max_models: args.exact_max_models,
         lns_iterations: args.lns_iterations,
         seed: args.seed,
-        progress: Some(Arc::new(move |it, cost| {
-            bar.set_message(format!("search iteration {it}: ${cost:.3}/h"))
-        })),
+        progress: Some(Arc::new(move |it, cost| bar.set_message(format!("search iteration {it}: ${cost:.3}/h")))),
     };
-    let plan = stowage_planner::plan(&catalog, &opts)
-        .with_context(|| format!("cannot pack {}", args.catalog.display()))?;
+    let plan =
+        stowage_planner::plan(&catalog, &opts).with_context(|| format!("cannot pack {}", args.catalog.display()))?;
     spinner.finish_and_clear();
 
-    std::fs::write(&args.out, plan.to_json())
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    std::fs::write(&args.out, plan.to_json()).with_context(|| format!("cannot write {}", args.out.display()))?;
     if let Some(path) = &args.svg {
         let picture = svg::render(&plan, &catalog.limits, &svg::shares(&catalog, &plan));
-        std::fs::write(path, picture)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, picture).with_context(|| format!("cannot write {}", path.display()))?;
     }
     print!("{}", report::cost_table(&plan));
     println!(
         "wrote {}{}",
         args.out.display(),
-        args.svg
-            .as_ref()
-            .map(|p| format!(" and {}", p.display()))
-            .unwrap_or_default()
+        args.svg.as_ref().map(|p| format!(" and {}", p.display())).unwrap_or_default()
     );
     Ok(())
 }

@@ -64,9 +64,7 @@ fn parses_a_good_catalog() {
     let d = c.demand(&c.models[0], it).unwrap();
     assert!((d.memory - 565.0 / (7.0 * 1024.0 * 0.9)).abs() < 1e-12);
     assert!((d.utilization - 2.0 * 6.0 / 1000.0 / 4.0 / 0.83).abs() < 1e-12);
-    assert!(c
-        .demand(&c.models[0], c.instance_type("c5.xlarge").unwrap())
-        .is_none());
+    assert!(c.demand(&c.models[0], c.instance_type("c5.xlarge").unwrap()).is_none());
 }
 
 #[test]
@@ -83,13 +81,7 @@ fn inline_footprint_overrides_profile() {
 fn limits_default_when_absent() {
     let text = GOOD.replace("[limits]\nmax_memory = 0.9\nmax_utilization = 0.83\n", "");
     let c = Catalog::parse("m.toml", &text).unwrap();
-    assert_eq!(
-        c.limits,
-        Limits {
-            max_memory: DEFAULT_MAX_MEMORY,
-            max_utilization: DEFAULT_MAX_UTILIZATION
-        }
-    );
+    assert_eq!(c.limits, Limits { max_memory: DEFAULT_MAX_MEMORY, max_utilization: DEFAULT_MAX_UTILIZATION });
 }
 
 #[test]
@@ -101,9 +93,7 @@ fn syntax_error_names_line() {
 
 #[test]
 fn unknown_field_is_an_error() {
-    let e = errors(&with_model(
-        "id = \"x\"\nprofile = \"bert-base\"\nartifact = \"a\"\npeak_rps = 1\npeak_rsp = 2",
-    ));
+    let e = errors(&with_model("id = \"x\"\nprofile = \"bert-base\"\nartifact = \"a\"\npeak_rps = 1\npeak_rsp = 2"));
     assert!(e[0].contains("unknown field `peak_rsp`"), "{e:?}");
 }
 
@@ -129,34 +119,21 @@ fn reports_every_problem_with_line_and_field() {
         let l = e.iter().find(|l| l.contains(needle)).unwrap();
         l.split(':').nth(1).unwrap().parse().unwrap()
     };
-    assert_eq!(
-        line_of("Bad_Id"),
-        text.lines().position(|l| l.contains("Bad_Id")).unwrap() + 1
-    );
-    assert_eq!(
-        line_of("\"tpu\""),
-        text.lines()
-            .position(|l| l.contains("footprint.tpu"))
-            .unwrap()
-            + 1
-    );
+    assert_eq!(line_of("Bad_Id"), text.lines().position(|l| l.contains("Bad_Id")).unwrap() + 1);
+    assert_eq!(line_of("\"tpu\""), text.lines().position(|l| l.contains("footprint.tpu")).unwrap() + 1);
 }
 
 #[test]
 fn model_that_fits_nowhere_is_named() {
-    let e = errors(&with_model("id = \"huge\"\nartifact = \"a\"\npeak_rps = 1\n[models.footprint.inf1]\nmemory_mib = 99999\nservice_ms = 1"));
+    let e = errors(&with_model(
+        "id = \"huge\"\nartifact = \"a\"\npeak_rps = 1\n[models.footprint.inf1]\nmemory_mib = 99999\nservice_ms = 1",
+    ));
     assert_eq!(e.len(), 1, "{e:?}");
-    assert!(
-        e[0].contains(
-            "model \"huge\" fits no instance type: inf1.xlarge: needs 99999 MiB of 6451 MiB"
-        ),
-        "{e:?}"
-    );
-    let e = errors(&with_model("id = \"hot\"\nartifact = \"a\"\npeak_rps = 1000\n[models.footprint.c5]\nmemory_mib = 1\nservice_ms = 100"));
-    assert!(
-        e[0].contains("model \"hot\" fits no instance type: c5.xlarge: needs 2500% of its compute"),
-        "{e:?}"
-    );
+    assert!(e[0].contains("model \"huge\" fits no instance type: inf1.xlarge: needs 99999 MiB of 6451 MiB"), "{e:?}");
+    let e = errors(&with_model(
+        "id = \"hot\"\nartifact = \"a\"\npeak_rps = 1000\n[models.footprint.c5]\nmemory_mib = 1\nservice_ms = 100",
+    ));
+    assert!(e[0].contains("model \"hot\" fits no instance type: c5.xlarge: needs 2500% of its compute"), "{e:?}");
 }
 
 #[test]
@@ -179,10 +156,7 @@ fn bad_instance_types_and_profiles() {
 
 #[test]
 fn missing_fields_and_bad_values() {
-    let e = errors(&with_model(
-        "profile = \"bert-base\"\nengine = \"onnx\"\nsha256 = \"abc\"",
-    ))
-    .join("\n");
+    let e = errors(&with_model("profile = \"bert-base\"\nengine = \"onnx\"\nsha256 = \"abc\"")).join("\n");
     for want in [
         "models[2].id: missing model id",
         "models[2].artifact: missing",
@@ -193,18 +167,13 @@ fn missing_fields_and_bad_values() {
         assert!(e.contains(want), "missing {want:?} in\n{e}");
     }
     let e = errors("[limits]\nmax_memory = 1.5\n").join("\n");
-    assert!(
-        e.contains("models.toml:2:14: limits.max_memory: must be a fraction in (0, 1], got 1.5"),
-        "{e}"
-    );
+    assert!(e.contains("models.toml:2:14: limits.max_memory: must be a fraction in (0, 1], got 1.5"), "{e}");
     assert!(e.contains("instance_types: the catalog has no"), "{e}");
     assert!(e.contains("models: the catalog has no [[models]]"), "{e}");
 }
 
 #[test]
 fn load_names_a_missing_file() {
-    let err = Catalog::load("/nonexistent/models.toml")
-        .unwrap_err()
-        .to_string();
+    let err = Catalog::load("/nonexistent/models.toml").unwrap_err().to_string();
     assert!(err.contains("/nonexistent/models.toml"), "{err}");
 }

@@ -1,0 +1,77 @@
+//! Exact re-optimization of a packing's tail: the models of the few least useful nodes are
+//! re-packed by the MILP over every instance type (e.g. two half-empty inf1.2xlarge → one
+//! c5.4xlarge), which greedy rules do not see.
+
+use std::time::Instant;
+
+use crate::bound::LpBound;
+use crate::heuristic::{Bin, Packing};
+use crate::milp::solve_exact;
+use crate::problem::Problem;
+
+/// Most models handed to one sub-MILP.
+const MAX_ITEMS: usize = 60;
+/// Branch-and-bound nodes for one sub-MILP: its job is to find a better tail, not to prove it
+/// optimal. A node budget (not time) keeps plans identical across machines.
+const SUB_NODES: usize = 50;
+/// Safety cap on one sub-MILP's wall time.
+const SUB_SECONDS: f64 = 3.0;
+
+/// Tries the 2, 3 and 4 least useful nodes; returns how much cost it saved.
+pub fn reoptimize_tail(p: &Problem, lb: &LpBound, pk: &mut Packing, deadline: Instant) -> f64 {
+    let mut saved = 0.0;
+    for k in [2usize, 3, 4] {
+        let left = deadline.saturating_duration_since(Instant::now()).as_secs_f64();
+        if left < 0.05 {
+            break;
+        }
+        let value = |b: &Bin| {
+            b.items
+                .iter()
+                .map(|&i| p.allowed(i).map(|(t, d)| lb.item_cost(d, t)).fold(f64::INFINITY, f64::min))
+                .sum::<f64>()
+                / p.types[b.t].price
+        };
+        let mut order: Vec<usize> = (0..pk.bins.len()).filter(|&j| !pk.bins[j].items.is_empty()).collect();
+        if order.len() < k {
+            break;
+        }
+        order.sort_by(|&a, &b| value(&pk.bins[a]).total_cmp(&value(&pk.bins[b])).then(a.cmp(&b)));
+        let chosen = &order[..k];
+        let items: Vec<usize> = chosen.iter().flat_map(|&j| pk.bins[j].items.iter().copied()).collect();
+        if items.len() > MAX_ITEMS {
+            break;
+        }
+        let mut used = pk.counts(p);
+        for &j in chosen {
+            used[pk.bins[j].t] -= 1;
+        }
+        let available: Vec<usize> = p.types.iter().zip(&used).map(|(t, &u)| t.max_count.saturating_sub(u)).collect();
+        let sub = p.subset(&items, &available);
+        let position: std::collections::HashMap<usize, usize> =
+            items.iter().enumerate().map(|(s, &i)| (i, s)).collect();
+        let mut incumbent = Packing {
+            bins: chosen
+                .iter()
+                .map(|&j| Bin {
+                    t: pk.bins[j].t,
+                    items: pk.bins[j].items.iter().map(|i| position[i]).collect(),
+                    load: pk.bins[j].load,
+                })
+                .collect(),
+        };
+        incumbent.normalize(&sub);
+        let before = incumbent.cost(&sub);
+        let r = solve_exact(&sub, &incumbent, (left / 2.0).min(SUB_SECONDS), Some(SUB_NODES));
+        let Some(better) = r.packing.filter(|b| b.cost(&sub) < before - 1e-9) else { continue };
+        saved += before - better.cost(&sub);
+        for &j in chosen {
+            pk.bins[j].items.clear();
+        }
+        for b in better.bins {
+            pk.bins.push(Bin { t: b.t, items: b.items.iter().map(|&s| items[s]).collect(), load: b.load });
+        }
+        pk.normalize(p);
+    }
+    saved
+}
