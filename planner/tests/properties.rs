@@ -65,11 +65,11 @@ fn exact_lp(p: &Problem) -> f64 {
         let s: Expression = x.iter().filter(|e| e.0 == i).map(|e| e.3).sum();
         m = m.with(constraint!(s == 1));
     }
-    for t in 0..nt {
+    for (t, &yt) in y.iter().enumerate() {
         let mem: Expression = x.iter().filter(|e| e.1 == t).map(|e| e.2[0] * e.3).sum();
         let cpu: Expression = x.iter().filter(|e| e.1 == t).map(|e| e.2[1] * e.3).sum();
-        m = m.with(constraint!(mem <= y[t]));
-        m = m.with(constraint!(cpu <= y[t]));
+        m = m.with(constraint!(mem <= yt));
+        m = m.with(constraint!(cpu <= yt));
     }
     match m.solve() {
         Ok(s) => (0..nt).map(|t| p.types[t].price * s.value(y[t])).sum(),
