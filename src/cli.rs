@@ -24,6 +24,133 @@ pub struct Cli {
 pub enum Command {
     /// Pack every model of a catalog onto the cheapest set of instances; write plan.json.
     Plan(PlanArgs),
+    /// Write synthetic BERT-style ONNX models (+ tokenizer.json, config.json) and a matching catalog.
+    Synth(SynthArgs),
+    /// Run one node: load its models and answer /predictions/<model_id>.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Plan to serve a node of (with --node).
+    #[arg(long, env = "STOWAGE_PLAN", requires = "node")]
+    pub plan: Option<PathBuf>,
+
+    /// Node id of the plan to serve.
+    #[arg(long, env = "STOWAGE_NODE")]
+    pub node: Option<String>,
+
+    /// Catalog with the models' artifacts; with --plan, defaults to models.toml beside the plan
+    /// and must be the catalog the plan was made from.
+    #[arg(long, env = "STOWAGE_CATALOG")]
+    pub catalog: Option<PathBuf>,
+
+    /// Without a plan: the catalog models to serve, comma-separated (default: all).
+    #[arg(long, env = "STOWAGE_MODELS", value_delimiter = ',')]
+    pub models: Vec<String>,
+
+    /// Address to listen on.
+    #[arg(long, env = "STOWAGE_HOST", default_value = "0.0.0.0")]
+    pub host: String,
+
+    /// Port to listen on (0 picks a free one; the log says which).
+    #[arg(long, env = "STOWAGE_PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Engine for models whose catalog entry names none.
+    #[arg(long, env = "STOWAGE_ENGINE", default_value = "tract")]
+    pub engine: stowage_core::Engine,
+
+    /// The ONNX Runtime shared library (libonnxruntime.so.*) for the ort engine; else ORT_DYLIB_PATH.
+    #[arg(long, env = "STOWAGE_ORT_LIBRARY")]
+    pub ort_library: Option<PathBuf>,
+
+    /// ONNX Runtime threads per inference. 1 on small machines: requests run in parallel instead.
+    #[arg(long, env = "STOWAGE_ORT_INTRA_THREADS", default_value_t = 1)]
+    pub ort_intra_threads: usize,
+
+    /// Inferences of one model that may run at once (default: the number of CPUs).
+    #[arg(long, env = "STOWAGE_MODEL_CONCURRENCY")]
+    pub model_concurrency: Option<usize>,
+
+    /// Requests of one model that may wait for a slot; beyond, 429 with Retry-After.
+    #[arg(long, env = "STOWAGE_QUEUE_SIZE", default_value_t = 64)]
+    pub queue_size: usize,
+
+    /// Largest request body, in bytes; beyond, 413.
+    #[arg(long, env = "STOWAGE_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+
+    /// Most inputs in one request.
+    #[arg(long, env = "STOWAGE_MAX_BATCH", default_value_t = 32)]
+    pub max_batch: usize,
+
+    /// Share of the node's models that must be ready for /ready to answer 200.
+    #[arg(long, env = "STOWAGE_READY_FRACTION", default_value_t = 1.0)]
+    pub ready_fraction: f64,
+
+    /// Models loaded at once at start-up.
+    #[arg(long, env = "STOWAGE_LOAD_PARALLELISM", default_value_t = 2)]
+    pub load_parallelism: usize,
+
+    /// HTTP worker threads (default: the number of CPUs).
+    #[arg(long, env = "STOWAGE_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// On SIGTERM, how long in-flight requests may take to finish, in seconds.
+    #[arg(long, env = "STOWAGE_DRAIN_SECONDS", default_value_t = 30)]
+    pub drain_seconds: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SynthArgs {
+    /// Folder to write into: one subfolder per model, and models.toml.
+    #[arg(long, env = "STOWAGE_OUT", default_value = "synth")]
+    pub out: PathBuf,
+
+    /// How many models (each with its own random weights).
+    #[arg(long, env = "STOWAGE_COUNT", default_value_t = 4)]
+    pub count: usize,
+
+    /// Size preset.
+    #[arg(long, env = "STOWAGE_PRESET", value_enum, default_value_t = crate::synth::Preset::Tiny)]
+    pub preset: crate::synth::Preset,
+
+    /// Override the preset's number of transformer layers.
+    #[arg(long, env = "STOWAGE_LAYERS")]
+    pub layers: Option<usize>,
+
+    /// Override the preset's hidden size.
+    #[arg(long, env = "STOWAGE_HIDDEN")]
+    pub hidden: Option<usize>,
+
+    /// Override the preset's number of attention heads.
+    #[arg(long, env = "STOWAGE_HEADS")]
+    pub heads: Option<usize>,
+
+    /// Override the preset's vocabulary size.
+    #[arg(long, env = "STOWAGE_VOCAB")]
+    pub vocab: Option<usize>,
+
+    /// Classification labels of each model.
+    #[arg(long, env = "STOWAGE_LABELS", default_value_t = 2)]
+    pub labels: usize,
+
+    /// Make every n-th model an embedding model (output last_hidden_state); 0 for none.
+    #[arg(long, env = "STOWAGE_EMBEDDING_EVERY", default_value_t = 0)]
+    pub embedding_every: usize,
+
+    /// Model ids are PREFIX-0001, PREFIX-0002, …; defaults to the preset's name.
+    #[arg(long, env = "STOWAGE_PREFIX")]
+    pub prefix: Option<String>,
+
+    /// Expected peak requests/s per model, written into the catalog.
+    #[arg(long, env = "STOWAGE_PEAK_RPS", default_value_t = 2.0)]
+    pub peak_rps: f64,
+
+    /// Seed of the random weights.
+    #[arg(long, env = "STOWAGE_SEED", default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

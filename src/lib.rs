@@ -4,5 +4,12 @@
 //! implementation (`commands`). The planner lives in `stowage-planner`, shared types in
 //! `stowage-core`.
 
+pub mod api;
+pub mod backend;
 pub mod cli;
 pub mod commands;
+pub mod error;
+pub mod metrics;
+pub mod registry;
+pub mod server;
+pub mod synth;

@@ -6,6 +6,8 @@ fn main() -> std::process::ExitCode {
     init_logging(cli.json_logs);
     let result = match &cli.command {
         Command::Plan(args) => stowage::commands::plan::run(args),
+        Command::Synth(args) => stowage::commands::synth::run(args),
+        Command::Serve(args) => stowage::commands::serve::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,3 +1,5 @@
 //! One module per subcommand; each exposes `run(args)`.
 
 pub mod plan;
+pub mod serve;
+pub mod synth;

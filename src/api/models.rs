@@ -1,0 +1,46 @@
+//! `/models` and `/models/{id}`: each assigned model with its state, backend, memory, load time.
+
+use actix_web::{web, HttpResponse};
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, Code};
+use crate::registry::{Entry, State};
+use crate::server::AppState;
+
+fn describe(e: &Entry) -> Value {
+    let state = e.state();
+    let info = e.info();
+    let mut v = json!({
+        "id": e.spec.id,
+        "state": state.name(),
+        "backend": e.spec.engine.to_string(),
+        "memory_bytes": info.memory_bytes,
+        "weights_bytes": info.weights_bytes,
+        "load_seconds": info.load_seconds,
+        "warmup_seconds": info.warmup_seconds,
+        "queued": e.admission.waiting(),
+    });
+    match state {
+        State::Ready(m) => {
+            v["signature"] = json!(m.signature);
+            v["labels"] = json!(m.labels);
+            v["max_length"] = json!(m.max_length);
+        }
+        State::Failed(reason) => v["error"] = json!(reason),
+        State::Loading => {}
+    }
+    v
+}
+
+pub async fn list(state: web::Data<AppState>) -> HttpResponse {
+    let models: Vec<Value> = state.registry.entries().iter().map(|e| describe(e)).collect();
+    HttpResponse::Ok().json(json!({"models": models}))
+}
+
+pub async fn one(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let e = state
+        .registry
+        .get(&id)
+        .ok_or_else(|| ApiError::new(Code::UnknownModel, format!("no model {:?} on this node", id.as_str())))?;
+    Ok(HttpResponse::Ok().json(describe(&e)))
+}

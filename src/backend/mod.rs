@@ -1,0 +1,166 @@
+//! The engine boundary: one small synchronous trait between the HTTP layer and the inference
+//! engines (tract, ONNX Runtime). Load bytes → a model with a signature → `predict(inputs)`.
+//! No actix, tract or ort type crosses it; callers run it on blocking threads, never async workers.
+
+pub mod ort;
+pub mod tract;
+
+use prost::Message;
+use stowage_core::Engine as EngineKind;
+use tract_onnx::pb::{tensor_proto::DataType, type_proto, ModelProto};
+
+/// Token inputs for one batch, row-major `[batch, seq]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inputs {
+    pub batch: usize,
+    pub seq: usize,
+    pub input_ids: Vec<i64>,
+    pub attention_mask: Vec<i64>,
+    pub token_type_ids: Vec<i64>,
+}
+
+/// The model's output tensor, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// What a model produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputKind {
+    /// `logits` `[batch, labels]`: classification.
+    Logits,
+    /// `last_hidden_state` `[batch, seq, hidden]`: embeddings.
+    LastHiddenState,
+}
+
+/// Inputs and output of a model, read from the ONNX file itself.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Signature {
+    /// Graph inputs in file order: `input_ids`, `attention_mask`, optionally `token_type_ids`.
+    pub inputs: Vec<String>,
+    pub output: String,
+    pub kind: OutputKind,
+    /// Last dimension of the output when the file fixes it (labels or hidden size).
+    pub output_width: Option<usize>,
+}
+
+impl Signature {
+    pub fn has_token_type_ids(&self) -> bool {
+        self.inputs.iter().any(|i| i == "token_type_ids")
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    #[error("not a readable ONNX model: {0}")]
+    Decode(String),
+    #[error("cannot serve this model: {0}")]
+    Unsupported(String),
+    #[error("engine failed to load the model: {0}")]
+    Load(String),
+    #[error("inference failed: {0}")]
+    Run(String),
+    #[error("engine not available: {0}")]
+    Unavailable(String),
+}
+
+/// A loaded model: thread-safe, synchronous.
+pub trait Model: Send + Sync {
+    fn backend(&self) -> EngineKind;
+    fn predict(&self, inputs: &Inputs) -> Result<Output, EngineError>;
+}
+
+/// Engine settings that apply to every model of a node.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// ONNX Runtime intra-op threads per session (1 on small machines: parallelism comes from
+    /// serving several requests at once, not from splitting one).
+    pub ort_intra_threads: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { ort_intra_threads: 1 }
+    }
+}
+
+/// Reads the signature and refuses models the server cannot feed or interpret.
+pub fn signature(bytes: &[u8]) -> Result<Signature, EngineError> {
+    let model = ModelProto::decode(bytes).map_err(|e| EngineError::Decode(e.to_string()))?;
+    let graph = model.graph.ok_or_else(|| EngineError::Decode("the file has no graph".into()))?;
+    let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let mut inputs = Vec::new();
+    for i in graph.input.iter().filter(|i| !initializers.contains(i.name.as_str())) {
+        if !["input_ids", "attention_mask", "token_type_ids"].contains(&i.name.as_str()) {
+            return Err(EngineError::Unsupported(format!(
+                "unexpected input {:?} (expected input_ids, attention_mask, optional token_type_ids)",
+                i.name
+            )));
+        }
+        let elem = match i.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(type_proto::Value::TensorType(t)) => t.elem_type,
+            _ => -1,
+        };
+        if elem != DataType::Int64 as i32 {
+            return Err(EngineError::Unsupported(format!("input {:?} is not int64", i.name)));
+        }
+        inputs.push(i.name.clone());
+    }
+    for required in ["input_ids", "attention_mask"] {
+        if !inputs.iter().any(|i| i == required) {
+            return Err(EngineError::Unsupported(format!("the model has no {required:?} input")));
+        }
+    }
+    let names: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    let (out, kind) = if let Some(o) = graph.output.iter().find(|o| o.name == "logits") {
+        (o, OutputKind::Logits)
+    } else if let Some(o) = graph.output.iter().find(|o| o.name == "last_hidden_state") {
+        (o, OutputKind::LastHiddenState)
+    } else {
+        return Err(EngineError::Unsupported(format!(
+            "no `logits` or `last_hidden_state` output (outputs: {names:?})"
+        )));
+    };
+    let output_width = match out.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::TensorType(t)) => {
+            t.shape.as_ref().and_then(|s| s.dim.last()).and_then(|d| match d.value {
+                Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => Some(v as usize),
+                _ => None,
+            })
+        }
+        _ => None,
+    };
+    Ok(Signature { inputs, output: out.name.clone(), kind, output_width })
+}
+
+/// Loads `bytes` with the chosen engine.
+pub fn load(
+    engine: EngineKind,
+    bytes: &[u8],
+    sig: &Signature,
+    opts: &EngineOptions,
+) -> Result<Box<dyn Model>, EngineError> {
+    match engine {
+        EngineKind::Tract => Ok(Box::new(tract::TractModel::load(bytes, sig)?)),
+        EngineKind::Ort => Ok(Box::new(ort::OrtModel::load(bytes, sig, opts)?)),
+    }
+}
+
+/// Checks an output against the batch it answers.
+fn check_output(sig: &Signature, x: &Inputs, shape: &[usize], len: usize) -> Result<(), EngineError> {
+    let ok = match sig.kind {
+        OutputKind::Logits => shape.len() == 2 && shape[0] == x.batch,
+        OutputKind::LastHiddenState => shape.len() == 3 && shape[0] == x.batch && shape[1] == x.seq,
+    } && shape.iter().product::<usize>() == len;
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::Run(format!(
+            "output {:?} has shape {shape:?} for a batch of {}×{}",
+            sig.output, x.batch, x.seq
+        )))
+    }
+}

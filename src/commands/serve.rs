@@ -1,0 +1,38 @@
+//! `stowage serve`: flags → server options.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+
+use crate::backend::EngineOptions;
+use crate::cli::ServeArgs;
+use crate::registry::Limits;
+use crate::server::{self, ServeConfig, ServeOptions};
+
+pub fn run(args: &ServeArgs) -> Result<()> {
+    ensure!(args.ready_fraction > 0.0 && args.ready_fraction <= 1.0, "--ready-fraction must be in (0, 1]");
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let specs = server::node_models(
+        args.plan.as_deref(),
+        args.node.as_deref(),
+        args.catalog.as_deref(),
+        &args.models,
+        args.engine,
+    )?;
+    server::run(ServeOptions {
+        host: args.host.clone(),
+        port: args.port,
+        workers: args.workers.unwrap_or(cpus),
+        specs,
+        limits: Limits { concurrency: args.model_concurrency.unwrap_or(cpus), queue: args.queue_size },
+        config: ServeConfig {
+            max_body_bytes: args.max_body_bytes,
+            max_batch: args.max_batch,
+            ready_fraction: args.ready_fraction,
+        },
+        engine: EngineOptions { ort_intra_threads: args.ort_intra_threads },
+        ort_library: args.ort_library.clone(),
+        load_parallelism: args.load_parallelism,
+        drain: Duration::from_secs(args.drain_seconds),
+    })
+}

@@ -1,0 +1,46 @@
+//! Prometheus metrics (DESIGN.md's table): described once, here, with units and help.
+
+use std::sync::OnceLock;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub const REQUESTS: &str = "stowage_requests_total";
+pub const REQUEST_DURATION: &str = "stowage_request_duration_seconds";
+pub const INFERENCE_DURATION: &str = "stowage_inference_duration_seconds";
+pub const QUEUE_WAIT: &str = "stowage_queue_wait_seconds";
+pub const INFLIGHT: &str = "stowage_inflight_requests";
+pub const REJECTED: &str = "stowage_rejected_total";
+pub const LOAD_DURATION: &str = "stowage_model_load_duration_seconds";
+pub const MODEL_MEMORY: &str = "stowage_model_memory_bytes";
+pub const MODELS: &str = "stowage_models";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once and returns its handle (tests build many apps).
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+            let handle = PrometheusBuilder::new()
+                .set_buckets(&buckets)
+                .expect("static buckets are valid")
+                .install_recorder()
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle());
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(REQUESTS, Unit::Count, "Prediction requests answered, by model and HTTP status code");
+    describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Request received to response written, per model");
+    describe_histogram!(INFERENCE_DURATION, Unit::Seconds, "Engine time per request (tokenization excluded)");
+    describe_histogram!(QUEUE_WAIT, Unit::Seconds, "Time a request waited for a free slot of its model");
+    describe_gauge!(INFLIGHT, Unit::Count, "Requests admitted and not yet answered, per model");
+    describe_counter!(REJECTED, Unit::Count, "Requests rejected before inference (queue_full, not_ready, too_large)");
+    describe_histogram!(LOAD_DURATION, Unit::Seconds, "Model start-up time per phase (fetch, load, warmup)");
+    describe_gauge!(MODEL_MEMORY, Unit::Bytes, "Resident memory the model added when it loaded");
+    describe_gauge!(MODELS, Unit::Count, "Models by state (loading, ready, failed)");
+}

@@ -1,0 +1,150 @@
+//! The node's models: a DashMap from model id to its entry, each loading → ready | failed.
+//! A model that fails to load is marked failed with its reason; every other model serves.
+
+pub mod admission;
+pub mod load;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use dashmap::DashMap;
+use serde::Serialize;
+
+pub use admission::Admission;
+pub use load::{LoadedModel, ModelSpec};
+
+/// Where a model is in its life.
+#[derive(Clone)]
+pub enum State {
+    Loading,
+    Ready(Arc<LoadedModel>),
+    Failed(String),
+}
+
+impl State {
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Loading => "loading",
+            State::Ready(_) => "ready",
+            State::Failed(_) => "failed",
+        }
+    }
+}
+
+/// Start-up facts about a model, for `/models`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoadInfo {
+    /// Resident memory the process grew by while this model loaded (approximate when several
+    /// models load at once).
+    pub memory_bytes: u64,
+    pub weights_bytes: u64,
+    pub load_seconds: f64,
+    pub warmup_seconds: f64,
+}
+
+pub struct Entry {
+    pub spec: ModelSpec,
+    state: RwLock<State>,
+    info: RwLock<LoadInfo>,
+    pub admission: Admission,
+}
+
+impl Entry {
+    pub fn state(&self) -> State {
+        self.state.read().map(|s| s.clone()).unwrap_or(State::Failed("state lock poisoned".into()))
+    }
+
+    pub fn set_state(&self, s: State) {
+        if let Ok(mut g) = self.state.write() {
+            *g = s;
+        }
+    }
+
+    pub fn info(&self) -> LoadInfo {
+        self.info.read().map(|i| i.clone()).unwrap_or_default()
+    }
+
+    pub fn set_info(&self, i: LoadInfo) {
+        if let Ok(mut g) = self.info.write() {
+            *g = i;
+        }
+    }
+}
+
+/// Limits that apply to every model of the node.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub concurrency: usize,
+    pub queue: usize,
+}
+
+pub struct Registry {
+    models: DashMap<String, Arc<Entry>>,
+    /// Model ids in plan order.
+    order: Vec<String>,
+    shutting_down: AtomicBool,
+}
+
+impl Registry {
+    pub fn new(specs: Vec<ModelSpec>, limits: Limits) -> Self {
+        let order = specs.iter().map(|s| s.id.clone()).collect();
+        let models = specs
+            .into_iter()
+            .map(|spec| {
+                let e = Entry {
+                    admission: Admission::new(limits.concurrency, limits.queue),
+                    state: RwLock::new(State::Loading),
+                    info: RwLock::new(LoadInfo::default()),
+                    spec,
+                };
+                (e.spec.id.clone(), Arc::new(e))
+            })
+            .collect();
+        Self { models, order, shutting_down: AtomicBool::new(false) }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
+        self.models.get(id).map(|e| e.value().clone())
+    }
+
+    /// Entries in plan order.
+    pub fn entries(&self) -> Vec<Arc<Entry>> {
+        self.order.iter().filter_map(|id| self.get(id)).collect()
+    }
+
+    /// (loading, ready, failed)
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut c = (0, 0, 0);
+        for e in self.models.iter() {
+            match e.state() {
+                State::Loading => c.0 += 1,
+                State::Ready(_) => c.1 += 1,
+                State::Failed(_) => c.2 += 1,
+            }
+        }
+        c
+    }
+
+    pub fn len(&self) -> usize {
+        self.models.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.models.is_empty()
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    pub fn publish_counts(&self) {
+        let (l, r, f) = self.counts();
+        metrics::gauge!(crate::metrics::MODELS, "state" => "loading").set(l as f64);
+        metrics::gauge!(crate::metrics::MODELS, "state" => "ready").set(r as f64);
+        metrics::gauge!(crate::metrics::MODELS, "state" => "failed").set(f as f64);
+    }
+}
