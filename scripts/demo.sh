@@ -1,9 +1,44 @@
 #!/usr/bin/env bash
-# The main job on the embedded default, end to end: plan the example catalog (models.toml),
-# print the cost table, and write plan.json and plan.svg under out/.
+# The main job end to end on the embedded default (local synthetic models, local processes):
+#   1. plan the example catalog (models.toml) → out/plan.json, out/plan.svg
+#   2. synth 6 small BERT-style models → out/demo/, plan them, start their node with `stowage serve`
+#   3. curl a classification and an embedding from it, print them, stop the node (SIGTERM → drain)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --locked -q
+stowage=./target/release/stowage
 mkdir -p out
-./target/release/stowage plan --catalog models.toml --out out/plan.json --svg out/plan.svg
+
+echo "== stowage plan --catalog models.toml"
+$stowage plan --catalog models.toml --out out/plan.json --svg out/plan.svg
+
+echo; echo "== stowage synth + plan (embedded default: 6 synthetic models on local disk)"
+rm -rf out/demo
+$stowage synth --out out/demo --count 6 --embedding-every 3 --preset tiny
+$stowage plan --catalog out/demo/models.toml --out out/demo/plan.json --svg out/demo/plan.svg
+node=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["nodes"][0]["id"])' out/demo/plan.json)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+echo; echo "== stowage serve --plan out/demo/plan.json --node $node --port $port"
+RUST_LOG=${RUST_LOG:-warn} $stowage serve --plan out/demo/plan.json --node "$node" --host 127.0.0.1 --port "$port" &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 300); do
+  curl -sf "localhost:$port/ready" >/dev/null && break
+  kill -0 $pid 2>/dev/null || { echo "the node exited" >&2; exit 1; }
+  sleep 0.1
+done
+curl -sf "localhost:$port/ready"; echo
+
+echo; echo "== curl 'localhost:$port/predictions/tiny-0001?text=I+love+this'"
+curl -sf "localhost:$port/predictions/tiny-0001?text=I+love+this"; echo
+echo; echo "== curl -d '{\"inputs\":[\"great service\",\"terrible delivery\"]}' localhost:$port/predictions/tiny-0002"
+curl -sf -d '{"inputs":["great service","terrible delivery"]}' "localhost:$port/predictions/tiny-0002"; echo
+echo; echo "== curl -d '{\"inputs\":\"hello\"}' localhost:$port/predictions/tiny-0003 (embedding model; first 4 of 64 values)"
+curl -sf -d '{"inputs":"hello"}' "localhost:$port/predictions/tiny-0003" | python3 -c 'import json,sys; d=json.load(sys.stdin); d["predictions"][0]["embedding"]=d["predictions"][0]["embedding"][:4]; print(json.dumps(d))'
+
+kill -TERM $pid
+wait $pid
+trap - EXIT
+echo; echo "node stopped cleanly (exit 0)"

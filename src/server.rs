@@ -98,6 +98,8 @@ fn rss_bytes() -> u64 {
 /// Loads every model, `parallelism` at a time, on blocking threads; never fails as a whole.
 pub async fn load_all(registry: Arc<Registry>, opts: EngineOptions, parallelism: usize) {
     let start = Instant::now();
+    // Load metrics must not be lost to a recorder installed later.
+    crate::metrics::install();
     let gate = Arc::new(tokio::sync::Semaphore::new(parallelism.max(1)));
     registry.publish_counts();
     let mut tasks = Vec::new();

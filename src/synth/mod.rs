@@ -99,7 +99,10 @@ fn labels(n: usize) -> Vec<String> {
 /// Writes the models and `models.toml` under `spec.out`.
 pub fn write(spec: &SynthSpec) -> Result<Vec<SynthModel>> {
     ensure!(spec.count > 0, "--count must be at least 1");
-    ensure!(spec.shape.heads > 0 && spec.shape.hidden.is_multiple_of(spec.shape.heads), "--hidden must be a multiple of --heads (> 0)");
+    ensure!(
+        spec.shape.heads > 0 && spec.shape.hidden.is_multiple_of(spec.shape.heads),
+        "--hidden must be a multiple of --heads (> 0)"
+    );
     ensure!(spec.shape.layers > 0 && spec.shape.hidden > 0, "--layers and --hidden must be at least 1");
     ensure!(stowage_core::is_dns_label(&format!("{}-0001", spec.prefix)), "--prefix must make DNS-label model ids");
     std::fs::create_dir_all(&spec.out).with_context(|| format!("cannot create {}", spec.out.display()))?;

@@ -1,0 +1,350 @@
+//! Every route and every error of the HTTP API, in-process against the real app factory
+//! (actix_web::test), with real synthetic models run by tract.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use actix_web::{test, App};
+use serde_json::{json, Value};
+use stowage::backend::EngineOptions;
+use stowage::registry::{Limits, ModelSpec, Registry};
+use stowage::server::{load_all, AppState, ServeConfig};
+use stowage::synth::{self, Preset, SynthSpec};
+use stowage_core::Engine;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+/// Three tiny models (two classifiers, one embedding model) and one corrupt file, made once.
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        synth::write(&SynthSpec {
+            out: root.clone(),
+            count: 3,
+            shape: Preset::Tiny.shape(2),
+            profile: "synth-tiny".into(),
+            prefix: "tiny".into(),
+            embedding_every: 3,
+            seed: 7,
+            peak_rps: 1.0,
+        })
+        .unwrap();
+        std::fs::create_dir_all(root.join("broken")).unwrap();
+        std::fs::write(root.join("broken/model.onnx"), b"this is not a protobuf").unwrap();
+        Fixture { _dir: dir, root }
+    })
+}
+
+fn spec(id: &str) -> ModelSpec {
+    let root = &fixture().root;
+    let dir = if id == "broken" { root.join("broken") } else { root.join(id) };
+    ModelSpec {
+        id: id.into(),
+        engine: Engine::Tract,
+        artifact: dir.join("model.onnx"),
+        tokenizer: root.join("tiny-0001/tokenizer.json"),
+        config: Some(dir.join("config.json")).filter(|p| p.exists()),
+        sha256: None,
+    }
+}
+
+async fn state_with(ids: &[&str], limits: Limits, config: ServeConfig, load: bool) -> Arc<AppState> {
+    let reg = Arc::new(Registry::new(ids.iter().map(|id| spec(id)).collect(), limits));
+    if load {
+        load_all(reg.clone(), EngineOptions::default(), 2).await;
+    }
+    Arc::new(AppState::new(reg, config))
+}
+
+async fn state() -> Arc<AppState> {
+    state_with(
+        &["tiny-0001", "tiny-0002", "tiny-0003"],
+        Limits { concurrency: 2, queue: 4 },
+        ServeConfig::default(),
+        true,
+    )
+    .await
+}
+
+macro_rules! app {
+    ($state:expr) => {
+        test::init_service(App::new().configure(stowage::api::configure($state.clone()))).await
+    };
+}
+
+/// (status, JSON body, Retry-After) of one request.
+macro_rules! call {
+    ($app:expr, $req:expr) => {{
+        let resp = test::call_service($app, $req.to_request()).await;
+        let status = resp.status().as_u16();
+        let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+        let body = test::read_body(resp).await;
+        (status, serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null), retry)
+    }};
+}
+
+fn post(path: &str, body: &str) -> test::TestRequest {
+    test::TestRequest::post().uri(path).set_payload(body.to_string())
+}
+
+#[actix_web::test]
+async fn ping_and_ready() {
+    let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 1 }, ServeConfig::default(), false).await;
+    let app = app!(s);
+    let (code, body, _) = call!(&app, test::TestRequest::get().uri("/ping"));
+    assert_eq!((code, body), (200, json!({"status": "Healthy"})));
+    let (code, body, retry) = call!(&app, test::TestRequest::get().uri("/ready"));
+    assert_eq!(code, 503);
+    assert_eq!(body["code"], "not_ready");
+    assert!(retry.is_some());
+    // While loading, predictions are refused too.
+    let (code, body, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
+    assert_eq!((code, body["code"].as_str()), (503, Some("not_ready")));
+    load_all(s.registry.clone(), EngineOptions::default(), 1).await;
+    let (code, body, _) = call!(&app, test::TestRequest::get().uri("/ready"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["models"]["ready"], 1);
+}
+
+#[actix_web::test]
+async fn classifies_text_by_get_and_post() {
+    let s = state().await;
+    let app = app!(s);
+    let (code, body, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=I+love+this+product"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["model"], "tiny-0001");
+    assert_eq!(body["backend"], "tract");
+    let p = &body["predictions"][0];
+    assert!(["negative", "positive"].contains(&p["label"].as_str().unwrap()));
+    let scores = p["scores"].as_object().unwrap();
+    let sum: f64 = scores.values().map(|v| v.as_f64().unwrap()).sum();
+    assert!((sum - 1.0).abs() < 1e-9);
+    assert_eq!(p["score"], scores[p["label"].as_str().unwrap()]);
+
+    // The reference sample's seq_0 alias gives the same answer.
+    let (_, alias, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?seq_0=I+love+this+product"));
+    assert_eq!(alias["predictions"], body["predictions"]);
+
+    // A batch answers one prediction per input, the same as one at a time (padding is masked).
+    let (code, batch, _) = call!(
+        &app,
+        post(
+            "/predictions/tiny-0001",
+            r#"{"inputs": ["I love this product", "terrible, slow delivery and a broken item"]}"#
+        )
+    );
+    assert_eq!(code, 200, "{batch}");
+    assert_eq!(batch["predictions"].as_array().unwrap().len(), 2);
+    let a = batch["predictions"][0]["scores"]["positive"].as_f64().unwrap();
+    let b = body["predictions"][0]["scores"]["positive"].as_f64().unwrap();
+    assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+
+    let (code, pair, _) =
+        call!(&app, post("/predictions/tiny-0002", r#"{"inputs": "is it good", "text_pair": "yes it is"}"#));
+    assert_eq!(code, 200, "{pair}");
+}
+
+#[actix_web::test]
+async fn pre_tokenized_input_matches_text() {
+    let s = state().await;
+    let app = app!(s);
+    let reg = &s.registry;
+    let stowage::registry::State::Ready(m) = reg.get("tiny-0001").unwrap().state() else { panic!("not ready") };
+    let x = m.encode(&["thanks for the fast delivery".to_string()], None).unwrap();
+    let body =
+        json!({"input_ids": [x.input_ids], "attention_mask": [x.attention_mask], "token_type_ids": [x.token_type_ids]});
+    let (code, tok, _) = call!(&app, post("/predictions/tiny-0001", &body.to_string()));
+    assert_eq!(code, 200, "{tok}");
+    let (_, text, _) = call!(&app, post("/predictions/tiny-0001", r#"{"inputs": "thanks for the fast delivery"}"#));
+    assert_eq!(tok["predictions"], text["predictions"]);
+}
+
+#[actix_web::test]
+async fn embedding_models_answer_unit_vectors() {
+    let s = state().await;
+    let app = app!(s);
+    let (code, body, _) = call!(&app, post("/predictions/tiny-0003", r#"{"inputs": ["hello world", "hi"]}"#));
+    assert_eq!(code, 200, "{body}");
+    for p in body["predictions"].as_array().unwrap() {
+        let v: Vec<f64> = p["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!(v.len(), 64);
+        let norm: f64 = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "{norm}");
+    }
+}
+
+#[actix_web::test]
+async fn request_errors() {
+    let config = ServeConfig { max_body_bytes: 512, max_batch: 4, ready_fraction: 1.0 };
+    let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 0 }, config, true).await;
+    let app = app!(s);
+    let cases: Vec<(test::TestRequest, u16, &str)> = vec![
+        (post("/predictions/tiny-0001", r#"{"inputs": "#), 400, "malformed_request"),
+        (post("/predictions/tiny-0001", r#"{"inputs": 5}"#), 400, "malformed_request"),
+        (post("/predictions/tiny-0001", r#"{"input": "typo"}"#), 400, "malformed_request"),
+        (post("/predictions/tiny-0001", r#"{}"#), 400, "malformed_request"),
+        (post("/predictions/tiny-0001", r#"{"input_ids": [[101, 102]]}"#), 400, "malformed_request"),
+        (test::TestRequest::get().uri("/predictions/tiny-0001"), 400, "malformed_request"),
+        (test::TestRequest::get().uri("/predictions/nope?text=hi"), 404, "unknown_model"),
+        (post("/predictions/nope", "{}"), 404, "unknown_model"),
+        (post("/predictions/tiny-0001", &format!(r#"{{"inputs": "{}"}}"#, "word ".repeat(200))), 413, "body_too_large"),
+        (post("/predictions/tiny-0001", r#"{"inputs": ""}"#), 422, "invalid_input"),
+        (post("/predictions/tiny-0001", r#"{"inputs": ["ok", "   "]}"#), 422, "invalid_input"),
+        (post("/predictions/tiny-0001", r#"{"inputs": []}"#), 422, "invalid_input"),
+        (post("/predictions/tiny-0001", r#"{"inputs": ["a","b","c","d","e"]}"#), 422, "invalid_input"),
+        (post("/predictions/tiny-0001", r#"{"inputs": ["a","b"], "text_pair": ["c"]}"#), 422, "invalid_input"),
+        (
+            post("/predictions/tiny-0001", r#"{"input_ids": [[101, 99999, 102]], "attention_mask": [[1, 1, 1]]}"#),
+            422,
+            "invalid_input",
+        ),
+        (
+            post("/predictions/tiny-0001", r#"{"input_ids": [[101, -1, 102]], "attention_mask": [[1, 1, 1]]}"#),
+            422,
+            "invalid_input",
+        ),
+        (
+            post("/predictions/tiny-0001", r#"{"input_ids": [[101, 102]], "attention_mask": [[1, 2]]}"#),
+            422,
+            "invalid_input",
+        ),
+        (
+            post("/predictions/tiny-0001", r#"{"input_ids": [[101, 102], [101]], "attention_mask": [[1, 1], [1]]}"#),
+            422,
+            "invalid_input",
+        ),
+        (
+            post("/predictions/tiny-0001", &format!(r#"{{"inputs": "{}", "truncate": false}}"#, "a ".repeat(140))),
+            422,
+            "invalid_input",
+        ),
+    ];
+    for (req, want, code) in cases {
+        let (status, body, _) = call!(&app, req);
+        assert_eq!((status, body["code"].as_str()), (want, Some(code)), "{body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+    }
+    // Truncation is on by default: the same long text is accepted.
+    let (status, _, _) =
+        call!(&app, post("/predictions/tiny-0001", &format!(r#"{{"inputs": "{}"}}"#, "a ".repeat(140))));
+    assert_eq!(status, 200);
+}
+
+#[actix_web::test]
+async fn overload_answers_429_with_retry_after() {
+    let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 0 }, ServeConfig::default(), true).await;
+    let app = app!(s);
+    let entry = s.registry.get("tiny-0001").unwrap();
+    let held = entry.admission.enter().await.unwrap();
+    let (status, body, retry) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
+    assert_eq!((status, body["code"].as_str()), (429, Some("queue_full")));
+    assert_eq!(retry.as_deref(), Some("1"));
+    drop(held);
+    let (status, _, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
+    assert_eq!(status, 200);
+}
+
+#[actix_web::test]
+async fn shutdown_answers_503() {
+    let s = state().await;
+    let app = app!(s);
+    s.registry.begin_shutdown();
+    let (status, body, retry) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
+    assert_eq!((status, body["code"].as_str()), (503, Some("shutting_down")));
+    assert!(retry.is_some());
+    let (status, _, _) = call!(&app, test::TestRequest::get().uri("/ready"));
+    assert_eq!(status, 503);
+}
+
+#[actix_web::test]
+async fn a_broken_model_fails_alone() {
+    let s =
+        state_with(&["tiny-0001", "broken"], Limits { concurrency: 1, queue: 1 }, ServeConfig::default(), true).await;
+    let app = app!(s);
+    let (status, body, _) = call!(&app, test::TestRequest::get().uri("/predictions/broken?text=hi"));
+    assert_eq!((status, body["code"].as_str()), (503, Some("model_failed")));
+    assert!(body["error"].as_str().unwrap().contains("not a readable ONNX model"), "{body}");
+    let (status, _, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
+    assert_eq!(status, 200);
+    let (_, models, _) = call!(&app, test::TestRequest::get().uri("/models"));
+    let states: Vec<(&str, &str)> = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["id"].as_str().unwrap(), m["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, vec![("tiny-0001", "ready"), ("broken", "failed")]);
+    assert!(models["models"][1]["error"].as_str().unwrap().contains("broken/model.onnx"));
+    let (status, _, _) = call!(&app, test::TestRequest::get().uri("/ready"));
+    assert_eq!(status, 503, "all models must be ready by default");
+}
+
+#[actix_web::test]
+async fn ort_engine_serves_the_same_api() {
+    if let Err(e) = stowage::backend::ort::init(None) {
+        assert!(std::env::var("STOWAGE_REQUIRE_ORT").map_or(true, |v| v != "1"), "ONNX Runtime required: {e}");
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let specs = vec![
+        ModelSpec { engine: Engine::Ort, ..spec("tiny-0001") },
+        ModelSpec { engine: Engine::Ort, ..spec("tiny-0003") },
+    ];
+    let reg = Arc::new(Registry::new(specs, Limits { concurrency: 2, queue: 4 }));
+    load_all(reg.clone(), EngineOptions::default(), 2).await;
+    let s = Arc::new(AppState::new(reg, ServeConfig::default()));
+    let app = app!(s);
+    let (code, body, _) = call!(&app, post("/predictions/tiny-0001", r#"{"inputs": ["I love this product", "bad"]}"#));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["backend"], "ort");
+    // Same answer as tract on the same model.
+    let t = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 1 }, ServeConfig::default(), true).await;
+    let tapp = app!(t);
+    let (_, tb, _) = call!(&tapp, post("/predictions/tiny-0001", r#"{"inputs": ["I love this product", "bad"]}"#));
+    for k in 0..2 {
+        let (a, b) = (
+            body["predictions"][k]["scores"]["positive"].as_f64().unwrap(),
+            tb["predictions"][k]["scores"]["positive"].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    }
+    let (code, emb, _) = call!(&app, post("/predictions/tiny-0003", r#"{"inputs": "hello"}"#));
+    assert_eq!(code, 200, "{emb}");
+    assert_eq!(emb["predictions"][0]["embedding"].as_array().unwrap().len(), 64);
+}
+
+#[actix_web::test]
+async fn models_and_metrics() {
+    let s = state().await;
+    let app = app!(s);
+    let (status, one, _) = call!(&app, test::TestRequest::get().uri("/models/tiny-0003"));
+    assert_eq!(status, 200);
+    assert_eq!(one["state"], "ready");
+    assert_eq!(one["signature"]["kind"], "last_hidden_state");
+    assert!(one["weights_bytes"].as_u64().unwrap() > 100_000);
+    let (status, body, _) = call!(&app, test::TestRequest::get().uri("/models/nope"));
+    assert_eq!((status, body["code"].as_str()), (404, Some("unknown_model")));
+
+    call!(&app, test::TestRequest::get().uri("/predictions/tiny-0002?text=hi"));
+    let resp = test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    for name in [
+        "stowage_requests_total{model=\"tiny-0002\",code=\"200\"}",
+        "stowage_request_duration_seconds_bucket",
+        "stowage_inference_duration_seconds_bucket",
+        "stowage_queue_wait_seconds_bucket",
+        "stowage_inflight_requests",
+        "stowage_model_load_duration_seconds_bucket",
+        "stowage_model_memory_bytes",
+        "stowage_models{state=\"ready\"}",
+        "# HELP stowage_requests_total",
+    ] {
+        assert!(text.contains(name), "missing {name} in\n{text}");
+    }
+}
