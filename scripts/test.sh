@@ -6,6 +6,10 @@ scripts/setup.sh
 # ONNX Runtime for the ort engine's tests (loaded at run time; see scripts/ort-lib.sh).
 ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(scripts/ort-lib.sh)}
 export ORT_DYLIB_PATH STOWAGE_REQUIRE_ORT=1
+# A real Kubernetes schema validator for the manifests tests (offline; schemas 1.25–1.37).
+python3 -c 'import kubernetes_validate' 2>/dev/null ||
+  python3 -m pip install -q --disable-pip-version-check 'kubernetes-validate==1.37.0' >&2
+export STOWAGE_REQUIRE_K8S_VALIDATE=1
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-targets --locked --no-fail-fast "$@"
 else

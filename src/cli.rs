@@ -28,6 +28,75 @@ pub enum Command {
     Synth(SynthArgs),
     /// Run one node: load its models and answer /predictions/<model_id>.
     Serve(ServeArgs),
+    /// Write Kubernetes manifests for a plan (kubectl apply -k OUT).
+    Manifests(ManifestsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ManifestsArgs {
+    /// Plan to deploy.
+    #[arg(long, env = "STOWAGE_PLAN")]
+    pub plan: PathBuf,
+
+    /// Catalog the plan was made from (default: models.toml beside the plan); goes into the ConfigMap.
+    #[arg(long, env = "STOWAGE_CATALOG")]
+    pub catalog: Option<PathBuf>,
+
+    /// Folder to write the manifests and kustomization.yaml into.
+    #[arg(long, env = "STOWAGE_OUT", default_value = "deploy")]
+    pub out: PathBuf,
+
+    /// Namespace of every object.
+    #[arg(long, env = "STOWAGE_NAMESPACE", default_value = "stowage")]
+    pub namespace: String,
+
+    /// One image for every node, overriding the per-family images below.
+    #[arg(long, env = "STOWAGE_IMAGE")]
+    pub image: Option<String>,
+
+    /// Registry prefix of the per-family images REGISTRY/stowage-{cpu,gpu,inf}:TAG.
+    #[arg(long, env = "STOWAGE_REGISTRY")]
+    pub registry: Option<String>,
+
+    /// Tag of the per-family images.
+    #[arg(long, env = "STOWAGE_TAG", default_value = env!("CARGO_PKG_VERSION"))]
+    pub tag: String,
+
+    /// Image for c5 (CPU) nodes.
+    #[arg(long, env = "STOWAGE_IMAGE_CPU")]
+    pub image_cpu: Option<String>,
+
+    /// Image for g4dn (GPU) nodes.
+    #[arg(long, env = "STOWAGE_IMAGE_GPU")]
+    pub image_gpu: Option<String>,
+
+    /// Image for inf1 (Inferentia) nodes.
+    #[arg(long, env = "STOWAGE_IMAGE_INF")]
+    pub image_inf: Option<String>,
+
+    /// Pods per node of the plan.
+    #[arg(long, env = "STOWAGE_REPLICAS", default_value_t = 1)]
+    pub replicas: i32,
+
+    /// IngressClass of the one Ingress.
+    #[arg(long, env = "STOWAGE_INGRESS_CLASS", default_value = "nginx")]
+    pub ingress_class: String,
+
+    /// Host the Ingress answers for (default: any).
+    #[arg(long, env = "STOWAGE_INGRESS_HOST")]
+    pub ingress_host: Option<String>,
+
+    /// IAM role for the ServiceAccount (EKS IRSA), for reading models from S3.
+    #[arg(long, env = "STOWAGE_IRSA_ROLE_ARN")]
+    pub irsa_role_arn: Option<String>,
+
+    /// Seconds a node may take to drain on SIGTERM (terminationGracePeriodSeconds is 15 more).
+    #[arg(long, env = "STOWAGE_DRAIN_SECONDS", default_value_t = 30)]
+    pub drain_seconds: i64,
+
+    /// Seconds a node may take to load and warm up its models (the startup probe's budget).
+    #[arg(long, env = "STOWAGE_STARTUP_SECONDS", default_value_t = 600)]
+    pub startup_seconds: i32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -68,6 +137,11 @@ pub struct ServeArgs {
     /// ONNX Runtime threads per inference. 1 on small machines: requests run in parallel instead.
     #[arg(long, env = "STOWAGE_ORT_INTRA_THREADS", default_value_t = 1)]
     pub ort_intra_threads: usize,
+
+    /// Run ort models on this CUDA device (g4dn nodes): needs the onnxruntime-gpu library
+    /// (scripts/ort-lib.sh --gpu); a model that cannot get the GPU fails instead of using the CPU.
+    #[arg(long, env = "STOWAGE_ORT_CUDA_DEVICE")]
+    pub ort_cuda_device: Option<i32>,
 
     /// Inferences of one model that may run at once (default: the number of CPUs).
     #[arg(long, env = "STOWAGE_MODEL_CONCURRENCY")]

@@ -50,39 +50,27 @@ pub fn node_models(
     ids: &[String],
     engine: EngineKind,
 ) -> Result<Vec<ModelSpec>> {
-    let (catalog_path, ids): (PathBuf, Vec<String>) = match (plan, node) {
+    let (catalog, ids): (Catalog, Vec<String>) = match (plan, node) {
         (Some(plan_path), Some(node)) => {
             let plan = Plan::load(plan_path)?;
             let n = plan.node(node).with_context(|| {
                 let known: Vec<&str> = plan.nodes.iter().map(|n| n.id.as_str()).take(20).collect();
                 format!("{}: no node {node:?} (nodes: {})", plan_path.display(), known.join(", "))
             })?;
-            let catalog_path =
-                catalog.map(Path::to_path_buf).unwrap_or_else(|| plan_path.with_file_name("models.toml"));
-            let c = Catalog::load(&catalog_path)?;
-            if c.sha256 != plan.catalog_sha256 {
-                bail!(
-                    "{} is not the catalog {} was planned from (sha256 {} vs {}); pass the right --catalog",
-                    catalog_path.display(),
-                    plan_path.display(),
-                    c.sha256,
-                    plan.catalog_sha256
-                );
-            }
-            (catalog_path, n.models.clone())
+            let ids = n.models.clone();
+            (plan.catalog(plan_path, catalog)?, ids)
         }
         (Some(_), None) => bail!("--plan needs --node"),
         (None, _) => {
             let path = catalog.context("give --plan and --node, or --catalog (with --models)")?;
-            (path.to_path_buf(), ids.to_vec())
+            (Catalog::load(path)?, ids.to_vec())
         }
     };
-    let catalog = Catalog::load(&catalog_path)?;
     let ids = if ids.is_empty() { catalog.models.iter().map(|m| m.id.clone()).collect() } else { ids };
     ids.iter()
         .map(|id| {
             ModelSpec::from_catalog(&catalog, id, engine)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", catalog_path.display()))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", catalog.path.display()))
         })
         .collect()
 }
@@ -93,6 +81,16 @@ fn rss_bytes() -> u64 {
         .ok()
         .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
         .map_or(0, |pages| pages * 4096)
+}
+
+/// Loading decodes, copies and optimizes whole weight sets; give the freed heap back to the OS so
+/// the node's resident memory is what its models keep, not what loading once touched.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Loads every model, `parallelism` at a time, on blocking threads; never fails as a whole.
@@ -137,8 +135,9 @@ pub async fn load_all(registry: Arc<Registry>, opts: EngineOptions, parallelism:
     for t in tasks {
         let _ = t.await;
     }
+    release_freed_memory();
     let (_, ready, failed) = registry.counts();
-    info!(ready, failed, seconds = start.elapsed().as_secs_f64(), "start-up finished");
+    info!(ready, failed, seconds = start.elapsed().as_secs_f64(), rss_mib = rss_bytes() / 1048576, "start-up finished");
 }
 
 /// Everything `stowage serve` needs.

@@ -348,3 +348,34 @@ async fn models_and_metrics() {
         assert!(text.contains(name), "missing {name} in\n{text}");
     }
 }
+
+#[actix_web::test]
+async fn fixed_padding_in_tokenizer_json_is_switched_off() {
+    // Many exported tokenizer.json files pad every input to 128 tokens; the server must not.
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::fs::read_to_string(fixture().root.join("tiny-0001/tokenizer.json")).unwrap();
+    let mut tok: Value = serde_json::from_str(&src).unwrap();
+    tok["padding"] = json!({"strategy": {"Fixed": 128}, "direction": "Right", "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"});
+    let path = dir.path().join("tokenizer.json");
+    std::fs::write(&path, tok.to_string()).unwrap();
+    let spec = ModelSpec { tokenizer: path, ..spec("tiny-0001") };
+    let loaded = stowage::registry::load::load(&spec, &EngineOptions::default()).unwrap();
+    let x = loaded.model.encode(&["love".to_string()], None).unwrap();
+    assert_eq!(x.seq, 3, "[CLS] love [SEP], not 128");
+    let x = loaded.model.encode(&["love".to_string(), "love this product".to_string()], None).unwrap();
+    assert_eq!(x.seq, 5, "a batch pads to its longest input");
+    assert_eq!(&x.attention_mask[..5], &[1, 1, 1, 0, 0]);
+}
+
+#[actix_web::test]
+async fn cuda_without_a_gpu_library_fails_the_model_clearly() {
+    if let Err(e) = stowage::backend::ort::init(None) {
+        assert!(std::env::var("STOWAGE_REQUIRE_ORT").map_or(true, |v| v != "1"), "ONNX Runtime required: {e}");
+        return;
+    }
+    // The CPU wheel has no CUDA provider: the model must fail with the reason, not run on the CPU.
+    let spec = ModelSpec { engine: Engine::Ort, ..spec("tiny-0001") };
+    let opts = EngineOptions { ort_cuda_device: Some(0), ..EngineOptions::default() };
+    let err = stowage::registry::load::load(&spec, &opts).err().expect("CUDA must not silently fall back");
+    assert!(err.contains("CUDA execution provider on device 0 is not available"), "{err}");
+}

@@ -123,6 +123,26 @@ impl Plan {
         self.nodes.iter().map(|n| n.models.len()).sum()
     }
 
+    /// The catalog this plan was made from: `catalog`, or `models.toml` beside the plan; its
+    /// sha256 must match the plan's `catalog_sha256`.
+    pub fn catalog(&self, plan_path: &Path, catalog: Option<&Path>) -> Result<crate::Catalog, PlanError> {
+        let path = catalog.map(Path::to_path_buf).unwrap_or_else(|| plan_path.with_file_name("models.toml"));
+        let c = crate::Catalog::load(&path)
+            .map_err(|e| PlanError::Invalid { path: path.display().to_string(), message: e.to_string() })?;
+        if c.sha256 != self.catalog_sha256 {
+            return Err(PlanError::Invalid {
+                path: path.display().to_string(),
+                message: format!(
+                    "not the catalog {} was planned from (sha256 {} vs {}); pass the right --catalog",
+                    plan_path.display(),
+                    c.sha256,
+                    self.catalog_sha256
+                ),
+            });
+        }
+        Ok(c)
+    }
+
     pub fn to_json(&self) -> String {
         let mut s = serde_json::to_string_pretty(self).expect("plan serializes");
         s.push('\n');

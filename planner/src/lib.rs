@@ -7,6 +7,7 @@
 pub mod bound;
 pub mod catalogs;
 pub mod heuristic;
+pub mod manifests;
 pub mod milp;
 pub mod problem;
 pub mod report;

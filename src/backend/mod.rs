@@ -79,11 +79,15 @@ pub struct EngineOptions {
     /// ONNX Runtime intra-op threads per session (1 on small machines: parallelism comes from
     /// serving several requests at once, not from splitting one).
     pub ort_intra_threads: usize,
+    /// Run ONNX Runtime sessions on this CUDA device (g4dn). Needs the `onnxruntime-gpu` library
+    /// (`scripts/ort-lib.sh --gpu`) with CUDA and cuDNN; a model that cannot get the device fails
+    /// to load instead of silently falling back to the CPU.
+    pub ort_cuda_device: Option<i32>,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { ort_intra_threads: 1 }
+        Self { ort_intra_threads: 1, ort_cuda_device: None }
     }
 }
 
@@ -162,5 +166,62 @@ fn check_output(sig: &Signature, x: &Inputs, shape: &[usize], len: usize) -> Res
             "output {:?} has shape {shape:?} for a batch of {}×{}",
             sig.output, x.batch, x.seq
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::pb::{type_proto, GraphProto, TypeProto, ValueInfoProto};
+
+    fn model(inputs: &[(&str, DataType)], outputs: &[&str]) -> Vec<u8> {
+        let vi = |name: &str, t: DataType| ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: t as i32, shape: None })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let graph = GraphProto {
+            input: inputs.iter().map(|(n, t)| vi(n, *t)).collect(),
+            output: outputs.iter().map(|n| vi(n, DataType::Float)).collect(),
+            ..Default::default()
+        };
+        ModelProto { ir_version: 8, graph: Some(graph), ..Default::default() }.encode_to_vec()
+    }
+
+    #[test]
+    fn reads_signatures() {
+        let s = signature(&model(&[("input_ids", DataType::Int64), ("attention_mask", DataType::Int64)], &["logits"]))
+            .unwrap();
+        assert_eq!((s.kind, s.inputs.len(), s.has_token_type_ids()), (OutputKind::Logits, 2, false));
+        let s = signature(&model(
+            &[("input_ids", DataType::Int64), ("attention_mask", DataType::Int64)],
+            &["pooler_output", "last_hidden_state"],
+        ))
+        .unwrap();
+        assert_eq!((s.kind, s.output.as_str()), (OutputKind::LastHiddenState, "last_hidden_state"));
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_serve() {
+        let cases = [
+            (model(&[("pixel_values", DataType::Float)], &["logits"]), "unexpected input \"pixel_values\""),
+            (
+                model(&[("input_ids", DataType::Int32), ("attention_mask", DataType::Int64)], &["logits"]),
+                "is not int64",
+            ),
+            (model(&[("input_ids", DataType::Int64)], &["logits"]), "no \"attention_mask\" input"),
+            (
+                model(&[("input_ids", DataType::Int64), ("attention_mask", DataType::Int64)], &["start_logits"]),
+                "no `logits` or `last_hidden_state` output",
+            ),
+            (b"not protobuf at all".to_vec(), "not a readable ONNX model"),
+        ];
+        for (bytes, want) in cases {
+            let e = signature(&bytes).unwrap_err().to_string();
+            assert!(e.contains(want), "{e:?} lacks {want:?}");
+        }
     }
 }

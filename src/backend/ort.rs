@@ -57,8 +57,14 @@ impl OrtModel {
         let env = env()?;
         // Builder errors are not Send/Sync: turn them into strings at once.
         let load = |e: String| EngineError::Load(e);
-        let session = Session::builder(env)
-            .map_err(|e| load(e.to_string()))?
+        let mut builder = Session::builder(env).map_err(|e| load(e.to_string()))?;
+        if let Some(device) = opts.ort_cuda_device {
+            let cuda = ort::ep::CUDA::default().with_device_id(device).build().error_on_failure();
+            builder = builder
+                .with_execution_providers([cuda])
+                .map_err(|e| load(format!("CUDA execution provider on device {device} is not available: {e}")))?;
+        }
+        let session = builder
             .with_optimization_level(GraphOptimizationLevel::Level3)
             .map_err(|e| load(e.to_string()))?
             .with_intra_threads(opts.ort_intra_threads.max(1))

@@ -30,7 +30,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             max_batch: args.max_batch,
             ready_fraction: args.ready_fraction,
         },
-        engine: EngineOptions { ort_intra_threads: args.ort_intra_threads },
+        engine: EngineOptions { ort_intra_threads: args.ort_intra_threads, ort_cuda_device: args.ort_cuda_device },
         ort_library: args.ort_library.clone(),
         load_parallelism: args.load_parallelism,
         drain: Duration::from_secs(args.drain_seconds),

@@ -1,0 +1,366 @@
+//! `stowage manifests`: Kubernetes objects for a plan, built from typed k8s-openapi structs (so
+//! the output is schema-correct by construction), written as YAML with a kustomization.yaml.
+//!
+//! Per node: Deployment, Service and PodDisruptionBudget named after the node id. Once per plan:
+//! Namespace, ServiceAccount (IRSA annotation), the plan+catalog ConfigMap, one Ingress routing
+//! `/predictions/<model-id>` to the node that hosts it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    HTTPGetAction, Namespace, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Toleration, Volume,
+    VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec,
+    ServiceBackendPort,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Serialize;
+use stowage_core::{Catalog, Plan, PlanNode};
+
+pub const PORT: i32 = 8080;
+const CONFIG_DIR: &str = "/etc/stowage";
+const CACHE_DIR: &str = "/var/cache/stowage";
+const USER: i64 = 10001;
+
+/// Settings of `stowage manifests`.
+#[derive(Debug, Clone)]
+pub struct ManifestOptions {
+    pub namespace: String,
+    /// Image per family kind: cpu (c5 and others), gpu (g4dn), inf (inf1).
+    pub image_cpu: String,
+    pub image_gpu: String,
+    pub image_inf: String,
+    pub replicas: i32,
+    pub ingress_class: String,
+    pub ingress_host: Option<String>,
+    /// IAM role for the pods' ServiceAccount (EKS IRSA), for S3 access.
+    pub irsa_role_arn: Option<String>,
+    /// Seconds a node may take to drain on SIGTERM.
+    pub drain_seconds: i64,
+    /// Seconds a node may take to load and warm up its models before it is restarted.
+    pub startup_seconds: i32,
+}
+
+/// One output file: its name under the output folder and its YAML documents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManifestFile {
+    pub name: String,
+    pub yaml: String,
+}
+
+fn labels(node: Option<&str>) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "stowage".to_string()),
+        ("app.kubernetes.io/part-of".to_string(), "stowage".to_string()),
+        ("app.kubernetes.io/managed-by".to_string(), "stowage".to_string()),
+    ]);
+    if let Some(n) = node {
+        l.insert("app.kubernetes.io/instance".into(), n.into());
+        l.insert("app.kubernetes.io/component".into(), "node".into());
+    }
+    l
+}
+
+fn selector(node: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "stowage".to_string()),
+        ("app.kubernetes.io/instance".to_string(), node.to_string()),
+    ])
+}
+
+fn meta(name: &str, namespace: Option<&str>, node: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: namespace.map(Into::into),
+        labels: Some(labels(node)),
+        ..Default::default()
+    }
+}
+
+fn yaml<T: Serialize>(docs: &[T]) -> String {
+    docs.iter()
+        .map(|d| serde_yaml_ng::to_string(d).expect("Kubernetes objects serialize"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// The accelerator of a family: (resource name, toleration key, devices per node from compute).
+fn accelerator(family: &str, compute: f64) -> Option<(&'static str, i64)> {
+    match family {
+        "g4dn" => Some(("nvidia.com/gpu", compute.round().max(1.0) as i64)),
+        // The Neuron device plugin counts Inferentia chips; each has 4 NeuronCores.
+        "inf1" => Some(("aws.amazon.com/neuron", (compute / 4.0).ceil().max(1.0) as i64)),
+        _ => None,
+    }
+}
+
+fn probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Default::default()
+    }
+}
+
+fn mib(m: f64) -> Quantity {
+    Quantity(format!("{}Mi", m.ceil() as i64))
+}
+
+fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deployment {
+    let it = catalog.instance_type(&node.instance_type);
+    let family = it.map_or(node.family.as_str(), |t| t.family.as_str());
+    let compute = it.map_or(1.0, |t| t.compute);
+    let (image, mut args) = match family {
+        "g4dn" => (&o.image_gpu, vec!["--engine", "ort", "--ort-cuda-device", "0"]),
+        "inf1" => (&o.image_inf, vec!["--engine", "ort"]),
+        _ => (&o.image_cpu, vec!["--engine", "ort"]),
+    };
+    let mut all = vec![
+        "serve",
+        "--plan",
+        "/etc/stowage/plan.json",
+        "--catalog",
+        "/etc/stowage/models.toml",
+        "--node",
+        node.id.as_str(),
+    ];
+    all.append(&mut args);
+    let drain = o.drain_seconds.to_string();
+    all.extend(["--port", "8080", "--drain-seconds", drain.as_str(), "--json-logs"]);
+
+    // Memory: what the plan's footprints say the models need, plus the server's own; the limit is
+    // the instance's model memory, so a node can never crowd out its neighbours' pods.
+    let models_mib: f64 = node
+        .models
+        .iter()
+        .filter_map(|m| catalog.model(m))
+        .filter_map(|m| m.footprints.get(family))
+        .map(|f| f.memory_mib)
+        .sum();
+    let mut requests = BTreeMap::from([
+        ("memory".to_string(), mib(models_mib + 256.0)),
+        (
+            "cpu".to_string(),
+            Quantity(format!("{}m", ((node.usage.utilization * compute).max(0.25) * 1000.0).ceil() as i64)),
+        ),
+    ]);
+    let mut limits = BTreeMap::from([(
+        "memory".to_string(),
+        mib(it.map_or(models_mib + 512.0, |t| t.memory_gib * 1024.0).max(models_mib + 256.0)),
+    )]);
+    let mut tolerations = Vec::new();
+    if let Some((resource, count)) = accelerator(family, compute) {
+        requests.insert(resource.into(), Quantity(count.to_string()));
+        limits.insert(resource.into(), Quantity(count.to_string()));
+        tolerations.push(Toleration {
+            key: Some(resource.into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
+            ..Default::default()
+        });
+    }
+    // The Neuron runtime locks device memory: IPC_LOCK is the one capability it keeps.
+    let add = (family == "inf1").then(|| vec!["IPC_LOCK".to_string()]);
+    let container = Container {
+        name: "stowage".into(),
+        image: Some(image.clone()),
+        args: Some(all.into_iter().map(String::from).collect()),
+        ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: PORT, ..Default::default() }]),
+        env: Some(vec![EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), ..Default::default() }]),
+        resources: Some(ResourceRequirements { requests: Some(requests), limits: Some(limits), ..Default::default() }),
+        liveness_probe: Some(probe("/ping", 10, 3)),
+        readiness_probe: Some(probe("/ready", 5, 2)),
+        startup_probe: Some(probe("/ready", 10, (o.startup_seconds / 10).max(1))),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "plan".into(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount { name: "cache".into(), mount_path: CACHE_DIR.into(), ..Default::default() },
+            VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() },
+        ]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let pod = PodSpec {
+        service_account_name: Some("stowage".into()),
+        node_selector: Some(BTreeMap::from([(
+            "node.kubernetes.io/instance-type".to_string(),
+            node.instance_type.clone(),
+        )])),
+        tolerations: (!tolerations.is_empty()).then_some(tolerations),
+        termination_grace_period_seconds: Some(o.drain_seconds + 15),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(USER),
+            run_as_group: Some(USER),
+            fs_group: Some(USER),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+            ..Default::default()
+        }),
+        containers: vec![container],
+        volumes: Some(vec![
+            Volume {
+                name: "plan".into(),
+                config_map: Some(ConfigMapVolumeSource { name: "stowage-plan".into(), ..Default::default() }),
+                ..Default::default()
+            },
+            Volume { name: "cache".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+            Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+        ]),
+        ..Default::default()
+    };
+    Deployment {
+        metadata: meta(&node.id, Some(&o.namespace), Some(&node.id)),
+        spec: Some(DeploymentSpec {
+            replicas: Some(o.replicas),
+            selector: LabelSelector { match_labels: Some(selector(&node.id)), ..Default::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(Some(&node.id))),
+                    annotations: Some(BTreeMap::from([(
+                        "stowage.dev/instance-type".to_string(),
+                        node.instance_type.clone(),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn service(node: &PlanNode, o: &ManifestOptions) -> Service {
+    Service {
+        metadata: meta(&node.id, Some(&o.namespace), Some(&node.id)),
+        spec: Some(ServiceSpec {
+            selector: Some(selector(&node.id)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: PORT,
+                target_port: Some(IntOrString::String("http".into())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn pdb(node: &PlanNode, o: &ManifestOptions) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta(&node.id, Some(&o.namespace), Some(&node.id)),
+        spec: Some(PodDisruptionBudgetSpec {
+            // One pod of a node at a time: voluntary evictions proceed, never all at once.
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector { match_labels: Some(selector(&node.id)), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn ingress(plan: &Plan, o: &ManifestOptions) -> Ingress {
+    let mut routes: Vec<(&str, &str)> =
+        plan.nodes.iter().flat_map(|n| n.models.iter().map(move |m| (m.as_str(), n.id.as_str()))).collect();
+    routes.sort();
+    let paths = routes
+        .into_iter()
+        .map(|(model, node)| HTTPIngressPath {
+            path: Some(format!("/predictions/{model}")),
+            path_type: "Exact".into(),
+            backend: IngressBackend {
+                service: Some(IngressServiceBackend {
+                    name: node.into(),
+                    port: Some(ServiceBackendPort { number: Some(PORT), ..Default::default() }),
+                }),
+                ..Default::default()
+            },
+        })
+        .collect();
+    Ingress {
+        metadata: meta("stowage", Some(&o.namespace), None),
+        spec: Some(IngressSpec {
+            ingress_class_name: Some(o.ingress_class.clone()),
+            rules: Some(vec![IngressRule { host: o.ingress_host.clone(), http: Some(HTTPIngressRuleValue { paths }) }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Every file of the deployment, in a stable order; `plan_json` and `catalog_toml` are the files'
+/// own bytes (the ConfigMap carries them as they are).
+pub fn render(
+    plan: &Plan,
+    catalog: &Catalog,
+    plan_json: &str,
+    catalog_toml: &str,
+    o: &ManifestOptions,
+) -> Vec<ManifestFile> {
+    let ns = Namespace {
+        metadata: ObjectMeta { name: Some(o.namespace.clone()), labels: Some(labels(None)), ..Default::default() },
+        ..Default::default()
+    };
+    let mut sa_meta = meta("stowage", Some(&o.namespace), None);
+    if let Some(arn) = &o.irsa_role_arn {
+        sa_meta.annotations = Some(BTreeMap::from([("eks.amazonaws.com/role-arn".to_string(), arn.clone())]));
+    }
+    let sa = ServiceAccount { metadata: sa_meta, ..Default::default() };
+    let cm = ConfigMap {
+        metadata: meta("stowage-plan", Some(&o.namespace), None),
+        data: Some(BTreeMap::from([
+            ("plan.json".to_string(), plan_json.to_string()),
+            ("models.toml".to_string(), catalog_toml.to_string()),
+        ])),
+        ..Default::default()
+    };
+    let mut files = vec![
+        ManifestFile { name: "namespace.yaml".into(), yaml: yaml(&[ns]) },
+        ManifestFile { name: "serviceaccount.yaml".into(), yaml: yaml(&[sa]) },
+        ManifestFile { name: "configmap.yaml".into(), yaml: yaml(&[cm]) },
+        ManifestFile { name: "ingress.yaml".into(), yaml: yaml(&[ingress(plan, o)]) },
+    ];
+    for n in &plan.nodes {
+        let docs = [
+            serde_yaml_ng::to_string(&deployment(n, catalog, o)).expect("serializes"),
+            serde_yaml_ng::to_string(&service(n, o)).expect("serializes"),
+            serde_yaml_ng::to_string(&pdb(n, o)).expect("serializes"),
+        ];
+        files.push(ManifestFile { name: format!("node-{}.yaml", n.id), yaml: docs.join("---\n") });
+    }
+    let resources: Vec<String> = files.iter().map(|f| format!("  - {}\n", f.name)).collect();
+    files.push(ManifestFile {
+        name: "kustomization.yaml".into(),
+        yaml: format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: {}\nresources:\n{}",
+            o.namespace,
+            resources.concat()
+        ),
+    });
+    files
+}
