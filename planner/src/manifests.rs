@@ -8,6 +8,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
+    ResourceMetricSource,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     HTTPGetAction, Namespace, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
@@ -28,7 +32,8 @@ use stowage_core::{Catalog, Plan, PlanNode};
 pub const PORT: i32 = 8080;
 const CONFIG_DIR: &str = "/etc/stowage";
 const CACHE_DIR: &str = "/var/cache/stowage";
-const USER: i64 = 10001;
+/// The uid the images run as (docker/Dockerfile.*: `USER 10001`).
+pub const RUN_AS_USER: i64 = 10001;
 
 /// Settings of `stowage manifests`.
 #[derive(Debug, Clone)]
@@ -47,6 +52,8 @@ pub struct ManifestOptions {
     pub drain_seconds: i64,
     /// Seconds a node may take to load and warm up its models before it is restarted.
     pub startup_seconds: i32,
+    /// With a value above `replicas`, a HorizontalPodAutoscaler per node scales its pods on CPU.
+    pub hpa_max_replicas: Option<i32>,
 }
 
 /// One output file: its name under the output folder and its YAML documents.
@@ -214,9 +221,9 @@ fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deploy
         termination_grace_period_seconds: Some(o.drain_seconds + 15),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
-            run_as_user: Some(USER),
-            run_as_group: Some(USER),
-            fs_group: Some(USER),
+            run_as_user: Some(RUN_AS_USER),
+            run_as_group: Some(RUN_AS_USER),
+            fs_group: Some(RUN_AS_USER),
             seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
             ..Default::default()
         }),
@@ -278,6 +285,35 @@ fn pdb(node: &PlanNode, o: &ManifestOptions) -> PodDisruptionBudget {
             // One pod of a node at a time: voluntary evictions proceed, never all at once.
             max_unavailable: Some(IntOrString::Int(1)),
             selector: Some(LabelSelector { match_labels: Some(selector(&node.id)), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn hpa(node: &PlanNode, o: &ManifestOptions, max: i32) -> HorizontalPodAutoscaler {
+    HorizontalPodAutoscaler {
+        metadata: meta(&node.id, Some(&o.namespace), Some(&node.id)),
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: "Deployment".into(),
+                name: node.id.clone(),
+            },
+            min_replicas: Some(o.replicas),
+            max_replicas: max,
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".into(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".into(),
+                    target: MetricTarget {
+                        type_: "Utilization".into(),
+                        average_utilization: Some(70),
+                        ..Default::default()
+                    },
+                }),
+                ..Default::default()
+            }]),
             ..Default::default()
         }),
         ..Default::default()
@@ -346,11 +382,14 @@ pub fn render(
         ManifestFile { name: "ingress.yaml".into(), yaml: yaml(&[ingress(plan, o)]) },
     ];
     for n in &plan.nodes {
-        let docs = [
+        let mut docs = vec![
             serde_yaml_ng::to_string(&deployment(n, catalog, o)).expect("serializes"),
             serde_yaml_ng::to_string(&service(n, o)).expect("serializes"),
             serde_yaml_ng::to_string(&pdb(n, o)).expect("serializes"),
         ];
+        if let Some(max) = o.hpa_max_replicas.filter(|&m| m > o.replicas) {
+            docs.push(serde_yaml_ng::to_string(&hpa(n, o, max)).expect("serializes"));
+        }
         files.push(ManifestFile { name: format!("node-{}.yaml", n.id), yaml: docs.join("---\n") });
     }
     let resources: Vec<String> = files.iter().map(|f| format!("  - {}\n", f.name)).collect();

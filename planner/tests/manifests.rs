@@ -18,6 +18,7 @@ fn opts() -> ManifestOptions {
         irsa_role_arn: Some("arn:aws:iam::123456789012:role/stowage".into()),
         drain_seconds: 30,
         startup_seconds: 600,
+        hpa_max_replicas: None,
     }
 }
 
@@ -76,4 +77,20 @@ fn each_family_gets_its_selector_accelerator_and_image() {
     assert!(node("serviceaccount.yaml").contains("eks.amazonaws.com/role-arn: arn:aws:iam::123456789012:role/stowage"));
     let k = node("kustomization.yaml");
     assert!(files.iter().filter(|f| f.name != "kustomization.yaml").all(|f| k.contains(&format!("- {}", f.name))));
+}
+
+#[test]
+fn hpa_only_when_asked() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let plan_json = std::fs::read_to_string(dir.join("small.plan.json")).unwrap();
+    let plan = Plan::parse("small.plan.json", &plan_json).unwrap();
+    let catalog = Catalog::load(dir.join("small.toml")).unwrap();
+    let with = render(&plan, &catalog, &plan_json, "", &ManifestOptions { hpa_max_replicas: Some(4), ..opts() });
+    let node = with.iter().find(|f| f.name == "node-c5-xlarge-000.yaml").unwrap();
+    assert!(
+        node.yaml.contains("kind: HorizontalPodAutoscaler")
+            && node.yaml.contains("maxReplicas: 4")
+            && node.yaml.contains("minReplicas: 1")
+    );
+    assert!(!files().iter().any(|f| f.yaml.contains("HorizontalPodAutoscaler")));
 }

@@ -32,6 +32,7 @@ pub fn run(args: &ManifestsArgs) -> Result<()> {
         irsa_role_arn: args.irsa_role_arn.clone(),
         drain_seconds: args.drain_seconds,
         startup_seconds: args.startup_seconds,
+        hpa_max_replicas: args.hpa_max_replicas,
     };
     let files = render(&plan, &catalog, &plan_json, &catalog_toml, &opts);
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;

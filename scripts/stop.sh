@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Stops what scripts/deploy.sh started:  scripts/stop.sh [--out DIR]
+# local: SIGTERM to every node (they drain and exit), SIGKILL to any still running after
+# STOWAGE_STOP_TIMEOUT seconds (default 40); kubernetes: kubectl delete -k DIR/manifests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=out/deploy
+[ "${1:-}" = "--out" ] && out=$2
+runtime=$(cat "$out/runtime" 2> /dev/null || echo none)
+case "$runtime" in
+  local)
+    [ -f "$out/nodes.tsv" ] || { echo "stop: nothing runs from $out"; exit 0; }
+    while IFS=$'\t' read -r _ pid _; do kill -TERM "$pid" 2> /dev/null || true; done < "$out/nodes.tsv"
+    deadline=$((SECONDS + ${STOWAGE_STOP_TIMEOUT:-40}))
+    while IFS=$'\t' read -r node pid _; do
+      while kill -0 "$pid" 2> /dev/null; do
+        if ((SECONDS > deadline)); then
+          echo "stop: $node (pid $pid) did not drain in time; killing it" >&2
+          kill -KILL "$pid" 2> /dev/null || true
+          break
+        fi
+        sleep 0.1
+      done
+    done < "$out/nodes.tsv"
+    echo "stop: stopped $(wc -l < "$out/nodes.tsv") nodes"
+    rm -f "$out/nodes.tsv" "$out/runtime"
+    ;;
+  kubernetes)
+    kubectl delete -k "$out/manifests"
+    rm -f "$out/runtime"
+    ;;
+  *) echo "stop: nothing deployed from $out" ;;
+esac

@@ -1,0 +1,80 @@
+//! The local runtime end to end, through the scripts a user runs: synth models → a plan with
+//! several nodes → scripts/deploy.sh --runtime local → one prediction per model through the route
+//! map → scripts/status.sh → scripts/stop.sh → no node process left behind.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.env("STOWAGE_BIN", env!("CARGO_BIN_EXE_stowage")).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn alive(pid: &str) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+}
+
+#[test]
+fn deploy_local_predict_every_model_and_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run(Command::new(env!("CARGO_BIN_EXE_stowage"))
+        .args(["synth", "--count", "7", "--embedding-every", "4", "--out"])
+        .arg(d));
+    // One small instance type holding three models: a plan of three nodes.
+    let generated = std::fs::read_to_string(d.join("models.toml")).unwrap();
+    let models = &generated[generated.find("[[models]]").unwrap()..];
+    std::fs::write(
+        d.join("models.toml"),
+        format!("[instance_types.\"local.small\"]\nfamily = \"local\"\nprice_per_hour = 0.1\nmemory_gib = 1\ncompute = 2\n\n[profiles.\"synth-tiny\".local]\nmemory_mib = 300\nservice_ms = 5\n\n{models}"),
+    )
+    .unwrap();
+    let plan = d.join("plan.json");
+    run(Command::new(env!("CARGO_BIN_EXE_stowage"))
+        .arg("plan")
+        .arg("--catalog")
+        .arg(d.join("models.toml"))
+        .arg("--out")
+        .arg(&plan));
+    let out = d.join("deploy");
+    let said = run(Command::new(Path::new(ROOT).join("scripts/deploy.sh"))
+        .args(["--runtime", "local", "--out"])
+        .arg(&out)
+        .arg(&plan));
+    assert!(said.contains("3 nodes ready"), "{said}");
+
+    let nodes = std::fs::read_to_string(out.join("nodes.tsv")).unwrap();
+    let pids: Vec<String> = nodes.lines().map(|l| l.split('\t').nth(1).unwrap().to_string()).collect();
+    let routes: BTreeMap<String, String> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("routes.json")).unwrap()).unwrap();
+    assert_eq!(routes.len(), 7);
+    for (model, base) in &routes {
+        let mut r = ureq::post(&format!("{base}/predictions/{model}"))
+            .send_json(serde_json::json!({"inputs": "thanks for the fast delivery"}))
+            .unwrap();
+        let body: serde_json::Value = r.body_mut().read_json().unwrap();
+        assert_eq!(body["model"], model.as_str(), "{body}");
+    }
+    let status = run(Command::new(Path::new(ROOT).join("scripts/status.sh")).arg("--out").arg(&out));
+    assert_eq!(status.matches("\"status\":\"ready\"").count(), 3, "{status}");
+
+    let said = run(Command::new(Path::new(ROOT).join("scripts/stop.sh")).arg("--out").arg(&out));
+    assert!(said.contains("stopped 3 nodes"), "{said}");
+    for pid in &pids {
+        assert!(!alive(pid), "node pid {pid} still runs after stop.sh");
+    }
+    let logs = std::fs::read_dir(out.join("logs")).unwrap().count();
+    assert_eq!(logs, 3);
+    // Nothing left to stop.
+    assert!(run(Command::new(Path::new(ROOT).join("scripts/stop.sh")).arg("--out").arg(&out)).contains("nothing"));
+}
