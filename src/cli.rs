@@ -30,6 +30,77 @@ pub enum Command {
     Serve(ServeArgs),
     /// Write Kubernetes manifests for a plan (kubectl apply -k OUT).
     Manifests(ManifestsArgs),
+    /// Write load-test targets for a plan (vegeta JSON lines) to stdout.
+    Targets(TargetsArgs),
+    /// Closed-loop load from a targets file (when vegeta is not installed); prints a JSON report.
+    Attack(AttackArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AttackArgs {
+    /// Targets file from `stowage targets` (vegeta JSON lines).
+    #[arg(long, env = "STOWAGE_TARGETS")]
+    pub targets: PathBuf,
+
+    /// Requests in flight at once (one client thread each).
+    #[arg(long, env = "STOWAGE_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: usize,
+
+    /// How long to send, in seconds.
+    #[arg(long, env = "STOWAGE_DURATION", default_value_t = 10.0)]
+    pub duration: f64,
+
+    /// Per-request timeout, in seconds.
+    #[arg(long, env = "STOWAGE_TIMEOUT", default_value_t = 30.0)]
+    pub timeout: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetOrder {
+    /// Uniformly random models.
+    Random,
+    /// Zipf-skewed popularity (--zipf-s): a few hot models and a long tail.
+    Zipf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TargetsArgs {
+    /// Plan whose models to target.
+    #[arg(long, env = "STOWAGE_PLAN")]
+    pub plan: PathBuf,
+
+    /// Route map from scripts/deploy.sh (model id → node URL).
+    #[arg(long, env = "STOWAGE_ROUTES", conflicts_with_all = ["base_url", "namespace"])]
+    pub routes: Option<PathBuf>,
+
+    /// One URL for every model (the Ingress), e.g. http://models.example.
+    #[arg(long, env = "STOWAGE_BASE_URL", conflicts_with = "namespace")]
+    pub base_url: Option<String>,
+
+    /// In-cluster DNS names http://<node>.<NAMESPACE>.svc.cluster.local:8080 (the default, with
+    /// namespace stowage, when neither --routes nor --base-url is given).
+    #[arg(long, env = "STOWAGE_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Number of targets (at least one per model; every model comes once before any repeats).
+    #[arg(long, env = "STOWAGE_REQUESTS", default_value_t = 1000)]
+    pub requests: usize,
+
+    /// How requests spread over models.
+    #[arg(long, env = "STOWAGE_ORDER", value_enum, default_value_t = TargetOrder::Random)]
+    pub order: TargetOrder,
+
+    /// Zipf exponent for --order zipf.
+    #[arg(long, env = "STOWAGE_ZIPF_S", default_value_t = 1.1)]
+    pub zipf_s: f64,
+
+    /// Text to classify in every request.
+    #[arg(long, env = "STOWAGE_TEXT", default_value = "I love this product, the delivery was fast")]
+    pub text: String,
+
+    /// Seed of the order.
+    #[arg(long, env = "STOWAGE_SEED", default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Debug, clap::Args)]

@@ -9,6 +9,8 @@ fn main() -> std::process::ExitCode {
         Command::Synth(args) => stowage::commands::synth::run(args),
         Command::Serve(args) => stowage::commands::serve::run(args),
         Command::Manifests(args) => stowage::commands::manifests::run(args),
+        Command::Targets(args) => stowage::commands::targets::run(args),
+        Command::Attack(args) => stowage::commands::attack::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

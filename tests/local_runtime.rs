@@ -1,6 +1,7 @@
 //! The local runtime end to end, through the scripts a user runs: synth models → a plan with
 //! several nodes → scripts/deploy.sh --runtime local → one prediction per model through the route
-//! map → scripts/status.sh → scripts/stop.sh → no node process left behind.
+//! map → scripts/status.sh → a short scripts/loadtest.sh sweep (the CI smoke run: report files) →
+//! scripts/stop.sh → no node process left behind.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -67,6 +68,25 @@ fn deploy_local_predict_every_model_and_stop() {
     }
     let status = run(Command::new(Path::new(ROOT).join("scripts/status.sh")).arg("--out").arg(&out));
     assert_eq!(status.matches("\"status\":\"ready\"").count(), 3, "{status}");
+
+    // The CI smoke run of the load test: a short sweep produces the report files.
+    let lt = d.join("loadtest");
+    let report = run(Command::new(Path::new(ROOT).join("scripts/loadtest.sh"))
+        .arg("--routes")
+        .arg(out.join("routes.json"))
+        .arg("--out")
+        .arg(&lt)
+        .args(["--steps", "1 4", "--duration", "1"])
+        .arg(&plan));
+    assert!(report.contains("| 3 × local.small | 7 |"), "{report}");
+    assert!(report.contains("| c=1 |") && report.contains("| c=4 |"), "{report}");
+    assert!(report.contains("sequential 7/7 OK") && report.contains("random order 7/7 OK"), "{report}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lt.join("report.json")).unwrap()).unwrap();
+    assert!(json["steps"][1]["throughput"].as_f64().unwrap() > 0.0);
+    assert!(json["steps"][0]["codes"]["200"].as_u64().unwrap() > 0);
+    let svg = std::fs::read_to_string(lt.join("plot.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"));
 
     let said = run(Command::new(Path::new(ROOT).join("scripts/stop.sh")).arg("--out").arg(&out));
     assert!(said.contains("stopped 3 nodes"), "{said}");

@@ -14,5 +14,6 @@ pub mod report;
 pub mod solve;
 pub mod svg;
 pub mod tail;
+pub mod targets;
 
 pub use solve::{plan, solve_problem, Method, Options, SolveError, Solved};

@@ -1,6 +1,8 @@
 //! One module per subcommand; each exposes `run(args)`.
 
+pub mod attack;
 pub mod manifests;
 pub mod plan;
 pub mod serve;
 pub mod synth;
+pub mod targets;

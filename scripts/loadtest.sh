@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The load test of a deployed plan, like the reference's:
+#   scripts/loadtest.sh [--routes FILE] [--out DIR] [--steps "1 2 4 8 16"] [--rates "50 100 200"]
+#                       [--duration SECS] [--slo-ms 100] [--order random|zipf] [--client-cpu-max 0.5] PLAN
+#  1. curl tests: one request to every model, sequentially and in random order (best-case latency)
+#  2. a sweep: vegeta at each --rates step (open loop) when vegeta is installed, else
+#     `stowage attack` at each --steps concurrency (closed loop)
+#  3. report: DIR/report.md (table like the reference's), DIR/plot.svg, DIR/report.json; the highest
+#     step whose P90 stays under the SLO; steps where the client used more than --client-cpu-max of
+#     the machine are marked client-bound and never reported as the server's capacity.
+# Routes come from scripts/deploy.sh (default out/deploy/routes.json).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+routes=out/deploy/routes.json
+out=out/loadtest
+steps="1 2 4 8 16"
+rates="50 100 200 400"
+duration=10
+slo=100
+order=random
+cpu_max=0.5
+plan=""
+while (($#)); do
+  case "$1" in
+    --routes) routes=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --steps) steps=$2; shift 2 ;;
+    --rates) rates=$2; shift 2 ;;
+    --duration) duration=$2; shift 2 ;;
+    --slo-ms) slo=$2; shift 2 ;;
+    --order) order=$2; shift 2 ;;
+    --client-cpu-max) cpu_max=$2; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) plan=$1; shift ;;
+  esac
+done
+if [ -z "$plan" ] || [ ! -f "$plan" ] || [ ! -f "$routes" ]; then
+  echo "loadtest: give a plan.json and its routes (scripts/deploy.sh writes $routes)" >&2
+  exit 2
+fi
+stowage=${STOWAGE_BIN:-./target/release/stowage}
+[ -x "$stowage" ] || cargo build --release --locked -q
+rm -rf "$out"
+mkdir -p "$out/steps"
+body='{"inputs": "I love this product, the delivery was fast"}'
+
+echo "loadtest: curl tests" >&2
+python3 -c 'import json,sys; [print(m, u) for m, u in sorted(json.load(open(sys.argv[1])).items())]' "$routes" > "$out/models.txt"
+for mode in sequential random; do
+  list=$out/models.txt
+  if [ "$mode" = random ]; then shuf --random-source=<(yes) "$out/models.txt" > "$out/models-random.txt"; list=$out/models-random.txt; fi
+  while read -r model url; do
+    curl -s -o /dev/null -w "$model %{http_code} %{time_total}\n" -H 'Content-Type: application/json' -d "$body" "$url/predictions/$model"
+  done < "$list" > "$out/curl-$mode.txt"
+done
+
+"$stowage" targets --plan "$plan" --routes "$routes" --requests 20000 --order "$order" > "$out/targets.json"
+if command -v vegeta > /dev/null; then
+  for r in $rates; do
+    echo "loadtest: vegeta at $r req/s for ${duration}s" >&2
+    /usr/bin/time -f '%U %S %e' -o "$out/steps/rate-$r.cpu" \
+      vegeta attack -format=json -targets="$out/targets.json" -rate="$r" -duration="${duration}s" > "$out/steps/rate-$r.bin"
+    vegeta report -type=json < "$out/steps/rate-$r.bin" > "$out/steps/rate-$r.vegeta.json"
+  done
+else
+  for c in $steps; do
+    echo "loadtest: stowage attack, concurrency $c for ${duration}s" >&2
+    "$stowage" attack --targets "$out/targets.json" --concurrency "$c" --duration "$duration" > "$out/steps/c-$c.json"
+  done
+fi
+python3 scripts/loadtest_report.py --plan "$plan" --dir "$out" --slo-ms "$slo" --client-cpu-max "$cpu_max"
+echo "loadtest: wrote $out/report.md, $out/plot.svg and $out/report.json" >&2

@@ -1,0 +1,139 @@
+//! `stowage attack`: a closed-loop load generator over vegeta-format targets, for machines without
+//! vegeta. N threads each send the next target as soon as their last answer came; every latency is
+//! kept, so percentiles are exact. The report says how much of the machine the client itself used,
+//! so that a step where the client, not the server, was the bottleneck can be refused.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use base64::Engine as _;
+use serde::Deserialize;
+
+use crate::cli::AttackArgs;
+
+#[derive(Deserialize)]
+struct Target {
+    method: String,
+    url: String,
+    #[serde(default)]
+    header: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    body: String,
+}
+
+struct Prepared {
+    method: String,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// CPU seconds this process has used (user + system).
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we own.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        tv(u.ru_utime) + tv(u.ru_stime)
+    }
+}
+
+pub fn run(args: &AttackArgs) -> Result<()> {
+    ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
+    ensure!(args.duration > 0.0, "--duration must be positive");
+    let text =
+        std::fs::read_to_string(&args.targets).with_context(|| format!("cannot read {}", args.targets.display()))?;
+    let mut targets = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let t: Target = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not a vegeta JSON target", args.targets.display(), i + 1))?;
+        let body = base64::engine::general_purpose::STANDARD
+            .decode(&t.body)
+            .with_context(|| format!("{}:{}: body is not base64", args.targets.display(), i + 1))?;
+        let headers = t.header.into_iter().flat_map(|(k, vs)| vs.into_iter().map(move |v| (k.clone(), v))).collect();
+        targets.push(Prepared { method: t.method, url: t.url, headers, body });
+    }
+    ensure!(!targets.is_empty(), "{} has no targets", args.targets.display());
+    let targets = Arc::new(targets);
+    let next = Arc::new(AtomicUsize::new(0));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs_f64(args.timeout)))
+        .http_status_as_error(false)
+        .max_idle_connections_per_host(args.concurrency.max(8))
+        .build()
+        .into();
+    let cpu0 = cpu_seconds();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(args.duration);
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|_| {
+            let (targets, next, agent) = (targets.clone(), next.clone(), agent.clone());
+            std::thread::spawn(move || {
+                let mut seen: Vec<(f64, String)> = Vec::new();
+                while Instant::now() < deadline {
+                    let t = &targets[next.fetch_add(1, Ordering::Relaxed) % targets.len()];
+                    let began = Instant::now();
+                    let result = if t.method == "GET" {
+                        let mut r = agent.get(&t.url);
+                        for (k, v) in &t.headers {
+                            r = r.header(k, v);
+                        }
+                        r.call()
+                    } else {
+                        let mut r = agent.post(&t.url);
+                        for (k, v) in &t.headers {
+                            r = r.header(k, v);
+                        }
+                        r.send(&t.body[..])
+                    };
+                    let code = match result {
+                        Ok(mut resp) => {
+                            let _ = resp.body_mut().read_to_vec();
+                            resp.status().as_u16().to_string()
+                        }
+                        Err(e) => format!("error: {e}"),
+                    };
+                    seen.push((began.elapsed().as_secs_f64() * 1000.0, code));
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut all: Vec<(f64, String)> = Vec::new();
+    for w in workers {
+        all.extend(w.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))?);
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let mut codes: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, c) in &all {
+        *codes.entry(c.clone()).or_default() += 1;
+    }
+    let mut lat: Vec<f64> = all.iter().map(|x| x.0).collect();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        if lat.is_empty() {
+            0.0
+        } else {
+            lat[((lat.len() as f64 * p).ceil() as usize).saturating_sub(1).min(lat.len() - 1)]
+        }
+    };
+    let ok = codes.get("200").copied().unwrap_or(0);
+    let report = serde_json::json!({
+        "generator": "stowage attack",
+        "concurrency": args.concurrency,
+        "duration_s": wall,
+        "requests": all.len(),
+        "throughput_rps": ok as f64 / wall,
+        "success_ratio": if all.is_empty() { 0.0 } else { ok as f64 / all.len() as f64 },
+        "latency_ms": {"p50": pct(0.50), "p90": pct(0.90), "p95": pct(0.95), "p99": pct(0.99), "max": lat.last().copied().unwrap_or(0.0)},
+        "status_codes": codes,
+        "client_cpu_share": (cpu_seconds() - cpu0) / (wall * cpus),
+    });
+    println!("{report}");
+    Ok(())
+}
