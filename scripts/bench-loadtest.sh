@@ -18,6 +18,6 @@ gib=$(python3 -c "print(round(($per * 200 + 100) / 1024 / 0.9, 3))")
 } > "$dir/models/local.toml"
 $stowage plan --catalog "$dir/models/local.toml" --out "$dir/models/plan.json"
 scripts/stop.sh --out "$dir/deploy" > /dev/null 2>&1 || true
-STOWAGE_BIN=$stowage scripts/deploy.sh --runtime local --out "$dir/deploy" "$dir/models/plan.json" -- --engine "$engine"
+STOWAGE_BIN=$stowage scripts/deploy.sh --runtime local --out "$dir/deploy" "$dir/models/plan.json" -- --engine "$engine" --catalog "$dir/models/local.toml"
 trap 'scripts/stop.sh --out "$dir/deploy"' EXIT
 STOWAGE_BIN=$stowage scripts/loadtest.sh --routes "$dir/deploy/routes.json" --out "$dir/loadtest" --steps "1 2 4 8 16 32" --duration "$secs" --order zipf "$dir/models/plan.json"

@@ -172,6 +172,27 @@ pub struct ManifestsArgs {
     /// Add a HorizontalPodAutoscaler per node (CPU, 70%) scaling from --replicas up to this.
     #[arg(long, env = "STOWAGE_HPA_MAX_REPLICAS")]
     pub hpa_max_replicas: Option<i32>,
+
+    /// Also write loadtest.yaml: a Job of this many vegeta client pods attacking every model
+    /// in-cluster (apply it separately; gather with scripts/loadtest-gather.sh).
+    #[arg(long, env = "STOWAGE_LOADTEST_CLIENTS")]
+    pub loadtest_clients: Option<i32>,
+
+    /// Total requests/s of the load-test Job, shared by its clients.
+    #[arg(long, env = "STOWAGE_LOADTEST_RATE", default_value_t = 1000)]
+    pub loadtest_rate: u32,
+
+    /// Seconds each load-test client attacks.
+    #[arg(long, env = "STOWAGE_LOADTEST_DURATION", default_value_t = 60)]
+    pub loadtest_duration: u32,
+
+    /// Targets in the load-test ConfigMap (each model at least once; a ConfigMap holds ~1 MiB).
+    #[arg(long, env = "STOWAGE_LOADTEST_REQUESTS", default_value_t = 2000)]
+    pub loadtest_requests: usize,
+
+    /// Image with vegeta for the load-test clients.
+    #[arg(long, env = "STOWAGE_LOADTEST_IMAGE", default_value = "peterevans/vegeta:6.9.1")]
+    pub loadtest_image: String,
 }
 
 #[derive(Debug, clap::Args)]

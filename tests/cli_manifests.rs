@@ -37,7 +37,15 @@ fn manifests_for_all_three_families_validate() {
         "v1",
         "--hpa-max-replicas",
         "3",
+        "--loadtest-clients",
+        "4",
+        "--loadtest-rate",
+        "400",
     ]));
+    let lt = std::fs::read_to_string(deploy.join("loadtest.yaml")).unwrap();
+    assert!(lt.contains("kind: Job") && lt.contains("parallelism: 4") && lt.contains("-rate=100 "), "{lt}");
+    assert!(lt.contains("http://g4dn-xlarge-000.stowage.svc.cluster.local:8080/predictions/gpu-only"));
+    assert!(!std::fs::read_to_string(deploy.join("kustomization.yaml")).unwrap().contains("loadtest"));
     assert!(out.contains("(3 nodes, 7 models, namespace stowage)"), "{out}");
     let mut names: Vec<String> =
         std::fs::read_dir(&deploy).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
@@ -51,8 +59,9 @@ fn manifests_for_all_three_families_validate() {
         Ok(o) => {
             let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
             assert!(o.status.success(), "schema validation failed:\n{text}");
-            // Namespace, ServiceAccount, ConfigMap, Ingress, and 3 × (Deployment, Service, PDB, HPA).
-            assert_eq!(text.matches(" passed for resource ").count(), 16, "{text}");
+            // Namespace, ServiceAccount, ConfigMap, Ingress, 3 × (Deployment, Service, PDB, HPA), and
+            // the load test's ConfigMap and Job.
+            assert_eq!(text.matches(" passed for resource ").count(), 18, "{text}");
         }
         Err(e) => {
             assert!(

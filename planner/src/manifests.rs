@@ -12,6 +12,7 @@ use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
     ResourceMetricSource,
 };
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     HTTPGetAction, Namespace, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
@@ -402,4 +403,103 @@ pub fn render(
         ),
     });
     files
+}
+
+/// The distributed load test: N client pods, each attacking the plan's in-cluster targets at
+/// rate/N with vegeta (as the reference did with 40+ clients).
+#[derive(Debug, Clone)]
+pub struct LoadtestOptions {
+    pub clients: i32,
+    /// Total requests per second over all clients.
+    pub rate: u32,
+    pub duration_seconds: u32,
+    pub image: String,
+    /// vegeta JSON targets (from `targets`), one per line.
+    pub targets_json: String,
+}
+
+/// `loadtest.yaml`: the targets ConfigMap and the Job. Kept out of kustomization.yaml: apply it
+/// when the nodes are ready, gather with scripts/loadtest-gather.sh.
+pub fn loadtest(o: &ManifestOptions, l: &LoadtestOptions) -> ManifestFile {
+    let name = "stowage-loadtest";
+    let mut labels = labels(None);
+    labels.insert("app.kubernetes.io/component".into(), "loadtest".into());
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}-targets")),
+            namespace: Some(o.namespace.clone()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([("targets.json".to_string(), l.targets_json.clone())])),
+        ..Default::default()
+    };
+    let per_client = (l.rate as f64 / l.clients.max(1) as f64).max(1.0).round() as u32;
+    let script = format!(
+        "vegeta attack -format=json -targets=/targets/targets.json -rate={per_client} -duration={}s | vegeta encode --to json",
+        l.duration_seconds
+    );
+    let container = Container {
+        name: "vegeta".into(),
+        image: Some(l.image.clone()),
+        command: Some(vec!["sh".into(), "-c".into(), script]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "targets".into(),
+            mount_path: "/targets".into(),
+            read_only: Some(true),
+            ..Default::default()
+        }]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("1".into())),
+                ("memory".to_string(), Quantity("512Mi".into())),
+            ])),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_USER),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let job = Job {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(o.namespace.clone()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            parallelism: Some(l.clients),
+            completions: Some(l.clients),
+            backoff_limit: Some(0),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    containers: vec![container],
+                    volumes: Some(vec![Volume {
+                        name: "targets".into(),
+                        config_map: Some(ConfigMapVolumeSource {
+                            name: format!("{name}-targets"),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    ManifestFile {
+        name: "loadtest.yaml".into(),
+        yaml: [serde_yaml_ng::to_string(&cm).expect("serializes"), serde_yaml_ng::to_string(&job).expect("serializes")]
+            .join("---\n"),
+    }
 }

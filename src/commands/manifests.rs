@@ -2,7 +2,8 @@
 
 use anyhow::{ensure, Context, Result};
 use stowage_core::{is_dns_label, Plan};
-use stowage_planner::manifests::{render, ManifestOptions};
+use stowage_planner::manifests::{loadtest, render, LoadtestOptions, ManifestOptions};
+use stowage_planner::targets::{targets, BaseUrls, Order};
 
 use crate::cli::ManifestsArgs;
 
@@ -34,7 +35,30 @@ pub fn run(args: &ManifestsArgs) -> Result<()> {
         startup_seconds: args.startup_seconds,
         hpa_max_replicas: args.hpa_max_replicas,
     };
-    let files = render(&plan, &catalog, &plan_json, &catalog_toml, &opts);
+    let mut files = render(&plan, &catalog, &plan_json, &catalog_toml, &opts);
+    if let Some(clients) = args.loadtest_clients {
+        ensure!(clients >= 1, "--loadtest-clients must be at least 1");
+        let urls = BaseUrls::Cluster { namespace: args.namespace.clone() };
+        let list = targets(
+            &plan,
+            &urls,
+            args.loadtest_requests,
+            Order::Random,
+            1,
+            "I love this product, the delivery was fast",
+        )
+        .map_err(anyhow::Error::msg)?;
+        let targets_json: String =
+            list.iter().map(|t| serde_json::to_string(t).map(|s| s + "\n")).collect::<Result<_, _>>()?;
+        let l = LoadtestOptions {
+            clients,
+            rate: args.loadtest_rate,
+            duration_seconds: args.loadtest_duration,
+            image: args.loadtest_image.clone(),
+            targets_json,
+        };
+        files.push(loadtest(&opts, &l));
+    }
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     // Node files of an earlier plan would linger unreferenced: remove them.
     for entry in std::fs::read_dir(&args.out)?.flatten() {
@@ -46,6 +70,13 @@ pub fn run(args: &ManifestsArgs) -> Result<()> {
     for f in &files {
         let path = args.out.join(&f.name);
         std::fs::write(&path, &f.yaml).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if args.loadtest_clients.is_some() {
+        println!(
+            "load test: kubectl apply -f {}; then scripts/loadtest-gather.sh {}",
+            args.out.join("loadtest.yaml").display(),
+            args.namespace
+        );
     }
     println!(
         "wrote {} files to {} ({} nodes, {} models, namespace {}); apply with: kubectl apply -k {}",
