@@ -22,13 +22,19 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-#[test]
-fn manifests_for_all_three_families_validate() {
+/// The small three-family catalog, planned in a temporary folder: (folder, catalog, plan).
+fn planned() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let catalog = dir.path().join("models.toml");
     std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("planner/tests/data/small.toml"), &catalog).unwrap();
     let plan = dir.path().join("plan.json");
     run(stowage().arg("plan").arg("--catalog").arg(&catalog).arg("--out").arg(&plan));
+    (dir, catalog, plan)
+}
+
+#[test]
+fn manifests_for_all_three_families_validate() {
+    let (dir, _, plan) = planned();
     let deploy = dir.path().join("deploy");
     let out = run(stowage().arg("manifests").arg("--plan").arg(&plan).arg("--out").arg(&deploy).args([
         "--registry",
@@ -85,11 +91,7 @@ fn manifests_for_all_three_families_validate() {
 
 #[test]
 fn manifests_refuse_a_mismatched_catalog() {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog = dir.path().join("models.toml");
-    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("planner/tests/data/small.toml"), &catalog).unwrap();
-    let plan = dir.path().join("plan.json");
-    run(stowage().arg("plan").arg("--catalog").arg(&catalog).arg("--out").arg(&plan));
+    let (dir, catalog, plan) = planned();
     std::fs::write(&catalog, std::fs::read_to_string(&catalog).unwrap() + "\n# edited\n").unwrap();
     let out =
         stowage().arg("manifests").arg("--plan").arg(&plan).arg("--out").arg(dir.path().join("d")).output().unwrap();

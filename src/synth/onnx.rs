@@ -69,26 +69,24 @@ impl Graph {
         });
     }
 
-    fn f32s(&mut self, name: &str, dims: &[usize], data: Vec<f32>) -> String {
+    /// An initializer tensor from little-endian raw bytes.
+    fn tensor(&mut self, name: &str, dims: &[usize], data_type: DataType, raw_data: Vec<u8>) -> String {
         self.inits.push(TensorProto {
             name: name.into(),
             dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: DataType::Float as i32,
-            raw_data: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            data_type: data_type as i32,
+            raw_data,
             ..Default::default()
         });
         name.into()
     }
 
+    fn f32s(&mut self, name: &str, dims: &[usize], data: Vec<f32>) -> String {
+        self.tensor(name, dims, DataType::Float, data.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+
     fn i64s(&mut self, name: &str, dims: &[usize], data: &[i64]) -> String {
-        self.inits.push(TensorProto {
-            name: name.into(),
-            dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: DataType::Int64 as i32,
-            raw_data: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            ..Default::default()
-        });
-        name.into()
+        self.tensor(name, dims, DataType::Int64, data.iter().flat_map(|x| x.to_le_bytes()).collect())
     }
 
     /// Uniform weights with standard deviation `std` (BERT initializes with 0.02).
