@@ -155,6 +155,9 @@ pub struct ServeOptions {
 }
 
 pub fn run(opts: ServeOptions) -> Result<()> {
+    // Requests already run in parallel; the tokenizer's own rayon pool would only wake more
+    // threads per request on the cores the engines need.
+    tokenizers::utils::parallelism::set_parallelism(false);
     if opts.specs.iter().any(|s| s.engine == EngineKind::Ort) {
         // A missing library fails the ort models (with the reason in /models), not the node.
         if let Err(e) = crate::backend::ort::init(opts.ort_library.as_deref()) {
