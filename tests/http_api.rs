@@ -379,3 +379,25 @@ async fn cuda_without_a_gpu_library_fails_the_model_clearly() {
     let err = stowage::registry::load::load(&spec, &opts).err().expect("CUDA must not silently fall back");
     assert!(err.contains("CUDA execution provider on device 0 is not available"), "{err}");
 }
+
+#[actix_web::test]
+async fn long_text_is_cut_at_the_models_positions_even_without_tokenizer_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::fs::read_to_string(fixture().root.join("tiny-0001/tokenizer.json")).unwrap();
+    let mut tok: Value = serde_json::from_str(&src).unwrap();
+    tok["truncation"] = Value::Null;
+    let path = dir.path().join("tokenizer.json");
+    std::fs::write(&path, tok.to_string()).unwrap();
+    let reg = Arc::new(Registry::new(
+        vec![ModelSpec { tokenizer: path, ..spec("tiny-0001") }],
+        Limits { concurrency: 1, queue: 1 },
+    ));
+    load_all(reg.clone(), EngineOptions::default(), 1).await;
+    let s = Arc::new(AppState::new(reg, ServeConfig::default()));
+    let app = app!(s);
+    let (code, body, _) =
+        call!(&app, post("/predictions/tiny-0001", &format!(r#"{{"inputs": "{}"}}"#, "love ".repeat(600))));
+    assert_eq!(code, 200, "{body}");
+    let (_, models, _) = call!(&app, test::TestRequest::get().uri("/models/tiny-0001"));
+    assert_eq!(models["max_length"], 128, "config.json's max_position_embeddings");
+}

@@ -117,11 +117,11 @@ pub fn load(spec: &ModelSpec, opts: &EngineOptions) -> Result<Loaded, String> {
     // Many exported tokenizer.json files pad every input to 128: pad only within a batch, here.
     tokenizer.with_padding(None);
     let max_length = tokenizer.get_truncation().map_or(512, |t| t.max_length).min(positions.unwrap_or(512)).max(2);
-    if let Some(t) = tokenizer.get_truncation().cloned() {
-        tokenizer
-            .with_truncation(Some(tokenizers::TruncationParams { max_length, ..t }))
-            .map_err(|e| format!("{}: {e}", spec.tokenizer.display()))?;
-    }
+    // Truncate at what the model can take, also when the tokenizer.json itself does not.
+    let truncation = tokenizer.get_truncation().cloned().unwrap_or_default();
+    tokenizer
+        .with_truncation(Some(tokenizers::TruncationParams { max_length, ..truncation }))
+        .map_err(|e| format!("{}: {e}", spec.tokenizer.display()))?;
     let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0) as i64;
     let vocab_size = tokenizer.get_vocab_size(true);
     if let (backend::OutputKind::Logits, Some(n)) = (signature.kind, signature.output_width) {
