@@ -688,11 +688,7 @@ pub fn improve(
     retype(p, pk);
 
     eliminate(p, lb, &pr, pk, &mut stats, &budget, target);
-    if !budget.expired(&mut stats) && pk.cost(p) > target + 1e-9 {
-        consolidate(p, lb, pk, 8, budget.deadline);
-        refill_all(p, lb, pk, 3, budget.deadline);
-        eliminate(p, lb, &pr, pk, &mut stats, &budget, target);
-    }
+    tighten(p, lb, &pr, pk, &mut stats, &budget, target);
     pk.normalize(p);
 
     // Ruin and recreate.
@@ -753,14 +749,45 @@ pub fn improve(
             j.undo(pk);
         }
     }
-    if !budget.expired(&mut stats) && pk.cost(p) > target + 1e-9 {
-        consolidate(p, lb, pk, 8, budget.deadline);
-        refill_all(p, lb, pk, 3, budget.deadline);
-        eliminate(p, lb, &pr, pk, &mut stats, &budget, target);
-    }
+    tighten(p, lb, &pr, pk, &mut stats, &budget, target);
     retype(p, pk);
     pk.normalize(p);
     stats
+}
+
+/// Concentrates slack (pairwise moves, then subset-sum refills) and empties what that frees.
+fn tighten(
+    p: &Problem,
+    lb: &LpBound,
+    pr: &Prices,
+    pk: &mut Packing,
+    stats: &mut ImproveStats,
+    budget: &Budget,
+    target: f64,
+) {
+    if !budget.expired(stats) && pk.cost(p) > target + 1e-9 {
+        consolidate(p, lb, pk, 8, budget.deadline);
+        refill_all(p, lb, pk, 3, budget.deadline);
+        eliminate(p, lb, pr, pk, stats, budget, target);
+    }
+}
+
+/// Each item's LP price: its cheapest footprint at the dual prices.
+pub fn item_values(p: &Problem, lb: &LpBound) -> Vec<f64> {
+    prices(p, lb).value
+}
+
+/// Non-empty bins, least useful first: the LP value they carry per dollar, ties by index.
+pub fn least_useful_first(p: &Problem, values: &[f64], pk: &Packing) -> Vec<usize> {
+    let mut order: Vec<(f64, usize)> = (0..pk.bins.len())
+        .filter(|&k| !pk.bins[k].items.is_empty())
+        .map(|k| {
+            let b = &pk.bins[k];
+            (b.items.iter().map(|&i| values[i]).sum::<f64>() / p.types[b.t].price, k)
+        })
+        .collect();
+    order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    order.into_iter().map(|(_, k)| k).collect()
 }
 
 /// Empties the least useful nodes (LP value carried per dollar, lowest first) by moving their
@@ -775,9 +802,7 @@ fn eliminate(
     target: f64,
 ) {
     loop {
-        let mut order: Vec<usize> = (0..pk.bins.len()).filter(|&k| !pk.bins[k].items.is_empty()).collect();
-        let eff = |b: &Bin| b.items.iter().map(|&i| pr.value[i]).sum::<f64>() / p.types[b.t].price;
-        order.sort_by(|&a, &b| eff(&pk.bins[a]).total_cmp(&eff(&pk.bins[b])).then(a.cmp(&b)));
+        let order = least_useful_first(p, &pr.value, pk);
         let mut any = false;
         for k in order {
             if budget.expired(stats) || pk.cost(p) <= target + 1e-9 {

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use crate::bound::LpBound;
-use crate::heuristic::{Bin, Packing};
+use crate::heuristic::{item_values, least_useful_first, Bin, Packing};
 use crate::milp::solve_exact;
 use crate::problem::Problem;
 
@@ -20,23 +20,16 @@ const SUB_SECONDS: f64 = 3.0;
 /// Tries the 2, 3 and 4 least useful nodes; returns how much cost it saved.
 pub fn reoptimize_tail(p: &Problem, lb: &LpBound, pk: &mut Packing, deadline: Instant) -> f64 {
     let mut saved = 0.0;
+    let values = item_values(p, lb);
     for k in [2usize, 3, 4] {
         let left = deadline.saturating_duration_since(Instant::now()).as_secs_f64();
         if left < 0.05 {
             break;
         }
-        let value = |b: &Bin| {
-            b.items
-                .iter()
-                .map(|&i| p.allowed(i).map(|(t, d)| lb.item_cost(d, t)).fold(f64::INFINITY, f64::min))
-                .sum::<f64>()
-                / p.types[b.t].price
-        };
-        let mut order: Vec<usize> = (0..pk.bins.len()).filter(|&j| !pk.bins[j].items.is_empty()).collect();
+        let order = least_useful_first(p, &values, pk);
         if order.len() < k {
             break;
         }
-        order.sort_by(|&a, &b| value(&pk.bins[a]).total_cmp(&value(&pk.bins[b])).then(a.cmp(&b)));
         let chosen = &order[..k];
         let items: Vec<usize> = chosen.iter().flat_map(|&j| pk.bins[j].items.iter().copied()).collect();
         if items.len() > MAX_ITEMS {
