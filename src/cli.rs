@@ -32,8 +32,97 @@ pub enum Command {
     Manifests(ManifestsArgs),
     /// Write load-test targets for a plan (vegeta JSON lines) to stdout.
     Targets(TargetsArgs),
+    /// Put a catalog's local model files into an S3 bucket; write the catalog with s3:// URIs.
+    Upload(UploadArgs),
+    /// Measure each model's memory and service time here; write the footprints into a catalog.
+    Profile(ProfileArgs),
     /// Closed-loop load from a targets file (when vegeta is not installed); prints a JSON report.
     Attack(AttackArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UploadArgs {
+    /// Catalog whose model files to upload (or a folder holding models.toml, as `stowage synth` writes).
+    #[arg(long, env = "STOWAGE_CATALOG")]
+    pub catalog: PathBuf,
+
+    /// Bucket to upload into.
+    #[arg(long, env = "STOWAGE_BUCKET")]
+    pub bucket: String,
+
+    /// Key prefix: files go to s3://BUCKET/PREFIX/<model id>/<file name>.
+    #[arg(long, env = "STOWAGE_PREFIX", default_value = "models")]
+    pub prefix: String,
+
+    /// Write the rewritten catalog here (default: stdout).
+    #[arg(long, env = "STOWAGE_OUT")]
+    pub out: Option<PathBuf>,
+
+    /// Create the bucket first if it does not exist.
+    #[arg(long, env = "STOWAGE_CREATE_BUCKET")]
+    pub create_bucket: bool,
+
+    /// S3-compatible endpoint; else AWS_ENDPOINT_URL, else AWS. Credentials come from the default chain.
+    #[arg(long, env = "STOWAGE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// Files uploading at once.
+    #[arg(long, env = "STOWAGE_PARALLELISM", default_value_t = 4)]
+    pub parallelism: usize,
+
+    /// Further attempts after a transient S3 failure.
+    #[arg(long, env = "STOWAGE_RETRIES", default_value_t = 5)]
+    pub retries: u32,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProfileArgs {
+    /// Catalog of the models to measure.
+    #[arg(long, env = "STOWAGE_CATALOG")]
+    pub catalog: PathBuf,
+
+    /// Models to measure, comma-separated (default: all).
+    #[arg(long, env = "STOWAGE_MODELS", value_delimiter = ',')]
+    pub models: Vec<String>,
+
+    /// Instance family this machine stands for: the footprints are written for it.
+    #[arg(long, env = "STOWAGE_FAMILY", default_value = "c5")]
+    pub family: String,
+
+    /// Engine for models whose catalog entry names none.
+    #[arg(long, env = "STOWAGE_ENGINE", default_value = "tract")]
+    pub engine: stowage_core::Engine,
+
+    /// Tokens per request (capped at the model's length).
+    #[arg(long, env = "STOWAGE_TOKENS", default_value_t = 128)]
+    pub tokens: usize,
+
+    /// Timed requests per model (after 3 warm-up ones).
+    #[arg(long, env = "STOWAGE_ITERATIONS", default_value_t = 20)]
+    pub iterations: usize,
+
+    /// Write the catalog with measured footprints here.
+    #[arg(long, env = "STOWAGE_OUT", conflicts_with = "in_place")]
+    pub out: Option<PathBuf>,
+
+    /// Write the measured footprints into --catalog itself.
+    #[arg(long, env = "STOWAGE_IN_PLACE")]
+    pub in_place: bool,
+
+    /// The ONNX Runtime shared library for the ort engine; else ORT_DYLIB_PATH.
+    #[arg(long, env = "STOWAGE_ORT_LIBRARY")]
+    pub ort_library: Option<PathBuf>,
+
+    /// ONNX Runtime threads per inference (as the node will run it).
+    #[arg(long, env = "STOWAGE_ORT_INTRA_THREADS", default_value_t = 1)]
+    pub ort_intra_threads: usize,
+
+    /// Measure ort models on this CUDA device (for g4dn footprints).
+    #[arg(long, env = "STOWAGE_ORT_CUDA_DEVICE")]
+    pub ort_cuda_device: Option<i32>,
+
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 #[derive(Debug, clap::Args)]
@@ -263,6 +352,9 @@ pub struct ServeArgs {
     #[arg(long, env = "STOWAGE_LOAD_PARALLELISM", default_value_t = 2)]
     pub load_parallelism: usize,
 
+    #[command(flatten)]
+    pub s3: S3Args,
+
     /// HTTP worker threads (default: the number of CPUs).
     #[arg(long, env = "STOWAGE_WORKERS")]
     pub workers: Option<usize>,
@@ -270,6 +362,45 @@ pub struct ServeArgs {
     /// On SIGTERM, how long in-flight requests may take to finish, in seconds.
     #[arg(long, env = "STOWAGE_DRAIN_SECONDS", default_value_t = 30)]
     pub drain_seconds: u64,
+}
+
+/// Where s3:// model files come from and where they are kept.
+#[derive(Debug, Clone, clap::Args)]
+pub struct S3Args {
+    /// Folder for files fetched from S3, reused across restarts while valid
+    /// (default: $XDG_CACHE_HOME/stowage, else ~/.cache/stowage).
+    #[arg(long, env = "STOWAGE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// S3-compatible endpoint (MinIO, a local test server); else AWS_ENDPOINT_URL, else AWS.
+    /// Credentials always come from the default chain (environment, profile, IRSA, instance role).
+    #[arg(long, env = "STOWAGE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// Models downloading at once.
+    #[arg(long, env = "STOWAGE_FETCH_PARALLELISM", default_value_t = 4)]
+    pub fetch_parallelism: usize,
+
+    /// Further attempts after a transient S3 failure (connection, timeout, throttling, 5xx).
+    #[arg(long, env = "STOWAGE_FETCH_RETRIES", default_value_t = 5)]
+    pub fetch_retries: u32,
+
+    /// First retry delay in milliseconds; each retry doubles it (capped at 20 s), with jitter.
+    #[arg(long, env = "STOWAGE_FETCH_BACKOFF_MS", default_value_t = 500)]
+    pub fetch_backoff_ms: u64,
+}
+
+impl S3Args {
+    pub fn fetch_options(&self) -> crate::storage::FetchOptions {
+        let d = crate::storage::FetchOptions::default();
+        crate::storage::FetchOptions {
+            cache_dir: self.cache_dir.clone().unwrap_or(d.cache_dir),
+            endpoint: self.s3_endpoint.clone(),
+            retries: self.fetch_retries,
+            backoff: std::time::Duration::from_millis(self.fetch_backoff_ms),
+            ..d
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]

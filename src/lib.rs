@@ -12,4 +12,5 @@ pub mod error;
 pub mod metrics;
 pub mod registry;
 pub mod server;
+pub mod storage;
 pub mod synth;

@@ -10,6 +10,8 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => stowage::commands::serve::run(args),
         Command::Manifests(args) => stowage::commands::manifests::run(args),
         Command::Targets(args) => stowage::commands::targets::run(args),
+        Command::Upload(args) => stowage::commands::upload::run(args),
+        Command::Profile(args) => stowage::commands::profile::run(args),
         Command::Attack(args) => stowage::commands::attack::run(args),
     };
     match result {
@@ -21,8 +23,11 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Off EC2 the SDK's metadata lookup fails on every start; that warning says nothing useful.
+const DEFAULT_LOG_FILTER: &str = "info,aws_config::imds=error";
+
 fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG_FILTER.into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();

@@ -14,6 +14,8 @@ pub const REJECTED: &str = "stowage_rejected_total";
 pub const LOAD_DURATION: &str = "stowage_model_load_duration_seconds";
 pub const MODEL_MEMORY: &str = "stowage_model_memory_bytes";
 pub const MODELS: &str = "stowage_models";
+pub const FETCHED_BYTES: &str = "stowage_fetched_bytes_total";
+pub const STARTUP: &str = "stowage_startup_seconds";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -43,4 +45,6 @@ fn describe() {
     describe_histogram!(LOAD_DURATION, Unit::Seconds, "Model start-up time per phase (fetch, load, warmup)");
     describe_gauge!(MODEL_MEMORY, Unit::Bytes, "Resident memory the model added when it loaded");
     describe_gauge!(MODELS, Unit::Count, "Models by state (loading, ready, failed)");
+    describe_counter!(FETCHED_BYTES, Unit::Bytes, "Model file bytes brought to local disk, by source (s3, cache)");
+    describe_gauge!(STARTUP, Unit::Seconds, "Time from the start of loading until every model was ready or failed");
 }

@@ -13,7 +13,8 @@ use stowage_core::{Catalog, Engine as EngineKind, Plan};
 use tracing::{error, info, warn};
 
 use crate::backend::EngineOptions;
-use crate::registry::{self, LoadInfo, ModelSpec, Registry, State};
+use crate::registry::{self, Entry, LoadInfo, ModelSpec, Registry, State};
+use crate::storage::{FetchOptions, Fetcher};
 
 /// Settings the request path reads.
 #[derive(Debug, Clone)]
@@ -76,7 +77,7 @@ pub fn node_models(
 }
 
 /// Resident set size of this process, from /proc (0 where unavailable).
-fn rss_bytes() -> u64 {
+pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
@@ -85,7 +86,7 @@ fn rss_bytes() -> u64 {
 
 /// Loading decodes, copies and optimizes whole weight sets; give the freed heap back to the OS so
 /// the node's resident memory is what its models keep, not what loading once touched.
-fn release_freed_memory() {
+pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap pages to the kernel; it touches no live allocation.
     unsafe {
@@ -93,51 +94,194 @@ fn release_freed_memory() {
     }
 }
 
-/// Loads every model, `parallelism` at a time, on blocking threads; never fails as a whole.
-pub async fn load_all(registry: Arc<Registry>, opts: EngineOptions, parallelism: usize) {
+/// How a node brings up its models.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub engine: EngineOptions,
+    /// Models read, optimized and warmed up at once.
+    pub parallelism: usize,
+    /// Models downloading at once (downloads overlap with loading).
+    pub fetch_parallelism: usize,
+    pub fetch: FetchOptions,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { engine: EngineOptions::default(), parallelism: 2, fetch_parallelism: 4, fetch: FetchOptions::default() }
+    }
+}
+
+/// What one model's start-up took.
+struct Timing {
+    id: String,
+    ok: bool,
+    /// When its download ran, if anything was downloaded.
+    download: Option<(Instant, Instant)>,
+    downloaded: u64,
+    reused: u64,
+    fetch_s: f64,
+    load_s: f64,
+    warmup_s: f64,
+}
+
+/// Loads every model on a fetch → load pipeline (`fetch_parallelism` downloads and `parallelism`
+/// loads at once, on blocking threads); never fails as a whole: a model that cannot be fetched or
+/// loaded is marked failed with its reason.
+pub async fn load_all(registry: Arc<Registry>, opts: LoadOptions) {
     let start = Instant::now();
     // Load metrics must not be lost to a recorder installed later.
     crate::metrics::install();
-    let gate = Arc::new(tokio::sync::Semaphore::new(parallelism.max(1)));
+    let fetcher = Arc::new(Fetcher::new(opts.fetch.clone()));
+    let fetch_gate = Arc::new(tokio::sync::Semaphore::new(opts.fetch_parallelism.max(1)));
+    let load_gate = Arc::new(tokio::sync::Semaphore::new(opts.parallelism.max(1)));
     registry.publish_counts();
-    let mut tasks = Vec::new();
-    for entry in registry.entries() {
-        let gate = gate.clone();
-        let registry = registry.clone();
-        tasks.push(tokio::spawn(async move {
-            let Ok(_slot) = gate.acquire().await else { return };
-            let spec = entry.spec.clone();
-            let before = rss_bytes();
-            let result = tokio::task::spawn_blocking(move || registry::load::load(&spec, &opts)).await;
-            match result {
-                Ok(Ok(l)) => {
-                    let memory = rss_bytes().saturating_sub(before);
-                    let id = entry.spec.id.clone();
-                    metrics::histogram!(crate::metrics::LOAD_DURATION, "model" => id.clone(), "phase" => "load").record(l.load_seconds);
-                    metrics::histogram!(crate::metrics::LOAD_DURATION, "model" => id.clone(), "phase" => "warmup").record(l.warmup_seconds);
-                    metrics::gauge!(crate::metrics::MODEL_MEMORY, "model" => id.clone()).set(memory as f64);
-                    info!(model = %id, backend = %entry.spec.engine, load_s = l.load_seconds, warmup_s = l.warmup_seconds, memory_mib = memory / 1048576, "model ready");
-                    entry.set_info(LoadInfo { memory_bytes: memory, weights_bytes: l.weights_bytes, load_seconds: l.load_seconds, warmup_seconds: l.warmup_seconds });
-                    entry.set_state(State::Ready(Arc::new(l.model)));
-                }
-                Ok(Err(reason)) => {
-                    error!(model = %entry.spec.id, %reason, "model failed to load");
-                    entry.set_state(State::Failed(reason));
-                }
-                Err(e) => {
-                    error!(model = %entry.spec.id, error = %e, "model loader crashed");
-                    entry.set_state(State::Failed(format!("loader crashed: {e}")));
-                }
-            }
-            registry.publish_counts();
-        }));
-    }
+    let tasks: Vec<_> = registry
+        .entries()
+        .into_iter()
+        .map(|entry| {
+            let gates = (fetch_gate.clone(), load_gate.clone());
+            tokio::spawn(bring_up(entry, registry.clone(), fetcher.clone(), gates, opts.engine))
+        })
+        .collect();
+    let mut timings = Vec::new();
     for t in tasks {
-        let _ = t.await;
+        if let Ok(t) = t.await {
+            timings.push(t);
+        }
     }
     release_freed_memory();
+    summarize(&registry, &timings, start);
+}
+
+type Gates = (Arc<tokio::sync::Semaphore>, Arc<tokio::sync::Semaphore>);
+
+async fn bring_up(
+    entry: Arc<Entry>,
+    registry: Arc<Registry>,
+    fetcher: Arc<Fetcher>,
+    gates: Gates,
+    engine: EngineOptions,
+) -> Timing {
+    let id = entry.spec.id.clone();
+    let mut t = Timing {
+        id: id.clone(),
+        ok: false,
+        download: None,
+        downloaded: 0,
+        reused: 0,
+        fetch_s: 0.0,
+        load_s: 0.0,
+        warmup_s: 0.0,
+    };
+    let fail = |reason: String, phase: &str| {
+        error!(model = %entry.spec.id, phase, %reason, "model failed");
+        entry.set_state(State::Failed(reason));
+        registry.publish_counts();
+    };
+    let fetched = {
+        let Ok(_slot) = gates.0.acquire().await else { return t };
+        let began = Instant::now();
+        let r = registry::load::fetch(&entry.spec, &fetcher).await;
+        t.fetch_s = began.elapsed().as_secs_f64();
+        if r.as_ref().is_ok_and(|f| f.downloaded > 0) {
+            t.download = Some((began, Instant::now()));
+        }
+        r
+    };
+    let files = match fetched {
+        Ok(f) => f,
+        Err(reason) => {
+            fail(reason, "fetch");
+            return t;
+        }
+    };
+    (t.downloaded, t.reused) = (files.downloaded, files.reused);
+    let mut info = LoadInfo {
+        fetched_bytes: t.downloaded,
+        cached_bytes: t.reused,
+        fetch_seconds: t.fetch_s,
+        ..LoadInfo::default()
+    };
+    entry.set_info(info.clone());
+    metrics::histogram!(crate::metrics::LOAD_DURATION, "model" => id.clone(), "phase" => "fetch").record(t.fetch_s);
+    if files.downloaded + files.reused > 0 {
+        let source = if files.downloaded > 0 { "s3" } else { "cache" };
+        metrics::counter!(crate::metrics::FETCHED_BYTES, "source" => source).increment(files.downloaded + files.reused);
+        let mib = (files.downloaded + files.reused) as f64 / 1048576.0;
+        info!(model = %id, source, mib = format!("{mib:.1}"), seconds = format!("{:.2}", t.fetch_s), mib_per_s = format!("{:.0}", mib / t.fetch_s.max(1e-6)), "fetched");
+    }
+
+    let Ok(_slot) = gates.1.acquire().await else { return t };
+    let spec = entry.spec.clone();
+    let before = rss_bytes();
+    let result = tokio::task::spawn_blocking(move || registry::load::load_files(&spec, &files, &engine)).await;
+    match result {
+        Ok(Ok(l)) => {
+            let memory = rss_bytes().saturating_sub(before);
+            (t.ok, t.load_s, t.warmup_s) = (true, l.load_seconds, l.warmup_seconds);
+            metrics::histogram!(crate::metrics::LOAD_DURATION, "model" => id.clone(), "phase" => "load")
+                .record(l.load_seconds);
+            metrics::histogram!(crate::metrics::LOAD_DURATION, "model" => id.clone(), "phase" => "warmup")
+                .record(l.warmup_seconds);
+            metrics::gauge!(crate::metrics::MODEL_MEMORY, "model" => id.clone()).set(memory as f64);
+            info!(model = %id, backend = %entry.spec.engine, load_s = l.load_seconds, warmup_s = l.warmup_seconds, memory_mib = memory / 1048576, "model ready");
+            (info.memory_bytes, info.weights_bytes) = (memory, l.weights_bytes);
+            (info.load_seconds, info.warmup_seconds) = (l.load_seconds, l.warmup_seconds);
+            entry.set_info(info);
+            entry.set_state(State::Ready(Arc::new(l.model)));
+            registry.publish_counts();
+        }
+        Ok(Err(reason)) => fail(reason, "load"),
+        Err(e) => fail(format!("loader crashed: {e}"), "load"),
+    }
+    t
+}
+
+/// The start-up summary: per phase and in total, download bandwidth, the slowest models.
+fn summarize(registry: &Registry, timings: &[Timing], start: Instant) {
+    let wall = start.elapsed().as_secs_f64();
+    metrics::gauge!(crate::metrics::STARTUP).set(wall);
     let (_, ready, failed) = registry.counts();
-    info!(ready, failed, seconds = start.elapsed().as_secs_f64(), rss_mib = rss_bytes() / 1048576, "start-up finished");
+    let mib = |b: u64| b as f64 / 1048576.0;
+    let downloaded: u64 = timings.iter().map(|t| t.downloaded).sum();
+    let reused: u64 = timings.iter().map(|t| t.reused).sum();
+    let windows: Vec<_> = timings.iter().filter_map(|t| t.download).collect();
+    let download_s = match (windows.iter().map(|w| w.0).min(), windows.iter().map(|w| w.1).max()) {
+        (Some(a), Some(b)) => (b - a).as_secs_f64(),
+        _ => 0.0,
+    };
+    let sum = |f: fn(&Timing) -> f64| timings.iter().map(f).sum::<f64>();
+    let mut slowest: Vec<&Timing> = timings.iter().filter(|t| t.ok).collect();
+    slowest.sort_by(|a, b| (b.fetch_s + b.load_s + b.warmup_s).total_cmp(&(a.fetch_s + a.load_s + a.warmup_s)));
+    let slowest: Vec<String> = slowest
+        .iter()
+        .take(3)
+        .map(|t| {
+            format!(
+                "{} {:.2}s (fetch {:.2} load {:.2} warmup {:.2})",
+                t.id,
+                t.fetch_s + t.load_s + t.warmup_s,
+                t.fetch_s,
+                t.load_s,
+                t.warmup_s
+            )
+        })
+        .collect();
+    info!(
+        ready,
+        failed,
+        seconds = format!("{wall:.2}"),
+        downloaded_mib = format!("{:.1}", mib(downloaded)),
+        cached_mib = format!("{:.1}", mib(reused)),
+        download_s = format!("{download_s:.2}"),
+        download_mib_per_s = format!("{:.0}", if download_s > 0.0 { mib(downloaded) / download_s } else { 0.0 }),
+        fetch_s_total = format!("{:.2}", sum(|t| t.fetch_s)),
+        load_s_total = format!("{:.2}", sum(|t| t.load_s)),
+        warmup_s_total = format!("{:.2}", sum(|t| t.warmup_s)),
+        slowest = slowest.join("; "),
+        rss_mib = rss_bytes() / 1048576,
+        "start-up finished"
+    );
 }
 
 /// Everything `stowage serve` needs.
@@ -148,9 +292,8 @@ pub struct ServeOptions {
     pub specs: Vec<ModelSpec>,
     pub limits: registry::Limits,
     pub config: ServeConfig,
-    pub engine: EngineOptions,
+    pub load: LoadOptions,
     pub ort_library: Option<PathBuf>,
-    pub load_parallelism: usize,
     pub drain: Duration,
 }
 
@@ -179,7 +322,18 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         }
         let server = server.run();
         let handle = server.handle();
-        actix_web::rt::spawn(load_all(registry.clone(), opts.engine, opts.load_parallelism));
+        // Downloads, hashing and loading run on their own runtime and threads, never delaying probes.
+        let loader = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("stowage-fetch")
+            .enable_all()
+            .build()
+            .context("cannot start the loader runtime")?;
+        let (reg, load) = (registry.clone(), opts.load);
+        std::thread::Builder::new()
+            .name("stowage-loader".into())
+            .spawn(move || loader.block_on(load_all(reg, load)))
+            .context("cannot start the loader thread")?;
         actix_web::rt::spawn(async move {
             wait_for_signal().await;
             info!("shutting down: not ready, draining in-flight requests");

@@ -79,9 +79,10 @@ fn tract_and_ort_match_the_onnxruntime_reference() {
         let spec = ModelSpec {
             id: id.into(),
             engine: Engine::Tract,
-            artifact: artifact.clone(),
-            tokenizer: dir.path().join(id).join("tokenizer.json"),
+            artifact: artifact.clone().into(),
+            tokenizer: dir.path().join(id).join("tokenizer.json").into(),
             config: None,
+            config_optional: false,
             sha256: None,
         };
         let loaded = stowage::registry::load::load(&spec, &EngineOptions::default()).unwrap();

@@ -66,9 +66,17 @@ fn dockerfiles_match_the_code() {
     // The flags the manifests pass to the image exist in the binary.
     let help = Command::new(env!("CARGO_BIN_EXE_stowage")).args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
-    for flag in
-        ["--plan", "--catalog", "--node", "--engine", "--ort-cuda-device", "--port", "--drain-seconds", "--json-logs"]
-    {
+    for flag in [
+        "--plan",
+        "--catalog",
+        "--node",
+        "--engine",
+        "--ort-cuda-device",
+        "--port",
+        "--drain-seconds",
+        "--cache-dir",
+        "--json-logs",
+    ] {
         assert!(help.contains(flag), "stowage serve has no {flag}");
     }
 }

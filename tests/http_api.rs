@@ -8,7 +8,7 @@ use actix_web::{test, App};
 use serde_json::{json, Value};
 use stowage::backend::EngineOptions;
 use stowage::registry::{Limits, ModelSpec, Registry};
-use stowage::server::{load_all, AppState, ServeConfig};
+use stowage::server::{load_all, AppState, LoadOptions, ServeConfig};
 use stowage::synth::{self, Preset, SynthSpec};
 use stowage_core::Engine;
 
@@ -46,9 +46,10 @@ fn spec(id: &str) -> ModelSpec {
     ModelSpec {
         id: id.into(),
         engine: Engine::Tract,
-        artifact: dir.join("model.onnx"),
-        tokenizer: root.join("tiny-0001/tokenizer.json"),
-        config: Some(dir.join("config.json")).filter(|p| p.exists()),
+        artifact: dir.join("model.onnx").into(),
+        tokenizer: root.join("tiny-0001/tokenizer.json").into(),
+        config: Some(dir.join("config.json")).filter(|p| p.exists()).map(Into::into),
+        config_optional: false,
         sha256: None,
     }
 }
@@ -56,7 +57,7 @@ fn spec(id: &str) -> ModelSpec {
 async fn state_with(ids: &[&str], limits: Limits, config: ServeConfig, load: bool) -> Arc<AppState> {
     let reg = Arc::new(Registry::new(ids.iter().map(|id| spec(id)).collect(), limits));
     if load {
-        load_all(reg.clone(), EngineOptions::default(), 2).await;
+        load_all(reg.clone(), LoadOptions { parallelism: 2, ..LoadOptions::default() }).await;
     }
     Arc::new(AppState::new(reg, config))
 }
@@ -105,7 +106,7 @@ async fn ping_and_ready() {
     // While loading, predictions are refused too.
     let (code, body, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
     assert_eq!((code, body["code"].as_str()), (503, Some("not_ready")));
-    load_all(s.registry.clone(), EngineOptions::default(), 1).await;
+    load_all(s.registry.clone(), LoadOptions { parallelism: 1, ..LoadOptions::default() }).await;
     let (code, body, _) = call!(&app, test::TestRequest::get().uri("/ready"));
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["models"]["ready"], 1);
@@ -296,7 +297,7 @@ async fn ort_engine_serves_the_same_api() {
         ModelSpec { engine: Engine::Ort, ..spec("tiny-0003") },
     ];
     let reg = Arc::new(Registry::new(specs, Limits { concurrency: 2, queue: 4 }));
-    load_all(reg.clone(), EngineOptions::default(), 2).await;
+    load_all(reg.clone(), LoadOptions { parallelism: 2, ..LoadOptions::default() }).await;
     let s = Arc::new(AppState::new(reg, ServeConfig::default()));
     let app = app!(s);
     let (code, body, _) = call!(&app, post("/predictions/tiny-0001", r#"{"inputs": ["I love this product", "bad"]}"#));
@@ -358,7 +359,7 @@ async fn fixed_padding_in_tokenizer_json_is_switched_off() {
     tok["padding"] = json!({"strategy": {"Fixed": 128}, "direction": "Right", "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"});
     let path = dir.path().join("tokenizer.json");
     std::fs::write(&path, tok.to_string()).unwrap();
-    let spec = ModelSpec { tokenizer: path, ..spec("tiny-0001") };
+    let spec = ModelSpec { tokenizer: path.into(), ..spec("tiny-0001") };
     let loaded = stowage::registry::load::load(&spec, &EngineOptions::default()).unwrap();
     let x = loaded.model.encode(&["love".to_string()], None).unwrap();
     assert_eq!(x.seq, 3, "[CLS] love [SEP], not 128");
@@ -389,10 +390,10 @@ async fn long_text_is_cut_at_the_models_positions_even_without_tokenizer_truncat
     let path = dir.path().join("tokenizer.json");
     std::fs::write(&path, tok.to_string()).unwrap();
     let reg = Arc::new(Registry::new(
-        vec![ModelSpec { tokenizer: path, ..spec("tiny-0001") }],
+        vec![ModelSpec { tokenizer: path.into(), ..spec("tiny-0001") }],
         Limits { concurrency: 1, queue: 1 },
     ));
-    load_all(reg.clone(), EngineOptions::default(), 1).await;
+    load_all(reg.clone(), LoadOptions { parallelism: 1, ..LoadOptions::default() }).await;
     let s = Arc::new(AppState::new(reg, ServeConfig::default()));
     let app = app!(s);
     let (code, body, _) =

@@ -3,6 +3,8 @@
 //! map → scripts/status.sh → a short scripts/loadtest.sh sweep (the CI smoke run: report files) →
 //! scripts/stop.sh → no node process left behind.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -33,13 +35,7 @@ fn deploy_local_predict_every_model_and_stop() {
         .args(["synth", "--count", "7", "--embedding-every", "4", "--out"])
         .arg(d));
     // One small instance type holding three models: a plan of three nodes.
-    let generated = std::fs::read_to_string(d.join("models.toml")).unwrap();
-    let models = &generated[generated.find("[[models]]").unwrap()..];
-    std::fs::write(
-        d.join("models.toml"),
-        format!("[instance_types.\"local.small\"]\nfamily = \"local\"\nprice_per_hour = 0.1\nmemory_gib = 1\ncompute = 2\n\n[profiles.\"synth-tiny\".local]\nmemory_mib = 300\nservice_ms = 5\n\n{models}"),
-    )
-    .unwrap();
+    common::local_catalog(d);
     let plan = d.join("plan.json");
     run(Command::new(env!("CARGO_BIN_EXE_stowage"))
         .arg("plan")

@@ -148,7 +148,7 @@ fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deploy
     ];
     all.append(&mut args);
     let drain = o.drain_seconds.to_string();
-    all.extend(["--port", "8080", "--drain-seconds", drain.as_str(), "--json-logs"]);
+    all.extend(["--port", "8080", "--drain-seconds", drain.as_str(), "--cache-dir", CACHE_DIR, "--json-logs"]);
 
     // Memory: what the plan's footprints say the models need, plus the server's own; the limit is
     // the instance's model memory, so a node can never crowd out its neighbours' pods.

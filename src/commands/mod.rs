@@ -3,6 +3,8 @@
 pub mod attack;
 pub mod manifests;
 pub mod plan;
+pub mod profile;
 pub mod serve;
 pub mod synth;
 pub mod targets;
+pub mod upload;

@@ -7,7 +7,7 @@ use anyhow::{ensure, Result};
 use crate::backend::EngineOptions;
 use crate::cli::ServeArgs;
 use crate::registry::Limits;
-use crate::server::{self, ServeConfig, ServeOptions};
+use crate::server::{self, LoadOptions, ServeConfig, ServeOptions};
 
 pub fn run(args: &ServeArgs) -> Result<()> {
     ensure!(args.ready_fraction > 0.0 && args.ready_fraction <= 1.0, "--ready-fraction must be in (0, 1]");
@@ -30,9 +30,13 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             max_batch: args.max_batch,
             ready_fraction: args.ready_fraction,
         },
-        engine: EngineOptions { ort_intra_threads: args.ort_intra_threads, ort_cuda_device: args.ort_cuda_device },
+        load: LoadOptions {
+            engine: EngineOptions { ort_intra_threads: args.ort_intra_threads, ort_cuda_device: args.ort_cuda_device },
+            parallelism: args.load_parallelism,
+            fetch_parallelism: args.s3.fetch_parallelism,
+            fetch: args.s3.fetch_options(),
+        },
         ort_library: args.ort_library.clone(),
-        load_parallelism: args.load_parallelism,
         drain: Duration::from_secs(args.drain_seconds),
     })
 }

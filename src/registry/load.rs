@@ -9,27 +9,19 @@ use stowage_core::{Catalog, Engine as EngineKind};
 use tokenizers::Tokenizer;
 
 use crate::backend::{self, EngineOptions, Inputs, Model, Signature};
+use crate::storage::{Fetcher, Source};
 
 /// What the node needs to know to load one model.
 #[derive(Debug, Clone)]
 pub struct ModelSpec {
     pub id: String,
     pub engine: EngineKind,
-    pub artifact: PathBuf,
-    pub tokenizer: PathBuf,
-    pub config: Option<PathBuf>,
+    pub artifact: Source,
+    pub tokenizer: Source,
+    pub config: Option<Source>,
+    /// The config was not named in the catalog: the one beside the artifact is used if it exists.
+    pub config_optional: bool,
     pub sha256: Option<String>,
-}
-
-/// Resolves a catalog URI to a local path: plain paths are relative to the catalog's folder.
-pub fn local_path(base: &Path, uri: &str) -> Result<PathBuf, String> {
-    if uri.starts_with("s3://") {
-        return Err(format!(
-            "{uri}: s3:// artifacts need the S3 loader, which this build does not have yet; use a local path"
-        ));
-    }
-    let p = Path::new(uri.strip_prefix("file://").unwrap_or(uri));
-    Ok(if p.is_absolute() { p.to_path_buf() } else { base.join(p) })
 }
 
 impl ModelSpec {
@@ -38,15 +30,14 @@ impl ModelSpec {
         let m =
             catalog.model(id).ok_or_else(|| format!("model {id:?} is not in catalog {}", catalog.path.display()))?;
         let base = catalog.base_dir();
-        let artifact = local_path(base, &m.artifact)?;
-        let beside = |name: &str| artifact.parent().unwrap_or(base).join(name);
+        let artifact = Source::parse(base, &m.artifact)?;
         let tokenizer = match &m.tokenizer {
-            Some(t) => local_path(base, t)?,
-            None => beside("tokenizer.json"),
+            Some(t) => Source::parse(base, t)?,
+            None => artifact.beside("tokenizer.json"),
         };
-        let config = match &m.config {
-            Some(c) => Some(local_path(base, c)?),
-            None => Some(beside("config.json")).filter(|p| p.is_file()),
+        let (config, config_optional) = match &m.config {
+            Some(c) => (Some(Source::parse(base, c)?), false),
+            None => (Some(artifact.beside("config.json")), true),
         };
         Ok(Self {
             id: id.to_string(),
@@ -54,9 +45,48 @@ impl ModelSpec {
             artifact,
             tokenizer,
             config,
+            config_optional,
             sha256: m.sha256.clone(),
         })
     }
+
+    /// Whether any of the model's files is in S3.
+    pub fn needs_s3(&self) -> bool {
+        self.artifact.is_s3() || self.tokenizer.is_s3() || self.config.as_ref().is_some_and(Source::is_s3)
+    }
+}
+
+/// A model's files on local disk.
+#[derive(Debug, Clone)]
+pub struct Files {
+    pub artifact: PathBuf,
+    pub tokenizer: PathBuf,
+    pub config: Option<PathBuf>,
+    /// The catalog's sha256 of the artifact was already checked (when it was downloaded).
+    pub sha256_checked: bool,
+    /// Bytes downloaded now, and bytes of cached copies reused.
+    pub downloaded: u64,
+    pub reused: u64,
+}
+
+/// Brings a model's files to local disk (a no-op for local files).
+pub async fn fetch(spec: &ModelSpec, fetcher: &Fetcher) -> Result<Files, String> {
+    let required = |f: Option<crate::storage::Fetched>| f.ok_or_else(|| "unreachable: required file".to_string());
+    let artifact = required(fetcher.fetch(&spec.artifact, spec.sha256.as_deref(), false).await?)?;
+    let tokenizer = required(fetcher.fetch(&spec.tokenizer, None, false).await?)?;
+    let config = match &spec.config {
+        Some(c) => fetcher.fetch(c, None, spec.config_optional).await?,
+        None => None,
+    };
+    let all = [Some(&artifact), Some(&tokenizer), config.as_ref()];
+    Ok(Files {
+        downloaded: all.iter().flatten().map(|f| f.downloaded).sum(),
+        reused: all.iter().flatten().map(|f| f.reused).sum(),
+        artifact: artifact.path,
+        tokenizer: tokenizer.path,
+        sha256_checked: artifact.sha256_checked,
+        config: config.map(|c| c.path),
+    })
 }
 
 /// A model ready to answer.
@@ -98,22 +128,43 @@ fn read_config(path: Option<&Path>) -> Result<(Vec<String>, Option<usize>), Stri
     Ok((labels, positions))
 }
 
-/// Loads and warms up one model. Runs on a blocking thread.
+/// Loads and warms up a model whose files are all local. Runs on a blocking thread.
 pub fn load(spec: &ModelSpec, opts: &EngineOptions) -> Result<Loaded, String> {
+    let local = |s: &Source| match s {
+        Source::Local(p) => Ok(p.clone()),
+        Source::S3(u) => Err(format!("{u}: fetch S3 files first (registry::load::fetch)")),
+    };
+    let config = match &spec.config {
+        Some(c) => Some(local(c)?).filter(|p| !spec.config_optional || p.is_file()),
+        None => None,
+    };
+    let files = Files {
+        artifact: local(&spec.artifact)?,
+        tokenizer: local(&spec.tokenizer)?,
+        config,
+        sha256_checked: false,
+        downloaded: 0,
+        reused: 0,
+    };
+    load_files(spec, &files, opts)
+}
+
+/// Loads and warms up one model from its local files. Runs on a blocking thread.
+pub fn load_files(spec: &ModelSpec, files: &Files, opts: &EngineOptions) -> Result<Loaded, String> {
     let start = Instant::now();
-    let bytes = std::fs::read(&spec.artifact).map_err(|e| format!("cannot read {}: {e}", spec.artifact.display()))?;
-    if let Some(want) = &spec.sha256 {
+    let path = files.artifact.display();
+    let bytes = std::fs::read(&files.artifact).map_err(|e| format!("cannot read {path}: {e}"))?;
+    if let Some(want) = spec.sha256.as_ref().filter(|_| !files.sha256_checked) {
         let got = hex::encode(Sha256::digest(&bytes));
-        if &got != want {
-            return Err(format!("{}: sha256 is {got}, the catalog says {want}", spec.artifact.display()));
+        if !got.eq_ignore_ascii_case(want) {
+            return Err(format!("{path}: sha256 is {got}, the catalog says {want}"));
         }
     }
-    let signature = backend::signature(&bytes).map_err(|e| format!("{}: {e}", spec.artifact.display()))?;
-    let model = backend::load(spec.engine, &bytes, &signature, opts)
-        .map_err(|e| format!("{}: {e}", spec.artifact.display()))?;
-    let mut tokenizer = Tokenizer::from_file(&spec.tokenizer)
-        .map_err(|e| format!("cannot load tokenizer {}: {e}", spec.tokenizer.display()))?;
-    let (mut labels, positions) = read_config(spec.config.as_deref())?;
+    let signature = backend::signature(&bytes).map_err(|e| format!("{}: {e}", spec.artifact))?;
+    let model = backend::load(spec.engine, &bytes, &signature, opts).map_err(|e| format!("{}: {e}", spec.artifact))?;
+    let mut tokenizer =
+        Tokenizer::from_file(&files.tokenizer).map_err(|e| format!("cannot load tokenizer {}: {e}", spec.tokenizer))?;
+    let (mut labels, positions) = read_config(files.config.as_deref())?;
     // Many exported tokenizer.json files pad every input to 128: pad only within a batch, here.
     tokenizer.with_padding(None);
     let max_length = tokenizer.get_truncation().map_or(512, |t| t.max_length).min(positions.unwrap_or(512)).max(2);
@@ -121,7 +172,7 @@ pub fn load(spec: &ModelSpec, opts: &EngineOptions) -> Result<Loaded, String> {
     let truncation = tokenizer.get_truncation().cloned().unwrap_or_default();
     tokenizer
         .with_truncation(Some(tokenizers::TruncationParams { max_length, ..truncation }))
-        .map_err(|e| format!("{}: {e}", spec.tokenizer.display()))?;
+        .map_err(|e| format!("{}: {e}", spec.tokenizer))?;
     let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0) as i64;
     let vocab_size = tokenizer.get_vocab_size(true);
     if let (backend::OutputKind::Logits, Some(n)) = (signature.kind, signature.output_width) {

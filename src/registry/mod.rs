@@ -38,6 +38,10 @@ pub struct LoadInfo {
     /// models load at once).
     pub memory_bytes: u64,
     pub weights_bytes: u64,
+    /// Bytes downloaded from S3 at this start, and bytes of cached copies reused.
+    pub fetched_bytes: u64,
+    pub cached_bytes: u64,
+    pub fetch_seconds: f64,
     pub load_seconds: f64,
     pub warmup_seconds: f64,
 }

@@ -1,0 +1,86 @@
+//! Helpers the process-level tests share: the binary, free ports, nodes that stop on drop.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+pub fn stowage() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_stowage"))
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed on drop, so a failing test leaves nothing behind.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// Sends SIGTERM and waits (at most 20 s) for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = self.0.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "process {pid} did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.0.try_wait() {
+            panic!("process exited early: {status}");
+        }
+    }
+}
+
+/// Waits until `url` answers 200 (at most 60 s), checking that the process still runs.
+pub fn wait_ok(url: &str, node: &mut Proc) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if ureq::get(url).call().is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        node.assert_running();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{url} did not answer 200 in 60 s");
+}
+
+/// A catalog for synthetic tiny models with one small local instance type (three models a node).
+pub fn local_catalog(dir: &Path) {
+    let generated = std::fs::read_to_string(dir.join("models.toml")).unwrap();
+    let models = &generated[generated.find("[[models]]").unwrap()..];
+    std::fs::write(
+        dir.join("models.toml"),
+        format!(
+            "[instance_types.\"local.small\"]\nfamily = \"local\"\nprice_per_hour = 0.1\nmemory_gib = 1\ncompute = 2\n\n\
+             [profiles.\"synth-tiny\".local]\nmemory_mib = 300\nservice_ms = 5\n\n{models}"
+        ),
+    )
+    .unwrap();
+}
