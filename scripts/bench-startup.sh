@@ -39,12 +39,24 @@ now() { date +%s.%N; }
 bytes=$(du -cb "$models"/*/* | tail -1 | cut -f1)
 weights=$(du -cb "$models"/*/model.onnx | tail -1 | cut -f1)
 
-# 1. Download bandwidth: every object, $parallel at a time, to /dev/null.
+# 1. Download bandwidth: every object, $parallel at a time, to /dev/null (curl signs with SigV4).
 keys=$(sed -n 's/^\(artifact\|tokenizer\|config\) = "s3:\/\/bench\/\(.*\)"$/\2/p' "$work/s3.toml")
 drop_caches
 t0=$(now)
-printf '%s\n' $keys | xargs -P "$parallel" -I{} curl -sf -o /dev/null "$endpoint/bench/{}"
+printf '%s\n' "$keys" | xargs -P "$parallel" -I{} curl -sf -o /dev/null \
+  --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" "$endpoint/bench/{}"
 t1=$(now)
+# The same to files on the cache's disk (what a node must do), then removed.
+mkdir -p "$work/scratch"
+drop_caches
+t2=$(now)
+# shellcheck disable=SC2016 # expanded by the inner sh
+printf '%s\n' "$keys" | xargs -P "$parallel" -I{} sh -c 'curl -sf --create-dirs -o "$1/$2" \
+  --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" "$0/bench/$2"' \
+  "$endpoint" "$work/scratch" {}
+sync
+t3=$(now)
+rm -rf "$work/scratch"
 
 # 2 and 3: a node from an empty cache (cold), then restarted on that cache (load alone).
 start_node() {
@@ -71,14 +83,14 @@ start_node "$work/warm.log"
 warm=$ready
 grep -q '"s3"' "$work/warm.log" && { echo "warm start downloaded again: see $work/warm.log" >&2; exit 1; }
 
-python3 - "$count" "$preset" "$engine" "$parallel" "$bytes" "$weights" "$t0" "$t1" "$cold" "$warm" "$cold_rss" <<'PY'
+python3 - "$count" "$preset" "$engine" "$parallel" "$bytes" "$weights" "$t0" "$t1" "$t2" "$t3" "$cold" "$warm" "$cold_rss" <<'PY'
 import sys
 count, preset, engine, par = sys.argv[1:5]
-b, w, t0, t1, cold, warm, rss = map(float, sys.argv[5:12])
-bw = b / (t1 - t0)
-ideal = b / bw + warm
+b, w, t0, t1, t2, t3, cold, warm, rss = map(float, sys.argv[5:14])
 mib = 1048576
-print("| models | engine | fetch parallelism | bytes MiB | bandwidth MiB/s | download alone s | load alone s | cold start s | ratio cold / (download + load) | RSS / weights |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-print(f"| {count} × {preset} | {engine} | {par} | {b/mib:.0f} | {bw/mib:.0f} | {b/bw:.1f} | {warm:.1f} | {cold:.1f} | {cold/ideal:.2f} | {rss/w:.2f} (+{(rss-w)/mib:.0f} MiB) |")
+net, disk = t1 - t0, t3 - t2
+print("| models | engine | fetch parallelism | MiB | download alone s (MiB/s): to /dev/null · to disk | load alone s | cold start s | ratio cold / (download + load): /dev/null · disk | RSS / weights |")
+print("|---|---|---:|---:|---|---:|---:|---|---:|")
+print(f"| {count} × {preset} | {engine} | {par} | {b/mib:.0f} | {net:.1f} ({b/mib/net:.0f}) · {disk:.1f} ({b/mib/disk:.0f}) | {warm:.1f} | {cold:.1f} "
+      f"| **{cold/(net + warm):.2f}** · {cold/(disk + warm):.2f} | {rss/w:.2f} (+{(rss-w)/mib:.0f} MiB) |")
 PY

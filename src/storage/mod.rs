@@ -238,8 +238,11 @@ impl Fetcher {
             .map_err(|e| S3Error::from_sdk(uri, e))?;
         let etag = unquote(out.e_tag());
         let expected = out.content_length().map(|n| n.max(0) as u64);
-        // The ETag is the MD5 of the bytes only for single-part objects stored plainly or with SSE-S3.
-        let etag_is_md5 = etag.len() == 32
+        // The ETag is the MD5 of the bytes only for single-part objects stored plainly or with
+        // SSE-S3. The catalog's sha256, when given, is the stronger check: MD5 is then skipped
+        // (hashing costs CPU that loading needs on small nodes).
+        let etag_is_md5 = sha256.is_none()
+            && etag.len() == 32
             && etag.bytes().all(|b| b.is_ascii_hexdigit())
             && matches!(out.server_side_encryption(), None | Some(ServerSideEncryption::Aes256));
         cache::sweep_parts(path);
