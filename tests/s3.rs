@@ -300,6 +300,39 @@ fn a_bad_model_fails_alone_and_says_why() {
     assert!(!node.log().contains("retrying"), "{}", node.log());
 }
 
+#[test]
+fn no_credentials_fail_at_once_and_say_so() {
+    let Some(s3) = s3_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = uploaded(dir.path(), &s3, 1);
+    let port = free_port();
+    let mut serve = stowage_s3();
+    for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_WEB_IDENTITY_TOKEN_FILE"] {
+        serve.env_remove(var);
+    }
+    for var in ["AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI"] {
+        serve.env_remove(var);
+    }
+    let child = serve
+        .env("HOME", dir.path())
+        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--s3-endpoint", &s3.url()])
+        .arg("--catalog")
+        .arg(&catalog)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut node = Node { proc: Proc(child), base: format!("http://127.0.0.1:{port}"), log: dir.path().join("none") };
+    let started = Instant::now();
+    let models = node.settled();
+    let m = by_id(&models, "tiny-0001");
+    assert_eq!(m["state"], "failed");
+    assert!(m["error"].as_str().unwrap().contains("no AWS credentials"), "{m}");
+    assert!(started.elapsed() < Duration::from_secs(10), "not retried: {:?}", started.elapsed());
+}
+
 /// Forwards connections from `listener` to `to`, both ways, until either side closes.
 fn forward(listener: TcpListener, to: u16) {
     std::thread::spawn(move || {

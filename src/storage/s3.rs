@@ -71,7 +71,15 @@ impl S3Error {
     {
         match &err {
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
-                Self::transient(format!("{uri}: cannot reach S3: {}", DisplayErrorContext(&err)))
+                let context = DisplayErrorContext(&err).to_string();
+                // The whole chain was tried and has nothing: another attempt will not find any.
+                if context.contains("no credentials found in chain") {
+                    return Self::permanent(format!(
+                        "{uri}: no AWS credentials (tried the environment, profile, web identity/IRSA, \
+                         container and instance roles)"
+                    ));
+                }
+                Self::transient(format!("{uri}: cannot reach S3: {context}"))
             }
             SdkError::ServiceError(se) => {
                 let status = se.raw().status();
