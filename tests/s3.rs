@@ -1,7 +1,8 @@
 //! Model files in S3, against a real S3-protocol server on loopback: moto's server mode (PyPI
 //! `moto[server]`, installed by scripts/test.sh), no mocked SDK. `stowage upload` puts synthetic
 //! models into a bucket; `stowage serve` fetches them into its cache, restarts from the cache,
-//! isolates bad models (missing object, wrong checksum, corrupt ONNX, missing tokenizer), and
+//! isolates bad models (missing object, wrong checksum, corrupt ONNX, missing tokenizer, access
+//! denied, no credentials), and
 //! retries while the server is down at start. Without moto_server the tests are skipped with a
 //! message, unless STOWAGE_REQUIRE_S3=1 (CI sets it).
 
@@ -29,8 +30,13 @@ impl S3Server {
 
 /// Starts moto's S3 server on a free port, or says why the test is skipped.
 fn s3_server() -> Option<S3Server> {
+    s3_server_with(&[])
+}
+
+fn s3_server_with(env: &[(&str, &str)]) -> Option<S3Server> {
     let port = free_port();
     let child = Command::new("moto_server")
+        .envs(env.iter().copied())
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -331,6 +337,28 @@ fn no_credentials_fail_at_once_and_say_so() {
     assert_eq!(m["state"], "failed");
     assert!(m["error"].as_str().unwrap().contains("no AWS credentials"), "{m}");
     assert!(started.elapsed() < Duration::from_secs(10), "not retried: {:?}", started.elapsed());
+}
+
+#[test]
+fn access_denied_fails_the_model_at_once() {
+    // moto checks credentials from the first request on: ours are unknown to it (403).
+    let Some(s3) = s3_server_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    run(stowage().args(["synth", "--count", "1", "--out"]).arg(dir.path()));
+    let local = std::fs::read_to_string(dir.path().join("models.toml")).unwrap();
+    let head = &local[..local.find("[[models]]").unwrap()];
+    let catalog = dir.path().join("s3.toml");
+    std::fs::write(
+        &catalog,
+        format!("{head}[[models]]\nid = \"locked\"\nprofile = \"synth-tiny\"\nartifact = \"s3://models/locked/model.onnx\"\npeak_rps = 1\n"),
+    )
+    .unwrap();
+    let mut node = serve(&catalog, &dir.path().join("cache"), &s3.url(), &[]);
+    let models = node.settled();
+    let m = by_id(&models, "locked");
+    assert_eq!(m["state"], "failed");
+    assert!(m["error"].as_str().unwrap().contains("s3://models/locked/model.onnx: access denied"), "{m}");
+    assert!(!node.log().contains("retrying"), "{}", node.log());
 }
 
 /// Forwards connections from `listener` to `to`, both ways, until either side closes.
