@@ -2,9 +2,8 @@
 //! `moto[server]`, installed by scripts/test.sh), no mocked SDK. `stowage upload` puts synthetic
 //! models into a bucket; `stowage serve` fetches them into its cache, restarts from the cache,
 //! isolates bad models (missing object, wrong checksum, corrupt ONNX, missing tokenizer, access
-//! denied, no credentials), and
-//! retries while the server is down at start. Without moto_server the tests are skipped with a
-//! message, unless STOWAGE_REQUIRE_S3=1 (CI sets it).
+//! denied, no credentials), and retries while the server is down at start. Without moto_server
+//! the tests are skipped with a message, unless STOWAGE_REQUIRE_S3=1 (CI sets it).
 
 mod common;
 
