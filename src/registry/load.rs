@@ -49,11 +49,6 @@ impl ModelSpec {
             sha256: m.sha256.clone(),
         })
     }
-
-    /// Whether any of the model's files is in S3.
-    pub fn needs_s3(&self) -> bool {
-        self.artifact.is_s3() || self.tokenizer.is_s3() || self.config.as_ref().is_some_and(Source::is_s3)
-    }
 }
 
 /// A model's files on local disk.
@@ -71,11 +66,11 @@ pub struct Files {
 
 /// Brings a model's files to local disk (a no-op for local files).
 pub async fn fetch(spec: &ModelSpec, fetcher: &Fetcher) -> Result<Files, String> {
-    let required = |f: Option<crate::storage::Fetched>| f.ok_or_else(|| "unreachable: required file".to_string());
-    let artifact = required(fetcher.fetch(&spec.artifact, spec.sha256.as_deref(), false).await?)?;
-    let tokenizer = required(fetcher.fetch(&spec.tokenizer, None, false).await?)?;
+    let artifact = fetcher.fetch(&spec.artifact, spec.sha256.as_deref()).await?;
+    let tokenizer = fetcher.fetch(&spec.tokenizer, None).await?;
     let config = match &spec.config {
-        Some(c) => fetcher.fetch(c, None, spec.config_optional).await?,
+        Some(c) if spec.config_optional => fetcher.fetch_optional(c).await?,
+        Some(c) => Some(fetcher.fetch(c, None).await?),
         None => None,
     };
     let all = [Some(&artifact), Some(&tokenizer), config.as_ref()];

@@ -131,23 +131,22 @@ impl Fetcher {
         Self { opts, client: tokio::sync::OnceCell::new() }
     }
 
-    pub fn options(&self) -> &FetchOptions {
-        &self.opts
-    }
-
     /// The S3 client, built on first use (a node with only local models never needs credentials).
     pub async fn client(&self) -> &aws_sdk_s3::Client {
         self.client.get_or_init(|| s3::client(self.opts.endpoint.as_deref())).await
     }
 
-    /// Makes `source` a local file. `sha256` is the catalog's checksum of it, when it has one;
-    /// `optional` turns a missing object into `None` instead of an error.
-    pub async fn fetch(
-        &self,
-        source: &Source,
-        sha256: Option<&str>,
-        optional: bool,
-    ) -> Result<Option<Fetched>, String> {
+    /// Makes `source` a local file; `sha256` is the catalog's checksum of it, when it has one.
+    pub async fn fetch(&self, source: &Source, sha256: Option<&str>) -> Result<Fetched, String> {
+        self.get(source, sha256, false).await?.ok_or_else(|| format!("{source}: not there"))
+    }
+
+    /// Like `fetch`, for a file that may be absent: `None` when it is not there.
+    pub async fn fetch_optional(&self, source: &Source) -> Result<Option<Fetched>, String> {
+        self.get(source, None, true).await
+    }
+
+    async fn get(&self, source: &Source, sha256: Option<&str>, optional: bool) -> Result<Option<Fetched>, String> {
         let uri = match source {
             Source::Local(p) if optional && !p.is_file() => return Ok(None),
             Source::Local(p) => return Ok(Some(Fetched::local(p))),
