@@ -117,11 +117,15 @@ struct Timing {
     ok: bool,
     /// When its download ran, if anything was downloaded.
     download: Option<(Instant, Instant)>,
-    downloaded: u64,
-    reused: u64,
-    fetch_s: f64,
-    load_s: f64,
-    warmup_s: f64,
+    /// What `/models` shows for it (bytes and seconds per phase).
+    info: LoadInfo,
+}
+
+impl Timing {
+    /// Fetch, load and warm-up together.
+    fn seconds(&self) -> f64 {
+        self.info.fetch_seconds + self.info.load_seconds + self.info.warmup_seconds
+    }
 }
 
 /// Loads every model on a fetch → load pipeline (`fetch_parallelism` downloads and `parallelism`
@@ -163,16 +167,7 @@ async fn bring_up(
     engine: EngineOptions,
 ) -> Timing {
     let id = entry.spec.id.clone();
-    let mut t = Timing {
-        id: id.clone(),
-        ok: false,
-        download: None,
-        downloaded: 0,
-        reused: 0,
-        fetch_s: 0.0,
-        load_s: 0.0,
-        warmup_s: 0.0,
-    };
+    let mut t = Timing { id: id.clone(), ok: false, download: None, info: LoadInfo::default() };
     let fail = |reason: String, phase: &str| {
         error!(model = %entry.spec.id, phase, %reason, "model failed");
         entry.set_state(State::Failed(reason));
@@ -182,7 +177,7 @@ async fn bring_up(
         let Ok(_slot) = gates.0.acquire().await else { return t };
         let began = Instant::now();
         let r = registry::load::fetch(&entry.spec, &fetcher).await;
-        t.fetch_s = began.elapsed().as_secs_f64();
+        t.info.fetch_seconds = began.elapsed().as_secs_f64();
         if r.as_ref().is_ok_and(|f| f.downloaded > 0) {
             t.download = Some((began, Instant::now()));
         }
@@ -195,20 +190,15 @@ async fn bring_up(
             return t;
         }
     };
-    (t.downloaded, t.reused) = (files.downloaded, files.reused);
-    let mut info = LoadInfo {
-        fetched_bytes: t.downloaded,
-        cached_bytes: t.reused,
-        fetch_seconds: t.fetch_s,
-        ..LoadInfo::default()
-    };
-    entry.set_info(info.clone());
-    metrics::histogram!(crate::metrics::LOAD_DURATION, "model" => id.clone(), "phase" => "fetch").record(t.fetch_s);
+    (t.info.fetched_bytes, t.info.cached_bytes) = (files.downloaded, files.reused);
+    entry.set_info(t.info.clone());
+    let fetch_s = t.info.fetch_seconds;
+    metrics::histogram!(crate::metrics::LOAD_DURATION, "model" => id.clone(), "phase" => "fetch").record(fetch_s);
     if files.downloaded + files.reused > 0 {
         let source = if files.downloaded > 0 { "s3" } else { "cache" };
         metrics::counter!(crate::metrics::FETCHED_BYTES, "source" => source).increment(files.downloaded + files.reused);
         let mib = (files.downloaded + files.reused) as f64 / 1048576.0;
-        info!(model = %id, source, mib = format!("{mib:.1}"), seconds = format!("{:.2}", t.fetch_s), mib_per_s = format!("{:.0}", mib / t.fetch_s.max(1e-6)), "fetched");
+        info!(model = %id, source, mib = format!("{mib:.1}"), seconds = format!("{fetch_s:.2}"), mib_per_s = format!("{:.0}", mib / fetch_s.max(1e-6)), "fetched");
     }
 
     let Ok(_slot) = gates.1.acquire().await else { return t };
@@ -218,16 +208,16 @@ async fn bring_up(
     match result {
         Ok(Ok(l)) => {
             let memory = rss_bytes().saturating_sub(before);
-            (t.ok, t.load_s, t.warmup_s) = (true, l.load_seconds, l.warmup_seconds);
+            t.ok = true;
             metrics::histogram!(crate::metrics::LOAD_DURATION, "model" => id.clone(), "phase" => "load")
                 .record(l.load_seconds);
             metrics::histogram!(crate::metrics::LOAD_DURATION, "model" => id.clone(), "phase" => "warmup")
                 .record(l.warmup_seconds);
             metrics::gauge!(crate::metrics::MODEL_MEMORY, "model" => id.clone()).set(memory as f64);
             info!(model = %id, backend = %entry.spec.engine, load_s = l.load_seconds, warmup_s = l.warmup_seconds, memory_mib = memory / 1048576, "model ready");
-            (info.memory_bytes, info.weights_bytes) = (memory, l.weights_bytes);
-            (info.load_seconds, info.warmup_seconds) = (l.load_seconds, l.warmup_seconds);
-            entry.set_info(info);
+            (t.info.memory_bytes, t.info.weights_bytes) = (memory, l.weights_bytes);
+            (t.info.load_seconds, t.info.warmup_seconds) = (l.load_seconds, l.warmup_seconds);
+            entry.set_info(t.info.clone());
             entry.set_state(State::Ready(Arc::new(l.model)));
             registry.publish_counts();
         }
@@ -243,28 +233,23 @@ fn summarize(registry: &Registry, timings: &[Timing], start: Instant) {
     metrics::gauge!(crate::metrics::STARTUP).set(wall);
     let (_, ready, failed) = registry.counts();
     let mib = |b: u64| b as f64 / 1048576.0;
-    let downloaded: u64 = timings.iter().map(|t| t.downloaded).sum();
-    let reused: u64 = timings.iter().map(|t| t.reused).sum();
+    let downloaded: u64 = timings.iter().map(|t| t.info.fetched_bytes).sum();
+    let reused: u64 = timings.iter().map(|t| t.info.cached_bytes).sum();
     let windows: Vec<_> = timings.iter().filter_map(|t| t.download).collect();
     let download_s = match (windows.iter().map(|w| w.0).min(), windows.iter().map(|w| w.1).max()) {
         (Some(a), Some(b)) => (b - a).as_secs_f64(),
         _ => 0.0,
     };
-    let sum = |f: fn(&Timing) -> f64| timings.iter().map(f).sum::<f64>();
+    let sum = |f: fn(&LoadInfo) -> f64| timings.iter().map(|t| f(&t.info)).sum::<f64>();
     let mut slowest: Vec<&Timing> = timings.iter().filter(|t| t.ok).collect();
-    slowest.sort_by(|a, b| (b.fetch_s + b.load_s + b.warmup_s).total_cmp(&(a.fetch_s + a.load_s + a.warmup_s)));
+    slowest.sort_by(|a, b| b.seconds().total_cmp(&a.seconds()));
     let slowest: Vec<String> = slowest
         .iter()
         .take(3)
         .map(|t| {
-            format!(
-                "{} {:.2}s (fetch {:.2} load {:.2} warmup {:.2})",
-                t.id,
-                t.fetch_s + t.load_s + t.warmup_s,
-                t.fetch_s,
-                t.load_s,
-                t.warmup_s
-            )
+            let i = &t.info;
+            let (fetch, load, warmup) = (i.fetch_seconds, i.load_seconds, i.warmup_seconds);
+            format!("{} {:.2}s (fetch {fetch:.2} load {load:.2} warmup {warmup:.2})", t.id, t.seconds())
         })
         .collect();
     info!(
@@ -275,9 +260,9 @@ fn summarize(registry: &Registry, timings: &[Timing], start: Instant) {
         cached_mib = format!("{:.1}", mib(reused)),
         download_s = format!("{download_s:.2}"),
         download_mib_per_s = format!("{:.0}", if download_s > 0.0 { mib(downloaded) / download_s } else { 0.0 }),
-        fetch_s_total = format!("{:.2}", sum(|t| t.fetch_s)),
-        load_s_total = format!("{:.2}", sum(|t| t.load_s)),
-        warmup_s_total = format!("{:.2}", sum(|t| t.warmup_s)),
+        fetch_s_total = format!("{:.2}", sum(|i| i.fetch_seconds)),
+        load_s_total = format!("{:.2}", sum(|i| i.load_seconds)),
+        warmup_s_total = format!("{:.2}", sum(|i| i.warmup_seconds)),
         slowest = slowest.join("; "),
         rss_mib = rss_bytes() / 1048576,
         "start-up finished"
