@@ -89,10 +89,6 @@ pub struct ProfileArgs {
     #[arg(long, env = "STOWAGE_FAMILY", default_value = "c5")]
     pub family: String,
 
-    /// Engine for models whose catalog entry names none.
-    #[arg(long, env = "STOWAGE_ENGINE", default_value = "tract")]
-    pub engine: stowage_core::Engine,
-
     /// Tokens per request (capped at the model's length).
     #[arg(long, env = "STOWAGE_TOKENS", default_value_t = 128)]
     pub tokens: usize,
@@ -109,17 +105,9 @@ pub struct ProfileArgs {
     #[arg(long, env = "STOWAGE_IN_PLACE")]
     pub in_place: bool,
 
-    /// The ONNX Runtime shared library for the ort engine; else ORT_DYLIB_PATH.
-    #[arg(long, env = "STOWAGE_ORT_LIBRARY")]
-    pub ort_library: Option<PathBuf>,
-
-    /// ONNX Runtime threads per inference (as the node will run it).
-    #[arg(long, env = "STOWAGE_ORT_INTRA_THREADS", default_value_t = 1)]
-    pub ort_intra_threads: usize,
-
-    /// Measure ort models on this CUDA device (for g4dn footprints).
-    #[arg(long, env = "STOWAGE_ORT_CUDA_DEVICE")]
-    pub ort_cuda_device: Option<i32>,
+    /// The engine to measure with, as the nodes will run it.
+    #[command(flatten)]
+    pub engine: EngineArgs,
 
     #[command(flatten)]
     pub s3: S3Args,
@@ -311,22 +299,8 @@ pub struct ServeArgs {
     #[arg(long, env = "STOWAGE_PORT", default_value_t = 8080)]
     pub port: u16,
 
-    /// Engine for models whose catalog entry names none.
-    #[arg(long, env = "STOWAGE_ENGINE", default_value = "tract")]
-    pub engine: stowage_core::Engine,
-
-    /// The ONNX Runtime shared library (libonnxruntime.so.*) for the ort engine; else ORT_DYLIB_PATH.
-    #[arg(long, env = "STOWAGE_ORT_LIBRARY")]
-    pub ort_library: Option<PathBuf>,
-
-    /// ONNX Runtime threads per inference. 1 on small machines: requests run in parallel instead.
-    #[arg(long, env = "STOWAGE_ORT_INTRA_THREADS", default_value_t = 1)]
-    pub ort_intra_threads: usize,
-
-    /// Run ort models on this CUDA device (g4dn nodes): needs the onnxruntime-gpu library
-    /// (scripts/ort-lib.sh --gpu); a model that cannot get the GPU fails instead of using the CPU.
-    #[arg(long, env = "STOWAGE_ORT_CUDA_DEVICE")]
-    pub ort_cuda_device: Option<i32>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 
     /// Inferences of one model that may run at once (default: the number of CPUs).
     #[arg(long, env = "STOWAGE_MODEL_CONCURRENCY")]
@@ -362,6 +336,36 @@ pub struct ServeArgs {
     /// On SIGTERM, how long in-flight requests may take to finish, in seconds.
     #[arg(long, env = "STOWAGE_DRAIN_SECONDS", default_value_t = 30)]
     pub drain_seconds: u64,
+}
+
+/// Which engine runs a model, and how (`serve` and `profile`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineArgs {
+    /// Engine for models whose catalog entry names none.
+    #[arg(long, env = "STOWAGE_ENGINE", default_value = "tract")]
+    pub engine: stowage_core::Engine,
+
+    /// The ONNX Runtime shared library (libonnxruntime.so.*) for the ort engine; else ORT_DYLIB_PATH.
+    #[arg(long, env = "STOWAGE_ORT_LIBRARY")]
+    pub ort_library: Option<PathBuf>,
+
+    /// ONNX Runtime threads per inference. 1 on small machines: requests run in parallel instead.
+    #[arg(long, env = "STOWAGE_ORT_INTRA_THREADS", default_value_t = 1)]
+    pub ort_intra_threads: usize,
+
+    /// Run ort models on this CUDA device (g4dn nodes): needs the onnxruntime-gpu library
+    /// (scripts/ort-lib.sh --gpu); a model that cannot get the GPU fails instead of using the CPU.
+    #[arg(long, env = "STOWAGE_ORT_CUDA_DEVICE")]
+    pub ort_cuda_device: Option<i32>,
+}
+
+impl EngineArgs {
+    pub fn options(&self) -> crate::backend::EngineOptions {
+        crate::backend::EngineOptions {
+            ort_intra_threads: self.ort_intra_threads,
+            ort_cuda_device: self.ort_cuda_device,
+        }
+    }
 }
 
 /// Where s3:// model files come from and where they are kept.

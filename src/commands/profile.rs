@@ -49,14 +49,14 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
     };
     let specs = ids
         .iter()
-        .map(|id| ModelSpec::from_catalog(&catalog, id, args.engine))
+        .map(|id| ModelSpec::from_catalog(&catalog, id, args.engine.engine))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.catalog.display()))?;
     if specs.iter().any(|s| s.engine == stowage_core::Engine::Ort) {
-        crate::backend::ort::init(args.ort_library.as_deref()).context("the ort engine is needed")?;
+        crate::backend::ort::init(args.engine.ort_library.as_deref()).context("the ort engine is needed")?;
     }
     tokenizers::utils::parallelism::set_parallelism(false);
-    let engine = EngineOptions { ort_intra_threads: args.ort_intra_threads, ort_cuda_device: args.ort_cuda_device };
+    let engine = args.engine.options();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let fetcher = Fetcher::new(args.s3.fetch_options());
 

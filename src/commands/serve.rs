@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use anyhow::{ensure, Result};
 
-use crate::backend::EngineOptions;
 use crate::cli::ServeArgs;
 use crate::registry::Limits;
 use crate::server::{self, LoadOptions, ServeConfig, ServeOptions};
@@ -17,7 +16,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         args.node.as_deref(),
         args.catalog.as_deref(),
         &args.models,
-        args.engine,
+        args.engine.engine,
     )?;
     server::run(ServeOptions {
         host: args.host.clone(),
@@ -31,12 +30,12 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             ready_fraction: args.ready_fraction,
         },
         load: LoadOptions {
-            engine: EngineOptions { ort_intra_threads: args.ort_intra_threads, ort_cuda_device: args.ort_cuda_device },
+            engine: args.engine.options(),
             parallelism: args.load_parallelism,
             fetch_parallelism: args.s3.fetch_parallelism,
             fetch: args.s3.fetch_options(),
         },
-        ort_library: args.ort_library.clone(),
+        ort_library: args.engine.ort_library.clone(),
         drain: Duration::from_secs(args.drain_seconds),
     })
 }
