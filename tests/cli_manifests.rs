@@ -3,24 +3,12 @@
 //! installed. A plan that uses all three families (c5, g4dn, inf1).
 //! STOWAGE_REQUIRE_K8S_VALIDATE=1 (set by scripts/test.sh) makes a missing validator a failure.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
-fn stowage() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_stowage"))
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{:?}: {}{}",
-        cmd,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
+use common::{run, stowage};
 
 /// The small three-family catalog, planned in a temporary folder: (folder, catalog, plan).
 fn planned() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {

@@ -1,10 +1,8 @@
 //! `stowage plan` as a user runs it: the real binary, real files.
 
-use std::process::Command;
+mod common;
 
-fn stowage() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_stowage"))
-}
+use common::stowage;
 
 fn tmp(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("stowage-cli-{}-{name}", std::process::id()));

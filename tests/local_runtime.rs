@@ -11,15 +11,9 @@ use std::process::Command;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
+/// Runs a command that must succeed, with the scripts pointed at this build's binary.
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.env("STOWAGE_BIN", env!("CARGO_BIN_EXE_stowage")).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
+    common::run(cmd.env("STOWAGE_BIN", env!("CARGO_BIN_EXE_stowage")))
 }
 
 fn alive(pid: &str) -> bool {
@@ -31,18 +25,11 @@ fn alive(pid: &str) -> bool {
 fn deploy_local_predict_every_model_and_stop() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    run(Command::new(env!("CARGO_BIN_EXE_stowage"))
-        .args(["synth", "--count", "7", "--embedding-every", "4", "--out"])
-        .arg(d));
+    run(common::stowage().args(["synth", "--count", "7", "--embedding-every", "4", "--out"]).arg(d));
     // One small instance type holding three models: a plan of three nodes.
     common::local_catalog(d);
     let plan = d.join("plan.json");
-    run(Command::new(env!("CARGO_BIN_EXE_stowage"))
-        .arg("plan")
-        .arg("--catalog")
-        .arg(d.join("models.toml"))
-        .arg("--out")
-        .arg(&plan));
+    run(common::stowage().arg("plan").arg("--catalog").arg(d.join("models.toml")).arg("--out").arg(&plan));
     let out = d.join("deploy");
     let said = run(Command::new(Path::new(ROOT).join("scripts/deploy.sh"))
         .args(["--runtime", "local", "--out"])

@@ -116,9 +116,14 @@ impl Node {
 }
 
 fn serve(catalog: &Path, cache: &Path, endpoint: &str, extra: &[&str]) -> Node {
+    serve_with(stowage_s3(), catalog, cache, endpoint, extra)
+}
+
+/// `serve` from a prepared command (its environment, say).
+fn serve_with(mut cmd: Command, catalog: &Path, cache: &Path, endpoint: &str, extra: &[&str]) -> Node {
     let port = free_port();
     let log = cache.with_extension(format!("{port}.log"));
-    let child = stowage_s3()
+    let child = cmd
         .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--s3-endpoint", endpoint])
         .arg("--catalog")
         .arg(catalog)
@@ -310,7 +315,6 @@ fn no_credentials_fail_at_once_and_say_so() {
     let Some(s3) = s3_server() else { return };
     let dir = tempfile::tempdir().unwrap();
     let catalog = uploaded(dir.path(), &s3, 1);
-    let port = free_port();
     let mut serve = stowage_s3();
     for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_WEB_IDENTITY_TOKEN_FILE"] {
         serve.env_remove(var);
@@ -318,18 +322,8 @@ fn no_credentials_fail_at_once_and_say_so() {
     for var in ["AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI"] {
         serve.env_remove(var);
     }
-    let child = serve
-        .env("HOME", dir.path())
-        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--s3-endpoint", &s3.url()])
-        .arg("--catalog")
-        .arg(&catalog)
-        .arg("--cache-dir")
-        .arg(dir.path().join("cache"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut node = Node { proc: Proc(child), base: format!("http://127.0.0.1:{port}"), log: dir.path().join("none") };
+    serve.env("HOME", dir.path());
+    let mut node = serve_with(serve, &catalog, &dir.path().join("cache"), &s3.url(), &[]);
     let started = Instant::now();
     let models = node.settled();
     let m = by_id(&models, "tiny-0001");
