@@ -302,7 +302,13 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub engine: EngineArgs,
 
-    /// Inferences of one model that may run at once (default: the number of CPUs).
+    /// Threads that run inference for the whole node (default: the number of CPUs): however many
+    /// models are busy, at most this many inferences run at once; the rest wait in FIFO order.
+    #[arg(long, env = "STOWAGE_INFERENCE_THREADS")]
+    pub inference_threads: Option<usize>,
+
+    /// Inferences of one model that may run at once (default: the inference threads; an ONNX
+    /// Runtime model runs one at a time whatever this says, as its session is locked).
     #[arg(long, env = "STOWAGE_MODEL_CONCURRENCY")]
     pub model_concurrency: Option<usize>,
 

@@ -9,6 +9,7 @@ pub mod backend;
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod inference;
 pub mod metrics;
 pub mod registry;
 pub mod server;

@@ -13,6 +13,7 @@ use stowage_core::{Catalog, Engine as EngineKind, Plan};
 use tracing::{error, info, warn};
 
 use crate::backend::EngineOptions;
+use crate::inference::Pool;
 use crate::registry::{self, Entry, LoadInfo, ModelSpec, Registry, State};
 use crate::storage::{FetchOptions, Fetcher};
 
@@ -23,11 +24,14 @@ pub struct ServeConfig {
     pub max_batch: usize,
     /// Share of the node's models that must be ready for `/ready` to answer 200.
     pub ready_fraction: f64,
+    /// Threads that run inference for the whole node: at most this many inferences at once.
+    pub inference_threads: usize,
 }
 
 impl Default for ServeConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 1 << 20, max_batch: 32, ready_fraction: 1.0 }
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self { max_body_bytes: 1 << 20, max_batch: 32, ready_fraction: 1.0, inference_threads: cpus }
     }
 }
 
@@ -35,11 +39,14 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub metrics: PrometheusHandle,
     pub config: ServeConfig,
+    pub inference: Pool,
 }
 
 impl AppState {
-    pub fn new(registry: Arc<Registry>, config: ServeConfig) -> Self {
-        Self { registry, metrics: crate::metrics::install(), config }
+    /// Fails only when the operating system refuses to start the inference threads.
+    pub fn new(registry: Arc<Registry>, config: ServeConfig) -> std::io::Result<Self> {
+        let inference = Pool::new(config.inference_threads)?;
+        Ok(Self { registry, metrics: crate::metrics::install(), config, inference })
     }
 }
 
@@ -218,6 +225,9 @@ async fn bring_up(
             (t.info.memory_bytes, t.info.weights_bytes) = (memory, l.weights_bytes);
             (t.info.load_seconds, t.info.warmup_seconds) = (l.load_seconds, l.warmup_seconds);
             entry.set_info(t.info.clone());
+            if let Some(n) = l.model.model.concurrency_limit() {
+                entry.admission.cap(n);
+            }
             entry.set_state(State::Ready(Arc::new(l.model)));
             registry.publish_counts();
         }
@@ -293,7 +303,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         }
     }
     let registry = Arc::new(Registry::new(opts.specs, opts.limits));
-    let state = Arc::new(AppState::new(registry.clone(), opts.config));
+    let state = Arc::new(AppState::new(registry.clone(), opts.config).context("cannot start the inference threads")?);
     actix_web::rt::System::new().block_on(async move {
         let app_state = state.clone();
         let server = HttpServer::new(move || App::new().configure(crate::api::configure(app_state.clone())))
@@ -303,7 +313,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             .bind((opts.host.as_str(), opts.port))
             .with_context(|| format!("cannot listen on {}:{}", opts.host, opts.port))?;
         for addr in server.addrs() {
-            info!(%addr, models = registry.len(), "listening");
+            info!(%addr, models = registry.len(), inference_threads = state.inference.threads(), "listening");
         }
         let server = server.run();
         let handle = server.handle();

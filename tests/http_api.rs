@@ -59,7 +59,7 @@ async fn state_with(ids: &[&str], limits: Limits, config: ServeConfig, load: boo
     if load {
         load_all(reg.clone(), LoadOptions { parallelism: 2, ..LoadOptions::default() }).await;
     }
-    Arc::new(AppState::new(reg, config))
+    Arc::new(AppState::new(reg, config).expect("inference threads"))
 }
 
 async fn state() -> Arc<AppState> {
@@ -181,7 +181,7 @@ async fn embedding_models_answer_unit_vectors() {
 
 #[actix_web::test]
 async fn request_errors() {
-    let config = ServeConfig { max_body_bytes: 512, max_batch: 4, ready_fraction: 1.0 };
+    let config = ServeConfig { max_body_bytes: 512, max_batch: 4, ..ServeConfig::default() };
     let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 0 }, config, true).await;
     let app = app!(s);
     let cases: Vec<(test::TestRequest, u16, &str)> = vec![
@@ -298,14 +298,20 @@ async fn ort_engine_serves_the_same_api() {
     ];
     let reg = Arc::new(Registry::new(specs, Limits { concurrency: 2, queue: 4 }));
     load_all(reg.clone(), LoadOptions { parallelism: 2, ..LoadOptions::default() }).await;
-    let s = Arc::new(AppState::new(reg, ServeConfig::default()));
+    let s = Arc::new(AppState::new(reg, ServeConfig::default()).expect("inference threads"));
     let app = app!(s);
+    // A session runs one inference at a time, so the model admits one whatever the flag says:
+    // a second would only hold an inference thread while it waits for the session.
+    let (_, listed, _) = call!(&app, test::TestRequest::get().uri("/models/tiny-0001"));
+    assert_eq!(listed["concurrency"], 1, "{listed}");
     let (code, body, _) = call!(&app, post("/predictions/tiny-0001", r#"{"inputs": ["I love this product", "bad"]}"#));
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["backend"], "ort");
     // Same answer as tract on the same model.
-    let t = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 1 }, ServeConfig::default(), true).await;
+    let t = state_with(&["tiny-0001"], Limits { concurrency: 2, queue: 1 }, ServeConfig::default(), true).await;
     let tapp = app!(t);
+    let (_, listed, _) = call!(&tapp, test::TestRequest::get().uri("/models/tiny-0001"));
+    assert_eq!(listed["concurrency"], 2, "tract runs in parallel: {listed}");
     let (_, tb, _) = call!(&tapp, post("/predictions/tiny-0001", r#"{"inputs": ["I love this product", "bad"]}"#));
     for k in 0..2 {
         let (a, b) = (
@@ -394,7 +400,7 @@ async fn long_text_is_cut_at_the_models_positions_even_without_tokenizer_truncat
         Limits { concurrency: 1, queue: 1 },
     ));
     load_all(reg.clone(), LoadOptions { parallelism: 1, ..LoadOptions::default() }).await;
-    let s = Arc::new(AppState::new(reg, ServeConfig::default()));
+    let s = Arc::new(AppState::new(reg, ServeConfig::default()).expect("inference threads"));
     let app = app!(s);
     let (code, body, _) =
         call!(&app, post("/predictions/tiny-0001", &format!(r#"{{"inputs": "{}"}}"#, "love ".repeat(600))));

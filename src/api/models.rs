@@ -21,6 +21,7 @@ fn describe(e: &Entry) -> Value {
         "fetch_seconds": info.fetch_seconds,
         "load_seconds": info.load_seconds,
         "warmup_seconds": info.warmup_seconds,
+        "concurrency": e.admission.limit(),
         "queued": e.admission.waiting(),
     });
     match state {

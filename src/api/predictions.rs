@@ -1,5 +1,5 @@
-//! `GET|POST /predictions/{model_id}`: admission, tokenization and inference (on blocking threads,
-//! never on the async workers), then softmax labels or pooled embeddings.
+//! `GET|POST /predictions/{model_id}`: admission, then tokenization and inference on the node's
+//! inference threads (never on the async workers), then softmax labels or pooled embeddings.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -302,10 +302,9 @@ async fn serve(state: &AppState, id: &str, req: Result<Request, ApiError>) -> Re
             Ok((postprocess(&model, &x, &out), secs))
         }
     };
-    let result = tokio::task::spawn_blocking(work).await;
+    let result = state.inference.run(work).await;
     inflight.decrement(1.0);
-    let (predictions, secs) =
-        result.map_err(|e| ApiError::new(Code::InferenceFailed, format!("inference task failed: {e}")))??;
+    let (predictions, secs) = result.map_err(|e| ApiError::new(Code::InferenceFailed, e.to_string()))??;
     metrics::histogram!(m::INFERENCE_DURATION, "model" => id.to_string(), "backend" => backend.clone()).record(secs);
     Ok(json!({"model": id, "backend": backend, "predictions": predictions}))
 }

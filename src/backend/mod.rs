@@ -1,6 +1,6 @@
 //! The engine boundary: one small synchronous trait between the HTTP layer and the inference
 //! engines (tract, ONNX Runtime). Load bytes → a model with a signature → `predict(inputs)`.
-//! No actix, tract or ort type crosses it; callers run it on blocking threads, never async workers.
+//! No actix, tract or ort type crosses it; callers run it on the node's inference threads, never the async workers.
 
 pub mod ort;
 pub mod tract;
@@ -71,6 +71,11 @@ pub enum EngineError {
 pub trait Model: Send + Sync {
     fn backend(&self) -> EngineKind;
     fn predict(&self, inputs: &Inputs) -> Result<Output, EngineError>;
+    /// How many `predict` calls can make progress at once, when the engine limits it. More
+    /// admitted requests would only hold inference threads while they wait for the engine.
+    fn concurrency_limit(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Engine settings that apply to every model of a node.

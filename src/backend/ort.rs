@@ -82,6 +82,10 @@ impl Model for OrtModel {
         EngineKind::Ort
     }
 
+    fn concurrency_limit(&self) -> Option<usize> {
+        Some(1)
+    }
+
     fn predict(&self, x: &Inputs) -> Result<Output, EngineError> {
         let run = |e: ort::Error| EngineError::Run(e.to_string());
         let shape = [x.batch as i64, x.seq as i64];

@@ -18,16 +18,18 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         &args.models,
         args.engine.engine,
     )?;
+    let threads = args.inference_threads.unwrap_or(cpus);
     server::run(ServeOptions {
         host: args.host.clone(),
         port: args.port,
         workers: args.workers.unwrap_or(cpus),
         specs,
-        limits: Limits { concurrency: args.model_concurrency.unwrap_or(cpus), queue: args.queue_size },
+        limits: Limits { concurrency: args.model_concurrency.unwrap_or(threads), queue: args.queue_size },
         config: ServeConfig {
             max_body_bytes: args.max_body_bytes,
             max_batch: args.max_batch,
             ready_fraction: args.ready_fraction,
+            inference_threads: threads,
         },
         load: LoadOptions {
             engine: args.engine.options(),

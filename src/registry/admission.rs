@@ -8,6 +8,8 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 pub struct Admission {
     slots: Semaphore,
+    /// Slots in all, held or free.
+    limit: AtomicUsize,
     waiting: AtomicUsize,
     queue: usize,
 }
@@ -23,7 +25,29 @@ impl Drop for Waiting<'_> {
 
 impl Admission {
     pub fn new(concurrency: usize, queue: usize) -> Self {
-        Self { slots: Semaphore::new(concurrency.max(1)), waiting: AtomicUsize::new(0), queue }
+        let n = concurrency.max(1);
+        Self { slots: Semaphore::new(n), limit: AtomicUsize::new(n), waiting: AtomicUsize::new(0), queue }
+    }
+
+    /// Lowers the slots to `n` (never raises them): set when the model is loaded, before any
+    /// request is admitted, to what its engine can run at once.
+    pub fn cap(&self, n: usize) {
+        let n = n.max(1);
+        let mut cur = self.limit.load(Ordering::SeqCst);
+        while n < cur {
+            match self.limit.compare_exchange(cur, n, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => {
+                    // Only free slots can go: hence "before any request is admitted".
+                    self.slots.forget_permits(cur - n);
+                    return;
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::SeqCst)
     }
 
     /// A slot, and how long it took; `None` when the queue is full.
@@ -49,6 +73,20 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn cap_lowers_the_slots() {
+        let a = Admission::new(4, 0);
+        a.cap(8);
+        assert_eq!(a.limit(), 4);
+        a.cap(1);
+        assert_eq!(a.limit(), 1);
+        let (held, _) = a.enter().await.unwrap();
+        // One slot, no queue: a second request is turned away.
+        assert!(a.enter().await.is_none());
+        drop(held);
+        assert!(a.enter().await.is_some());
+    }
 
     #[tokio::test]
     async fn rejects_beyond_the_queue() {

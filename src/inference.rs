@@ -1,0 +1,118 @@
+//! Where inference runs: a fixed set of OS threads for the whole node (one per CPU by default),
+//! fed by one FIFO channel, as TEI gives its backend its own threads and a channel. Handlers hand
+//! them tokenization + inference and await the answer, so blocking work never runs on the async
+//! workers. Because the set is fixed, however many models are busy at once the node runs at most
+//! `threads` inferences — the cores are never oversubscribed (a blocking pool would start a thread
+//! per waiting request) — and the threads, with the engines' per-thread state, stay warm.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{unbounded, Sender};
+use tokio::sync::oneshot;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+pub struct Pool {
+    jobs: Sender<Job>,
+    threads: usize,
+    busy: Arc<AtomicUsize>,
+}
+
+/// The job did not give an answer: it panicked (the thread survives), or the pool is gone.
+#[derive(Debug, thiserror::Error)]
+#[error("the inference thread gave no answer (the job panicked or the node is stopping)")]
+pub struct Lost;
+
+impl Pool {
+    /// Starts `threads` threads named `stowage-infer-N`. They end when the pool is dropped.
+    pub fn new(threads: usize) -> std::io::Result<Self> {
+        let threads = threads.max(1);
+        let (jobs, queue) = unbounded::<Job>();
+        let busy = Arc::new(AtomicUsize::new(0));
+        for n in 0..threads {
+            let (queue, busy) = (queue.clone(), busy.clone());
+            std::thread::Builder::new().name(format!("stowage-infer-{n}")).spawn(move || {
+                while let Ok(job) = queue.recv() {
+                    busy.fetch_add(1, Ordering::Relaxed);
+                    // A panicking engine fails its own request (its answer channel is dropped
+                    // while unwinding), not the thread.
+                    let _ = catch_unwind(AssertUnwindSafe(job));
+                    busy.fetch_sub(1, Ordering::Relaxed);
+                }
+            })?;
+        }
+        Ok(Self { jobs, threads, busy })
+    }
+
+    /// Runs `f` on one of the threads, after the jobs queued before it.
+    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Lost> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .map_err(|_| Lost)?;
+        rx.await.map_err(|_| Lost)
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Jobs running now and jobs waiting for a thread.
+    pub fn load(&self) -> (usize, usize) {
+        (self.busy.load(Ordering::Relaxed), self.jobs.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn runs_jobs_on_its_own_threads() {
+        let pool = Pool::new(2).unwrap();
+        let names: HashSet<String> = futures_util::future::join_all((0..16).map(|_| {
+            pool.run(|| {
+                std::thread::sleep(Duration::from_millis(5));
+                std::thread::current().name().unwrap_or_default().to_string()
+            })
+        }))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+        assert_eq!(names, HashSet::from(["stowage-infer-0".to_string(), "stowage-infer-1".to_string()]));
+    }
+
+    #[tokio::test]
+    async fn never_runs_more_jobs_than_threads() {
+        let pool = Pool::new(2).unwrap();
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let jobs = (0..12).map(|_| {
+            let (running, peak) = (running.clone(), peak.clone());
+            pool.run(move || {
+                peak.fetch_max(running.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(3));
+                running.fetch_sub(1, Ordering::SeqCst);
+            })
+        });
+        futures_util::future::join_all(jobs).await;
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
+        assert_eq!(pool.load(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_alone() {
+        let pool = Pool::new(1).unwrap();
+        let lost = pool.run(|| -> u32 { panic!("engine bug") }).await;
+        assert!(lost.is_err());
+        // The single thread survived and serves the next job.
+        assert_eq!(pool.run(|| 7).await.unwrap(), 7);
+    }
+}
