@@ -1,60 +1,89 @@
 #!/usr/bin/env bash
 # Serving benchmark: one synthetic model, the engine alone vs the same model through HTTP
-# (JSON + tokenization + admission), for tract and ONNX Runtime, at concurrency 1, 4 and 16.
-# Also the node's resident memory after load vs the weights file. Prints a Markdown table.
-#   scripts/bench-serve.sh [SECONDS] [PRESETS]      e.g. scripts/bench-serve.sh 10 "mini base"
-# Load generator: hey (Debian package; installed here if missing). The client shares the machine's
-# cores with the server, as the table says.
+# (JSON + tokenization + admission + the hop to an inference thread), for tract and ONNX Runtime,
+# at concurrency 1, 4 and 16. Also the node's resident memory after load vs the weights file.
+# Prints Markdown tables.
+#   scripts/bench-serve.sh [SECONDS] [PRESETS] [ROUNDS]     e.g. scripts/bench-serve.sh 10 "mini base" 3
+# Method, so that the two sides get the same cores and the same conditions:
+# - the node and the engine-alone harness run on SERVER_CPUS, the load generator on CLIENT_CPUS
+#   (defaults: every CPU but the last, and the last), so the client never takes the server's CPU;
+# - ROUNDS rounds per point, alternating which side runs first (A B, B A, …), and the table shows
+#   the median of each column, so drift of the machine's speed during the run cancels out;
+# - load generator: wrk (Debian package; installed here if missing), closed loop, latency
+#   percentiles to the microsecond through scripts/wrk-report.lua.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
 presets=${2:-"mini base"}
-command -v hey >/dev/null || { sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo; $sudo apt-get install -y -qq hey >/dev/null; }
+rounds=${3:-3}
+last=$(($(nproc) - 1))
+[ "$last" -ge 1 ] || { echo "bench-serve.sh needs at least 2 CPUs (one for the load generator)" >&2; exit 1; }
+server_cpus=${SERVER_CPUS:-0-$((last - 1))}
+client_cpus=${CLIENT_CPUS:-$last}
+command -v wrk >/dev/null || { sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo; $sudo apt-get install -y -qq wrk >/dev/null; }
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(scripts/ort-lib.sh)}
 cargo build --release --locked -q
 cargo build --release --locked -q --example engine_load
 stowage=./target/release/stowage
 text="I love this product, the delivery was fast and the support team was very helpful"
-body="{\"inputs\": \"$text\"}"
-results=$(mktemp)
-echo "| preset | engine | concurrency | engine alone req/s | engine p50 ms | HTTP req/s | HTTP p50 ms | HTTP p99 ms | HTTP/engine req/s | p50 overhead |" > "$results"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" >> "$results"
+export WRK_BODY="{\"inputs\": \"$text\"}"
+runs=$(mktemp)
 mem=$(mktemp)
+trap 'rm -f "$runs" "$mem"' EXIT
 for preset in $presets; do
   dir=out/bench/$preset
   [ -f "$dir/$preset-0001/model.onnx" ] || $stowage synth --out "$dir" --count 1 --preset "$preset" >/dev/null
   weights=$(stat -c %s "$dir/$preset-0001/model.onnx")
   for engine in tract ort; do
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    RUST_LOG=warn $stowage serve --catalog "$dir/models.toml" --engine "$engine" --host 127.0.0.1 --port "$port" --queue-size 256 &
+    RUST_LOG=warn taskset -c "$server_cpus" $stowage serve --catalog "$dir/models.toml" --engine "$engine" \
+      --host 127.0.0.1 --port "$port" --queue-size 256 &
     pid=$!
     until curl -sf "localhost:$port/ready" >/dev/null; do kill -0 $pid; sleep 0.2; done
     rss=$(awk '/VmRSS/ {print $2 * 1024}' /proc/$pid/status)
     for c in 1 4 16; do
-      e=$(./target/release/examples/engine_load "$dir/$preset-0001" "$engine" "$c" "$seconds" "$text")
-      h=$(hey -z "${seconds}s" -c "$c" -m POST -T application/json -d "$body" "http://127.0.0.1:$port/predictions/$preset-0001")
-      python3 - "$preset" "$engine" "$c" "$e" "$h" >> "$results" <<'PY'
-import json, re, sys
-preset, engine, c, e, h = sys.argv[1:6]
-e = json.loads(e)
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", h).group(1))
-pct = {int(p): float(s) * 1000 for p, s in re.findall(r"(\d+)%% in ([\d.]+) secs".replace("%%", "%"), h)}
-codes = re.findall(r"\[(\d+)\]\s+(\d+) responses", h)
-bad = sum(int(n) for code, n in codes if code != "200")
-note = f" ({bad} non-200)" if bad else ""
-print(f"| {preset} | {engine} | {c} | {e['rps']:.1f} | {e['p50_ms']:.1f} | {rps:.1f}{note} | {pct[50]:.1f} | {pct[99]:.1f} | {rps / e['rps']:.2f} | {100 * (pct[50] / e['p50_ms'] - 1):+.1f}% |")
-PY
+      for r in $(seq "$rounds"); do
+        order="engine http"
+        [ $((r % 2)) = 0 ] && order="http engine"
+        for side in $order; do
+          if [ "$side" = engine ]; then
+            out=$(taskset -c "$server_cpus" ./target/release/examples/engine_load "$dir/$preset-0001" "$engine" "$c" "$seconds" "$text")
+          else
+            out=$(taskset -c "$client_cpus" wrk -t1 -c"$c" -d"${seconds}s" -s scripts/wrk-report.lua \
+              "http://127.0.0.1:$port/predictions/$preset-0001" | tail -1)
+          fi
+          echo "$preset $engine $c $side $out" >> "$runs"
+        done
+      done
     done
     rss_after=$(awk '/VmRSS/ {print $2 * 1024}' /proc/$pid/status)
     echo "$preset $engine $weights $rss $rss_after" >> "$mem"
-    kill -TERM $pid; wait $pid
+    kill -TERM $pid
+    wait $pid
   done
 done
-cat "$results"
+echo "server CPUs $server_cpus, client CPUs $client_cpus, $rounds rounds of ${seconds} s per side; medians"
+echo
+python3 - "$runs" <<'PY'
+import json, statistics, sys
+points = {}
+for line in open(sys.argv[1]):
+    preset, engine, c, side, data = line.split(" ", 4)
+    points.setdefault((preset, engine, int(c)), {"engine": [], "http": []})[side].append(json.loads(data))
+print("| preset | engine | concurrency | engine alone req/s | engine p50 ms | HTTP req/s | HTTP p50 ms | HTTP p99 ms | HTTP/engine req/s | p50 overhead |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for (preset, engine, c), p in points.items():
+    med = lambda side, key: statistics.median(r[key] for r in p[side])
+    e_rps, e_p50 = med("engine", "rps"), med("engine", "p50_ms")
+    h_rps, h_p50, h_p99 = med("http", "rps"), med("http", "p50_ms"), med("http", "p99_ms")
+    bad = sum(r["errors"] for r in p["http"])
+    note = f" ({bad} errors)" if bad else ""
+    print(f"| {preset} | {engine} | {c} | {e_rps:.1f} | {e_p50:.2f} | {h_rps:.1f}{note} | {h_p50:.2f} | {h_p99:.2f} "
+          f"| {h_rps / e_rps:.3f} | {100 * (h_p50 / e_p50 - 1):+.1f}% |")
+PY
 echo
 echo "| preset | engine | weights MiB | node RSS after load MiB | after the load tests MiB | RSS / weights (after tests) | target (1.2 × weights + 150 MiB) |"
 echo "|---|---|---:|---:|---:|---:|---:|"
 while read -r preset engine weights rss after; do
   python3 -c "import sys; p,e,w,r,a=sys.argv[1],sys.argv[2],int(sys.argv[3]),int(sys.argv[4]),int(sys.argv[5]); M=1048576; print(f'| {p} | {e} | {w/M:.0f} | {r/M:.0f} | {a/M:.0f} | {a/w:.2f} | {(1.2*w/M+150):.0f} |')" "$preset" "$engine" "$weights" "$rss" "$after"
 done < "$mem"
-rm -f "$results" "$mem"
