@@ -56,13 +56,14 @@ fn main() -> anyhow::Result<()> {
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     println!(
-        "{{\"engine\": \"{}\", \"concurrency\": {concurrency}, \"requests\": {}, \"rps\": {:.2}, \"p50_ms\": {:.2}, \"p90_ms\": {:.2}, \"p99_ms\": {:.2}, \"tokens\": {}}}",
+        "{{\"engine\": \"{}\", \"concurrency\": {concurrency}, \"requests\": {}, \"rps\": {:.2}, \"p50_ms\": {:.2}, \"p90_ms\": {:.2}, \"p99_ms\": {:.2}, \"mean_ms\": {:.3}, \"tokens\": {}}}",
         a[1],
         lat.len(),
         lat.len() as f64 / elapsed,
         pct(0.5),
         pct(0.9),
         pct(0.99),
+        lat.iter().sum::<f64>() / lat.len() as f64,
         inputs.seq
     );
     Ok(())

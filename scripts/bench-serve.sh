@@ -7,8 +7,11 @@
 # Method, so that the two sides get the same cores and the same conditions:
 # - the node and the engine-alone harness run on SERVER_CPUS, the load generator on CLIENT_CPUS
 #   (defaults: every CPU but the last, and the last), so the client never takes the server's CPU;
-# - ROUNDS rounds per point, alternating which side runs first (A B, B A, …), and the table shows
-#   the median of each column, so drift of the machine's speed during the run cancels out;
+# - ROUNDS rounds per point, alternating which side runs first (A B, B A, …); the table shows the
+#   median of each column, and the two ratios as medians of per-round ratios, so drift of the
+#   machine's speed during the run cancels out; every run is kept in out/bench/serve-runs.txt;
+# - the node's own inference timings (its metrics, before and after each run) split the request
+#   time into inference and what the node adds around it (HTTP, JSON, tokenization, hand-offs);
 # - load generator: wrk (Debian package; installed here if missing), closed loop, latency
 #   percentiles to the microsecond through scripts/wrk-report.lua.
 set -euo pipefail
@@ -27,9 +30,18 @@ cargo build --release --locked -q --example engine_load
 stowage=./target/release/stowage
 text="I love this product, the delivery was fast and the support team was very helpful"
 export WRK_BODY="{\"inputs\": \"$text\"}"
-runs=$(mktemp)
+# Sum and count of stowage_inference_duration_seconds on the node at PORT, minus BEFORE ("sum, count").
+inference_seconds() {
+  curl -sf "localhost:$1/metrics" | awk -v before="${2:-0, 0}" '
+    /^stowage_inference_duration_seconds_sum/ { s += $NF }
+    /^stowage_inference_duration_seconds_count/ { n += $NF }
+    END { split(before, b, ", "); printf "%.6f, %d", s - b[1], n - b[2] }'
+}
+runs=out/bench/serve-runs.txt   # every run, kept for a second look
+mkdir -p out/bench
+: > "$runs"
 mem=$(mktemp)
-trap 'rm -f "$runs" "$mem"' EXIT
+trap 'rm -f "$mem"' EXIT
 for preset in $presets; do
   dir=out/bench/$preset
   [ -f "$dir/$preset-0001/model.onnx" ] || $stowage synth --out "$dir" --count 1 --preset "$preset" >/dev/null
@@ -49,8 +61,11 @@ for preset in $presets; do
           if [ "$side" = engine ]; then
             out=$(taskset -c "$server_cpus" ./target/release/examples/engine_load "$dir/$preset-0001" "$engine" "$c" "$seconds" "$text")
           else
+            before=$(inference_seconds "$port")
             out=$(taskset -c "$client_cpus" wrk -t1 -c"$c" -d"${seconds}s" -s scripts/wrk-report.lua \
               "http://127.0.0.1:$port/predictions/$preset-0001" | tail -1)
+            # The node's own measure of its inferences during the run: {"node_inference": [seconds, count]}.
+            out="${out%\}}, \"node_inference\": [$(inference_seconds "$port" "$before")]}"
           fi
           echo "$preset $engine $c $side $out" >> "$runs"
         done
@@ -70,16 +85,33 @@ points = {}
 for line in open(sys.argv[1]):
     preset, engine, c, side, data = line.split(" ", 4)
     points.setdefault((preset, engine, int(c)), {"engine": [], "http": []})[side].append(json.loads(data))
+med = statistics.median
 print("| preset | engine | concurrency | engine alone req/s | engine p50 ms | HTTP req/s | HTTP p50 ms | HTTP p99 ms | HTTP/engine req/s | p50 overhead |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for (preset, engine, c), p in points.items():
-    med = lambda side, key: statistics.median(r[key] for r in p[side])
-    e_rps, e_p50 = med("engine", "rps"), med("engine", "p50_ms")
-    h_rps, h_p50, h_p99 = med("http", "rps"), med("http", "p50_ms"), med("http", "p99_ms")
-    bad = sum(r["errors"] for r in p["http"])
+    e, h = p["engine"], p["http"]
+    # Ratios per round (its two sides ran back to back), then the median over rounds.
+    ratio = med(b["rps"] / a["rps"] for a, b in zip(e, h))
+    over = med(b["p50_ms"] / a["p50_ms"] - 1 for a, b in zip(e, h))
+    bad = sum(r["errors"] for r in h)
     note = f" ({bad} errors)" if bad else ""
-    print(f"| {preset} | {engine} | {c} | {e_rps:.1f} | {e_p50:.2f} | {h_rps:.1f}{note} | {h_p50:.2f} | {h_p99:.2f} "
-          f"| {h_rps / e_rps:.3f} | {100 * (h_p50 / e_p50 - 1):+.1f}% |")
+    print(f"| {preset} | {engine} | {c} | {med(r['rps'] for r in e):.1f} | {med(r['p50_ms'] for r in e):.2f} "
+          f"| {med(r['rps'] for r in h):.1f}{note} | {med(r['p50_ms'] for r in h):.2f} | {med(r['p99_ms'] for r in h):.2f} "
+          f"| {ratio:.3f} | {100 * over:+.1f}% |")
+print()
+print("At concurrency 1, where the time goes (means, medians over rounds): the engine alone, the same engine")
+print("timed inside the node (stowage_inference_duration_seconds), and the whole request seen by the client.")
+print()
+print("| preset | engine | engine alone ms | inference in the node ms | HTTP request ms | HTTP − inference in the node | as % of the inference |")
+print("|---|---|---:|---:|---:|---:|---:|")
+for (preset, engine, c), p in points.items():
+    if c != 1:
+        continue
+    e, h = p["engine"], p["http"]
+    inside = med(1000 * r["node_inference"][0] / max(r["node_inference"][1], 1) for r in h)
+    added = med(r["mean_ms"] - 1000 * r["node_inference"][0] / max(r["node_inference"][1], 1) for r in h)
+    print(f"| {preset} | {engine} | {med(r['mean_ms'] for r in e):.3f} | {inside:.3f} | {med(r['mean_ms'] for r in h):.3f} "
+          f"| {added:.3f} ms | {100 * added / inside:.1f}% |")
 PY
 echo
 echo "| preset | engine | weights MiB | node RSS after load MiB | after the load tests MiB | RSS / weights (after tests) | target (1.2 × weights + 150 MiB) |"

@@ -8,8 +8,8 @@ wrk.body = os.getenv("WRK_BODY")
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    '{"requests": %d, "rps": %.3f, "errors": %d, "p50_ms": %.3f, "p90_ms": %.3f, "p99_ms": %.3f}\n',
+    '{"requests": %d, "rps": %.3f, "errors": %d, "p50_ms": %.3f, "p90_ms": %.3f, "p99_ms": %.3f, "mean_ms": %.3f}\n',
     summary.requests, summary.requests / (summary.duration / 1e6),
     e.connect + e.read + e.write + e.status + e.timeout,
-    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000))
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000, latency.mean / 1000))
 end
