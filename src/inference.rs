@@ -20,6 +20,22 @@ pub struct Pool {
     busy: Arc<AtomicUsize>,
 }
 
+/// Counts a running job, until dropped (also when the job panics).
+struct Running<'a>(&'a AtomicUsize);
+
+impl<'a> Running<'a> {
+    fn start(busy: &'a AtomicUsize) -> Self {
+        busy.fetch_add(1, Ordering::SeqCst);
+        Self(busy)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The job did not give an answer: it panicked (the thread survives), or the pool is gone.
 #[derive(Debug, thiserror::Error)]
 #[error("the inference thread gave no answer (the job panicked or the node is stopping)")]
@@ -32,14 +48,12 @@ impl Pool {
         let (jobs, queue) = unbounded::<Job>();
         let busy = Arc::new(AtomicUsize::new(0));
         for n in 0..threads {
-            let (queue, busy) = (queue.clone(), busy.clone());
+            let queue = queue.clone();
             std::thread::Builder::new().name(format!("stowage-infer-{n}")).spawn(move || {
                 while let Ok(job) = queue.recv() {
-                    busy.fetch_add(1, Ordering::Relaxed);
                     // A panicking engine fails its own request (its answer channel is dropped
                     // while unwinding), not the thread.
                     let _ = catch_unwind(AssertUnwindSafe(job));
-                    busy.fetch_sub(1, Ordering::Relaxed);
                 }
             })?;
         }
@@ -49,9 +63,14 @@ impl Pool {
     /// Runs `f` on one of the threads, after the jobs queued before it.
     pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Lost> {
         let (tx, rx) = oneshot::channel();
+        let busy = self.busy.clone();
         self.jobs
             .send(Box::new(move || {
-                let _ = tx.send(f());
+                let running = Running::start(&busy);
+                let out = f();
+                // Not busy any more once the caller can see the answer.
+                drop(running);
+                let _ = tx.send(out);
             }))
             .map_err(|_| Lost)?;
         rx.await.map_err(|_| Lost)
@@ -63,7 +82,7 @@ impl Pool {
 
     /// Jobs running now and jobs waiting for a thread.
     pub fn load(&self) -> (usize, usize) {
-        (self.busy.load(Ordering::Relaxed), self.jobs.len())
+        (self.busy.load(Ordering::SeqCst), self.jobs.len())
     }
 }
 

@@ -351,6 +351,8 @@ async fn models_and_metrics() {
         "stowage_model_memory_bytes",
         "stowage_models{state=\"ready\"}",
         "# HELP stowage_requests_total",
+        "stowage_inference_threads_busy 0",
+        "stowage_inference_backlog 0",
     ] {
         assert!(text.contains(name), "missing {name} in\n{text}");
     }
