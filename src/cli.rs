@@ -307,12 +307,19 @@ pub struct ServeArgs {
     #[arg(long, env = "STOWAGE_INFERENCE_THREADS")]
     pub inference_threads: Option<usize>,
 
-    /// Inferences of one model that may run at once (default: the inference threads; an ONNX
+    /// Engine calls of one model that may run at once (default: the inference threads; an ONNX
     /// Runtime model runs one at a time whatever this says, as its session is locked).
     #[arg(long, env = "STOWAGE_MODEL_CONCURRENCY")]
     pub model_concurrency: Option<usize>,
 
-    /// Requests of one model that may wait for a slot; beyond, 429 with Retry-After.
+    /// Most inputs in one engine call: requests that wait for the same model while its engine
+    /// is busy run together, padded to the longest, up to this many inputs (1: never combine).
+    /// A lone request never waits for a batch to fill.
+    #[arg(long, env = "STOWAGE_BATCH_INPUTS", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    pub batch_inputs: usize,
+
+    /// Requests of one model that may wait beyond those its engine calls hold
+    /// (model concurrency × batch inputs); beyond, 429 with Retry-After.
     #[arg(long, env = "STOWAGE_QUEUE_SIZE", default_value_t = 64)]
     pub queue_size: usize,
 

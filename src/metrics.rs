@@ -16,6 +16,8 @@ pub const MODEL_MEMORY: &str = "stowage_model_memory_bytes";
 pub const MODELS: &str = "stowage_models";
 pub const FETCHED_BYTES: &str = "stowage_fetched_bytes_total";
 pub const STARTUP: &str = "stowage_startup_seconds";
+pub const BATCHES: &str = "stowage_batches_total";
+pub const BATCHED_ROWS: &str = "stowage_batched_inputs_total";
 pub const INFERENCE_BUSY: &str = "stowage_inference_threads_busy";
 pub const INFERENCE_BACKLOG: &str = "stowage_inference_backlog";
 
@@ -49,6 +51,12 @@ fn describe() {
     describe_gauge!(MODELS, Unit::Count, "Models by state (loading, ready, failed)");
     describe_counter!(FETCHED_BYTES, Unit::Bytes, "Model file bytes brought to local disk, by source (s3, cache)");
     describe_gauge!(STARTUP, Unit::Seconds, "Time from the start of loading until every model was ready or failed");
+    describe_counter!(BATCHES, Unit::Count, "Engine calls, per model (one call may answer several requests)");
+    describe_counter!(
+        BATCHED_ROWS,
+        Unit::Count,
+        "Inputs run by those calls: divided by the calls, the mean batch size"
+    );
     describe_gauge!(INFERENCE_BUSY, Unit::Count, "Inference threads running a request now (of --inference-threads)");
     describe_gauge!(
         INFERENCE_BACKLOG,

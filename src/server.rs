@@ -39,13 +39,13 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub metrics: PrometheusHandle,
     pub config: ServeConfig,
-    pub inference: Pool,
+    pub inference: Arc<Pool>,
 }
 
 impl AppState {
     /// Fails only when the operating system refuses to start the inference threads.
     pub fn new(registry: Arc<Registry>, config: ServeConfig) -> std::io::Result<Self> {
-        let inference = Pool::new(config.inference_threads)?;
+        let inference = Arc::new(Pool::new(config.inference_threads)?);
         Ok(Self { registry, metrics: crate::metrics::install(), config, inference })
     }
 }
@@ -226,7 +226,7 @@ async fn bring_up(
             (t.info.load_seconds, t.info.warmup_seconds) = (l.load_seconds, l.warmup_seconds);
             entry.set_info(t.info.clone());
             if let Some(n) = l.model.model.concurrency_limit() {
-                entry.admission.cap(n);
+                entry.cap_calls(n);
             }
             entry.set_state(State::Ready(Arc::new(l.model)));
             registry.publish_counts();

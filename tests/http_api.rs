@@ -65,7 +65,7 @@ async fn state_with(ids: &[&str], limits: Limits, config: ServeConfig, load: boo
 async fn state() -> Arc<AppState> {
     state_with(
         &["tiny-0001", "tiny-0002", "tiny-0003"],
-        Limits { concurrency: 2, queue: 4 },
+        Limits { concurrency: 2, queue: 4, batch: 4 },
         ServeConfig::default(),
         true,
     )
@@ -95,7 +95,8 @@ fn post(path: &str, body: &str) -> test::TestRequest {
 
 #[actix_web::test]
 async fn ping_and_ready() {
-    let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 1 }, ServeConfig::default(), false).await;
+    let s =
+        state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 1, batch: 1 }, ServeConfig::default(), false).await;
     let app = app!(s);
     let (code, body, _) = call!(&app, test::TestRequest::get().uri("/ping"));
     assert_eq!((code, body), (200, json!({"status": "Healthy"})));
@@ -182,7 +183,7 @@ async fn embedding_models_answer_unit_vectors() {
 #[actix_web::test]
 async fn request_errors() {
     let config = ServeConfig { max_body_bytes: 512, max_batch: 4, ..ServeConfig::default() };
-    let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 0 }, config, true).await;
+    let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 0, batch: 1 }, config, true).await;
     let app = app!(s);
     let cases: Vec<(test::TestRequest, u16, &str)> = vec![
         (post("/predictions/tiny-0001", r#"{"inputs": "#), 400, "malformed_request"),
@@ -238,7 +239,8 @@ async fn request_errors() {
 
 #[actix_web::test]
 async fn overload_answers_429_with_retry_after() {
-    let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 0 }, ServeConfig::default(), true).await;
+    let s =
+        state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 0, batch: 1 }, ServeConfig::default(), true).await;
     let app = app!(s);
     let entry = s.registry.get("tiny-0001").unwrap();
     let held = entry.admission.enter().await.unwrap();
@@ -264,8 +266,13 @@ async fn shutdown_answers_503() {
 
 #[actix_web::test]
 async fn a_broken_model_fails_alone() {
-    let s =
-        state_with(&["tiny-0001", "broken"], Limits { concurrency: 1, queue: 1 }, ServeConfig::default(), true).await;
+    let s = state_with(
+        &["tiny-0001", "broken"],
+        Limits { concurrency: 1, queue: 1, batch: 1 },
+        ServeConfig::default(),
+        true,
+    )
+    .await;
     let app = app!(s);
     let (status, body, _) = call!(&app, test::TestRequest::get().uri("/predictions/broken?text=hi"));
     assert_eq!((status, body["code"].as_str()), (503, Some("model_failed")));
@@ -296,22 +303,24 @@ async fn ort_engine_serves_the_same_api() {
         ModelSpec { engine: Engine::Ort, ..spec("tiny-0001") },
         ModelSpec { engine: Engine::Ort, ..spec("tiny-0003") },
     ];
-    let reg = Arc::new(Registry::new(specs, Limits { concurrency: 2, queue: 4 }));
+    let reg = Arc::new(Registry::new(specs, Limits { concurrency: 2, queue: 4, batch: 4 }));
     load_all(reg.clone(), LoadOptions { parallelism: 2, ..LoadOptions::default() }).await;
     let s = Arc::new(AppState::new(reg, ServeConfig::default()).expect("inference threads"));
     let app = app!(s);
-    // A session runs one inference at a time, so the model admits one whatever the flag says:
-    // a second would only hold an inference thread while it waits for the session.
+    // A session runs one engine call at a time, so the model makes one whatever the flag says (a
+    // second would only hold an inference thread while it waits for the session); requests that
+    // arrive meanwhile are batched into its next call.
     let (_, listed, _) = call!(&app, test::TestRequest::get().uri("/models/tiny-0001"));
-    assert_eq!(listed["concurrency"], 1, "{listed}");
+    assert_eq!((listed["concurrency"].as_u64(), listed["batch_inputs"].as_u64()), (Some(1), Some(4)), "{listed}");
     let (code, body, _) = call!(&app, post("/predictions/tiny-0001", r#"{"inputs": ["I love this product", "bad"]}"#));
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["backend"], "ort");
     // Same answer as tract on the same model.
-    let t = state_with(&["tiny-0001"], Limits { concurrency: 2, queue: 1 }, ServeConfig::default(), true).await;
+    let t =
+        state_with(&["tiny-0001"], Limits { concurrency: 2, queue: 1, batch: 1 }, ServeConfig::default(), true).await;
     let tapp = app!(t);
     let (_, listed, _) = call!(&tapp, test::TestRequest::get().uri("/models/tiny-0001"));
-    assert_eq!(listed["concurrency"], 2, "tract runs in parallel: {listed}");
+    assert_eq!(listed["concurrency"], 2, "tract runs calls in parallel: {listed}");
     let (_, tb, _) = call!(&tapp, post("/predictions/tiny-0001", r#"{"inputs": ["I love this product", "bad"]}"#));
     for k in 0..2 {
         let (a, b) = (
@@ -323,6 +332,60 @@ async fn ort_engine_serves_the_same_api() {
     let (code, emb, _) = call!(&app, post("/predictions/tiny-0003", r#"{"inputs": "hello"}"#));
     assert_eq!(code, 200, "{emb}");
     assert_eq!(emb["predictions"][0]["embedding"].as_array().unwrap().len(), 64);
+}
+
+/// Requests that wait for the same model run as one engine call, padded to the longest, and each
+/// gets exactly the answer it gets alone: labels, and embeddings pooled over its own tokens only.
+#[actix_web::test]
+async fn waiting_requests_are_batched_with_the_answers_they_get_alone() {
+    let config = ServeConfig { inference_threads: 1, ..ServeConfig::default() };
+    let s = state_with(&["tiny-0001", "tiny-0003"], Limits { concurrency: 1, queue: 0, batch: 4 }, config, true).await;
+    let app = app!(s);
+    let texts = ["love", "I love this product so much", "bad service", "the delivery was late and the box was broken"];
+    for model in ["tiny-0001", "tiny-0003"] {
+        let path = format!("/predictions/{model}");
+        let mut alone = Vec::new();
+        for t in texts {
+            let (code, body, _) = call!(&app, post(&path, &json!({"inputs": t}).to_string()));
+            assert_eq!(code, 200, "{body}");
+            alone.push(body["predictions"][0].clone());
+        }
+        // Hold the only inference thread until all four requests wait for the model.
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        s.inference.submit(move || blocked.recv().unwrap_or_default()).unwrap();
+        let entry = s.registry.get(model).unwrap();
+        let requests = futures_util::future::join_all(texts.iter().map(|t| {
+            let (app, req) = (&app, post(&path, &json!({"inputs": t}).to_string()));
+            async move { call!(app, req) }
+        }));
+        let opener = async {
+            while entry.batcher.pending() < texts.len() {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            release.send(()).unwrap();
+        };
+        let (answers, ()) = futures_util::join!(requests, opener);
+        for ((code, body, _), want) in answers.iter().zip(&alone) {
+            assert_eq!(*code, 200, "{body}");
+            let got = &body["predictions"][0];
+            if let Some(e) = want["embedding"].as_array() {
+                let g = got["embedding"].as_array().unwrap();
+                let diff =
+                    e.iter().zip(g).map(|(a, b)| (a.as_f64().unwrap() - b.as_f64().unwrap()).abs()).fold(0.0, f64::max);
+                assert!(diff < 1e-5, "{model}: embedding differs by {diff} when batched");
+            } else {
+                assert_eq!(got["label"], want["label"]);
+                assert!((got["score"].as_f64().unwrap() - want["score"].as_f64().unwrap()).abs() < 1e-5);
+            }
+        }
+    }
+    let resp = test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
+    let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    for model in ["tiny-0001", "tiny-0003"] {
+        // Four calls alone, then one call for the four that waited.
+        assert!(text.contains(&format!("stowage_batches_total{{model=\"{model}\"}} 5")), "{text}");
+        assert!(text.contains(&format!("stowage_batched_inputs_total{{model=\"{model}\"}} 8")), "{text}");
+    }
 }
 
 #[actix_web::test]
@@ -351,8 +414,8 @@ async fn models_and_metrics() {
         "stowage_model_memory_bytes",
         "stowage_models{state=\"ready\"}",
         "# HELP stowage_requests_total",
-        "stowage_inference_threads_busy 0",
-        "stowage_inference_backlog 0",
+        "stowage_inference_threads_busy ",
+        "stowage_inference_backlog ",
     ] {
         assert!(text.contains(name), "missing {name} in\n{text}");
     }
@@ -399,7 +462,7 @@ async fn long_text_is_cut_at_the_models_positions_even_without_tokenizer_truncat
     std::fs::write(&path, tok.to_string()).unwrap();
     let reg = Arc::new(Registry::new(
         vec![ModelSpec { tokenizer: path.into(), ..spec("tiny-0001") }],
-        Limits { concurrency: 1, queue: 1 },
+        Limits { concurrency: 1, queue: 1, batch: 1 },
     ));
     load_all(reg.clone(), LoadOptions { parallelism: 1, ..LoadOptions::default() }).await;
     let s = Arc::new(AppState::new(reg, ServeConfig::default()).expect("inference threads"));

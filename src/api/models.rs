@@ -21,8 +21,9 @@ fn describe(e: &Entry) -> Value {
         "fetch_seconds": info.fetch_seconds,
         "load_seconds": info.load_seconds,
         "warmup_seconds": info.warmup_seconds,
-        "concurrency": e.admission.limit(),
-        "queued": e.admission.waiting(),
+        "concurrency": e.batcher.calls(),
+        "batch_inputs": e.batcher.rows(),
+        "queued": e.admission.waiting() + e.batcher.pending(),
     });
     match state {
         State::Ready(m) => {

@@ -1,5 +1,6 @@
-//! `GET|POST /predictions/{model_id}`: admission, then tokenization and inference on the node's
-//! inference threads (never on the async workers), then softmax labels or pooled embeddings.
+//! `GET|POST /predictions/{model_id}`: admission, then the model's batcher: tokenization and
+//! inference on the node's inference threads (never on the async workers), batched with other
+//! requests waiting for the same model, then softmax labels or pooled embeddings.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +12,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::backend::{Inputs, Output, OutputKind};
+use crate::batch::{self, Finish};
 use crate::error::{ApiError, Code};
+use crate::inference::Lost;
 use crate::metrics as m;
 use crate::registry::{LoadedModel, State};
 use crate::server::AppState;
@@ -113,6 +116,25 @@ fn tokens_to_inputs(
         attention_mask: mask.into_iter().flatten().collect(),
         token_type_ids: types.map_or_else(|| vec![0; batch * seq], |t| t.into_iter().flatten().collect()),
     })
+}
+
+/// Text or checked token ids → the model's inputs (runs on an inference thread).
+fn tokenize(model: &LoadedModel, req: Request) -> Result<Inputs, ApiError> {
+    match req {
+        Request::Texts { texts, pairs, truncate } => {
+            let (x, cut) = model.encode_checked(&texts, pairs.as_deref()).map_err(invalid)?;
+            if cut && !truncate {
+                return Err(invalid(format!(
+                    "an input is longer than {} tokens and \"truncate\" is false",
+                    model.max_length
+                )));
+            }
+            Ok(x)
+        }
+        Request::Tokens { input_ids, attention_mask, token_type_ids } => {
+            tokens_to_inputs(model, input_ids, attention_mask, token_type_ids)
+        }
+    }
 }
 
 fn softmax(row: &[f32]) -> Vec<f64> {
@@ -278,31 +300,31 @@ async fn serve(state: &AppState, id: &str, req: Result<Request, ApiError>) -> Re
     let inflight = metrics::gauge!(m::INFLIGHT, "model" => id.to_string());
     inflight.increment(1.0);
     let backend = entry.spec.engine.to_string();
-    let work = {
+    let (tx, rx) = tokio::sync::oneshot::channel::<Result<(Vec<Value>, f64), ApiError>>();
+    let prepare = {
         let model = model.clone();
-        move || -> Result<(Vec<Value>, f64), ApiError> {
-            let x = match req {
-                Request::Texts { texts, pairs, truncate } => {
-                    let (x, cut) = model.encode_checked(&texts, pairs.as_deref()).map_err(invalid)?;
-                    if cut && !truncate {
-                        return Err(invalid(format!(
-                            "an input is longer than {} tokens and \"truncate\" is false",
-                            model.max_length
-                        )));
-                    }
-                    x
-                }
-                Request::Tokens { input_ids, attention_mask, token_type_ids } => {
-                    tokens_to_inputs(&model, input_ids, attention_mask, token_type_ids)?
+        move || -> Option<(Inputs, Finish)> {
+            let x = match tokenize(&model, req) {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return None;
                 }
             };
-            let t = Instant::now();
-            let out = model.model.predict(&x).map_err(|e| ApiError::new(Code::InferenceFailed, e.to_string()))?;
-            let secs = t.elapsed().as_secs_f64();
-            Ok((postprocess(&model, &x, &out), secs))
+            let finish: Finish = Box::new(move |out, secs| {
+                let answer = out
+                    .map(|(x, out)| (postprocess(&model, &x, &out), secs))
+                    .map_err(|e| ApiError::new(Code::InferenceFailed, e.to_string()));
+                let _ = tx.send(answer);
+            });
+            Some((x, finish))
         }
     };
-    let result = state.inference.run(work).await;
+    let submitted = entry.batcher.submit(&state.inference, &model, batch::Request { rows, prepare: Box::new(prepare) });
+    let result = match submitted {
+        Ok(()) => rx.await.map_err(|_| Lost),
+        Err(e) => Err(e),
+    };
     inflight.decrement(1.0);
     let (predictions, secs) = result.map_err(|e| ApiError::new(Code::InferenceFailed, e.to_string()))??;
     metrics::histogram!(m::INFERENCE_DURATION, "model" => id.to_string(), "backend" => backend.clone()).record(secs);

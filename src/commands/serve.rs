@@ -24,7 +24,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         port: args.port,
         workers: args.workers.unwrap_or(cpus),
         specs,
-        limits: Limits { concurrency: args.model_concurrency.unwrap_or(threads), queue: args.queue_size },
+        limits: Limits {
+            concurrency: args.model_concurrency.unwrap_or(threads),
+            queue: args.queue_size,
+            batch: args.batch_inputs,
+        },
         config: ServeConfig {
             max_body_bytes: args.max_body_bytes,
             max_batch: args.max_batch,

@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use dashmap::DashMap;
 use serde::Serialize;
 
+pub use crate::batch::Batcher;
 pub use admission::Admission;
 pub use load::{LoadedModel, ModelSpec};
 
@@ -50,7 +51,9 @@ pub struct Entry {
     pub spec: ModelSpec,
     state: RwLock<State>,
     info: RwLock<LoadInfo>,
+    /// Requests in the model's hands (running or pending in its batcher), and those waiting.
     pub admission: Admission,
+    pub batcher: Arc<Batcher>,
 }
 
 impl Entry {
@@ -73,13 +76,25 @@ impl Entry {
             *g = i;
         }
     }
+
+    /// Lowers the engine calls that may run at once to what the loaded engine allows (before the
+    /// model serves), and the requests admitted with them.
+    pub fn cap_calls(&self, n: usize) {
+        self.batcher.cap(n);
+        self.admission.cap(self.batcher.calls() * self.batcher.rows());
+    }
 }
 
 /// Limits that apply to every model of the node.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Engine calls of one model that may run at once.
     pub concurrency: usize,
+    /// Requests of one model that may wait beyond those in its hands; beyond, 429.
     pub queue: usize,
+    /// Most inputs in one engine call: requests waiting for the same model run together up to
+    /// this (1: no batching across requests). A model holds `concurrency × batch` requests.
+    pub batch: usize,
 }
 
 pub struct Registry {
@@ -95,8 +110,10 @@ impl Registry {
         let models = specs
             .into_iter()
             .map(|spec| {
+                let (calls, rows) = (limits.concurrency.max(1), limits.batch.max(1));
                 let e = Entry {
-                    admission: Admission::new(limits.concurrency, limits.queue),
+                    admission: Admission::new(calls * rows, limits.queue),
+                    batcher: Arc::new(Batcher::new(&spec.id, calls, rows)),
                     state: RwLock::new(State::Loading),
                     info: RwLock::new(LoadInfo::default()),
                     spec,

@@ -1,0 +1,252 @@
+//! Dynamic batching, per model: requests that wait for the same model while its engine is busy
+//! run together in one engine call, padded to the longest. Nothing waits for a batch to fill:
+//! an idle model runs a request at once, alone; only requests that arrive while the model's
+//! engine calls are all busy are combined, up to `rows` inputs. On memory-bound CPU inference
+//! (bert-base streams its weights once per call) this multiplies throughput under load
+//! (BENCHMARKS.md); at low load it changes nothing.
+//!
+//! Each model has a queue of pending requests and a count of engine calls running (at most
+//! `calls`; one for an ONNX Runtime session). A call takes what is pending, runs it on the node's
+//! inference threads, and, if more arrived meanwhile, queues its next call behind the other
+//! models' work, so a busy model never holds a thread while others wait.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::backend::{EngineError, Inputs, Output};
+use crate::inference::{Lost, Pool};
+use crate::registry::LoadedModel;
+
+/// Called with the request's own rows of the batch and of its output, and the engine seconds.
+pub type Finish = Box<dyn FnOnce(Result<(Inputs, Output), EngineError>, f64) + Send>;
+
+/// One request. `prepare` runs on an inference thread (tokenization is CPU work too): it gives
+/// the request's inputs and what to do with the answer, or `None` when it already answered an
+/// error of its own (which then costs the batch nothing).
+pub struct Request {
+    pub rows: usize,
+    pub prepare: Box<dyn FnOnce() -> Option<(Inputs, Finish)> + Send>,
+}
+
+pub struct Batcher {
+    model: String,
+    queue: Mutex<Queue>,
+    /// Engine calls that may run at once.
+    calls: AtomicUsize,
+    /// Most inputs in one engine call (a single larger request still runs, alone).
+    rows: usize,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: VecDeque<Request>,
+    running: usize,
+}
+
+impl Batcher {
+    pub fn new(model: &str, calls: usize, rows: usize) -> Self {
+        Self {
+            model: model.to_string(),
+            queue: Mutex::new(Queue::default()),
+            calls: AtomicUsize::new(calls.max(1)),
+            rows: rows.max(1),
+        }
+    }
+
+    /// Lowers the engine calls that may run at once to what the loaded engine allows.
+    pub fn cap(&self, n: usize) {
+        self.calls.fetch_min(n.max(1), Ordering::SeqCst);
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Requests waiting for one of the model's engine calls.
+    pub fn pending(&self) -> usize {
+        self.queue.lock().map_or(0, |q| q.pending.len())
+    }
+
+    /// Queues `request`; starts an engine call when fewer than `calls` run.
+    pub fn submit(self: &Arc<Self>, pool: &Arc<Pool>, engine: &Arc<LoadedModel>, request: Request) -> Result<(), Lost> {
+        let start = {
+            let mut q = self.queue.lock().map_err(|_| Lost)?;
+            q.pending.push_back(request);
+            let start = q.running < self.calls();
+            if start {
+                q.running += 1;
+            }
+            start
+        };
+        if start {
+            self.clone().schedule(pool.clone(), engine.clone())?;
+        }
+        Ok(())
+    }
+
+    fn schedule(self: Arc<Self>, pool: Arc<Pool>, engine: Arc<LoadedModel>) -> Result<(), Lost> {
+        let p = pool.clone();
+        p.submit(move || self.call(pool, engine))
+    }
+
+    /// One engine call on an inference thread: takes what is pending (up to `rows` inputs), runs
+    /// it, answers each request, then either queues the next call or ends.
+    fn call(self: Arc<Self>, pool: Arc<Pool>, engine: Arc<LoadedModel>) {
+        let batch = match self.queue.lock() {
+            Ok(mut q) => take(&mut q.pending, self.rows),
+            Err(_) => return,
+        };
+        // A panicking engine or tokenizer fails this batch (its answer channels drop), never the
+        // model: the bookkeeping below runs whatever happens.
+        let _ = catch_unwind(AssertUnwindSafe(|| self.run(&engine, batch)));
+        let again = match self.queue.lock() {
+            Ok(mut q) if q.pending.is_empty() => {
+                q.running -= 1;
+                false
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        };
+        if again && self.clone().schedule(pool, engine).is_err() {
+            // The pool is gone (the node is stopping): drop what waits, which answers the callers.
+            if let Ok(mut q) = self.queue.lock() {
+                q.pending.clear();
+                q.running -= 1;
+            }
+        }
+    }
+
+    fn run(&self, engine: &LoadedModel, batch: Vec<Request>) {
+        let parts: Vec<(Inputs, Finish)> = batch.into_iter().filter_map(|r| (r.prepare)()).collect();
+        if parts.is_empty() {
+            return;
+        }
+        metrics::counter!(crate::metrics::BATCHES, "model" => self.model.clone()).increment(1);
+        metrics::counter!(crate::metrics::BATCHED_ROWS, "model" => self.model.clone())
+            .increment(parts.iter().map(|p| p.0.batch as u64).sum());
+        if parts.len() == 1 {
+            let (x, finish) = parts.into_iter().next().expect("one part");
+            let t = Instant::now();
+            let out = engine.model.predict(&x);
+            let secs = t.elapsed().as_secs_f64();
+            finish(out.map(|o| (x, o)), secs);
+            return;
+        }
+        let x = concat(parts.iter().map(|p| &p.0), engine.pad_id);
+        let t = Instant::now();
+        let out = engine.model.predict(&x);
+        let secs = t.elapsed().as_secs_f64();
+        let mut row = 0;
+        for (own, finish) in parts {
+            let rows = own.batch;
+            let answer =
+                out.as_ref().map_err(Clone::clone).map(|o| (slice_inputs(&x, row, rows), slice_output(o, row, rows)));
+            finish(answer, secs);
+            row += rows;
+        }
+    }
+}
+
+/// Takes requests from the front while they fit in `rows` inputs (always at least one).
+fn take(pending: &mut VecDeque<Request>, rows: usize) -> Vec<Request> {
+    let mut batch = Vec::new();
+    let mut n = 0;
+    while let Some(r) = pending.front() {
+        if !batch.is_empty() && n + r.rows > rows {
+            break;
+        }
+        n += r.rows;
+        batch.extend(pending.pop_front());
+    }
+    batch
+}
+
+/// Stacks batches row-wise, padding every row to the longest.
+pub fn concat<'a>(parts: impl Iterator<Item = &'a Inputs> + Clone, pad_id: i64) -> Inputs {
+    let seq = parts.clone().map(|p| p.seq).max().unwrap_or(1);
+    let batch = parts.clone().map(|p| p.batch).sum();
+    let mut x = Inputs {
+        batch,
+        seq,
+        input_ids: Vec::with_capacity(batch * seq),
+        attention_mask: Vec::with_capacity(batch * seq),
+        token_type_ids: Vec::with_capacity(batch * seq),
+    };
+    for p in parts {
+        let pad = seq - p.seq;
+        for r in 0..p.batch {
+            let row = r * p.seq..(r + 1) * p.seq;
+            x.input_ids.extend(p.input_ids[row.clone()].iter().copied().chain(std::iter::repeat_n(pad_id, pad)));
+            x.attention_mask.extend(p.attention_mask[row.clone()].iter().copied().chain(std::iter::repeat_n(0, pad)));
+            x.token_type_ids.extend(p.token_type_ids[row].iter().copied().chain(std::iter::repeat_n(0, pad)));
+        }
+    }
+    x
+}
+
+/// Rows `from..from + rows` of a batch.
+fn slice_inputs(x: &Inputs, from: usize, rows: usize) -> Inputs {
+    let r = from * x.seq..(from + rows) * x.seq;
+    Inputs {
+        batch: rows,
+        seq: x.seq,
+        input_ids: x.input_ids[r.clone()].to_vec(),
+        attention_mask: x.attention_mask[r.clone()].to_vec(),
+        token_type_ids: x.token_type_ids[r].to_vec(),
+    }
+}
+
+/// Rows `from..from + rows` of an output whose first axis is the batch.
+fn slice_output(o: &Output, from: usize, rows: usize) -> Output {
+    let per_row: usize = o.shape[1..].iter().product();
+    let mut shape = o.shape.clone();
+    shape[0] = rows;
+    Output { shape, data: o.data[from * per_row..(from + rows) * per_row].to_vec() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(rows: &[&[i64]]) -> Inputs {
+        let seq = rows[0].len();
+        Inputs {
+            batch: rows.len(),
+            seq,
+            input_ids: rows.iter().flat_map(|r| r.iter().copied()).collect(),
+            attention_mask: vec![1; rows.len() * seq],
+            token_type_ids: vec![0; rows.len() * seq],
+        }
+    }
+
+    #[test]
+    fn concat_pads_rows_to_the_longest_and_slices_back() {
+        let a = inputs(&[&[101, 7, 102]]);
+        let b = inputs(&[&[101, 8, 9, 10, 102], &[101, 11, 12, 13, 102]]);
+        let x = concat([&a, &b].into_iter(), 0);
+        assert_eq!((x.batch, x.seq), (3, 5));
+        assert_eq!(&x.input_ids[..5], &[101, 7, 102, 0, 0]);
+        assert_eq!(&x.attention_mask[..5], &[1, 1, 1, 0, 0]);
+        let back = slice_inputs(&x, 1, 2);
+        assert_eq!(back.input_ids, b.input_ids);
+        let out = Output { shape: vec![3, 2], data: vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0] };
+        assert_eq!(slice_output(&out, 1, 2), Output { shape: vec![2, 2], data: vec![2.0, 3.0, 4.0, 5.0] });
+    }
+
+    #[test]
+    fn take_fills_up_to_the_row_limit_but_never_leaves_a_request_behind_alone() {
+        let req = |rows| Request { rows, prepare: Box::new(|| None) };
+        let mut q: VecDeque<Request> = [3, 1, 2, 1].into_iter().map(req).collect();
+        assert_eq!(take(&mut q, 4).iter().map(|r| r.rows).collect::<Vec<_>>(), vec![3, 1]);
+        assert_eq!(take(&mut q, 4).iter().map(|r| r.rows).collect::<Vec<_>>(), vec![2, 1]);
+        let mut big: VecDeque<Request> = [9, 1].into_iter().map(req).collect();
+        assert_eq!(take(&mut big, 4).len(), 1, "a request larger than the limit runs alone");
+    }
+}
