@@ -1,7 +1,9 @@
 //! The engine alone under load, for comparison with the same model through HTTP:
 //! `cargo run --release --example engine_load -- MODEL_DIR tract|ort CONCURRENCY SECONDS [TEXT]`
 //! Tokenizes TEXT once, then CONCURRENCY threads call `predict` in a loop for SECONDS.
-//! Prints one JSON line: requests/s and latency percentiles in milliseconds.
+//! Prints one JSON line: calls/s and latency percentiles in milliseconds. With BATCH=N in the
+//! environment each call runs N copies of TEXT (what the node's batcher does under load);
+//! `rps` then counts calls, `inputs_per_s` inputs.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,7 +36,8 @@ fn main() -> anyhow::Result<()> {
         sha256: None,
     };
     let loaded = Arc::new(load::load(&spec, &EngineOptions::default()).map_err(anyhow::Error::msg)?.model);
-    let inputs = Arc::new(loaded.encode(&[text], None).map_err(anyhow::Error::msg)?);
+    let batch: usize = std::env::var("BATCH").ok().map(|b| b.parse()).transpose()?.unwrap_or(1);
+    let inputs = Arc::new(loaded.encode(&vec![text; batch.max(1)], None).map_err(anyhow::Error::msg)?);
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let threads: Vec<_> = (0..concurrency)
@@ -56,7 +59,7 @@ fn main() -> anyhow::Result<()> {
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     println!(
-        "{{\"engine\": \"{}\", \"concurrency\": {concurrency}, \"requests\": {}, \"rps\": {:.2}, \"p50_ms\": {:.2}, \"p90_ms\": {:.2}, \"p99_ms\": {:.2}, \"mean_ms\": {:.3}, \"tokens\": {}}}",
+        "{{\"engine\": \"{}\", \"concurrency\": {concurrency}, \"requests\": {}, \"rps\": {:.2}, \"p50_ms\": {:.2}, \"p90_ms\": {:.2}, \"p99_ms\": {:.2}, \"mean_ms\": {:.3}, \"tokens\": {}, \"batch\": {}, \"inputs_per_s\": {:.2}}}",
         a[1],
         lat.len(),
         lat.len() as f64 / elapsed,
@@ -64,7 +67,9 @@ fn main() -> anyhow::Result<()> {
         pct(0.9),
         pct(0.99),
         lat.iter().sum::<f64>() / lat.len() as f64,
-        inputs.seq
+        inputs.seq,
+        inputs.batch,
+        (lat.len() * inputs.batch) as f64 / elapsed
     );
     Ok(())
 }

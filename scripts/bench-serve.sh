@@ -30,12 +30,15 @@ cargo build --release --locked -q --example engine_load
 stowage=./target/release/stowage
 text="I love this product, the delivery was fast and the support team was very helpful"
 export WRK_BODY="{\"inputs\": \"$text\"}"
-# Sum and count of stowage_inference_duration_seconds on the node at PORT, minus BEFORE ("sum, count").
+# Sum and count of stowage_inference_duration_seconds, engine calls and the inputs they ran, on
+# the node at PORT, minus BEFORE ("sum, count, calls, inputs").
 inference_seconds() {
-  curl -sf "localhost:$1/metrics" | awk -v before="${2:-0, 0}" '
+  curl -sf "localhost:$1/metrics" | awk -v before="${2:-0, 0, 0, 0}" '
     /^stowage_inference_duration_seconds_sum/ { s += $NF }
     /^stowage_inference_duration_seconds_count/ { n += $NF }
-    END { split(before, b, ", "); printf "%.6f, %d", s - b[1], n - b[2] }'
+    /^stowage_batches_total/ { c += $NF }
+    /^stowage_batched_inputs_total/ { i += $NF }
+    END { split(before, b, ", "); printf "%.6f, %d, %d, %d", s - b[1], n - b[2], c - b[3], i - b[4] }'
 }
 runs=out/bench/serve-runs.txt   # every run, kept for a second look
 mkdir -p out/bench
@@ -64,7 +67,7 @@ for preset in $presets; do
             before=$(inference_seconds "$port")
             out=$(taskset -c "$client_cpus" wrk -t1 -c"$c" -d"${seconds}s" -s scripts/wrk-report.lua \
               "http://127.0.0.1:$port/predictions/$preset-0001" | tail -1)
-            # The node's own measure of its inferences during the run: {"node_inference": [seconds, count]}.
+            # The node's own measure during the run: {"node_inference": [seconds, requests, calls, inputs]}.
             out="${out%\}}, \"node_inference\": [$(inference_seconds "$port" "$before")]}"
           fi
           echo "$preset $engine $c $side $out" >> "$runs"
@@ -86,8 +89,8 @@ for line in open(sys.argv[1]):
     preset, engine, c, side, data = line.split(" ", 4)
     points.setdefault((preset, engine, int(c)), {"engine": [], "http": []})[side].append(json.loads(data))
 med = statistics.median
-print("| preset | engine | concurrency | engine alone req/s | engine p50 ms | HTTP req/s | HTTP p50 ms | HTTP p99 ms | HTTP/engine req/s | p50 overhead |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| preset | engine | concurrency | engine alone req/s | engine p50 ms | HTTP req/s | HTTP p50 ms | HTTP p99 ms | HTTP/engine req/s | p50 overhead | inputs per engine call |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for (preset, engine, c), p in points.items():
     e, h = p["engine"], p["http"]
     # Ratios per round (its two sides ran back to back), then the median over rounds.
@@ -97,7 +100,7 @@ for (preset, engine, c), p in points.items():
     note = f" ({bad} errors)" if bad else ""
     print(f"| {preset} | {engine} | {c} | {med(r['rps'] for r in e):.1f} | {med(r['p50_ms'] for r in e):.2f} "
           f"| {med(r['rps'] for r in h):.1f}{note} | {med(r['p50_ms'] for r in h):.2f} | {med(r['p99_ms'] for r in h):.2f} "
-          f"| {ratio:.3f} | {100 * over:+.1f}% |")
+          f"| {ratio:.3f} | {100 * over:+.1f}% | {med(r['node_inference'][3] / max(r['node_inference'][2], 1) for r in h):.2f} |")
 print()
 print("At concurrency 1, where the time goes (means, medians over rounds): the engine alone, the same engine")
 print("timed inside the node (stowage_inference_duration_seconds), and the whole request seen by the client.")

@@ -61,6 +61,6 @@ fn describe() {
     describe_gauge!(
         INFERENCE_BACKLOG,
         Unit::Count,
-        "Admitted requests waiting for a free inference thread (node-wide)"
+        "Engine calls waiting for a free inference thread (node-wide)"
     );
 }
