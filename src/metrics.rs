@@ -58,9 +58,5 @@ fn describe() {
         "Inputs run by those calls: divided by the calls, the mean batch size"
     );
     describe_gauge!(INFERENCE_BUSY, Unit::Count, "Inference threads running a request now (of --inference-threads)");
-    describe_gauge!(
-        INFERENCE_BACKLOG,
-        Unit::Count,
-        "Engine calls waiting for a free inference thread (node-wide)"
-    );
+    describe_gauge!(INFERENCE_BACKLOG, Unit::Count, "Engine calls waiting for a free inference thread (node-wide)");
 }

@@ -336,10 +336,12 @@ async fn ort_engine_serves_the_same_api() {
 
 /// Requests that wait for the same model run as one engine call, padded to the longest, and each
 /// gets exactly the answer it gets alone: labels, and embeddings pooled over its own tokens only.
-#[actix_web::test]
-async fn waiting_requests_are_batched_with_the_answers_they_get_alone() {
+async fn batched_answers_equal_answers_alone(engine: Engine) {
     let config = ServeConfig { inference_threads: 1, ..ServeConfig::default() };
-    let s = state_with(&["tiny-0001", "tiny-0003"], Limits { concurrency: 1, queue: 0, batch: 4 }, config, true).await;
+    let specs = ["tiny-0001", "tiny-0003"].map(|id| ModelSpec { engine, ..spec(id) }).to_vec();
+    let reg = Arc::new(Registry::new(specs, Limits { concurrency: 1, queue: 0, batch: 4 }));
+    load_all(reg.clone(), LoadOptions { parallelism: 2, ..LoadOptions::default() }).await;
+    let s = Arc::new(AppState::new(reg, config).expect("inference threads"));
     let app = app!(s);
     let texts = ["love", "I love this product so much", "bad service", "the delivery was late and the box was broken"];
     for model in ["tiny-0001", "tiny-0003"] {
@@ -372,7 +374,7 @@ async fn waiting_requests_are_batched_with_the_answers_they_get_alone() {
                 let g = got["embedding"].as_array().unwrap();
                 let diff =
                     e.iter().zip(g).map(|(a, b)| (a.as_f64().unwrap() - b.as_f64().unwrap()).abs()).fold(0.0, f64::max);
-                assert!(diff < 1e-5, "{model}: embedding differs by {diff} when batched");
+                assert!(diff < 1e-5, "{engine} {model}: embedding differs by {diff} when batched");
             } else {
                 assert_eq!(got["label"], want["label"]);
                 assert!((got["score"].as_f64().unwrap() - want["score"].as_f64().unwrap()).abs() < 1e-5);
@@ -386,6 +388,21 @@ async fn waiting_requests_are_batched_with_the_answers_they_get_alone() {
         assert!(text.contains(&format!("stowage_batches_total{{model=\"{model}\"}} 5")), "{text}");
         assert!(text.contains(&format!("stowage_batched_inputs_total{{model=\"{model}\"}} 8")), "{text}");
     }
+}
+
+#[actix_web::test]
+async fn waiting_requests_are_batched_with_the_answers_they_get_alone_tract() {
+    batched_answers_equal_answers_alone(Engine::Tract).await;
+}
+
+#[actix_web::test]
+async fn waiting_requests_are_batched_with_the_answers_they_get_alone_ort() {
+    if let Err(e) = stowage::backend::ort::init(None) {
+        assert!(std::env::var("STOWAGE_REQUIRE_ORT").map_or(true, |v| v != "1"), "ONNX Runtime required: {e}");
+        eprintln!("skipped: {e}");
+        return;
+    }
+    batched_answers_equal_answers_alone(Engine::Ort).await;
 }
 
 #[actix_web::test]
