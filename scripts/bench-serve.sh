@@ -13,7 +13,8 @@
 # - the node's own inference timings (its metrics, before and after each run) split the request
 #   time into inference and what the node adds around it (HTTP, JSON, tokenization, hand-offs);
 # - load generator: wrk (Debian package; installed here if missing), closed loop, latency
-#   percentiles to the microsecond through scripts/wrk-report.lua.
+#   percentiles to the microsecond through scripts/wrk-report.lua;
+# - CONCURRENCY (default "1 4 16") picks the points; the node's flags can be added in SERVE_ARGS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
@@ -28,6 +29,7 @@ export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(scripts/ort-lib.sh)}
 cargo build --release --locked -q
 cargo build --release --locked -q --example engine_load
 stowage=./target/release/stowage
+read -r -a serve_args <<< "${SERVE_ARGS:-}"
 text="I love this product, the delivery was fast and the support team was very helpful"
 export WRK_BODY="{\"inputs\": \"$text\"}"
 # Sum and count of stowage_inference_duration_seconds, engine calls and the inputs they ran, on
@@ -52,11 +54,11 @@ for preset in $presets; do
   for engine in tract ort; do
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     RUST_LOG=warn taskset -c "$server_cpus" $stowage serve --catalog "$dir/models.toml" --engine "$engine" \
-      --host 127.0.0.1 --port "$port" --queue-size 256 &
+      --host 127.0.0.1 --port "$port" --queue-size 256 "${serve_args[@]}" &
     pid=$!
     until curl -sf "localhost:$port/ready" >/dev/null; do kill -0 $pid; sleep 0.2; done
     rss=$(awk '/VmRSS/ {print $2 * 1024}' /proc/$pid/status)
-    for c in 1 4 16; do
+    for c in ${CONCURRENCY:-1 4 16}; do
       for r in $(seq "$rounds"); do
         order="engine http"
         [ $((r % 2)) = 0 ] && order="http engine"
