@@ -86,9 +86,21 @@ impl Batcher {
             start
         };
         if start {
-            self.clone().schedule(pool.clone(), engine.clone())?;
+            if let Err(lost) = self.clone().schedule(pool.clone(), engine.clone()) {
+                self.abandon();
+                return Err(lost);
+            }
         }
         Ok(())
+    }
+
+    /// The pool is gone (the node is stopping): drops what waits, which answers its callers
+    /// (their answer channels close), and gives back the call that could not be queued.
+    fn abandon(&self) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.pending.clear();
+            q.running -= 1;
+        }
     }
 
     fn schedule(self: Arc<Self>, pool: Arc<Pool>, engine: Arc<LoadedModel>) -> Result<(), Lost> {
@@ -115,16 +127,12 @@ impl Batcher {
             Err(_) => false,
         };
         if again && self.clone().schedule(pool, engine).is_err() {
-            // The pool is gone (the node is stopping): drop what waits, which answers the callers.
-            if let Ok(mut q) = self.queue.lock() {
-                q.pending.clear();
-                q.running -= 1;
-            }
+            self.abandon();
         }
     }
 
     fn run(&self, engine: &LoadedModel, batch: Vec<Request>) {
-        let parts: Vec<(Inputs, Finish)> = batch.into_iter().filter_map(|r| (r.prepare)()).collect();
+        let mut parts: Vec<(Inputs, Finish)> = batch.into_iter().filter_map(|r| (r.prepare)()).collect();
         if parts.is_empty() {
             return;
         }
@@ -132,11 +140,13 @@ impl Batcher {
         metrics::counter!(crate::metrics::BATCHED_ROWS, "model" => self.model.clone())
             .increment(parts.iter().map(|p| p.0.batch as u64).sum());
         if parts.len() == 1 {
-            let (x, finish) = parts.into_iter().next().expect("one part");
-            let t = Instant::now();
-            let out = engine.model.predict(&x);
-            let secs = t.elapsed().as_secs_f64();
-            finish(out.map(|o| (x, o)), secs);
+            // Alone: no copy into a batch and out again.
+            if let Some((x, finish)) = parts.pop() {
+                let t = Instant::now();
+                let out = engine.model.predict(&x);
+                let secs = t.elapsed().as_secs_f64();
+                finish(out.map(|o| (x, o)), secs);
+            }
             return;
         }
         let x = concat(parts.iter().map(|p| &p.0), engine.pad_id);
