@@ -179,26 +179,9 @@ fn take(pending: &mut VecDeque<Request>, rows: usize) -> Vec<Request> {
 }
 
 /// Stacks batches row-wise, padding every row to the longest.
-pub fn concat<'a>(parts: impl Iterator<Item = &'a Inputs> + Clone, pad_id: i64) -> Inputs {
-    let seq = parts.clone().map(|p| p.seq).max().unwrap_or(1);
-    let batch = parts.clone().map(|p| p.batch).sum();
-    let mut x = Inputs {
-        batch,
-        seq,
-        input_ids: Vec::with_capacity(batch * seq),
-        attention_mask: Vec::with_capacity(batch * seq),
-        token_type_ids: Vec::with_capacity(batch * seq),
-    };
-    for p in parts {
-        let pad = seq - p.seq;
-        for r in 0..p.batch {
-            let row = r * p.seq..(r + 1) * p.seq;
-            x.input_ids.extend(p.input_ids[row.clone()].iter().copied().chain(std::iter::repeat_n(pad_id, pad)));
-            x.attention_mask.extend(p.attention_mask[row.clone()].iter().copied().chain(std::iter::repeat_n(0, pad)));
-            x.token_type_ids.extend(p.token_type_ids[row].iter().copied().chain(std::iter::repeat_n(0, pad)));
-        }
-    }
-    x
+pub fn concat<'a>(parts: impl Iterator<Item = &'a Inputs>, pad_id: i64) -> Inputs {
+    let rows: Vec<_> = parts.flat_map(Inputs::rows).collect();
+    Inputs::from_rows(&rows, pad_id)
 }
 
 /// Rows `from..from + rows` of a batch.

@@ -19,6 +19,41 @@ pub struct Inputs {
     pub token_type_ids: Vec<i64>,
 }
 
+/// One row of token inputs: (ids, mask, types).
+pub type Row<'a> = (&'a [i64], &'a [i64], &'a [i64]);
+
+impl Inputs {
+    /// One batch from `rows`, each padded to the longest: ids with `pad_id`, mask and types with 0.
+    pub fn from_rows(rows: &[Row<'_>], pad_id: i64) -> Inputs {
+        let seq = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(1);
+        let batch = rows.len();
+        let mut x = Inputs {
+            batch,
+            seq,
+            input_ids: Vec::with_capacity(batch * seq),
+            attention_mask: Vec::with_capacity(batch * seq),
+            token_type_ids: Vec::with_capacity(batch * seq),
+        };
+        for (ids, mask, types) in rows {
+            let pad = seq - ids.len();
+            x.input_ids.extend(ids.iter().copied().chain(std::iter::repeat_n(pad_id, pad)));
+            x.attention_mask.extend(mask.iter().copied().chain(std::iter::repeat_n(0, pad)));
+            x.token_type_ids.extend(types.iter().copied().chain(std::iter::repeat_n(0, pad)));
+        }
+        x
+    }
+
+    /// Its rows, each `seq` long (padding included).
+    pub fn rows(&self) -> impl Iterator<Item = Row<'_>> {
+        let seq = self.seq.max(1);
+        self.input_ids
+            .chunks(seq)
+            .zip(self.attention_mask.chunks(seq))
+            .zip(self.token_type_ids.chunks(seq))
+            .map(|((ids, mask), types)| (ids, mask, types))
+    }
+}
+
 /// The model's output tensor, row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Output {

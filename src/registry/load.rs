@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use stowage_core::{Catalog, Engine as EngineKind};
 use tokenizers::Tokenizer;
 
-use crate::backend::{self, EngineOptions, Inputs, Model, Signature};
+use crate::backend::{self, EngineOptions, Inputs, Model, Row, Signature};
 use crate::storage::{Fetcher, Source};
 
 /// What the node needs to know to load one model.
@@ -220,21 +220,7 @@ impl LoadedModel {
 
     /// Pads rows of (ids, mask, types) to the longest.
     pub fn pad(&self, rows: Vec<(Vec<i64>, Vec<i64>, Vec<i64>)>) -> Inputs {
-        let seq = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(1);
-        let batch = rows.len();
-        let mut x = Inputs {
-            batch,
-            seq,
-            input_ids: Vec::with_capacity(batch * seq),
-            attention_mask: Vec::with_capacity(batch * seq),
-            token_type_ids: Vec::with_capacity(batch * seq),
-        };
-        for (ids, mask, types) in rows {
-            let pad = seq - ids.len();
-            x.input_ids.extend(ids.iter().copied().chain(std::iter::repeat_n(self.pad_id, pad)));
-            x.attention_mask.extend(mask.iter().copied().chain(std::iter::repeat_n(0, pad)));
-            x.token_type_ids.extend(types.iter().copied().chain(std::iter::repeat_n(0, pad)));
-        }
-        x
+        let rows: Vec<Row<'_>> = rows.iter().map(|(i, m, t)| (&i[..], &m[..], &t[..])).collect();
+        Inputs::from_rows(&rows, self.pad_id)
     }
 }
