@@ -5,6 +5,8 @@
 //! The ort half needs the ONNX Runtime library (ORT_DYLIB_PATH, from scripts/ort-lib.sh). Without
 //! it the ort half is skipped with a message, unless STOWAGE_REQUIRE_ORT=1 (CI sets it).
 
+mod common;
+
 use std::path::Path;
 
 use serde_json::Value;
@@ -47,24 +49,13 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
-fn ort_available() -> bool {
-    match backend::ort::init(None) {
-        Ok(()) => true,
-        Err(e) if std::env::var("STOWAGE_REQUIRE_ORT").is_ok_and(|v| v == "1") => panic!("ONNX Runtime required: {e}"),
-        Err(e) => {
-            eprintln!("skipping the ort half of the conformance test: {e}");
-            false
-        }
-    }
-}
-
 #[test]
 fn tract_and_ort_match_the_onnxruntime_reference() {
     let fixture = reference();
     let texts: Vec<String> =
         fixture["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
     let dir = models();
-    let with_ort = ort_available();
+    let with_ort = common::ort_available("the ort half of the conformance test");
     for m in fixture["models"].as_array().unwrap() {
         let id = m["id"].as_str().unwrap();
         let artifact = dir.path().join(id).join("model.onnx");

@@ -1,6 +1,8 @@
 //! Every route and every error of the HTTP API, in-process against the real app factory
 //! (actix_web::test), with real synthetic models run by tract.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
@@ -294,9 +296,7 @@ async fn a_broken_model_fails_alone() {
 
 #[actix_web::test]
 async fn ort_engine_serves_the_same_api() {
-    if let Err(e) = stowage::backend::ort::init(None) {
-        assert!(std::env::var("STOWAGE_REQUIRE_ORT").map_or(true, |v| v != "1"), "ONNX Runtime required: {e}");
-        eprintln!("skipped: {e}");
+    if !common::ort_available("this test") {
         return;
     }
     let specs = vec![
@@ -397,9 +397,7 @@ async fn waiting_requests_are_batched_with_the_answers_they_get_alone_tract() {
 
 #[actix_web::test]
 async fn waiting_requests_are_batched_with_the_answers_they_get_alone_ort() {
-    if let Err(e) = stowage::backend::ort::init(None) {
-        assert!(std::env::var("STOWAGE_REQUIRE_ORT").map_or(true, |v| v != "1"), "ONNX Runtime required: {e}");
-        eprintln!("skipped: {e}");
+    if !common::ort_available("this test") {
         return;
     }
     batched_answers_equal_answers_alone(Engine::Ort).await;
@@ -458,8 +456,7 @@ async fn fixed_padding_in_tokenizer_json_is_switched_off() {
 
 #[actix_web::test]
 async fn cuda_without_a_gpu_library_fails_the_model_clearly() {
-    if let Err(e) = stowage::backend::ort::init(None) {
-        assert!(std::env::var("STOWAGE_REQUIRE_ORT").map_or(true, |v| v != "1"), "ONNX Runtime required: {e}");
+    if !common::ort_available("this test") {
         return;
     }
     // The CPU wheel has no CUDA provider: the model must fail with the reason, not run on the CPU.

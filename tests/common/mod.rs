@@ -6,6 +6,19 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+/// Whether ONNX Runtime can be loaded (ORT_DYLIB_PATH, from scripts/ort-lib.sh). Without it an
+/// ort test is skipped with a message, unless STOWAGE_REQUIRE_ORT=1 (CI sets it): then it fails.
+pub fn ort_available(what: &str) -> bool {
+    match stowage::backend::ort::init(None) {
+        Ok(()) => true,
+        Err(e) if std::env::var("STOWAGE_REQUIRE_ORT").is_ok_and(|v| v == "1") => panic!("ONNX Runtime required: {e}"),
+        Err(e) => {
+            eprintln!("skipping {what}: {e}");
+            false
+        }
+    }
+}
+
 pub fn stowage() -> Command {
     Command::new(env!("CARGO_BIN_EXE_stowage"))
 }
