@@ -1,9 +1,9 @@
 //! Where inference runs: a fixed set of OS threads for the whole node (one per CPU by default),
 //! fed by one FIFO channel, as TEI gives its backend its own threads and a channel. The models'
 //! batchers hand them tokenization + inference, and answer the waiting handlers from there, so
-//! blocking work never runs on the async workers. Because the set is fixed, however many models are busy at once the node runs at most
-//! `threads` inferences — the cores are never oversubscribed (a blocking pool would start a thread
-//! per waiting request) — and the threads, with the engines' per-thread state, stay warm.
+//! blocking work never runs on the async workers. Because the set is fixed, however many models
+//! are busy at once the node runs at most `threads` inferences: the cores are never
+//! oversubscribed (a blocking pool would start a thread per waiting request).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
