@@ -95,7 +95,9 @@ pub fn solve_problem(p: &Problem, opts: &Options) -> Result<Solved, SolveError> 
         Method::Heuristic | Method::Ffd => false,
         Method::Auto => p.n_items() <= opts.exact_max_models,
     };
-    if !exact && packing.cost(p) > bound + 1e-9 {
+    // Also before the full MILP: it starts from (and keeps unless it beats) the heuristic's
+    // plan, so an exact run is never worse than a heuristic one.
+    if packing.cost(p) > bound + 1e-9 {
         crate::tail::reoptimize_tail(p, &lb, &mut packing, deadline);
     }
     let mut method = String::from("heuristic+lns");
