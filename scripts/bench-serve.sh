@@ -32,15 +32,19 @@ stowage=./target/release/stowage
 read -r -a serve_args <<< "${SERVE_ARGS:-}"
 text="I love this product, the delivery was fast and the support team was very helpful"
 export WRK_BODY="{\"inputs\": \"$text\"}"
-# Sum and count of stowage_inference_duration_seconds, engine calls and the inputs they ran, on
-# the node at PORT, minus BEFORE ("sum, count, calls, inputs").
+# Sum and count of stowage_inference_duration_seconds, engine calls and the inputs they ran, and
+# the sums of tokenization and batch wait seconds, on the node at PORT, minus BEFORE
+# ("sum, count, calls, inputs, tokenization, wait").
 inference_seconds() {
-  curl -sf "localhost:$1/metrics" | awk -v before="${2:-0, 0, 0, 0}" '
+  curl -sf "localhost:$1/metrics" | awk -v before="${2:-0, 0, 0, 0, 0, 0}" '
     /^stowage_inference_duration_seconds_sum/ { s += $NF }
     /^stowage_inference_duration_seconds_count/ { n += $NF }
     /^stowage_batches_total/ { c += $NF }
     /^stowage_batched_inputs_total/ { i += $NF }
-    END { split(before, b, ", "); printf "%.6f, %d, %d, %d", s - b[1], n - b[2], c - b[3], i - b[4] }'
+    /^stowage_tokenization_duration_seconds_sum/ { t += $NF }
+    /^stowage_batch_wait_seconds_sum/ { w += $NF }
+    END { split(before, b, ", ");
+          printf "%.6f, %d, %d, %d, %.6f, %.6f", s - b[1], n - b[2], c - b[3], i - b[4], t - b[5], w - b[6] }'
 }
 runs=out/bench/serve-runs.txt   # every run, kept for a second look
 mkdir -p out/bench
@@ -69,7 +73,8 @@ for preset in $presets; do
             before=$(inference_seconds "$port")
             out=$(taskset -c "$client_cpus" wrk -t1 -c"$c" -d"${seconds}s" -s scripts/wrk-report.lua \
               "http://127.0.0.1:$port/predictions/$preset-0001" | tail -1)
-            # The node's own measure during the run: {"node_inference": [seconds, requests, calls, inputs]}.
+            # The node's own measure during the run:
+            # {"node_inference": [seconds, requests, calls, inputs, tokenization seconds, wait seconds]}.
             out="${out%\}}, \"node_inference\": [$(inference_seconds "$port" "$before")]}"
           fi
           echo "$preset $engine $c $side $out" >> "$runs"
@@ -104,19 +109,25 @@ for (preset, engine, c), p in points.items():
           f"| {med(r['rps'] for r in h):.1f}{note} | {med(r['p50_ms'] for r in h):.2f} | {med(r['p99_ms'] for r in h):.2f} "
           f"| {ratio:.3f} | {100 * over:+.1f}% | {med(r['node_inference'][3] / max(r['node_inference'][2], 1) for r in h):.2f} |")
 print()
-print("At concurrency 1, where the time goes (means, medians over rounds): the engine alone, the same engine")
-print("timed inside the node (stowage_inference_duration_seconds), and the whole request seen by the client.")
+print("At concurrency 1, where the time goes (means per request, medians over rounds): the engine alone, the")
+print("same engine timed inside the node (stowage_inference_duration_seconds), the node's tokenization")
+print("(stowage_tokenization_duration_seconds) and the hop from the HTTP worker to an inference thread")
+print("(stowage_batch_wait_seconds), the rest (HTTP, JSON, the hop back), and the whole request seen by the client.")
 print()
-print("| preset | engine | engine alone ms | inference in the node ms | HTTP request ms | HTTP − inference in the node | as % of the inference |")
-print("|---|---|---:|---:|---:|---:|---:|")
+print("| preset | engine | engine alone ms | inference in the node ms | tokenization µs | hop to inference thread µs | rest µs | HTTP request ms | HTTP − inference in the node | as % of the inference |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for (preset, engine, c), p in points.items():
     if c != 1:
         continue
     e, h = p["engine"], p["http"]
-    inside = med(1000 * r["node_inference"][0] / max(r["node_inference"][1], 1) for r in h)
-    added = med(r["mean_ms"] - 1000 * r["node_inference"][0] / max(r["node_inference"][1], 1) for r in h)
-    print(f"| {preset} | {engine} | {med(r['mean_ms'] for r in e):.3f} | {inside:.3f} | {med(r['mean_ms'] for r in h):.3f} "
-          f"| {added:.3f} ms | {100 * added / inside:.1f}% |")
+    per = lambda r, i: 1000 * r["node_inference"][i] / max(r["node_inference"][1], 1)
+    inside = med(per(r, 0) for r in h)
+    tok = med(per(r, 4) for r in h)
+    wait = med(per(r, 5) for r in h)
+    rest = med(r["mean_ms"] - per(r, 0) - per(r, 4) - per(r, 5) for r in h)
+    added = med(r["mean_ms"] - per(r, 0) for r in h)
+    print(f"| {preset} | {engine} | {med(r['mean_ms'] for r in e):.3f} | {inside:.3f} | {1000 * tok:.0f} | {1000 * wait:.0f} "
+          f"| {1000 * rest:.0f} | {med(r['mean_ms'] for r in h):.3f} | {added:.3f} ms | {100 * added / inside:.1f}% |")
 PY
 echo
 echo "| preset | engine | weights MiB | node RSS after load MiB | after the load tests MiB | RSS / weights (after tests) | target (1.2 × weights + 150 MiB) |"

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use crate::backend::{EngineError, Inputs, Output};
 use crate::inference::{Lost, Pool};
+use crate::metrics::ModelMetrics;
 use crate::registry::LoadedModel;
 
 /// Called with the request's own rows of the batch and of its output, and the engine seconds.
@@ -32,7 +33,8 @@ pub struct Request {
 }
 
 pub struct Batcher {
-    model: String,
+    batches: metrics::Counter,
+    batched_inputs: metrics::Counter,
     queue: Mutex<Queue>,
     /// Engine calls that may run at once.
     calls: AtomicUsize,
@@ -47,9 +49,10 @@ struct Queue {
 }
 
 impl Batcher {
-    pub fn new(model: &str, calls: usize, rows: usize) -> Self {
+    pub fn new(metrics: &ModelMetrics, calls: usize, rows: usize) -> Self {
         Self {
-            model: model.to_string(),
+            batches: metrics.batches.clone(),
+            batched_inputs: metrics.batched_inputs.clone(),
             queue: Mutex::new(Queue::default()),
             calls: AtomicUsize::new(calls.max(1)),
             rows: rows.max(1),
@@ -136,9 +139,8 @@ impl Batcher {
         if parts.is_empty() {
             return;
         }
-        metrics::counter!(crate::metrics::BATCHES, "model" => self.model.clone()).increment(1);
-        metrics::counter!(crate::metrics::BATCHED_ROWS, "model" => self.model.clone())
-            .increment(parts.iter().map(|p| p.0.batch as u64).sum());
+        self.batches.increment(1);
+        self.batched_inputs.increment(parts.iter().map(|p| p.0.batch as u64).sum());
         if parts.len() == 1 {
             // Alone: no copy into a batch and out again.
             if let Some((x, finish)) = parts.pop() {

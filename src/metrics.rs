@@ -2,8 +2,8 @@
 
 use std::sync::OnceLock;
 
-use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const REQUESTS: &str = "stowage_requests_total";
 pub const REQUEST_DURATION: &str = "stowage_request_duration_seconds";
@@ -20,6 +20,8 @@ pub const BATCHES: &str = "stowage_batches_total";
 pub const BATCHED_ROWS: &str = "stowage_batched_inputs_total";
 pub const INFERENCE_BUSY: &str = "stowage_inference_threads_busy";
 pub const INFERENCE_BACKLOG: &str = "stowage_inference_backlog";
+pub const TOKENIZATION_DURATION: &str = "stowage_tokenization_duration_seconds";
+pub const BATCH_WAIT: &str = "stowage_batch_wait_seconds";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -28,8 +30,14 @@ pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+            // Tokenization takes tens of microseconds; a batch wait is often none at all.
+            let fine = [1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1];
+            let waits =
+                [1e-4, 2.5e-4, 5e-4, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
             let handle = PrometheusBuilder::new()
                 .set_buckets(&buckets)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(TOKENIZATION_DURATION.into()), &fine))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_WAIT.into()), &waits))
                 .expect("static buckets are valid")
                 .install_recorder()
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle());
@@ -59,4 +67,48 @@ fn describe() {
     );
     describe_gauge!(INFERENCE_BUSY, Unit::Count, "Inference threads running a request now (of --inference-threads)");
     describe_gauge!(INFERENCE_BACKLOG, Unit::Count, "Engine calls waiting for a free inference thread (node-wide)");
+    describe_histogram!(
+        TOKENIZATION_DURATION,
+        Unit::Seconds,
+        "Tokenization (or the checks of given token ids) per request, on an inference thread"
+    );
+    describe_histogram!(
+        BATCH_WAIT,
+        Unit::Seconds,
+        "Admitted until the request's engine call began: waiting for the model's engine and an inference thread"
+    );
+}
+
+/// One model's request-path metrics, registered once when the node starts: the request path
+/// then records without building label sets or looking them up.
+#[derive(Clone)]
+pub struct ModelMetrics {
+    /// `stowage_requests_total{code="200"}`; other codes are rare and are looked up when they happen.
+    pub ok: Counter,
+    pub request_duration: Histogram,
+    pub inference_duration: Histogram,
+    pub queue_wait: Histogram,
+    pub inflight: Gauge,
+    pub tokenization: Histogram,
+    pub batch_wait: Histogram,
+    pub batches: Counter,
+    pub batched_inputs: Counter,
+}
+
+impl ModelMetrics {
+    pub fn new(model: &str, backend: &str) -> Self {
+        install();
+        let m = model.to_string();
+        Self {
+            ok: metrics::counter!(REQUESTS, "model" => m.clone(), "code" => "200"),
+            request_duration: metrics::histogram!(REQUEST_DURATION, "model" => m.clone()),
+            inference_duration: metrics::histogram!(INFERENCE_DURATION, "model" => m.clone(), "backend" => backend.to_string()),
+            queue_wait: metrics::histogram!(QUEUE_WAIT, "model" => m.clone()),
+            inflight: metrics::gauge!(INFLIGHT, "model" => m.clone()),
+            tokenization: metrics::histogram!(TOKENIZATION_DURATION, "model" => m.clone()),
+            batch_wait: metrics::histogram!(BATCH_WAIT, "model" => m.clone()),
+            batches: metrics::counter!(BATCHES, "model" => m.clone()),
+            batched_inputs: metrics::counter!(BATCHED_ROWS, "model" => m),
+        }
+    }
 }

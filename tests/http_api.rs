@@ -431,9 +431,51 @@ async fn models_and_metrics() {
         "# HELP stowage_requests_total",
         "stowage_inference_threads_busy ",
         "stowage_inference_backlog ",
+        "stowage_tokenization_duration_seconds_bucket",
+        "stowage_batch_wait_seconds_bucket",
     ] {
         assert!(text.contains(name), "missing {name} in\n{text}");
     }
+}
+
+/// The value of the sample `series` (name and labels as Prometheus prints them), if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[actix_web::test]
+async fn per_model_metrics_count_each_request_once() {
+    // nextest runs each test in its own process, so this one's counts start at zero.
+    let s = state().await;
+    let app = app!(s);
+    call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
+    call!(&app, post("/predictions/tiny-0001", r#"{"inputs": ["good", "bad"]}"#));
+    let (status, _, _) = call!(&app, post("/predictions/tiny-0001", r#"{"inputs": ""}"#));
+    assert_eq!(status, 422);
+    call!(&app, test::TestRequest::get().uri("/predictions/nope?text=hi"));
+    let resp = test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
+    let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    let m = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    assert_eq!(m(r#"stowage_requests_total{model="tiny-0001",code="200"}"#), 2.0);
+    assert_eq!(m(r#"stowage_requests_total{model="tiny-0001",code="422"}"#), 1.0);
+    assert_eq!(m(r#"stowage_requests_total{model="_unknown",code="404"}"#), 1.0);
+    assert_eq!(m(r#"stowage_request_duration_seconds_count{model="tiny-0001"}"#), 3.0);
+    // The empty text is refused before admission: only the two admitted requests were
+    // tokenized, waited for their engine call and ran.
+    for name in ["stowage_tokenization_duration_seconds", "stowage_batch_wait_seconds", "stowage_queue_wait_seconds"] {
+        assert_eq!(m(&format!(r#"{name}_count{{model="tiny-0001"}}"#)), 2.0, "{name}");
+    }
+    assert_eq!(m(r#"stowage_inference_duration_seconds_count{model="tiny-0001",backend="tract"}"#), 2.0);
+    assert_eq!(m(r#"stowage_batched_inputs_total{model="tiny-0001"}"#), 3.0);
+    assert_eq!(m(r#"stowage_inflight_requests{model="tiny-0001"}"#), 0.0);
+    let tokenization = m(r#"stowage_tokenization_duration_seconds_sum{model="tiny-0001"}"#);
+    assert!(tokenization > 0.0 && tokenization < m(r#"stowage_request_duration_seconds_sum{model="tiny-0001"}"#));
+    // Tokenization has buckets below a millisecond (the default ones start there).
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(r#"stowage_tokenization_duration_seconds_bucket{model="tiny-0001",le="0.00001"}"#)),
+        "no 10 µs bucket in\n{text}"
+    );
 }
 
 #[actix_web::test]

@@ -243,15 +243,44 @@ fn label(state: &AppState, id: &str) -> String {
 }
 
 fn finish(state: &AppState, id: &str, started: Instant, result: Result<Value, ApiError>) -> HttpResponse {
-    let model = label(state, id);
     let response = match result {
         Ok(v) => HttpResponse::Ok().json(v),
         Err(e) => actix_web::ResponseError::error_response(&e),
     };
-    metrics::counter!(m::REQUESTS, "model" => model.clone(), "code" => response.status().as_u16().to_string())
-        .increment(1);
-    metrics::histogram!(m::REQUEST_DURATION, "model" => model).record(started.elapsed().as_secs_f64());
+    let code = response.status().as_u16();
+    let seconds = started.elapsed().as_secs_f64();
+    match state.registry.get(id) {
+        Some(entry) => {
+            if code == 200 {
+                entry.metrics.ok.increment(1);
+            } else {
+                metrics::counter!(m::REQUESTS, "model" => id.to_string(), "code" => code.to_string()).increment(1);
+            }
+            entry.metrics.request_duration.record(seconds);
+        }
+        None => {
+            metrics::counter!(m::REQUESTS, "model" => "_unknown", "code" => code.to_string()).increment(1);
+            metrics::histogram!(m::REQUEST_DURATION, "model" => "_unknown").record(seconds);
+        }
+    }
     response
+}
+
+/// Counts an admitted request in `stowage_inflight_requests` until dropped: also when the client
+/// goes away and actix drops the handler mid-wait.
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn enter(gauge: &metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// Checks the node and the model first (so an unknown model is a 404 whatever the request), then
@@ -296,15 +325,18 @@ async fn serve(state: &AppState, id: &str, req: Result<Request, ApiError>) -> Re
         metrics::counter!(m::REJECTED, "model" => id.to_string(), "reason" => "queue_full").increment(1);
         return Err(ApiError::new(Code::QueueFull, format!("model {id:?} has a full queue; retry later")));
     };
-    metrics::histogram!(m::QUEUE_WAIT, "model" => id.to_string()).record(waited.as_secs_f64());
-    let inflight = metrics::gauge!(m::INFLIGHT, "model" => id.to_string());
-    inflight.increment(1.0);
-    let backend = entry.spec.engine.to_string();
+    let admitted = Instant::now();
+    entry.metrics.queue_wait.record(waited.as_secs_f64());
+    let _inflight = InFlight::enter(&entry.metrics.inflight);
     let (tx, rx) = tokio::sync::oneshot::channel::<Result<(Vec<Value>, f64), ApiError>>();
     let prepare = {
-        let model = model.clone();
+        let (model, entry) = (model.clone(), entry.clone());
         move || -> Option<(Inputs, Finish)> {
-            let x = match tokenize(&model, req) {
+            entry.metrics.batch_wait.record(admitted.elapsed().as_secs_f64());
+            let t = Instant::now();
+            let x = tokenize(&model, req);
+            entry.metrics.tokenization.record(t.elapsed().as_secs_f64());
+            let x = match x {
                 Ok(x) => x,
                 Err(e) => {
                     let _ = tx.send(Err(e));
@@ -325,8 +357,7 @@ async fn serve(state: &AppState, id: &str, req: Result<Request, ApiError>) -> Re
         Ok(()) => rx.await.map_err(|_| Lost),
         Err(e) => Err(e),
     };
-    inflight.decrement(1.0);
     let (predictions, secs) = result.map_err(|e| ApiError::new(Code::InferenceFailed, e.to_string()))??;
-    metrics::histogram!(m::INFERENCE_DURATION, "model" => id.to_string(), "backend" => backend.clone()).record(secs);
-    Ok(json!({"model": id, "backend": backend, "predictions": predictions}))
+    entry.metrics.inference_duration.record(secs);
+    Ok(json!({"model": id, "backend": entry.spec.engine.to_string(), "predictions": predictions}))
 }

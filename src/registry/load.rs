@@ -197,13 +197,21 @@ impl LoadedModel {
 
     /// Like `encode`, and says whether any input was cut at `max_length`.
     pub fn encode_checked(&self, texts: &[String], pairs: Option<&[String]>) -> Result<(Inputs, bool), String> {
-        let encodings = match pairs {
-            None => self.tokenizer.encode_batch(texts.to_vec(), true),
-            Some(p) => {
-                self.tokenizer.encode_batch(texts.iter().cloned().zip(p.iter().cloned()).collect::<Vec<_>>(), true)
-            }
+        // One text at a time on the calling (inference) thread, without `encode_batch`'s
+        // parallel iterator; offsets are not used, so `encode_fast` does not compute them.
+        if pairs.is_some_and(|p| p.len() != texts.len()) {
+            return Err("give one text pair per text".into());
         }
-        .map_err(|e| format!("tokenization failed: {e}"))?;
+        let one = |i: usize, text: &String| match pairs {
+            None => self.tokenizer.encode_fast(text.as_str(), true),
+            Some(p) => self.tokenizer.encode_fast((text.as_str(), p[i].as_str()), true),
+        };
+        let encodings = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| one(i, t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("tokenization failed: {e}"))?;
         let rows: Vec<(Vec<i64>, Vec<i64>, Vec<i64>)> = encodings
             .iter()
             .map(|e| {

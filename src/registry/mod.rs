@@ -11,6 +11,7 @@ use dashmap::DashMap;
 use serde::Serialize;
 
 pub use crate::batch::Batcher;
+use crate::metrics::ModelMetrics;
 pub use admission::Admission;
 pub use load::{LoadedModel, ModelSpec};
 
@@ -54,6 +55,7 @@ pub struct Entry {
     /// Requests in the model's hands (running or pending in its batcher), and those waiting.
     pub admission: Admission,
     pub batcher: Arc<Batcher>,
+    pub metrics: ModelMetrics,
 }
 
 impl Entry {
@@ -111,9 +113,11 @@ impl Registry {
             .into_iter()
             .map(|spec| {
                 let (calls, rows) = (limits.concurrency.max(1), limits.batch.max(1));
+                let metrics = ModelMetrics::new(&spec.id, &spec.engine.to_string());
                 let e = Entry {
                     admission: Admission::new(calls * rows, limits.queue),
-                    batcher: Arc::new(Batcher::new(&spec.id, calls, rows)),
+                    batcher: Arc::new(Batcher::new(&metrics, calls, rows)),
+                    metrics,
                     state: RwLock::new(State::Loading),
                     info: RwLock::new(LoadInfo::default()),
                     spec,
