@@ -14,7 +14,10 @@
 #   time into inference and what the node adds around it (HTTP, JSON, tokenization, hand-offs);
 # - load generator: wrk (Debian package; installed here if missing), closed loop, latency
 #   percentiles to the microsecond through scripts/wrk-report.lua;
-# - CONCURRENCY (default "1 4 16") picks the points; the node's flags can be added in SERVE_ARGS.
+# - CONCURRENCY (default "1 4 16") picks the points; the node's flags can be added in SERVE_ARGS;
+# - HTTP_CPUS, when set, moves every node thread but the inference threads (stowage-infer-N) onto
+#   those CPUs once the node is ready: the inference keeps SERVER_CPUS to itself, as on a node with
+#   cores to spare for HTTP (the engine alone still gets SERVER_CPUS only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
@@ -61,6 +64,11 @@ for preset in $presets; do
       --host 127.0.0.1 --port "$port" --queue-size 256 "${serve_args[@]}" &
     pid=$!
     until curl -sf "localhost:$port/ready" >/dev/null; do kill -0 $pid; sleep 0.2; done
+    if [ -n "${HTTP_CPUS:-}" ]; then
+      for task in "/proc/$pid/task/"*; do
+        case $(cat "$task/comm") in stowage-infer-*) ;; *) taskset -p -c "$HTTP_CPUS" "${task##*/}" >/dev/null ;; esac
+      done
+    fi
     rss=$(awk '/VmRSS/ {print $2 * 1024}' /proc/$pid/status)
     for c in ${CONCURRENCY:-1 4 16}; do
       for r in $(seq "$rounds"); do
@@ -87,7 +95,7 @@ for preset in $presets; do
     wait $pid
   done
 done
-echo "server CPUs $server_cpus, client CPUs $client_cpus, $rounds rounds of ${seconds} s per side; medians"
+echo "server CPUs $server_cpus${HTTP_CPUS:+ (HTTP side of the node on CPUs $HTTP_CPUS)}, client CPUs $client_cpus, $rounds rounds of ${seconds} s per side; medians"
 echo
 python3 - "$runs" <<'PY'
 import json, statistics, sys

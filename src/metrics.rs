@@ -75,7 +75,7 @@ fn describe() {
     describe_histogram!(
         BATCH_WAIT,
         Unit::Seconds,
-        "Admitted until the request's engine call began: waiting for the model's engine and an inference thread"
+        "Admitted until the request's engine call took it up: waiting for the model's engine and an inference thread"
     );
 }
 
