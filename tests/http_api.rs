@@ -468,6 +468,9 @@ async fn per_model_metrics_count_each_request_once() {
     assert_eq!(m(r#"stowage_inference_duration_seconds_count{model="tiny-0001",backend="tract"}"#), 2.0);
     assert_eq!(m(r#"stowage_batched_inputs_total{model="tiny-0001"}"#), 3.0);
     assert_eq!(m(r#"stowage_inflight_requests{model="tiny-0001"}"#), 0.0);
+    // A model without requests has its series from start-up, at zero.
+    assert_eq!(m(r#"stowage_requests_total{model="tiny-0002",code="200"}"#), 0.0);
+    assert_eq!(m(r#"stowage_tokenization_duration_seconds_count{model="tiny-0002"}"#), 0.0);
     let tokenization = m(r#"stowage_tokenization_duration_seconds_sum{model="tiny-0001"}"#);
     assert!(tokenization > 0.0 && tokenization < m(r#"stowage_request_duration_seconds_sum{model="tiny-0001"}"#));
     // Tokenization has buckets below a millisecond (the default ones start there).
