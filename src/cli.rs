@@ -323,6 +323,13 @@ pub struct ServeArgs {
     #[arg(long, env = "STOWAGE_QUEUE_SIZE", default_value_t = 64)]
     pub queue_size: usize,
 
+    /// Longest a request may wait for its model before it runs, in milliseconds (0: no limit);
+    /// beyond, 503 `queue_timeout` with Retry-After, and it never runs. Clients that gave up
+    /// still hold their place otherwise: the HTTP server does not drop a waiting handler when
+    /// its client hangs up.
+    #[arg(long, env = "STOWAGE_QUEUE_TIMEOUT_MS", default_value_t = 0)]
+    pub queue_timeout_ms: u64,
+
     /// Largest request body, in bytes; beyond, 413.
     #[arg(long, env = "STOWAGE_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,

@@ -53,7 +53,11 @@ fn describe() {
     describe_histogram!(INFERENCE_DURATION, Unit::Seconds, "Engine time per request (tokenization excluded)");
     describe_histogram!(QUEUE_WAIT, Unit::Seconds, "Time a request waited for a free slot of its model");
     describe_gauge!(INFLIGHT, Unit::Count, "Requests admitted and not yet answered, per model");
-    describe_counter!(REJECTED, Unit::Count, "Requests rejected before inference (queue_full, not_ready, too_large)");
+    describe_counter!(
+        REJECTED,
+        Unit::Count,
+        "Requests rejected before inference (queue_full, queue_timeout, not_ready, too_large)"
+    );
     describe_histogram!(LOAD_DURATION, Unit::Seconds, "Model start-up time per phase (fetch, load, warmup)");
     describe_gauge!(MODEL_MEMORY, Unit::Bytes, "Resident memory the model added when it loaded");
     describe_gauge!(MODELS, Unit::Count, "Models by state (loading, ready, failed)");

@@ -26,12 +26,20 @@ pub struct ServeConfig {
     pub ready_fraction: f64,
     /// Threads that run inference for the whole node: at most this many inferences at once.
     pub inference_threads: usize,
+    /// Longest a request may wait for its model (admission and batch) before it runs.
+    pub queue_timeout: Option<Duration>,
 }
 
 impl Default for ServeConfig {
     fn default() -> Self {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Self { max_body_bytes: 1 << 20, max_batch: 32, ready_fraction: 1.0, inference_threads: cpus }
+        Self {
+            max_body_bytes: 1 << 20,
+            max_batch: 32,
+            ready_fraction: 1.0,
+            inference_threads: cpus,
+            queue_timeout: None,
+        }
     }
 }
 

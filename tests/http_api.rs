@@ -255,6 +255,56 @@ async fn overload_answers_429_with_retry_after() {
 }
 
 #[actix_web::test]
+async fn a_request_that_waits_past_the_queue_timeout_gets_503_and_never_runs() {
+    let limit = std::time::Duration::from_millis(100);
+    let config = ServeConfig { inference_threads: 1, queue_timeout: Some(limit), ..ServeConfig::default() };
+    // Waiting for admission: the model's only slot is held.
+    let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 4, batch: 1 }, config.clone(), true).await;
+    let app = app!(s);
+    let first = s.registry.get("tiny-0001").unwrap();
+    let held = first.admission.enter().await.unwrap();
+    let t = std::time::Instant::now();
+    let (status, body, retry) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
+    assert_eq!((status, body["code"].as_str(), retry.as_deref()), (503, Some("queue_timeout"), Some("1")), "{body}");
+    assert!(t.elapsed() >= limit);
+    drop(held);
+    let (status, _, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
+    assert_eq!(status, 200);
+
+    // Admitted, then waiting in the model's batch queue: the only inference thread is held past
+    // the limit, so both requests are answered 503 when their call comes, without running.
+    let s = state_with(&["tiny-0002"], Limits { concurrency: 1, queue: 0, batch: 4 }, config, true).await;
+    let app = app!(s);
+    let entry = s.registry.get("tiny-0002").unwrap();
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    s.inference.submit(move || blocked.recv().unwrap_or_default()).unwrap();
+    let requests = futures_util::future::join_all(["good", "bad"].map(|t| {
+        let (app, req) = (&app, post("/predictions/tiny-0002", &json!({"inputs": t}).to_string()));
+        async move { call!(app, req) }
+    }));
+    let opener = async {
+        while entry.batcher.pending() < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(limit + std::time::Duration::from_millis(20)).await;
+        release.send(()).unwrap();
+    };
+    let (answers, ()) = futures_util::join!(requests, opener);
+    for (status, body, _) in &answers {
+        assert_eq!((*status, body["code"].as_str()), (503, Some("queue_timeout")), "{body}");
+    }
+    // The model still serves: its call ended and gave back its place.
+    let (status, _, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0002?text=hi"));
+    assert_eq!(status, 200);
+    let resp = test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
+    let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    let m = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    assert_eq!(m(r#"stowage_rejected_total{model="tiny-0001",reason="queue_timeout"}"#), 1.0);
+    assert_eq!(m(r#"stowage_rejected_total{model="tiny-0002",reason="queue_timeout"}"#), 2.0);
+    assert_eq!(m(r#"stowage_batches_total{model="tiny-0002"}"#), 1.0, "only the last request ran");
+}
+
+#[actix_web::test]
 async fn shutdown_answers_503() {
     let s = state().await;
     let app = app!(s);

@@ -321,11 +321,27 @@ async fn serve(state: &AppState, id: &str, req: Result<Request, ApiError>) -> Re
         }
     }
 
-    let Some((_permit, waited)) = entry.admission.enter().await else {
+    let arrived = Instant::now();
+    let limit = state.config.queue_timeout;
+    let timed_out = move || {
+        let ms = limit.unwrap_or_default().as_millis();
+        ApiError::new(Code::QueueTimeout, format!("model {id:?} did not take the request within {ms} ms; retry later"))
+    };
+    let entered = match limit {
+        None => Some(entry.admission.enter().await),
+        Some(t) => tokio::time::timeout(t, entry.admission.enter()).await.ok(),
+    };
+    let Some(entered) = entered else {
+        metrics::counter!(m::REJECTED, "model" => id.to_string(), "reason" => "queue_timeout").increment(1);
+        return Err(timed_out());
+    };
+    let Some((_permit, waited)) = entered else {
         metrics::counter!(m::REJECTED, "model" => id.to_string(), "reason" => "queue_full").increment(1);
         return Err(ApiError::new(Code::QueueFull, format!("model {id:?} has a full queue; retry later")));
     };
     let admitted = Instant::now();
+    // Past this, the request is answered without running.
+    let deadline = limit.map(|t| (arrived + t, timed_out()));
     entry.metrics.queue_wait.record(waited.as_secs_f64());
     let _inflight = InFlight::enter(&entry.metrics.inflight);
     let (tx, rx) = tokio::sync::oneshot::channel::<Result<(Vec<Value>, f64), ApiError>>();
@@ -333,6 +349,13 @@ async fn serve(state: &AppState, id: &str, req: Result<Request, ApiError>) -> Re
         let (model, entry) = (model.clone(), entry.clone());
         move || -> Option<(Inputs, Finish)> {
             entry.metrics.batch_wait.record(admitted.elapsed().as_secs_f64());
+            if let Some((_, late)) = deadline.filter(|(at, _)| Instant::now() > *at) {
+                // Its client may be long gone: answer, and cost the batch nothing.
+                metrics::counter!(m::REJECTED, "model" => entry.spec.id.clone(), "reason" => "queue_timeout")
+                    .increment(1);
+                let _ = tx.send(Err(late));
+                return None;
+            }
             let t = Instant::now();
             let x = tokenize(&model, req);
             entry.metrics.tokenization.record(t.elapsed().as_secs_f64());

@@ -34,6 +34,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             max_batch: args.max_batch,
             ready_fraction: args.ready_fraction,
             inference_threads: threads,
+            queue_timeout: (args.queue_timeout_ms > 0).then(|| Duration::from_millis(args.queue_timeout_ms)),
         },
         load: LoadOptions {
             engine: args.engine.options(),
