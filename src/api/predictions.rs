@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -213,7 +213,7 @@ pub async fn post(
         let declared =
             req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
         let too_large = || {
-            metrics::counter!(m::REJECTED, "model" => label(&state, &id), "reason" => "too_large").increment(1);
+            rejected(label(&state, &id), "too_large");
             ApiError::new(Code::BodyTooLarge, format!("the body is over the {limit}-byte limit"))
         };
         if declared.is_some_and(|n| n > limit) {
@@ -231,6 +231,18 @@ pub async fn post(
     }
     .await;
     finish(&state, &id, started, result)
+}
+
+/// Counts a request turned away before inference, in `stowage_rejected_total`.
+fn rejected(model: String, reason: &'static str) {
+    metrics::counter!(m::REJECTED, "model" => model, "reason" => reason).increment(1);
+}
+
+/// The answer to a request that waited longer than `limit` for model `id` (counted as rejected).
+fn timed_out(id: &str, limit: Duration) -> ApiError {
+    rejected(id.to_string(), "queue_timeout");
+    let ms = limit.as_millis();
+    ApiError::new(Code::QueueTimeout, format!("model {id:?} did not take the request within {ms} ms; retry later"))
 }
 
 /// Metric label for a model id: the id if the node has it, else one bounded bucket.
@@ -295,7 +307,7 @@ async fn serve(state: &AppState, id: &str, req: Result<Request, ApiError>) -> Re
     let model: Arc<LoadedModel> = match entry.state() {
         State::Ready(m) => m,
         State::Loading => {
-            metrics::counter!(m::REJECTED, "model" => id.to_string(), "reason" => "not_ready").increment(1);
+            rejected(id.to_string(), "not_ready");
             return Err(ApiError::new(Code::NotReady, format!("model {id:?} is still loading")));
         }
         State::Failed(why) => {
@@ -323,25 +335,18 @@ async fn serve(state: &AppState, id: &str, req: Result<Request, ApiError>) -> Re
 
     let arrived = Instant::now();
     let limit = state.config.queue_timeout;
-    let timed_out = move || {
-        let ms = limit.unwrap_or_default().as_millis();
-        ApiError::new(Code::QueueTimeout, format!("model {id:?} did not take the request within {ms} ms; retry later"))
-    };
     let entered = match limit {
         None => Some(entry.admission.enter().await),
         Some(t) => tokio::time::timeout(t, entry.admission.enter()).await.ok(),
     };
     let Some(entered) = entered else {
-        metrics::counter!(m::REJECTED, "model" => id.to_string(), "reason" => "queue_timeout").increment(1);
-        return Err(timed_out());
+        return Err(timed_out(id, limit.unwrap_or_default()));
     };
     let Some((_permit, waited)) = entered else {
-        metrics::counter!(m::REJECTED, "model" => id.to_string(), "reason" => "queue_full").increment(1);
+        rejected(id.to_string(), "queue_full");
         return Err(ApiError::new(Code::QueueFull, format!("model {id:?} has a full queue; retry later")));
     };
     let admitted = Instant::now();
-    // Past this, the request is answered without running.
-    let deadline = limit.map(|t| (arrived + t, timed_out()));
     entry.metrics.queue_wait.record(waited.as_secs_f64());
     let _inflight = InFlight::enter(&entry.metrics.inflight);
     let (tx, rx) = tokio::sync::oneshot::channel::<Result<(Vec<Value>, f64), ApiError>>();
@@ -349,11 +354,9 @@ async fn serve(state: &AppState, id: &str, req: Result<Request, ApiError>) -> Re
         let (model, entry) = (model.clone(), entry.clone());
         move || -> Option<(Inputs, Finish)> {
             entry.metrics.batch_wait.record(admitted.elapsed().as_secs_f64());
-            if let Some((_, late)) = deadline.filter(|(at, _)| Instant::now() > *at) {
+            if let Some(t) = limit.filter(|&t| arrived.elapsed() > t) {
                 // Its client may be long gone: answer, and cost the batch nothing.
-                metrics::counter!(m::REJECTED, "model" => entry.spec.id.clone(), "reason" => "queue_timeout")
-                    .increment(1);
-                let _ = tx.send(Err(late));
+                let _ = tx.send(Err(timed_out(&entry.spec.id, t)));
                 return None;
             }
             let t = Instant::now();
