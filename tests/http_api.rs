@@ -95,6 +95,36 @@ fn post(path: &str, body: &str) -> test::TestRequest {
     test::TestRequest::post().uri(path).set_payload(body.to_string())
 }
 
+/// The text of `GET /metrics` (asserting a 200).
+macro_rules! metrics_text {
+    ($app:expr) => {{
+        let resp = test::call_service($app, test::TestRequest::get().uri("/metrics").to_request()).await;
+        assert_eq!(resp.status().as_u16(), 200);
+        String::from_utf8(test::read_body(resp).await.to_vec()).unwrap()
+    }};
+}
+
+/// Holds the node's only inference thread (`inference_threads: 1`) at once; the future releases
+/// it when `n` requests wait in `model`'s batcher, and `after` more, so that one engine call takes
+/// them. The hold starts before the future is first polled: before the requests are sent.
+fn hold_inference_until_pending(
+    s: &AppState,
+    model: &str,
+    n: usize,
+    after: std::time::Duration,
+) -> impl std::future::Future<Output = ()> {
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    s.inference.submit(move || blocked.recv().unwrap_or_default()).unwrap();
+    let entry = s.registry.get(model).unwrap();
+    async move {
+        while entry.batcher.pending() < n {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(after).await;
+        release.send(()).unwrap();
+    }
+}
+
 #[actix_web::test]
 async fn ping_and_ready() {
     let s =
@@ -275,20 +305,11 @@ async fn a_request_that_waits_past_the_queue_timeout_gets_503_and_never_runs() {
     // the limit, so both requests are answered 503 when their call comes, without running.
     let s = state_with(&["tiny-0002"], Limits { concurrency: 1, queue: 0, batch: 4 }, config, true).await;
     let app = app!(s);
-    let entry = s.registry.get("tiny-0002").unwrap();
-    let (release, blocked) = std::sync::mpsc::channel::<()>();
-    s.inference.submit(move || blocked.recv().unwrap_or_default()).unwrap();
+    let opener = hold_inference_until_pending(&s, "tiny-0002", 2, limit + std::time::Duration::from_millis(20));
     let requests = futures_util::future::join_all(["good", "bad"].map(|t| {
         let (app, req) = (&app, post("/predictions/tiny-0002", &json!({"inputs": t}).to_string()));
         async move { call!(app, req) }
     }));
-    let opener = async {
-        while entry.batcher.pending() < 2 {
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
-        tokio::time::sleep(limit + std::time::Duration::from_millis(20)).await;
-        release.send(()).unwrap();
-    };
     let (answers, ()) = futures_util::join!(requests, opener);
     for (status, body, _) in &answers {
         assert_eq!((*status, body["code"].as_str()), (503, Some("queue_timeout")), "{body}");
@@ -296,8 +317,7 @@ async fn a_request_that_waits_past_the_queue_timeout_gets_503_and_never_runs() {
     // The model still serves: its call ended and gave back its place.
     let (status, _, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0002?text=hi"));
     assert_eq!(status, 200);
-    let resp = test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
-    let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    let text = metrics_text!(&app);
     let m = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
     assert_eq!(m(r#"stowage_rejected_total{model="tiny-0001",reason="queue_timeout"}"#), 1.0);
     assert_eq!(m(r#"stowage_rejected_total{model="tiny-0002",reason="queue_timeout"}"#), 2.0);
@@ -403,19 +423,11 @@ async fn batched_answers_equal_answers_alone(engine: Engine) {
             alone.push(body["predictions"][0].clone());
         }
         // Hold the only inference thread until all four requests wait for the model.
-        let (release, blocked) = std::sync::mpsc::channel::<()>();
-        s.inference.submit(move || blocked.recv().unwrap_or_default()).unwrap();
-        let entry = s.registry.get(model).unwrap();
+        let opener = hold_inference_until_pending(&s, model, texts.len(), std::time::Duration::ZERO);
         let requests = futures_util::future::join_all(texts.iter().map(|t| {
             let (app, req) = (&app, post(&path, &json!({"inputs": t}).to_string()));
             async move { call!(app, req) }
         }));
-        let opener = async {
-            while entry.batcher.pending() < texts.len() {
-                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-            }
-            release.send(()).unwrap();
-        };
         let (answers, ()) = futures_util::join!(requests, opener);
         for ((code, body, _), want) in answers.iter().zip(&alone) {
             assert_eq!(*code, 200, "{body}");
@@ -431,8 +443,7 @@ async fn batched_answers_equal_answers_alone(engine: Engine) {
             }
         }
     }
-    let resp = test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
-    let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    let text = metrics_text!(&app);
     for model in ["tiny-0001", "tiny-0003"] {
         // Four calls alone, then one call for the four that waited.
         assert!(text.contains(&format!("stowage_batches_total{{model=\"{model}\"}} 5")), "{text}");
@@ -466,9 +477,7 @@ async fn models_and_metrics() {
     assert_eq!((status, body["code"].as_str()), (404, Some("unknown_model")));
 
     call!(&app, test::TestRequest::get().uri("/predictions/tiny-0002?text=hi"));
-    let resp = test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
-    assert_eq!(resp.status().as_u16(), 200);
-    let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    let text = metrics_text!(&app);
     for name in [
         "stowage_requests_total{model=\"tiny-0002\",code=\"200\"}",
         "stowage_request_duration_seconds_bucket",
@@ -503,8 +512,7 @@ async fn per_model_metrics_count_each_request_once() {
     let (status, _, _) = call!(&app, post("/predictions/tiny-0001", r#"{"inputs": ""}"#));
     assert_eq!(status, 422);
     call!(&app, test::TestRequest::get().uri("/predictions/nope?text=hi"));
-    let resp = test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
-    let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    let text = metrics_text!(&app);
     let m = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
     assert_eq!(m(r#"stowage_requests_total{model="tiny-0001",code="200"}"#), 2.0);
     assert_eq!(m(r#"stowage_requests_total{model="tiny-0001",code="422"}"#), 1.0);
