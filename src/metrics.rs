@@ -85,7 +85,6 @@ fn describe() {
 
 /// One model's request-path metrics, registered once when the node starts: the request path
 /// then records without building label sets or looking them up.
-#[derive(Clone)]
 pub struct ModelMetrics {
     /// `stowage_requests_total{code="200"}`; other codes are rare and are looked up when they happen.
     pub ok: Counter,
