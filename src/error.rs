@@ -8,6 +8,8 @@ use actix_web::{HttpResponse, ResponseError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     MalformedRequest,
+    NoSuchRoute,
+    MethodNotAllowed,
     UnknownModel,
     BodyTooLarge,
     InvalidInput,
@@ -24,6 +26,8 @@ impl Code {
     pub fn meta(self) -> (StatusCode, &'static str, Option<u32>) {
         match self {
             Code::MalformedRequest => (StatusCode::BAD_REQUEST, "malformed_request", None),
+            Code::NoSuchRoute => (StatusCode::NOT_FOUND, "not_found", None),
+            Code::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
             Code::UnknownModel => (StatusCode::NOT_FOUND, "unknown_model", None),
             Code::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", None),
             Code::InvalidInput => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", None),

@@ -270,6 +270,31 @@ async fn request_errors() {
 }
 
 #[actix_web::test]
+async fn unknown_paths_and_methods_answer_json_errors() {
+    let s =
+        state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 1, batch: 1 }, ServeConfig::default(), false).await;
+    let app = app!(s);
+    let cases = [
+        (test::TestRequest::get().uri("/nope"), 404, "not_found", None),
+        (test::TestRequest::get().uri("/predictions/"), 404, "not_found", None),
+        (test::TestRequest::get().uri("/predictions/tiny-0001/extra?text=hi"), 404, "not_found", None),
+        (test::TestRequest::put().uri("/predictions/tiny-0001"), 405, "method_not_allowed", Some("GET, POST")),
+        (test::TestRequest::delete().uri("/models/tiny-0001"), 405, "method_not_allowed", Some("GET")),
+        (test::TestRequest::post().uri("/ping"), 405, "method_not_allowed", Some("GET")),
+        (test::TestRequest::post().uri("/metrics"), 405, "method_not_allowed", Some("GET")),
+    ];
+    for (req, want, code, allow) in cases {
+        let resp = test::call_service(&app, req.to_request()).await;
+        let status = resp.status().as_u16();
+        let allowed = resp.headers().get("allow").map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(resp.headers().get("content-type").unwrap(), "application/json");
+        let body: Value = serde_json::from_slice(&test::read_body(resp).await).unwrap();
+        assert_eq!((status, body["code"].as_str(), allowed.as_deref()), (want, Some(code), allow), "{body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+    }
+}
+
+#[actix_web::test]
 async fn overload_answers_429_with_retry_after() {
     let s =
         state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 0, batch: 1 }, ServeConfig::default(), true).await;

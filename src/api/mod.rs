@@ -7,20 +7,50 @@ pub mod predictions;
 
 use std::sync::Arc;
 
-use actix_web::web;
+use actix_web::{http::header, web, HttpRequest, HttpResponse, ResponseError};
 
+use crate::error::{ApiError, Code};
 use crate::server::AppState;
 
-/// Mounts every route; used by the server and by in-process tests.
+/// Mounts every route; used by the server and by in-process tests. Whatever no route takes gets a
+/// JSON error like every other: 404 `not_found` for an unknown path, 405 `method_not_allowed`
+/// (with `Allow`) for a known path and another method.
 pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::from(state))
-            .route("/predictions/{model_id}", web::get().to(predictions::get))
-            .route("/predictions/{model_id}", web::post().to(predictions::post))
-            .route("/ping", web::get().to(health::ping))
-            .route("/ready", web::get().to(health::ready))
-            .route("/models", web::get().to(models::list))
-            .route("/models/{model_id}", web::get().to(models::one))
-            .route("/metrics", web::get().to(metrics::render));
+            .service(
+                web::resource("/predictions/{model_id}")
+                    .get(predictions::get)
+                    .post(predictions::post)
+                    .default_service(only("GET, POST")),
+            )
+            .service(web::resource("/ping").get(health::ping).default_service(only("GET")))
+            .service(web::resource("/ready").get(health::ready).default_service(only("GET")))
+            .service(web::resource("/models").get(models::list).default_service(only("GET")))
+            .service(web::resource("/models/{model_id}").get(models::one).default_service(only("GET")))
+            .service(web::resource("/metrics").get(metrics::render).default_service(only("GET")))
+            .default_service(web::to(no_such_route));
     }
+}
+
+/// 405 for a method the resource does not take, naming those it does.
+fn only(allow: &'static str) -> actix_web::Route {
+    web::to(move |req: HttpRequest| async move {
+        let e = ApiError::new(
+            Code::MethodNotAllowed,
+            format!("{} {} is not served; use {allow}", req.method(), req.path()),
+        );
+        let mut r = e.error_response();
+        r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allow));
+        r
+    })
+}
+
+async fn no_such_route(req: HttpRequest) -> HttpResponse {
+    let msg = format!(
+        "no route {} {}; the node serves /predictions/{{model_id}}, /ping, /ready, /models, /models/{{model_id}} and /metrics",
+        req.method(),
+        req.path()
+    );
+    ApiError::new(Code::NoSuchRoute, msg).error_response()
 }
