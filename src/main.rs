@@ -34,4 +34,12 @@ fn init_logging(json: bool) {
     } else {
         builder.init();
     }
+    // A panic (an engine bug on an inference thread, which the node survives) is logged like
+    // everything else, so that `--json-logs` collectors see it with its thread and place.
+    std::panic::set_hook(Box::new(|info| {
+        let message = info.payload_as_str().unwrap_or("(no message)");
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+        let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+        tracing::error!(%thread, %location, "panic: {message}");
+    }));
 }

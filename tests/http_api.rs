@@ -8,8 +8,8 @@ use std::sync::{Arc, OnceLock};
 
 use actix_web::{test, App};
 use serde_json::{json, Value};
-use stowage::backend::EngineOptions;
-use stowage::registry::{Limits, ModelSpec, Registry};
+use stowage::backend::{EngineError, EngineOptions};
+use stowage::registry::{Limits, LoadedModel, ModelSpec, Registry, State};
 use stowage::server::{load_all, AppState, LoadOptions, ServeConfig};
 use stowage::synth::{self, Preset, SynthSpec};
 use stowage_core::Engine;
@@ -359,6 +359,104 @@ async fn shutdown_answers_503() {
     assert!(retry.is_some());
     let (status, _, _) = call!(&app, test::TestRequest::get().uri("/ready"));
     assert_eq!(status, 503);
+}
+
+/// A real loaded model whose engine is replaced by one that fails (`Err`) or crashes (panics) on
+/// every call: an engine fault cannot be summoned from a sound model on demand.
+enum Fault {
+    Error,
+    Panic,
+}
+
+impl stowage::backend::Model for Fault {
+    fn backend(&self) -> Engine {
+        Engine::Tract
+    }
+
+    fn predict(&self, _: &stowage::backend::Inputs) -> Result<stowage::backend::Output, EngineError> {
+        match self {
+            Fault::Error => Err(EngineError::Run("simulated engine fault".into())),
+            Fault::Panic => panic!("simulated engine crash"),
+        }
+    }
+}
+
+fn break_engine(s: &AppState, id: &str, fault: Fault) {
+    let entry = s.registry.get(id).unwrap();
+    let State::Ready(m) = entry.state() else { panic!("{id} is not ready") };
+    let broken = LoadedModel {
+        model: Box::new(fault),
+        signature: m.signature.clone(),
+        tokenizer: m.tokenizer.clone(),
+        labels: m.labels.clone(),
+        max_length: m.max_length,
+        vocab_size: m.vocab_size,
+        pad_id: m.pad_id,
+    };
+    entry.set_state(State::Ready(Arc::new(broken)));
+}
+
+#[actix_web::test]
+async fn an_engine_that_fails_or_crashes_answers_500_and_the_node_serves_on() {
+    let config = ServeConfig { inference_threads: 1, ..ServeConfig::default() };
+    let limits = Limits { concurrency: 1, queue: 1, batch: 1 };
+    let s = state_with(&["tiny-0001", "tiny-0002", "tiny-0003"], limits, config, true).await;
+    break_engine(&s, "tiny-0001", Fault::Error);
+    break_engine(&s, "tiny-0002", Fault::Panic);
+    let app = app!(s);
+    // The operator sees what the client sees: the handler logs each 500 (on this thread).
+    let logs = Logs::default();
+    let _logging =
+        tracing::subscriber::set_default(tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).finish());
+    for (id, says) in [("tiny-0001", "simulated engine fault"), ("tiny-0002", "gave no answer")] {
+        for _ in 0..2 {
+            let (status, body, _) = call!(&app, post(&format!("/predictions/{id}"), r#"{"inputs": "hi"}"#));
+            assert_eq!((status, body["code"].as_str()), (500, Some("inference_failed")), "{body}");
+            assert!(body["error"].as_str().unwrap().contains(says), "{body}");
+        }
+    }
+    // The node's only inference thread survived the crash, and each model's place was given back.
+    let (status, _, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0003?text=hi"));
+    assert_eq!(status, 200);
+    let text = metrics_text!(&app);
+    let m = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    assert_eq!(m(r#"stowage_requests_total{model="tiny-0001",code="500"}"#), 2.0);
+    assert_eq!(m(r#"stowage_requests_total{model="tiny-0002",code="500"}"#), 2.0);
+    assert_eq!(m(r#"stowage_inflight_requests{model="tiny-0002"}"#), 0.0);
+    let logs = logs.text();
+    let errors: Vec<&str> = logs.lines().filter(|l| l.contains("ERROR") && l.contains("inference failed")).collect();
+    assert_eq!(errors.len(), 4, "{logs}");
+    assert!(errors[0].contains("tiny-0001") && errors[0].contains("simulated engine fault"), "{logs}");
+    assert!(errors[2].contains("tiny-0002"), "{logs}");
+}
+
+/// Log lines written by a `tracing` subscriber, kept for the test to read.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
 }
 
 #[actix_web::test]

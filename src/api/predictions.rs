@@ -257,10 +257,18 @@ fn label(state: &AppState, id: &str) -> String {
 fn finish(state: &AppState, id: &str, started: Instant, result: Result<Value, ApiError>) -> HttpResponse {
     let response = match result {
         Ok(v) => HttpResponse::Ok().json(v),
-        Err(e) => actix_web::ResponseError::error_response(&e),
+        Err(e) => {
+            if e.code == Code::InferenceFailed {
+                // The only error that is the node's fault: the client sees the sentence, the
+                // operator must too.
+                tracing::error!(model = id, error = %e, "inference failed");
+            }
+            actix_web::ResponseError::error_response(&e)
+        }
     };
     let code = response.status().as_u16();
     let seconds = started.elapsed().as_secs_f64();
+    tracing::debug!(target: "stowage::access", model = id, status = code, ms = (seconds * 1e6).round() / 1e3, "prediction");
     match state.registry.get(id) {
         Some(entry) => {
             if code == 200 {
