@@ -488,6 +488,53 @@ async fn a_broken_model_fails_alone() {
 }
 
 #[actix_web::test]
+async fn a_model_with_the_tokenizer_of_a_larger_vocabulary_fails_to_load() {
+    // The fixture's tokenizer has 1000 tokens; this model's word embeddings only 500 rows.
+    let dir = tempfile::tempdir().unwrap();
+    let shape = synth::BertShape { vocab: 500, ..Preset::Tiny.shape(2) };
+    let (profile, prefix) = ("synth-tiny".into(), "small".into());
+    let small = SynthSpec {
+        out: dir.path().into(),
+        count: 1,
+        shape,
+        profile,
+        prefix,
+        embedding_every: 0,
+        seed: 9,
+        peak_rps: 1.0,
+    };
+    synth::write(&small).unwrap();
+    let small = |tokenizer: PathBuf| ModelSpec {
+        id: "small-0001".into(),
+        artifact: dir.path().join("small-0001/model.onnx").into(),
+        tokenizer: tokenizer.into(),
+        config: None,
+        ..spec("tiny-0001")
+    };
+    let node = |specs: Vec<ModelSpec>| async {
+        let reg = Arc::new(Registry::new(specs, Limits { concurrency: 1, queue: 1, batch: 1 }));
+        load_all(reg.clone(), LoadOptions::default()).await;
+        Arc::new(AppState::new(reg, ServeConfig::default()).unwrap())
+    };
+
+    let s = node(vec![spec("tiny-0001"), small(fixture().root.join("tiny-0001/tokenizer.json"))]).await;
+    let app = app!(s);
+    let (status, body, _) = call!(&app, test::TestRequest::get().uri("/predictions/small-0001?text=hi"));
+    assert_eq!((status, body["code"].as_str()), (503, Some("model_failed")), "{body}");
+    let why = body["error"].as_str().unwrap();
+    assert!(why.contains("1000 tokens") && why.contains("500 rows") && why.contains("small-0001/model.onnx"), "{why}");
+    let (status, _, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
+    assert_eq!(status, 200);
+
+    // With its own tokenizer the same model loads, and /models shows the rows read from the file.
+    let s = node(vec![small(dir.path().join("small-0001/tokenizer.json"))]).await;
+    let app = app!(s);
+    let (status, body, _) = call!(&app, test::TestRequest::get().uri("/models/small-0001"));
+    assert_eq!((status, body["state"].as_str()), (200, Some("ready")), "{body}");
+    assert_eq!(body["signature"]["vocab_rows"], json!(500), "{body}");
+}
+
+#[actix_web::test]
 async fn ort_engine_serves_the_same_api() {
     if !common::ort_available("this test") {
         return;

@@ -80,6 +80,9 @@ pub struct Signature {
     pub kind: OutputKind,
     /// Last dimension of the output when the file fixes it (labels or hidden size).
     pub output_width: Option<usize>,
+    /// Rows of the word-embedding table that `input_ids` index, when the file shows it: token ids
+    /// at or above it cannot run.
+    pub vocab_rows: Option<usize>,
 }
 
 impl Signature {
@@ -177,7 +180,23 @@ pub fn signature(bytes: &[u8]) -> Result<Signature, EngineError> {
         }
         _ => None,
     };
-    Ok(Signature { inputs, output: out.name.clone(), kind, output_width })
+    let vocab_rows = embedding_rows(&graph, "input_ids");
+    Ok(Signature { inputs, output: out.name.clone(), kind, output_width, vocab_rows })
+}
+
+/// First dimension of the initializer that `input` looks up: `Gather(table, input)` as exporters
+/// write it, or ONNX Runtime's fused `EmbedLayerNormalization(input, segments, table, …)`.
+fn embedding_rows(graph: &tract_onnx::pb::GraphProto, input: &str) -> Option<usize> {
+    graph.node.iter().find_map(|n| {
+        let is = |i: usize| n.input.get(i).is_some_and(|x| x == input);
+        let table = match n.op_type.as_str() {
+            "Gather" if is(1) => n.input.first(),
+            "EmbedLayerNormalization" if is(0) => n.input.get(2),
+            _ => None,
+        }?;
+        let t = graph.initializer.iter().find(|t| &t.name == table)?;
+        t.dims.first().and_then(|&d| usize::try_from(d).ok())
+    })
 }
 
 /// Loads `bytes` with the chosen engine.
@@ -242,6 +261,31 @@ mod tests {
         ))
         .unwrap();
         assert_eq!((s.kind, s.output.as_str()), (OutputKind::LastHiddenState, "last_hidden_state"));
+    }
+
+    #[test]
+    fn finds_the_word_embedding_rows() {
+        use tract_onnx::pb::{NodeProto, TensorProto};
+        let table =
+            |name: &str, rows: i64| TensorProto { name: name.into(), dims: vec![rows, 8], ..Default::default() };
+        let node = |op: &str, inputs: &[&str]| NodeProto {
+            op_type: op.into(),
+            input: inputs.iter().map(|i| i.to_string()).collect(),
+            ..Default::default()
+        };
+        let graph = |nodes: Vec<NodeProto>| GraphProto {
+            node: nodes,
+            initializer: vec![table("types", 2), table("words", 30522)],
+            ..Default::default()
+        };
+        // The token-type lookup comes first and is not taken for the vocabulary.
+        let exported =
+            graph(vec![node("Gather", &["types", "token_type_ids"]), node("Gather", &["words", "input_ids"])]);
+        assert_eq!(embedding_rows(&exported, "input_ids"), Some(30522));
+        let fused = graph(vec![node("EmbedLayerNormalization", &["input_ids", "token_type_ids", "words", "pos"])]);
+        assert_eq!(embedding_rows(&fused, "input_ids"), Some(30522));
+        let computed = graph(vec![node("Gather", &["made_at_run_time", "input_ids"])]);
+        assert_eq!(embedding_rows(&computed, "input_ids"), None);
     }
 
     #[test]

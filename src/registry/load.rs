@@ -170,6 +170,14 @@ pub fn load_files(spec: &ModelSpec, files: &Files, opts: &EngineOptions) -> Resu
         .map_err(|e| format!("{}: {e}", spec.tokenizer))?;
     let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0) as i64;
     let vocab_size = tokenizer.get_vocab_size(true);
+    if let Some(rows) = signature.vocab_rows.filter(|&rows| vocab_size > rows) {
+        // Texts with the tokenizer's last ids would fail in the engine, request after request.
+        return Err(format!(
+            "{}: the tokenizer has {vocab_size} tokens but {}'s word embeddings have {rows} rows \
+             (the tokenizer of another model?)",
+            spec.tokenizer, spec.artifact
+        ));
+    }
     if let (backend::OutputKind::Logits, Some(n)) = (signature.kind, signature.output_width) {
         if labels.len() != n {
             labels = (0..n).map(|i| format!("LABEL_{i}")).collect();
