@@ -747,16 +747,21 @@ async fn long_text_is_cut_at_the_models_positions_even_without_tokenizer_truncat
     tok["truncation"] = Value::Null;
     let path = dir.path().join("tokenizer.json");
     std::fs::write(&path, tok.to_string()).unwrap();
-    let reg = Arc::new(Registry::new(
-        vec![ModelSpec { tokenizer: path.into(), ..spec("tiny-0001") }],
-        Limits { concurrency: 1, queue: 1, batch: 1 },
-    ));
-    load_all(reg.clone(), LoadOptions { parallelism: 1, ..LoadOptions::default() }).await;
-    let s = Arc::new(AppState::new(reg, ServeConfig::default()).expect("inference threads"));
-    let app = app!(s);
-    let (code, body, _) =
-        call!(&app, post("/predictions/tiny-0001", &format!(r#"{{"inputs": "{}"}}"#, "love ".repeat(600))));
-    assert_eq!(code, 200, "{body}");
-    let (_, models, _) = call!(&app, test::TestRequest::get().uri("/models/tiny-0001"));
-    assert_eq!(models["max_length"], 128, "config.json's max_position_embeddings");
+    // The model's position table has 128 rows: config.json says so, and without a config.json
+    // the table read from the ONNX file does.
+    for config in [spec("tiny-0001").config, None] {
+        let reg = Arc::new(Registry::new(
+            vec![ModelSpec { tokenizer: path.clone().into(), config: config.clone(), ..spec("tiny-0001") }],
+            Limits { concurrency: 1, queue: 1, batch: 1 },
+        ));
+        load_all(reg.clone(), LoadOptions { parallelism: 1, ..LoadOptions::default() }).await;
+        let s = Arc::new(AppState::new(reg, ServeConfig::default()).expect("inference threads"));
+        let app = app!(s);
+        let (code, body, _) =
+            call!(&app, post("/predictions/tiny-0001", &format!(r#"{{"inputs": "{}"}}"#, "love ".repeat(600))));
+        assert_eq!(code, 200, "{body}");
+        let (_, models, _) = call!(&app, test::TestRequest::get().uri("/models/tiny-0001"));
+        assert_eq!(models["max_length"], 128, "config {config:?}");
+        assert_eq!(models["signature"]["position_rows"], 128);
+    }
 }

@@ -83,6 +83,9 @@ pub struct Signature {
     /// Rows of the word-embedding table that `input_ids` index, when the file shows it: token ids
     /// at or above it cannot run.
     pub vocab_rows: Option<usize>,
+    /// Rows of the position-embedding table, when the file shows it: the most tokens one input
+    /// can have.
+    pub position_rows: Option<usize>,
 }
 
 impl Signature {
@@ -180,23 +183,47 @@ pub fn signature(bytes: &[u8]) -> Result<Signature, EngineError> {
         }
         _ => None,
     };
-    let vocab_rows = embedding_rows(&graph, "input_ids");
-    Ok(Signature { inputs, output: out.name.clone(), kind, output_width, vocab_rows })
+    let (vocab_rows, position_rows) = embedding_rows(&graph);
+    Ok(Signature { inputs, output: out.name.clone(), kind, output_width, vocab_rows, position_rows })
 }
 
-/// First dimension of the initializer that `input` looks up: `Gather(table, input)` as exporters
-/// write it, or ONNX Runtime's fused `EmbedLayerNormalization(input, segments, table, …)`.
-fn embedding_rows(graph: &tract_onnx::pb::GraphProto, input: &str) -> Option<usize> {
-    graph.node.iter().find_map(|n| {
-        let is = |i: usize| n.input.get(i).is_some_and(|x| x == input);
-        let table = match n.op_type.as_str() {
-            "Gather" if is(1) => n.input.first(),
-            "EmbedLayerNormalization" if is(0) => n.input.get(2),
-            _ => None,
-        }?;
-        let t = graph.initializer.iter().find(|t| &t.name == table)?;
-        t.dims.first().and_then(|&d| usize::try_from(d).ok())
-    })
+/// Most rows a token-type table has (BERT 2, RoBERTa 1); fewer than any position table.
+const MIN_POSITIONS: usize = 8;
+
+/// Rows of the word and position embedding tables, as far as the file shows them. Exporters
+/// write `Gather(words, input_ids)` and take positions from a table as wide, by `Gather` with
+/// computed indices or by `Slice`; ONNX Runtime's optimizer fuses both into
+/// `EmbedLayerNormalization(input_ids, segment_ids, words, positions, …)`. The token-type table
+/// is looked up by a graph input (`token_type_ids`), which tells it from the positions; where the
+/// export made token types a constant, its table (1 or 2 rows) is told apart by its size: a table
+/// of `MIN_POSITIONS` rows or fewer is never taken for the positions, which would cut every text.
+fn embedding_rows(graph: &tract_onnx::pb::GraphProto) -> (Option<usize>, Option<usize>) {
+    let table = |name: Option<&String>| name.and_then(|n| graph.initializer.iter().find(|t| &t.name == n));
+    let rows = |t: &tract_onnx::pb::TensorProto| t.dims.first().and_then(|&d| usize::try_from(d).ok());
+    let graph_input = |name: Option<&String>| name.is_some_and(|n| graph.input.iter().any(|i| &i.name == n));
+    let reads_ids = |n: &&tract_onnx::pb::NodeProto, i: usize| n.input.get(i).is_some_and(|x| x == "input_ids");
+    if let Some(n) = graph.node.iter().find(|n| n.op_type == "EmbedLayerNormalization" && reads_ids(n, 0)) {
+        return (table(n.input.get(2)).and_then(rows), table(n.input.get(3)).and_then(rows));
+    }
+    let Some(words) =
+        graph.node.iter().find(|n| n.op_type == "Gather" && reads_ids(n, 1)).and_then(|n| table(n.input.first()))
+    else {
+        return (None, None);
+    };
+    let positions = graph
+        .node
+        .iter()
+        .filter(|n| match n.op_type.as_str() {
+            "Gather" => !graph_input(n.input.get(1)),
+            "Slice" => true,
+            _ => false,
+        })
+        .filter_map(|n| table(n.input.first()))
+        .filter(|t| t.name != words.name && t.dims.len() == 2 && t.dims.get(1) == words.dims.get(1))
+        .filter_map(rows)
+        .filter(|&n| n > MIN_POSITIONS)
+        .max();
+    (rows(words), positions)
 }
 
 /// Loads `bytes` with the chosen engine.
@@ -264,8 +291,8 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_word_embedding_rows() {
-        use tract_onnx::pb::{NodeProto, TensorProto};
+    fn finds_the_word_and_position_embedding_rows() {
+        use tract_onnx::pb::{NodeProto, TensorProto, ValueInfoProto};
         let table =
             |name: &str, rows: i64| TensorProto { name: name.into(), dims: vec![rows, 8], ..Default::default() };
         let node = |op: &str, inputs: &[&str]| NodeProto {
@@ -275,17 +302,36 @@ mod tests {
         };
         let graph = |nodes: Vec<NodeProto>| GraphProto {
             node: nodes,
-            initializer: vec![table("types", 2), table("words", 30522)],
+            input: ["input_ids", "token_type_ids"]
+                .iter()
+                .map(|n| ValueInfoProto { name: n.to_string(), ..Default::default() })
+                .collect(),
+            initializer: vec![
+                table("types", 2),
+                table("words", 30522),
+                table("pos", 512),
+                TensorProto { name: "dense".into(), dims: vec![8, 32], ..Default::default() },
+            ],
             ..Default::default()
         };
-        // The token-type lookup comes first and is not taken for the vocabulary.
-        let exported =
-            graph(vec![node("Gather", &["types", "token_type_ids"]), node("Gather", &["words", "input_ids"])]);
-        assert_eq!(embedding_rows(&exported, "input_ids"), Some(30522));
+        // Token types are looked up by an input, positions by computed indices (or sliced).
+        let exported = graph(vec![
+            node("Gather", &["types", "token_type_ids"]),
+            node("Gather", &["words", "input_ids"]),
+            node("Gather", &["pos", "position_ids_sliced"]),
+            node("Gather", &["dense", "some_index"]),
+        ]);
+        assert_eq!(embedding_rows(&exported), (Some(30522), Some(512)));
+        let sliced =
+            graph(vec![node("Gather", &["words", "input_ids"]), node("Slice", &["pos", "zero", "seq", "zero"])]);
+        assert_eq!(embedding_rows(&sliced), (Some(30522), Some(512)));
         let fused = graph(vec![node("EmbedLayerNormalization", &["input_ids", "token_type_ids", "words", "pos"])]);
-        assert_eq!(embedding_rows(&fused, "input_ids"), Some(30522));
+        assert_eq!(embedding_rows(&fused), (Some(30522), Some(512)));
+        // Token types from a constant (no token_type_ids input) and positions not found.
+        let constant_types = graph(vec![node("Gather", &["words", "input_ids"]), node("Gather", &["types", "zeros"])]);
+        assert_eq!(embedding_rows(&constant_types), (Some(30522), None));
         let computed = graph(vec![node("Gather", &["made_at_run_time", "input_ids"])]);
-        assert_eq!(embedding_rows(&computed, "input_ids"), None);
+        assert_eq!(embedding_rows(&computed), (None, None));
     }
 
     #[test]

@@ -162,6 +162,7 @@ pub fn load_files(spec: &ModelSpec, files: &Files, opts: &EngineOptions) -> Resu
     let (mut labels, positions) = read_config(files.config.as_deref())?;
     // Many exported tokenizer.json files pad every input to 128: pad only within a batch, here.
     tokenizer.with_padding(None);
+    let positions = positions.into_iter().chain(signature.position_rows).min();
     let max_length = tokenizer.get_truncation().map_or(512, |t| t.max_length).min(positions.unwrap_or(512)).max(2);
     // Truncate at what the model can take, also when the tokenizer.json itself does not.
     let truncation = tokenizer.get_truncation().cloned().unwrap_or_default();
