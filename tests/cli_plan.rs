@@ -55,6 +55,7 @@ fn bad_catalog_fails_with_file_line_and_field() {
     );
     assert!(stderr.contains("bad.toml:7:1: models[0].profile: no footprint"), "{stderr}");
     assert!(stderr.contains("2 errors"), "{stderr}");
+    assert_eq!(stderr.matches("models[0].profile").count(), 1, "each error said once: {stderr}");
     assert!(!dir.join("p.json").exists(), "no plan is written for a bad catalog");
 }
 
@@ -62,5 +63,7 @@ fn bad_catalog_fails_with_file_line_and_field() {
 fn missing_catalog_is_named() {
     let out = stowage().args(["plan", "--catalog", "/nonexistent/models.toml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read catalog /nonexistent/models.toml"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot read catalog /nonexistent/models.toml: No such file"), "{stderr}");
+    assert_eq!(stderr.matches("No such file").count(), 1, "the reason said once: {stderr}");
 }

@@ -111,9 +111,11 @@ pub struct Catalog {
 /// Why a catalog could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("cannot read catalog {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("{0}")]
+    // The reason is in the sentence and not a `source` too: `{e:#}` (anyhow's chain) would say
+    // it twice.
+    #[error("cannot read catalog {path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
+    #[error(transparent)]
     Invalid(#[from] Diagnostics),
 }
 
@@ -135,7 +137,7 @@ impl Catalog {
     pub fn load(path: impl AsRef<Path>) -> Result<Self, CatalogError> {
         let path = path.as_ref();
         let text =
-            std::fs::read_to_string(path).map_err(|source| CatalogError::Io { path: path.to_path_buf(), source })?;
+            std::fs::read_to_string(path).map_err(|error| CatalogError::Io { path: path.to_path_buf(), error })?;
         Ok(Self::parse(path, &text)?)
     }
 

@@ -60,8 +60,9 @@ pub struct Usage {
 /// Why a plan file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("cannot read plan {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    // The reason is in the sentence, not a `source` too (anyhow's `{e:#}` would say it twice).
+    #[error("cannot read plan {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{path}:{line}:{column}: {message}")]
     Json { path: String, line: usize, column: usize, message: String },
     #[error("{path}: {message}")]
@@ -72,7 +73,7 @@ impl Plan {
     pub fn load(path: impl AsRef<Path>) -> Result<Self, PlanError> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| PlanError::Io { path: name.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|error| PlanError::Io { path: name.clone(), error })?;
         Self::parse(&name, &text)
     }
 
@@ -81,7 +82,12 @@ impl Plan {
             path: name.to_string(),
             line: e.line(),
             column: e.column(),
-            message: e.to_string(),
+            // serde_json ends its sentence with the place, which the error already starts with.
+            message: {
+                let m = e.to_string();
+                let at = format!(" at line {} column {}", e.line(), e.column());
+                m.strip_suffix(&at).map(str::to_string).unwrap_or(m)
+            },
         })?;
         plan.validate().map_err(|message| PlanError::Invalid { path: name.to_string(), message })?;
         Ok(plan)
@@ -191,5 +197,7 @@ mod tests {
         assert!(Plan::parse("p.json", &p.to_json()).unwrap_err().to_string().contains("model \"a\" is on both"));
         let err = Plan::parse("p.json", "{\n  \"format\": 1").unwrap_err().to_string();
         assert!(err.starts_with("p.json:2:"), "{err}");
+        let err = Plan::parse("p.json", "{bad").unwrap_err().to_string();
+        assert_eq!(err, "p.json:1:2: key must be a string", "the place said once");
     }
 }
