@@ -223,6 +223,12 @@ async fn request_errors() {
         (post("/predictions/tiny-0001", r#"{"input": "typo"}"#), 400, "malformed_request"),
         (post("/predictions/tiny-0001", r#"{}"#), 400, "malformed_request"),
         (post("/predictions/tiny-0001", r#"{"input_ids": [[101, 102]]}"#), 400, "malformed_request"),
+        (post("/predictions/tiny-0001", r#"{"inputs": "a", "attention_mask": [[1]]}"#), 400, "malformed_request"),
+        (
+            post("/predictions/tiny-0001", r#"{"input_ids": [[101]], "attention_mask": [[1]], "text_pair": "b"}"#),
+            400,
+            "malformed_request",
+        ),
         (test::TestRequest::get().uri("/predictions/tiny-0001"), 400, "malformed_request"),
         (test::TestRequest::get().uri("/predictions/nope?text=hi"), 404, "unknown_model"),
         (post("/predictions/nope", "{}"), 404, "unknown_model"),

@@ -64,6 +64,12 @@ fn parse_body(bytes: &[u8]) -> Result<Request, ApiError> {
     let body: Body = serde_json::from_slice(bytes).map_err(|e| malformed(format!("invalid JSON body: {e}")))?;
     match (body.inputs, body.input_ids) {
         (Some(_), Some(_)) => Err(malformed("give either \"inputs\" or \"input_ids\", not both")),
+        (Some(_), None) if body.attention_mask.is_some() || body.token_type_ids.is_some() => {
+            Err(malformed("\"attention_mask\" and \"token_type_ids\" go with \"input_ids\", not with texts"))
+        }
+        (None, Some(_)) if body.text_pair.is_some() || body.truncate.is_some() => {
+            Err(malformed("\"text_pair\" and \"truncate\" go with texts (\"inputs\"), not with \"input_ids\""))
+        }
         (Some(inputs), None) => Ok(Request::Texts {
             texts: inputs.into_vec(),
             pairs: body.text_pair.map(OneOrMany::into_vec),
