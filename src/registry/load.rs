@@ -212,7 +212,7 @@ impl LoadedModel {
             return Err("give one text pair per text".into());
         }
         let one = |i: usize, text: &String| match pairs {
-            None => self.tokenizer.encode_fast(text.as_str(), true),
+            None => encode_start(&self.tokenizer, self.max_length, text),
             Some(p) => self.tokenizer.encode_fast((text.as_str(), p[i].as_str()), true),
         };
         let encodings = texts
@@ -239,5 +239,151 @@ impl LoadedModel {
     pub fn pad(&self, rows: Vec<(Vec<i64>, Vec<i64>, Vec<i64>)>) -> Inputs {
         let rows: Vec<Row<'_>> = rows.iter().map(|(i, m, t)| (&i[..], &m[..], &t[..])).collect();
         Inputs::from_rows(&rows, self.pad_id)
+    }
+}
+
+/// One text, reading only as much of a long text as its first `max_length` tokens need, so
+/// that a megabyte of text costs what the model can take of it (the whole text took 300 ms to
+/// tokenize for a model that runs in 1 ms). The text is cut before a space past
+/// `CHARS_PER_TOKEN` characters per token (texts average 4–6), and the cut grown ×4 until the
+/// tokenizer truncates what it was given, or it is the whole text. The result is the whole
+/// text's: no tokenizer makes a token across a space (WordPiece, Metaspace and byte-level
+/// pre-tokenizers all split there), so a prefix that ends before one has the same first
+/// tokens, and its being truncated means the whole text is too. Texts with no space in reach
+/// (and tokenizers that keep the last tokens, truncating on the left) are read whole.
+fn encode_start(tokenizer: &Tokenizer, max_length: usize, text: &str) -> tokenizers::Result<tokenizers::Encoding> {
+    let keeps_the_start =
+        tokenizer.get_truncation().is_some_and(|t| t.direction == tokenizers::TruncationDirection::Right);
+    let mut reach = max_length.saturating_mul(CHARS_PER_TOKEN);
+    loop {
+        let head = if keeps_the_start { before_a_space(text, reach) } else { text };
+        let encoding = tokenizer.encode_fast(head, true)?;
+        if head.len() == text.len() || !encoding.get_overflowing().is_empty() {
+            return Ok(encoding);
+        }
+        reach = reach.saturating_mul(4);
+    }
+}
+
+/// Characters of a text read per token the model takes, before the rest is looked at.
+const CHARS_PER_TOKEN: usize = 16;
+
+/// The longest start of `text` within `bytes` bytes that ends just before a space; the whole text
+/// when it is no longer, or when no space is in reach.
+fn before_a_space(text: &str, bytes: usize) -> &str {
+    if text.len() <= bytes {
+        return text;
+    }
+    // Spaces are one byte: any byte position of one is a char boundary.
+    match text.as_bytes()[..bytes].iter().rposition(|&b| b == b' ') {
+        Some(i) => &text[..i],
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokenizers::models::bpe::BPE;
+    use tokenizers::models::unigram::Unigram;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
+    use tokenizers::TruncationParams;
+
+    /// Texts whose long forms test the cut: runs of spaces, tabs and newlines, punctuation,
+    /// accents, CJK and emoji, long words, and a space just past every possible cut.
+    fn texts() -> Vec<String> {
+        let parts = [
+            "the delivery was fast",
+            "  and   the support\tteam was\nvery helpful!",
+            "café naïve résumé",
+            "東京 の 天気",
+            "ok 👍 great",
+            "supercalifragilisticexpialidociousandthensome",
+            "a,b;c. d",
+        ];
+        let mut texts: Vec<String> = parts.iter().map(|p| p.to_string()).collect();
+        for n in [1, 7, 40, 200, 600] {
+            for (i, p) in parts.iter().enumerate() {
+                texts.push(
+                    (0..n).map(|k| parts[(i + k) % parts.len()]).collect::<Vec<_>>().join(if n % 2 == 0 {
+                        " "
+                    } else {
+                        "  "
+                    }) + p,
+                );
+            }
+        }
+        // A word that a cut anywhere but at a space would split into other pieces, where the few
+        // tokens before it leave those pieces among the kept ones (max_length 8: cut at 128 bytes).
+        for spaces in 100..140 {
+            texts.push(format!("ok{}{}", " ".repeat(spaces), "deliveryfast".repeat(3)));
+        }
+        texts.push("x".repeat(50_000));
+        texts.push(format!(" {}", "word ".repeat(20_000)));
+        texts
+    }
+
+    fn truncating(mut t: Tokenizer, max_length: usize) -> Tokenizer {
+        t.with_truncation(Some(TruncationParams { max_length, ..TruncationParams::default() })).unwrap();
+        t
+    }
+
+    fn wordpiece() -> Tokenizer {
+        crate::synth::tokenizer::build(&crate::synth::tokenizer::vocabulary(1000), 512).unwrap()
+    }
+
+    fn byte_level() -> Tokenizer {
+        let alphabet: Vec<String> = ByteLevel::alphabet().into_iter().map(String::from).collect();
+        let mut vocab: tokenizers::models::bpe::Vocab =
+            alphabet.iter().enumerate().map(|(i, c)| (c.clone(), i as u32)).collect();
+        let merges = vec![("Ġ".to_string(), "t".to_string()), ("h".to_string(), "e".to_string())];
+        for (a, b) in &merges {
+            let n = vocab.len() as u32;
+            vocab.insert(format!("{a}{b}"), n);
+        }
+        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().unwrap();
+        let mut t = Tokenizer::new(bpe);
+        t.with_pre_tokenizer(Some(ByteLevel::default()));
+        t
+    }
+
+    fn metaspace() -> Tokenizer {
+        let mut vocab = vec![("<unk>".to_string(), 0.0), ("▁".to_string(), -1.0)];
+        for c in "abcdefghijklmnopqrstuvwxyz".chars() {
+            vocab.push((c.to_string(), -2.0));
+            vocab.push((format!("▁{c}"), -1.5));
+        }
+        vocab.push(("▁the".to_string(), -1.0));
+        let mut t = Tokenizer::new(Unigram::from(vocab, Some(0), false).unwrap());
+        t.with_pre_tokenizer(Some(Metaspace::new('▁', PrependScheme::Always, true)));
+        t
+    }
+
+    #[test]
+    fn a_long_text_is_read_only_as_far_as_its_tokens_need_with_the_whole_texts_result() {
+        for (name, tokenizer) in [("wordpiece", wordpiece()), ("byte-level", byte_level()), ("metaspace", metaspace())]
+        {
+            for max_length in [8, 128] {
+                let t = truncating(tokenizer.clone(), max_length);
+                for text in texts() {
+                    let whole = t.encode_fast(text.as_str(), true).unwrap();
+                    let start = encode_start(&t, max_length, &text).unwrap();
+                    let what = format!("{name}, max_length {max_length}, text of {} bytes", text.len());
+                    assert_eq!(start.get_ids(), whole.get_ids(), "{what}");
+                    assert_eq!(start.get_type_ids(), whole.get_type_ids(), "{what}");
+                    assert_eq!(start.get_overflowing().is_empty(), whole.get_overflowing().is_empty(), "{what}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_cut_ends_before_a_space_within_reach() {
+        assert_eq!(before_a_space("ab cd ef", 100), "ab cd ef");
+        assert_eq!(before_a_space("ab cd ef", 6), "ab cd");
+        assert_eq!(before_a_space("ab cd ef", 5), "ab");
+        assert_eq!(before_a_space("abcdef gh", 4), "abcdef gh", "no space in reach: the whole text");
+        assert_eq!(before_a_space("é é é", 4), "é", "a cut never splits a character");
     }
 }
