@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# What a very long text costs the node: five POSTs of a 900 KB text (180,000 words) to a tiny
+# synthetic classifier (128 positions), on one inference thread on CPU 0. Prints the mean request
+# time seen by curl and the mean tokenization time from the node's own metric.
+#   scripts/bench-long-text.sh [STOWAGE_BINARY]      (default: a release build of this tree)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${1:-}
+if [ -z "$bin" ]; then
+  cargo build --release --locked -q
+  bin=./target/release/stowage
+fi
+dir=out/bench/long-text
+[ -f "$dir/tiny-0001/model.onnx" ] || "$bin" synth --out "$dir" --count 1 --preset tiny >/dev/null
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+RUST_LOG=warn taskset -c 0 "$bin" serve --catalog "$dir/models.toml" --engine tract --host 127.0.0.1 \
+  --port "$port" --inference-threads 1 >/dev/null 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null; rm -f "$body"' EXIT
+body=$(mktemp)
+python3 -c "import json; print(json.dumps({'inputs': ' '.join(['love'] * 180000)}))" > "$body"
+until curl -sf "localhost:$port/ready" >/dev/null; do kill -0 $pid; sleep 0.2; done
+total=0
+for _ in 1 2 3 4 5; do
+  t=$(curl -sf -o /dev/null -w '%{time_total}' --data-binary "@$body" "localhost:$port/predictions/tiny-0001")
+  total=$(python3 -c "print($total + $t)")
+done
+tok=$(curl -sf "localhost:$port/metrics" | awk '/^stowage_tokenization_duration_seconds_sum\{model="tiny-0001"/ {print $NF}')
+python3 -c "print(f'body $(stat -c %s "$body") bytes: request mean {$total / 5 * 1000:.1f} ms, tokenization mean {$tok / 5 * 1000:.2f} ms')"
