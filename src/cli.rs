@@ -238,9 +238,16 @@ pub struct ManifestsArgs {
     #[arg(long, env = "STOWAGE_IRSA_ROLE_ARN")]
     pub irsa_role_arn: Option<String>,
 
-    /// Seconds a node may take to drain on SIGTERM (terminationGracePeriodSeconds is 15 more).
+    /// Seconds a node may take to drain on SIGTERM (terminationGracePeriodSeconds is this, the
+    /// shutdown delay and 15 more).
     #[arg(long, env = "STOWAGE_DRAIN_SECONDS", default_value_t = 30)]
     pub drain_seconds: i64,
+
+    /// Seconds a node serves on after SIGTERM, not ready, before it refuses new requests: the time
+    /// the Service's endpoints and the Ingress take to drop a terminating pod (serve's
+    /// --shutdown-delay-seconds).
+    #[arg(long, env = "STOWAGE_SHUTDOWN_DELAY_SECONDS", default_value_t = 5)]
+    pub shutdown_delay_seconds: i64,
 
     /// Seconds a node may take to load and warm up its models (the startup probe's budget).
     #[arg(long, env = "STOWAGE_STARTUP_SECONDS", default_value_t = 600)]
@@ -356,6 +363,12 @@ pub struct ServeArgs {
     /// On SIGTERM, how long in-flight requests may take to finish, in seconds.
     #[arg(long, env = "STOWAGE_DRAIN_SECONDS", default_value_t = 30)]
     pub drain_seconds: u64,
+
+    /// On SIGTERM, seconds to go on serving (with /ready failing) before refusing new requests
+    /// and draining: the time load balancers take to stop sending requests here (Kubernetes
+    /// removes a terminating pod from its Service asynchronously). A second signal cuts it short.
+    #[arg(long, env = "STOWAGE_SHUTDOWN_DELAY_SECONDS", default_value_t = 0)]
+    pub shutdown_delay_seconds: u64,
 }
 
 /// Which engine runs a model, and how (`serve` and `profile`).

@@ -1,5 +1,6 @@
 //! `stowage serve`: one process per node. Binds at once (so probes answer), loads the node's
-//! models in the background, and on SIGTERM/SIGINT stops being ready, refuses new work with 503,
+//! models in the background, and on SIGTERM/SIGINT stops being ready, serves on for
+//! `--shutdown-delay-seconds` (while load balancers let go of it), then refuses new work with 503,
 //! drains what is in flight and exits 0 (the Kubernetes termination contract).
 
 use std::path::{Path, PathBuf};
@@ -298,6 +299,8 @@ pub struct ServeOptions {
     pub load: LoadOptions,
     pub ort_library: Option<PathBuf>,
     pub drain: Duration,
+    /// From SIGTERM to refusing new requests: serving on, not ready.
+    pub shutdown_delay: Duration,
 }
 
 pub fn run(opts: ServeOptions) -> Result<()> {
@@ -337,9 +340,18 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             .name("stowage-loader".into())
             .spawn(move || loader.block_on(load_all(reg, load)))
             .context("cannot start the loader thread")?;
+        let delay = opts.shutdown_delay;
         actix_web::rt::spawn(async move {
             wait_for_signal().await;
-            info!("shutting down: not ready, draining in-flight requests");
+            registry.begin_leaving();
+            if !delay.is_zero() {
+                info!(seconds = delay.as_secs_f64(), "leaving: not ready, serving on while load balancers let go");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = wait_for_signal() => info!("a second signal: not waiting any longer"),
+                }
+            }
+            info!("shutting down: refusing new requests, draining in-flight ones");
             registry.begin_shutdown();
             handle.stop(true).await;
         });

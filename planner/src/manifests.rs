@@ -51,6 +51,9 @@ pub struct ManifestOptions {
     pub irsa_role_arn: Option<String>,
     /// Seconds a node may take to drain on SIGTERM.
     pub drain_seconds: i64,
+    /// Seconds a node serves on after SIGTERM, not ready, before refusing new requests: the time
+    /// the Service's endpoints and the Ingress take to drop a terminating pod.
+    pub shutdown_delay_seconds: i64,
     /// Seconds a node may take to load and warm up its models before it is restarted.
     pub startup_seconds: i32,
     /// With a value above `replicas`, a HorizontalPodAutoscaler per node scales its pods on CPU.
@@ -147,8 +150,9 @@ fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deploy
         node.id.as_str(),
     ];
     all.append(&mut args);
-    let drain = o.drain_seconds.to_string();
-    all.extend(["--port", "8080", "--drain-seconds", drain.as_str(), "--cache-dir", CACHE_DIR, "--json-logs"]);
+    let (drain, delay) = (o.drain_seconds.to_string(), o.shutdown_delay_seconds.to_string());
+    all.extend(["--port", "8080", "--drain-seconds", drain.as_str(), "--shutdown-delay-seconds", delay.as_str()]);
+    all.extend(["--cache-dir", CACHE_DIR, "--json-logs"]);
 
     // Memory: what the plan's footprints say the models need, plus the server's own; the limit is
     // the instance's model memory, so a node can never crowd out its neighbours' pods.
@@ -219,7 +223,7 @@ fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deploy
             node.instance_type.clone(),
         )])),
         tolerations: (!tolerations.is_empty()).then_some(tolerations),
-        termination_grace_period_seconds: Some(o.drain_seconds + 15),
+        termination_grace_period_seconds: Some(o.shutdown_delay_seconds + o.drain_seconds + 15),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(RUN_AS_USER),

@@ -17,6 +17,7 @@ fn opts() -> ManifestOptions {
         ingress_host: Some("models.example".into()),
         irsa_role_arn: Some("arn:aws:iam::123456789012:role/stowage".into()),
         drain_seconds: 30,
+        shutdown_delay_seconds: 5,
         startup_seconds: 600,
         hpa_max_replicas: None,
     }
@@ -63,7 +64,8 @@ fn each_family_gets_its_selector_accelerator_and_image() {
     assert!(!cpu.contains("nvidia.com") && !cpu.contains("neuron") && !cpu.contains("tolerations"));
     for y in [&gpu, &inf, &cpu] {
         assert!(y.contains("readOnlyRootFilesystem: true") && y.contains("runAsNonRoot: true") && y.contains("- ALL"));
-        assert!(y.contains("terminationGracePeriodSeconds: 45"), "grace period above the 30 s drain");
+        assert!(y.contains("terminationGracePeriodSeconds: 50"), "grace above the 5 s delay and the 30 s drain");
+        assert!(y.contains("- --shutdown-delay-seconds\n") && y.contains("- '5'\n"), "{y}");
         assert!(y.contains("path: /ping") && y.contains("path: /ready") && y.contains("startupProbe"));
         assert_eq!(y.split("---\n").count(), 3);
         for kind in ["kind: Deployment", "kind: Service", "kind: PodDisruptionBudget"] {

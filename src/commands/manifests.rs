@@ -32,6 +32,7 @@ pub fn run(args: &ManifestsArgs) -> Result<()> {
         ingress_host: args.ingress_host.clone(),
         irsa_role_arn: args.irsa_role_arn.clone(),
         drain_seconds: args.drain_seconds,
+        shutdown_delay_seconds: args.shutdown_delay_seconds,
         startup_seconds: args.startup_seconds,
         hpa_max_replicas: args.hpa_max_replicas,
     };

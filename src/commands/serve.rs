@@ -44,5 +44,6 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         },
         ort_library: args.engine.ort_library.clone(),
         drain: Duration::from_secs(args.drain_seconds),
+        shutdown_delay: Duration::from_secs(args.shutdown_delay_seconds),
     })
 }

@@ -4,7 +4,7 @@
 pub mod admission;
 pub mod load;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
@@ -103,7 +103,8 @@ pub struct Registry {
     models: DashMap<String, Arc<Entry>>,
     /// Model ids in plan order.
     order: Vec<String>,
-    shutting_down: AtomicBool,
+    /// 0 serving, 1 leaving (not ready, still serving), 2 shutting down (refusing new requests).
+    phase: AtomicU8,
 }
 
 impl Registry {
@@ -125,7 +126,7 @@ impl Registry {
                 (e.spec.id.clone(), Arc::new(e))
             })
             .collect();
-        Self { models, order, shutting_down: AtomicBool::new(false) }
+        Self { models, order, phase: AtomicU8::new(0) }
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
@@ -158,12 +159,23 @@ impl Registry {
         self.models.is_empty()
     }
 
+    /// The node is about to stop: `/ready` fails so that load balancers let go of it, while
+    /// requests still reach it and are served.
+    pub fn begin_leaving(&self) {
+        self.phase.fetch_max(1, Ordering::SeqCst);
+    }
+
+    /// New requests are refused (503 `shutting_down`); those admitted finish.
     pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::SeqCst);
+        self.phase.fetch_max(2, Ordering::SeqCst);
+    }
+
+    pub fn leaving(&self) -> bool {
+        self.phase.load(Ordering::SeqCst) >= 1
     }
 
     pub fn shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::SeqCst)
+        self.phase.load(Ordering::SeqCst) >= 2
     }
 
     pub fn publish_counts(&self) {

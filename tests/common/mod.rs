@@ -52,14 +52,24 @@ impl Drop for Proc {
 impl Proc {
     /// Sends SIGTERM and waits (at most 20 s) for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(20))
+    }
+
+    /// Sends a signal (`TERM`, `INT`, …) without waiting.
+    pub fn signal(&self, name: &str) {
         let pid = self.0.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(20);
+        assert!(Command::new("kill").args([format!("-{name}").as_str(), &pid]).status().unwrap().success());
+    }
+
+    /// Waits at most `within` for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
         loop {
             if let Some(s) = self.0.try_wait().unwrap() {
                 return s;
             }
-            assert!(Instant::now() < deadline, "process {pid} did not stop after SIGTERM");
+            assert!(Instant::now() < deadline, "process {} did not stop within {within:?}", self.0.id());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
