@@ -372,6 +372,11 @@ async fn shutdown_answers_503() {
 enum Fault {
     Error,
     Panic,
+    /// Answers NaN: logits `[batch, width]`, or hidden states `[batch, seq, width]`.
+    NotFinite {
+        width: usize,
+        per_token: bool,
+    },
 }
 
 impl stowage::backend::Model for Fault {
@@ -379,10 +384,15 @@ impl stowage::backend::Model for Fault {
         Engine::Tract
     }
 
-    fn predict(&self, _: &stowage::backend::Inputs) -> Result<stowage::backend::Output, EngineError> {
-        match self {
+    fn predict(&self, x: &stowage::backend::Inputs) -> Result<stowage::backend::Output, EngineError> {
+        match *self {
             Fault::Error => Err(EngineError::Run("simulated engine fault".into())),
             Fault::Panic => panic!("simulated engine crash"),
+            Fault::NotFinite { width, per_token } => {
+                let shape = if per_token { vec![x.batch, x.seq, width] } else { vec![x.batch, width] };
+                let data = vec![f32::NAN; shape.iter().product()];
+                Ok(stowage::backend::Output { shape, data })
+            }
         }
     }
 }
@@ -434,6 +444,20 @@ async fn an_engine_that_fails_or_crashes_answers_500_and_the_node_serves_on() {
     assert_eq!(errors.len(), 4, "{logs}");
     assert!(errors[0].contains("tiny-0001") && errors[0].contains("simulated engine fault"), "{logs}");
     assert!(errors[2].contains("tiny-0002"), "{logs}");
+}
+
+#[actix_web::test]
+async fn non_finite_outputs_answer_500_not_null_scores() {
+    let limits = Limits { concurrency: 1, queue: 1, batch: 1 };
+    let s = state_with(&["tiny-0001", "tiny-0003"], limits, ServeConfig::default(), true).await;
+    break_engine(&s, "tiny-0001", Fault::NotFinite { width: 2, per_token: false });
+    break_engine(&s, "tiny-0003", Fault::NotFinite { width: 64, per_token: true });
+    let app = app!(s);
+    for id in ["tiny-0001", "tiny-0003"] {
+        let (status, body, _) = call!(&app, post(&format!("/predictions/{id}"), r#"{"inputs": ["a", "b"]}"#));
+        assert_eq!((status, body["code"].as_str()), (500, Some("inference_failed")), "{id}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("not finite"), "{body}");
+    }
 }
 
 /// Log lines written by a `tracing` subscriber, kept for the test to read.

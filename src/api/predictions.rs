@@ -150,20 +150,31 @@ fn softmax(row: &[f32]) -> Vec<f64> {
     exp.into_iter().map(|e| e / sum).collect()
 }
 
-/// Per input: `{label, score, scores}` or `{embedding}`.
-pub fn postprocess(model: &LoadedModel, x: &Inputs, out: &Output) -> Vec<Value> {
+/// Per input: `{label, score, scores}` or `{embedding}`. An answer that would hold NaN or an
+/// infinity (JSON has neither: serde_json would write `null`) is an error: the model is broken
+/// for this input (fp16 overflow on a GPU, say), and the client must not read nulls as scores.
+pub fn postprocess(model: &LoadedModel, x: &Inputs, out: &Output) -> Result<Vec<Value>, String> {
+    let finite = |v: &[f64], input: usize| {
+        if v.iter().all(|a| a.is_finite()) {
+            Ok(())
+        } else {
+            Err(format!("the model's output for input {input} is not finite (NaN or infinity)"))
+        }
+    };
     match model.signature.kind {
         OutputKind::Logits => {
             let width = out.shape[1];
             out.data
                 .chunks(width.max(1))
-                .map(|row| {
+                .enumerate()
+                .map(|(input, row)| {
                     let p = softmax(row);
+                    finite(&p, input)?;
                     let best = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
                     let name = |i: usize| model.labels.get(i).cloned().unwrap_or_else(|| format!("LABEL_{i}"));
                     let scores: serde_json::Map<String, Value> =
                         p.iter().enumerate().map(|(i, s)| (name(i), json!(s))).collect();
-                    json!({"label": name(best), "score": p[best], "scores": scores})
+                    Ok(json!({"label": name(best), "score": p[best], "scores": scores}))
                 })
                 .collect()
         }
@@ -184,8 +195,9 @@ pub fn postprocess(model: &LoadedModel, x: &Inputs, out: &Output) -> Vec<Value> 
                             *acc += h as f64;
                         }
                     }
+                    finite(&v, b)?;
                     let norm = v.iter().map(|a| (a / n.max(1.0)).powi(2)).sum::<f64>().sqrt().max(1e-12);
-                    json!({"embedding": v.iter().map(|a| (a / n.max(1.0) / norm) as f32).collect::<Vec<f32>>()})
+                    Ok(json!({"embedding": v.iter().map(|a| (a / n.max(1.0) / norm) as f32).collect::<Vec<f32>>()}))
                 })
                 .collect()
         }
@@ -385,8 +397,10 @@ async fn serve(state: &AppState, id: &str, req: Result<Request, ApiError>) -> Re
             };
             let finish: Finish = Box::new(move |out, secs| {
                 let answer = out
-                    .map(|(x, out)| (postprocess(&model, &x, &out), secs))
-                    .map_err(|e| ApiError::new(Code::InferenceFailed, e.to_string()));
+                    .map_err(|e| e.to_string())
+                    .and_then(|(x, out)| postprocess(&model, &x, &out))
+                    .map(|predictions| (predictions, secs))
+                    .map_err(|e| ApiError::new(Code::InferenceFailed, e));
                 let _ = tx.send(answer);
             });
             Some((x, finish))
