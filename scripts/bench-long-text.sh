@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What a very long text costs the node: five POSTs of a 900 KB text (180,000 words) to a tiny
-# synthetic classifier (128 positions), on one inference thread on CPU 0. Prints the mean request
-# time seen by curl and the mean tokenization time from the node's own metric.
+# synthetic classifier (128 positions), on one inference thread on CPU 0, alone and as the second
+# text of a pair (a short query and a long passage, as a reranker gets them). Prints the mean
+# request time seen by curl and the mean tokenization time from the node's own metric.
 #   scripts/bench-long-text.sh [STOWAGE_BINARY]      (default: a release build of this tree)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,12 +19,18 @@ RUST_LOG=warn taskset -c 0 "$bin" serve --catalog "$dir/models.toml" --engine tr
 pid=$!
 trap 'kill $pid 2>/dev/null; rm -f "$body"' EXIT
 body=$(mktemp)
-python3 -c "import json; print(json.dumps({'inputs': ' '.join(['love'] * 180000)}))" > "$body"
 until curl -sf "localhost:$port/ready" >/dev/null; do kill -0 $pid; sleep 0.2; done
-total=0
-for _ in 1 2 3 4 5; do
-  t=$(curl -sf -o /dev/null -w '%{time_total}' --data-binary "@$body" "localhost:$port/predictions/tiny-0001")
-  total=$(python3 -c "print($total + $t)")
+before=0
+for form in text pair; do
+  python3 -c "import json, sys; words = ' '.join(['love'] * 180000)
+print(json.dumps({'inputs': words} if sys.argv[1] == 'text' else {'inputs': 'is the delivery fast', 'text_pair': words}))" \
+    "$form" > "$body"
+  total=0
+  for _ in 1 2 3 4 5; do
+    t=$(curl -sf -o /dev/null -w '%{time_total}' --data-binary "@$body" "localhost:$port/predictions/tiny-0001")
+    total=$(python3 -c "print($total + $t)")
+  done
+  tok=$(curl -sf "localhost:$port/metrics" | awk '/^stowage_tokenization_duration_seconds_sum\{model="tiny-0001"/ {print $NF}')
+  python3 -c "print(f'{\"$form\":5} body $(stat -c %s "$body") bytes: request mean {$total / 5 * 1000:.1f} ms, tokenization mean {($tok - $before) / 5 * 1000:.2f} ms')"
+  before=$tok
 done
-tok=$(curl -sf "localhost:$port/metrics" | awk '/^stowage_tokenization_duration_seconds_sum\{model="tiny-0001"/ {print $NF}')
-python3 -c "print(f'body $(stat -c %s "$body") bytes: request mean {$total / 5 * 1000:.1f} ms, tokenization mean {$tok / 5 * 1000:.2f} ms')"

@@ -213,7 +213,7 @@ impl LoadedModel {
         }
         let one = |i: usize, text: &String| match pairs {
             None => encode_start(&self.tokenizer, self.max_length, text),
-            Some(p) => self.tokenizer.encode_fast((text.as_str(), p[i].as_str()), true),
+            Some(p) => encode_pair_start(&self.tokenizer, self.max_length, text, &p[i]),
         };
         let encodings = texts
             .iter()
@@ -263,6 +263,37 @@ fn encode_start(tokenizer: &Tokenizer, max_length: usize, text: &str) -> tokeniz
         }
         reach = reach.saturating_mul(4);
     }
+}
+
+/// A text pair, reading only as much of each long text as the pair's tokens need. With
+/// `LongestFirst` truncation (the default), `tokenizers` turns each text into at most
+/// `max_length` tokens (it stops its model there) and shares the budget out by those lengths; so
+/// a start of a text (cut before a space, as in `encode_start`) that already makes `max_length`
+/// tokens gives the same pair as the whole text. The other strategies read both texts whole.
+fn encode_pair_start(
+    tokenizer: &Tokenizer,
+    max_length: usize,
+    a: &str,
+    b: &str,
+) -> tokenizers::Result<tokenizers::Encoding> {
+    let cut = tokenizer.get_truncation().is_some_and(|t| {
+        t.direction == tokenizers::TruncationDirection::Right
+            && t.strategy == tokenizers::TruncationStrategy::LongestFirst
+    });
+    fn start<'t>(tokenizer: &Tokenizer, max_length: usize, cut: bool, text: &'t str) -> tokenizers::Result<&'t str> {
+        let mut reach = max_length.saturating_mul(CHARS_PER_TOKEN);
+        loop {
+            let head = if cut { before_a_space(text, reach) } else { text };
+            // Short texts are taken whole without a look; a start is checked alone, without
+            // special tokens (it has at most `max_length` tokens: the cap).
+            if head.len() == text.len() || tokenizer.encode_fast(head, false)?.len() >= max_length {
+                return Ok(head);
+            }
+            reach = reach.saturating_mul(4);
+        }
+    }
+    let (a, b) = (start(tokenizer, max_length, cut, a)?, start(tokenizer, max_length, cut, b)?);
+    tokenizer.encode_fast((a, b), true)
 }
 
 /// Characters of a text read per token the model takes, before the rest is looked at.
@@ -373,6 +404,37 @@ mod tests {
                     assert_eq!(start.get_ids(), whole.get_ids(), "{what}");
                     assert_eq!(start.get_type_ids(), whole.get_type_ids(), "{what}");
                     assert_eq!(start.get_overflowing().is_empty(), whole.get_overflowing().is_empty(), "{what}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_text_in_a_pair_is_read_only_as_far_as_the_pairs_tokens_need() {
+        let mut texts = texts();
+        // Both long, the start of the first shorter than the second, the whole first longer.
+        texts.push("a ".repeat(280));
+        texts.push("b ".repeat(80));
+        let n = texts.len();
+        let picks = [0, 3, 20, n - 43, n - 5, n - 3, n - 2, n - 1];
+        for (name, tokenizer) in [("wordpiece", wordpiece()), ("byte-level", byte_level()), ("metaspace", metaspace())]
+        {
+            for max_length in [10, 128] {
+                let t = truncating(tokenizer.clone(), max_length);
+                for &i in &picks {
+                    for &j in &picks {
+                        let (a, b) = (texts[i].as_str(), texts[j].as_str());
+                        if a.len().max(b.len()) > 1000 && a.len().min(b.len()) > 60 {
+                            continue; // two long texts: slow to tokenize whole for the reference
+                        }
+                        let whole = t.encode_fast((a, b), true).unwrap();
+                        let start = encode_pair_start(&t, max_length, a, b).unwrap();
+                        let what =
+                            format!("{name}, max_length {max_length}, texts of {} and {} bytes", a.len(), b.len());
+                        assert_eq!(start.get_ids(), whole.get_ids(), "{what}");
+                        assert_eq!(start.get_type_ids(), whole.get_type_ids(), "{what}");
+                        assert_eq!(start.get_overflowing().is_empty(), whole.get_overflowing().is_empty(), "{what}");
+                    }
                 }
             }
         }
