@@ -136,6 +136,10 @@ async fn ping_and_ready() {
     assert_eq!(code, 503);
     assert_eq!(body["code"], "not_ready");
     assert!(retry.is_some());
+    // Health checks that send HEAD get the same statuses.
+    let head = |uri: &str| test::TestRequest::default().method(actix_web::http::Method::HEAD).uri(uri).to_request();
+    assert_eq!(test::call_service(&app, head("/ping")).await.status().as_u16(), 200);
+    assert_eq!(test::call_service(&app, head("/ready")).await.status().as_u16(), 503);
     // While loading, predictions are refused too.
     let (code, body, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
     assert_eq!((code, body["code"].as_str()), (503, Some("not_ready")));
@@ -143,6 +147,7 @@ async fn ping_and_ready() {
     let (code, body, _) = call!(&app, test::TestRequest::get().uri("/ready"));
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["models"]["ready"], 1);
+    assert_eq!(test::call_service(&app, head("/ready")).await.status().as_u16(), 200);
 }
 
 #[actix_web::test]
@@ -286,7 +291,7 @@ async fn unknown_paths_and_methods_answer_json_errors() {
         (test::TestRequest::get().uri("/predictions/tiny-0001/extra?text=hi"), 404, "not_found", None),
         (test::TestRequest::put().uri("/predictions/tiny-0001"), 405, "method_not_allowed", Some("GET, POST")),
         (test::TestRequest::delete().uri("/models/tiny-0001"), 405, "method_not_allowed", Some("GET")),
-        (test::TestRequest::post().uri("/ping"), 405, "method_not_allowed", Some("GET")),
+        (test::TestRequest::post().uri("/ping"), 405, "method_not_allowed", Some("GET, HEAD")),
         (test::TestRequest::post().uri("/metrics"), 405, "method_not_allowed", Some("GET")),
     ];
     for (req, want, code, allow) in cases {

@@ -24,8 +24,9 @@ pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
                     .post(predictions::post)
                     .default_service(only("GET, POST")),
             )
-            .service(web::resource("/ping").get(health::ping).default_service(only("GET")))
-            .service(web::resource("/ready").get(health::ready).default_service(only("GET")))
+            // Health checks also answer HEAD (load balancers such as HAProxy's `httpchk` send it).
+            .service(web::resource("/ping").get(health::ping).head(health::ping).default_service(only("GET, HEAD")))
+            .service(web::resource("/ready").get(health::ready).head(health::ready).default_service(only("GET, HEAD")))
             .service(web::resource("/models").get(models::list).default_service(only("GET")))
             .service(web::resource("/models/{model_id}").get(models::one).default_service(only("GET")))
             .service(web::resource("/metrics").get(metrics::render).default_service(only("GET")))
