@@ -244,32 +244,22 @@ impl LoadedModel {
 
 /// One text, reading only as much of a long text as its first `max_length` tokens need, so
 /// that a megabyte of text costs what the model can take of it (the whole text took 300 ms to
-/// tokenize for a model that runs in 1 ms). The text is cut before a space past
-/// `CHARS_PER_TOKEN` characters per token (texts average 4–6), and the cut grown ×4 until the
-/// tokenizer truncates what it was given, or it is the whole text. The result is the whole
-/// text's: no tokenizer makes a token across a space (WordPiece, Metaspace and byte-level
-/// pre-tokenizers all split there), so a prefix that ends before one has the same first
-/// tokens, and its being truncated means the whole text is too. Texts with no space in reach
-/// (and tokenizers that keep the last tokens, truncating on the left) are read whole.
+/// tokenize for a model that runs in 1 ms): the start of `grow_start` that the tokenizer
+/// truncates. Its tokens are the whole text's, and its being truncated means the whole text is
+/// too. Tokenizers that keep the last tokens (truncating on the left) read the whole text.
 fn encode_start(tokenizer: &Tokenizer, max_length: usize, text: &str) -> tokenizers::Result<tokenizers::Encoding> {
-    let keeps_the_start =
-        tokenizer.get_truncation().is_some_and(|t| t.direction == tokenizers::TruncationDirection::Right);
-    let mut reach = max_length.saturating_mul(CHARS_PER_TOKEN);
-    loop {
-        let head = if keeps_the_start { before_a_space(text, reach) } else { text };
+    let cut = tokenizer.get_truncation().is_some_and(|t| t.direction == tokenizers::TruncationDirection::Right);
+    grow_start(text, max_length, cut, |head, whole| {
         let encoding = tokenizer.encode_fast(head, true)?;
-        if head.len() == text.len() || !encoding.get_overflowing().is_empty() {
-            return Ok(encoding);
-        }
-        reach = reach.saturating_mul(4);
-    }
+        Ok((whole || !encoding.get_overflowing().is_empty()).then_some(encoding))
+    })
 }
 
 /// A text pair, reading only as much of each long text as the pair's tokens need. With
 /// `LongestFirst` truncation (the default), `tokenizers` turns each text into at most
 /// `max_length` tokens (it stops its model there) and shares the budget out by those lengths; so
-/// a start of a text (cut before a space, as in `encode_start`) that already makes `max_length`
-/// tokens gives the same pair as the whole text. The other strategies read both texts whole.
+/// a start of a text (`grow_start`) that already makes `max_length` tokens gives the same pair as
+/// the whole text. The other strategies read both texts whole.
 fn encode_pair_start(
     tokenizer: &Tokenizer,
     max_length: usize,
@@ -280,20 +270,36 @@ fn encode_pair_start(
         t.direction == tokenizers::TruncationDirection::Right
             && t.strategy == tokenizers::TruncationStrategy::LongestFirst
     });
-    fn start<'t>(tokenizer: &Tokenizer, max_length: usize, cut: bool, text: &'t str) -> tokenizers::Result<&'t str> {
-        let mut reach = max_length.saturating_mul(CHARS_PER_TOKEN);
-        loop {
-            let head = if cut { before_a_space(text, reach) } else { text };
-            // Short texts are taken whole without a look; a start is checked alone, without
-            // special tokens (it has at most `max_length` tokens: the cap).
-            if head.len() == text.len() || tokenizer.encode_fast(head, false)?.len() >= max_length {
-                return Ok(head);
-            }
-            reach = reach.saturating_mul(4);
+    // Short texts are taken whole without a look; a start is checked alone, without special
+    // tokens (it has at most `max_length` tokens: the cap).
+    let start = |text| {
+        grow_start(text, max_length, cut, |head, whole| {
+            Ok((whole || tokenizer.encode_fast(head, false)?.len() >= max_length).then_some(head))
+        })
+    };
+    tokenizer.encode_fast((start(a)?, start(b)?), true)
+}
+
+/// The first start of `text` that `enough` takes (it is told when the start is the whole text,
+/// and must take that): the text cut before a space past `CHARS_PER_TOKEN` characters per token
+/// of `max_length` (texts average 4–6), the cut grown ×4 each time; the whole text at once when
+/// `cut` is false or no space is in reach. A start that ends before a space has the whole text's
+/// first tokens: no tokenizer makes a token across a space (WordPiece, Metaspace and byte-level
+/// pre-tokenizers all split there).
+fn grow_start<'t, T>(
+    text: &'t str,
+    max_length: usize,
+    cut: bool,
+    mut enough: impl FnMut(&'t str, bool) -> tokenizers::Result<Option<T>>,
+) -> tokenizers::Result<T> {
+    let mut reach = max_length.saturating_mul(CHARS_PER_TOKEN);
+    loop {
+        let head = if cut { before_a_space(text, reach) } else { text };
+        if let Some(taken) = enough(head, head.len() == text.len())? {
+            return Ok(taken);
         }
+        reach = reach.saturating_mul(4);
     }
-    let (a, b) = (start(tokenizer, max_length, cut, a)?, start(tokenizer, max_length, cut, b)?);
-    tokenizer.encode_fast((a, b), true)
 }
 
 /// Characters of a text read per token the model takes, before the rest is looked at.
