@@ -57,7 +57,12 @@ fn spec(id: &str) -> ModelSpec {
 }
 
 async fn state_with(ids: &[&str], limits: Limits, config: ServeConfig, load: bool) -> Arc<AppState> {
-    let reg = Arc::new(Registry::new(ids.iter().map(|id| spec(id)).collect(), limits));
+    state_of(ids.iter().map(|id| spec(id)).collect(), limits, config, load).await
+}
+
+/// A node's state for `specs`, its models loaded when `load`.
+async fn state_of(specs: Vec<ModelSpec>, limits: Limits, config: ServeConfig, load: bool) -> Arc<AppState> {
+    let reg = Arc::new(Registry::new(specs, limits));
     if load {
         load_all(reg.clone(), LoadOptions { parallelism: 2, ..LoadOptions::default() }).await;
     }
@@ -546,11 +551,7 @@ async fn a_model_with_the_tokenizer_of_a_larger_vocabulary_fails_to_load() {
         config: None,
         ..spec("tiny-0001")
     };
-    let node = |specs: Vec<ModelSpec>| async {
-        let reg = Arc::new(Registry::new(specs, Limits { concurrency: 1, queue: 1, batch: 1 }));
-        load_all(reg.clone(), LoadOptions::default()).await;
-        Arc::new(AppState::new(reg, ServeConfig::default()).unwrap())
-    };
+    let node = |specs| state_of(specs, Limits { concurrency: 1, queue: 1, batch: 1 }, ServeConfig::default(), true);
 
     let s = node(vec![spec("tiny-0001"), small(fixture().root.join("tiny-0001/tokenizer.json"))]).await;
     let app = app!(s);
@@ -578,9 +579,7 @@ async fn ort_engine_serves_the_same_api() {
         ModelSpec { engine: Engine::Ort, ..spec("tiny-0001") },
         ModelSpec { engine: Engine::Ort, ..spec("tiny-0003") },
     ];
-    let reg = Arc::new(Registry::new(specs, Limits { concurrency: 2, queue: 4, batch: 4 }));
-    load_all(reg.clone(), LoadOptions { parallelism: 2, ..LoadOptions::default() }).await;
-    let s = Arc::new(AppState::new(reg, ServeConfig::default()).expect("inference threads"));
+    let s = state_of(specs, Limits { concurrency: 2, queue: 4, batch: 4 }, ServeConfig::default(), true).await;
     let app = app!(s);
     // A session runs one engine call at a time, so the model makes one whatever the flag says (a
     // second would only hold an inference thread while it waits for the session); requests that
@@ -614,9 +613,7 @@ async fn ort_engine_serves_the_same_api() {
 async fn batched_answers_equal_answers_alone(engine: Engine) {
     let config = ServeConfig { inference_threads: 1, ..ServeConfig::default() };
     let specs = ["tiny-0001", "tiny-0003"].map(|id| ModelSpec { engine, ..spec(id) }).to_vec();
-    let reg = Arc::new(Registry::new(specs, Limits { concurrency: 1, queue: 0, batch: 4 }));
-    load_all(reg.clone(), LoadOptions { parallelism: 2, ..LoadOptions::default() }).await;
-    let s = Arc::new(AppState::new(reg, config).expect("inference threads"));
+    let s = state_of(specs, Limits { concurrency: 1, queue: 0, batch: 4 }, config, true).await;
     let app = app!(s);
     let texts = ["love", "I love this product so much", "bad service", "the delivery was late and the box was broken"];
     for model in ["tiny-0001", "tiny-0003"] {
@@ -785,12 +782,8 @@ async fn long_text_is_cut_at_the_models_positions_even_without_tokenizer_truncat
     // The model's position table has 128 rows: config.json says so, and without a config.json
     // the table read from the ONNX file does.
     for config in [spec("tiny-0001").config, None] {
-        let reg = Arc::new(Registry::new(
-            vec![ModelSpec { tokenizer: path.clone().into(), config: config.clone(), ..spec("tiny-0001") }],
-            Limits { concurrency: 1, queue: 1, batch: 1 },
-        ));
-        load_all(reg.clone(), LoadOptions { parallelism: 1, ..LoadOptions::default() }).await;
-        let s = Arc::new(AppState::new(reg, ServeConfig::default()).expect("inference threads"));
+        let specs = vec![ModelSpec { tokenizer: path.clone().into(), config: config.clone(), ..spec("tiny-0001") }];
+        let s = state_of(specs, Limits { concurrency: 1, queue: 1, batch: 1 }, ServeConfig::default(), true).await;
         let app = app!(s);
         let (code, body, _) =
             call!(&app, post("/predictions/tiny-0001", &format!(r#"{{"inputs": "{}"}}"#, "love ".repeat(600))));
