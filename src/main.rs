@@ -40,6 +40,12 @@ fn init_logging(json: bool) {
         let message = info.payload_as_str().unwrap_or("(no message)");
         let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
         let location = info.location().map(|l| l.to_string()).unwrap_or_default();
-        tracing::error!(%thread, %location, "panic: {message}");
+        // As the default hook: a backtrace when RUST_BACKTRACE asks for one.
+        let trace = std::backtrace::Backtrace::capture();
+        if trace.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!(%thread, %location, backtrace = %trace, "panic: {message}");
+        } else {
+            tracing::error!(%thread, %location, "panic: {message}");
+        }
     }));
 }
