@@ -9,14 +9,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stowage::backend::EngineOptions;
-use stowage::registry::{load, ModelSpec};
+use stowage_engine::EngineOptions;
+use stowage_node::load;
+use stowage_node::spec::ModelSpec;
 
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().skip(1).collect();
     anyhow::ensure!(a.len() >= 4, "usage: engine_load MODEL_DIR tract|ort CONCURRENCY SECONDS [TEXT]");
     let dir = PathBuf::from(&a[0]);
-    let engine: stowage_core::Engine = a[1].parse().map_err(anyhow::Error::msg)?;
+    let engine: stowage_core::Engine = a[1].parse()?;
     let concurrency: usize = a[2].parse()?;
     let seconds: f64 = a[3].parse()?;
     let text = a
@@ -24,7 +25,7 @@ fn main() -> anyhow::Result<()> {
         .cloned()
         .unwrap_or_else(|| "I love this product, the delivery was fast and the support team was very helpful".into());
     if engine == stowage_core::Engine::Ort {
-        stowage::backend::ort::init(None)?;
+        stowage_engine::ort::init(None)?;
     }
     let spec = ModelSpec {
         id: "bench".into(),
@@ -35,9 +36,9 @@ fn main() -> anyhow::Result<()> {
         config_optional: true,
         sha256: None,
     };
-    let loaded = Arc::new(load::load(&spec, &EngineOptions::default()).map_err(anyhow::Error::msg)?.model);
+    let loaded = Arc::new(load::load(&spec, &EngineOptions::default())?.model);
     let batch: usize = std::env::var("BATCH").ok().map(|b| b.parse()).transpose()?.unwrap_or(1);
-    let inputs = Arc::new(loaded.encode(&vec![text; batch.max(1)], None).map_err(anyhow::Error::msg)?);
+    let inputs = Arc::new(loaded.text.encode(&vec![text; batch.max(1)], None)?);
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let threads: Vec<_> = (0..concurrency)

@@ -1,9 +1,21 @@
-//! The command line: one binary, one subcommand per step of the data flow (see DESIGN.md).
-//! Every flag also reads an environment variable `STOWAGE_<FLAG>`.
+//! The command line: one binary, one subcommand per step of the data flow (docs/cli.md). Every
+//! flag also reads an environment variable, and each variable has one meaning across commands
+//! (`STOWAGE_CATALOG` is always the catalog read, `STOWAGE_PLAN` the plan read; what a command
+//! writes has a name of its own). Defaults are the constants of the crate that uses them.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use stowage_engine::{EngineOptions, DEFAULT_ORT_INTRA_THREADS};
+use stowage_node::predict::{DEFAULT_MAX_BATCH, DEFAULT_READY_FRACTION};
+use stowage_node::registry::{DEFAULT_BATCH_INPUTS, DEFAULT_QUEUE_SIZE};
+use stowage_node::startup::{DEFAULT_FETCH_PARALLELISM, DEFAULT_LOAD_PARALLELISM};
+use stowage_node::storage::{FetchOptions, DEFAULT_FETCH_BACKOFF_MS, DEFAULT_FETCH_RETRIES};
+use stowage_planner::{
+    Method, DEFAULT_EXACT_MAX_MODELS, DEFAULT_LNS_ITERATIONS, DEFAULT_SEED, DEFAULT_TIME_LIMIT_SECONDS,
+};
+
+use crate::http::state::DEFAULT_MAX_BODY_BYTES;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,11 +63,11 @@ pub struct UploadArgs {
     pub bucket: String,
 
     /// Key prefix: files go to s3://BUCKET/PREFIX/<model id>/<file name>.
-    #[arg(long, env = "STOWAGE_PREFIX", default_value = "models")]
+    #[arg(long, env = "STOWAGE_S3_PREFIX", default_value = "models")]
     pub prefix: String,
 
     /// Write the rewritten catalog here (default: stdout).
-    #[arg(long, env = "STOWAGE_OUT")]
+    #[arg(long, env = "STOWAGE_UPLOADED_CATALOG")]
     pub out: Option<PathBuf>,
 
     /// Create the bucket first if it does not exist.
@@ -67,11 +79,11 @@ pub struct UploadArgs {
     pub s3_endpoint: Option<String>,
 
     /// Files uploading at once.
-    #[arg(long, env = "STOWAGE_PARALLELISM", default_value_t = 4)]
+    #[arg(long, env = "STOWAGE_PARALLELISM", default_value_t = DEFAULT_FETCH_PARALLELISM)]
     pub parallelism: usize,
 
     /// Further attempts after a transient S3 failure.
-    #[arg(long, env = "STOWAGE_RETRIES", default_value_t = 5)]
+    #[arg(long, env = "STOWAGE_RETRIES", default_value_t = DEFAULT_FETCH_RETRIES)]
     pub retries: u32,
 }
 
@@ -98,7 +110,7 @@ pub struct ProfileArgs {
     pub iterations: usize,
 
     /// Write the catalog with measured footprints here.
-    #[arg(long, env = "STOWAGE_OUT", conflicts_with = "in_place")]
+    #[arg(long, env = "STOWAGE_PROFILED_CATALOG", conflicts_with = "in_place")]
     pub out: Option<PathBuf>,
 
     /// Write the measured footprints into --catalog itself.
@@ -176,7 +188,7 @@ pub struct TargetsArgs {
     pub text: String,
 
     /// Seed of the order.
-    #[arg(long, env = "STOWAGE_SEED", default_value_t = 1)]
+    #[arg(long, env = "STOWAGE_TARGETS_SEED", default_value_t = 1)]
     pub seed: u64,
 }
 
@@ -191,7 +203,7 @@ pub struct ManifestsArgs {
     pub catalog: Option<PathBuf>,
 
     /// Folder to write the manifests and kustomization.yaml into.
-    #[arg(long, env = "STOWAGE_OUT", default_value = "deploy")]
+    #[arg(long, env = "STOWAGE_MANIFESTS_DIR", default_value = "deploy")]
     pub out: PathBuf,
 
     /// Namespace of every object.
@@ -322,12 +334,12 @@ pub struct ServeArgs {
     /// Most inputs in one engine call: requests that wait for the same model while its engine
     /// is busy run together, padded to the longest, up to this many inputs (1: never combine).
     /// A lone request never waits for a batch to fill.
-    #[arg(long, env = "STOWAGE_BATCH_INPUTS", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    #[arg(long, env = "STOWAGE_BATCH_INPUTS", default_value_t = DEFAULT_BATCH_INPUTS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub batch_inputs: usize,
 
     /// Requests of one model that may wait beyond those its engine calls hold
     /// (model concurrency × batch inputs); beyond, 429 with Retry-After.
-    #[arg(long, env = "STOWAGE_QUEUE_SIZE", default_value_t = 64)]
+    #[arg(long, env = "STOWAGE_QUEUE_SIZE", default_value_t = DEFAULT_QUEUE_SIZE)]
     pub queue_size: usize,
 
     /// Longest a request may wait for its model before it runs, in milliseconds (0: no limit);
@@ -338,19 +350,19 @@ pub struct ServeArgs {
     pub queue_timeout_ms: u64,
 
     /// Largest request body, in bytes; beyond, 413.
-    #[arg(long, env = "STOWAGE_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    #[arg(long, env = "STOWAGE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
     /// Most inputs in one request.
-    #[arg(long, env = "STOWAGE_MAX_BATCH", default_value_t = 32)]
+    #[arg(long, env = "STOWAGE_MAX_BATCH", default_value_t = DEFAULT_MAX_BATCH)]
     pub max_batch: usize,
 
     /// Share of the node's models that must be ready for /ready to answer 200.
-    #[arg(long, env = "STOWAGE_READY_FRACTION", default_value_t = 1.0)]
+    #[arg(long, env = "STOWAGE_READY_FRACTION", default_value_t = DEFAULT_READY_FRACTION)]
     pub ready_fraction: f64,
 
     /// Models loaded at once at start-up.
-    #[arg(long, env = "STOWAGE_LOAD_PARALLELISM", default_value_t = 2)]
+    #[arg(long, env = "STOWAGE_LOAD_PARALLELISM", default_value_t = DEFAULT_LOAD_PARALLELISM)]
     pub load_parallelism: usize,
 
     #[command(flatten)]
@@ -383,7 +395,7 @@ pub struct EngineArgs {
     pub ort_library: Option<PathBuf>,
 
     /// ONNX Runtime threads per inference. 1 on small machines: requests run in parallel instead.
-    #[arg(long, env = "STOWAGE_ORT_INTRA_THREADS", default_value_t = 1)]
+    #[arg(long, env = "STOWAGE_ORT_INTRA_THREADS", default_value_t = DEFAULT_ORT_INTRA_THREADS)]
     pub ort_intra_threads: usize,
 
     /// Run ort models on this CUDA device (g4dn nodes): needs the onnxruntime-gpu library
@@ -393,11 +405,8 @@ pub struct EngineArgs {
 }
 
 impl EngineArgs {
-    pub fn options(&self) -> crate::backend::EngineOptions {
-        crate::backend::EngineOptions {
-            ort_intra_threads: self.ort_intra_threads,
-            ort_cuda_device: self.ort_cuda_device,
-        }
+    pub fn options(&self) -> EngineOptions {
+        EngineOptions { ort_intra_threads: self.ort_intra_threads, ort_cuda_device: self.ort_cuda_device }
     }
 }
 
@@ -415,22 +424,22 @@ pub struct S3Args {
     pub s3_endpoint: Option<String>,
 
     /// Models downloading at once.
-    #[arg(long, env = "STOWAGE_FETCH_PARALLELISM", default_value_t = 4)]
+    #[arg(long, env = "STOWAGE_FETCH_PARALLELISM", default_value_t = DEFAULT_FETCH_PARALLELISM)]
     pub fetch_parallelism: usize,
 
     /// Further attempts after a transient S3 failure (connection, timeout, throttling, 5xx).
-    #[arg(long, env = "STOWAGE_FETCH_RETRIES", default_value_t = 5)]
+    #[arg(long, env = "STOWAGE_FETCH_RETRIES", default_value_t = DEFAULT_FETCH_RETRIES)]
     pub fetch_retries: u32,
 
     /// First retry delay in milliseconds; each retry doubles it (capped at 20 s), with jitter.
-    #[arg(long, env = "STOWAGE_FETCH_BACKOFF_MS", default_value_t = 500)]
+    #[arg(long, env = "STOWAGE_FETCH_BACKOFF_MS", default_value_t = DEFAULT_FETCH_BACKOFF_MS)]
     pub fetch_backoff_ms: u64,
 }
 
 impl S3Args {
-    pub fn fetch_options(&self) -> crate::storage::FetchOptions {
-        let d = crate::storage::FetchOptions::default();
-        crate::storage::FetchOptions {
+    pub fn fetch_options(&self) -> FetchOptions {
+        let d = FetchOptions::default();
+        FetchOptions {
             cache_dir: self.cache_dir.clone().unwrap_or(d.cache_dir),
             endpoint: self.s3_endpoint.clone(),
             retries: self.fetch_retries,
@@ -443,7 +452,7 @@ impl S3Args {
 #[derive(Debug, clap::Args)]
 pub struct SynthArgs {
     /// Folder to write into: one subfolder per model, and models.toml.
-    #[arg(long, env = "STOWAGE_OUT", default_value = "synth")]
+    #[arg(long, env = "STOWAGE_SYNTH_DIR", default_value = "synth")]
     pub out: PathBuf,
 
     /// How many models (each with its own random weights).
@@ -451,8 +460,8 @@ pub struct SynthArgs {
     pub count: usize,
 
     /// Size preset.
-    #[arg(long, env = "STOWAGE_PRESET", value_enum, default_value_t = crate::synth::Preset::Tiny)]
-    pub preset: crate::synth::Preset,
+    #[arg(long, env = "STOWAGE_PRESET", value_enum, default_value_t = stowage_synth::Preset::Tiny)]
+    pub preset: stowage_synth::Preset,
 
     /// Override the preset's number of transformer layers.
     #[arg(long, env = "STOWAGE_LAYERS")]
@@ -479,7 +488,7 @@ pub struct SynthArgs {
     pub embedding_every: usize,
 
     /// Model ids are PREFIX-0001, PREFIX-0002, …; defaults to the preset's name.
-    #[arg(long, env = "STOWAGE_PREFIX")]
+    #[arg(long, env = "STOWAGE_MODEL_PREFIX")]
     pub prefix: Option<String>,
 
     /// Expected peak requests/s per model, written into the catalog.
@@ -487,20 +496,8 @@ pub struct SynthArgs {
     pub peak_rps: f64,
 
     /// Seed of the random weights.
-    #[arg(long, env = "STOWAGE_SEED", default_value_t = 1)]
+    #[arg(long, env = "STOWAGE_SYNTH_SEED", default_value_t = 1)]
     pub seed: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PlanMethod {
-    /// Exact MILP up to --exact-max-models models, heuristic with a lower bound above.
-    Auto,
-    /// Exact MILP (CBC) whatever the size, within --time-limit.
-    Exact,
-    /// Heuristic and large-neighbourhood search only.
-    Heuristic,
-    /// Plain first-fit decreasing, no improvement: the baseline benchmarks compare against.
-    Ffd,
 }
 
 #[derive(Debug, clap::Args)]
@@ -510,7 +507,7 @@ pub struct PlanArgs {
     pub catalog: PathBuf,
 
     /// Where to write the plan.
-    #[arg(long, env = "STOWAGE_OUT", default_value = "plan.json")]
+    #[arg(long, env = "STOWAGE_PLAN_OUT", default_value = "plan.json")]
     pub out: PathBuf,
 
     /// Also draw the packing as an SVG picture here.
@@ -518,22 +515,22 @@ pub struct PlanArgs {
     pub svg: Option<PathBuf>,
 
     /// Wall-clock limit for the solver, in seconds. Plans are deterministic unless it is reached.
-    #[arg(long, env = "STOWAGE_TIME_LIMIT", default_value_t = 30.0)]
+    #[arg(long, env = "STOWAGE_TIME_LIMIT", default_value_t = DEFAULT_TIME_LIMIT_SECONDS)]
     pub time_limit: f64,
 
     /// Solver to use.
-    #[arg(long, env = "STOWAGE_METHOD", value_enum, default_value_t = PlanMethod::Auto)]
-    pub method: PlanMethod,
+    #[arg(long, env = "STOWAGE_METHOD", value_enum, default_value_t = Method::Auto)]
+    pub method: Method,
 
     /// With --method auto, the largest catalog solved by the exact MILP.
-    #[arg(long, env = "STOWAGE_EXACT_MAX_MODELS", default_value_t = 120)]
+    #[arg(long, env = "STOWAGE_EXACT_MAX_MODELS", default_value_t = DEFAULT_EXACT_MAX_MODELS)]
     pub exact_max_models: usize,
 
     /// Iterations of the large-neighbourhood search.
-    #[arg(long, env = "STOWAGE_LNS_ITERATIONS", default_value_t = 3000)]
+    #[arg(long, env = "STOWAGE_LNS_ITERATIONS", default_value_t = DEFAULT_LNS_ITERATIONS)]
     pub lns_iterations: usize,
 
     /// Seed of the search's random choices.
-    #[arg(long, env = "STOWAGE_SEED", default_value_t = 0x0570_7a6e)]
+    #[arg(long, env = "STOWAGE_PLAN_SEED", default_value_t = DEFAULT_SEED)]
     pub seed: u64,
 }

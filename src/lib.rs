@@ -1,18 +1,13 @@
 //! Stowage: serve thousands of small models from a few packed nodes.
 //!
-//! This crate is the `stowage` binary's library: the command line (`cli`) and each command's
-//! implementation (`commands`). The planner lives in `stowage-planner`, shared types in
-//! `stowage-core`.
+//! This crate is the `stowage` binary's library: the command line (`cli`), each command's
+//! implementation (`commands`) and a node's HTTP side (`http`). A node without HTTP is
+//! `stowage-node`, its engines `stowage-engine`; the planner is `stowage-planner`, manifests and
+//! load-test targets `stowage-deployment`, shared types `stowage-core`, generated models
+//! `stowage-synth`. docs/architecture.md maps them and says what each may depend on.
 
-pub mod api;
-pub mod backend;
-pub mod batch;
 pub mod cli;
 pub mod commands;
-pub mod error;
-pub mod inference;
-pub mod metrics;
-pub mod registry;
-pub mod server;
-pub mod storage;
-pub mod synth;
+pub mod http;
+
+pub use stowage_synth as synth;

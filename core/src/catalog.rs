@@ -55,13 +55,18 @@ pub enum Engine {
     Ort,
 }
 
+/// A name that is not an engine's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown engine {0:?}: expected \"tract\" or \"ort\"")]
+pub struct UnknownEngine(pub String);
+
 impl std::str::FromStr for Engine {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownEngine;
+    fn from_str(s: &str) -> Result<Self, UnknownEngine> {
         match s {
             "tract" => Ok(Engine::Tract),
             "ort" => Ok(Engine::Ort),
-            other => Err(format!("unknown engine {other:?}: expected \"tract\" or \"ort\"")),
+            other => Err(UnknownEngine(other.to_string())),
         }
     }
 }
@@ -533,8 +538,8 @@ impl Validator<'_> {
             None => Some(None),
             Some(e) => match e.get_ref().parse::<Engine>() {
                 Ok(e) => Some(Some(e)),
-                Err(msg) => {
-                    self.error(Some(e.span()), &at("engine"), msg);
+                Err(unknown) => {
+                    self.error(Some(e.span()), &at("engine"), unknown.to_string());
                     None
                 }
             },

@@ -7,7 +7,7 @@ pub mod diagnostic;
 pub mod ident;
 pub mod plan;
 
-pub use catalog::{Catalog, Engine, Footprint, InstanceType, Limits, Model};
+pub use catalog::{Catalog, CatalogError, Engine, Footprint, InstanceType, Limits, Model, UnknownEngine};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use ident::{is_dns_label, node_id};
-pub use plan::{Plan, PlanNode, SolverInfo, Usage, PLAN_FORMAT};
+pub use plan::{Plan, PlanDefect, PlanError, PlanNode, SolverInfo, Usage, PLAN_FORMAT};

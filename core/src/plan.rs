@@ -65,8 +65,25 @@ pub enum PlanError {
     Io { path: String, error: std::io::Error },
     #[error("{path}:{line}:{column}: {message}")]
     Json { path: String, line: usize, column: usize, message: String },
-    #[error("{path}: {message}")]
-    Invalid { path: String, message: String },
+    #[error("{path}: {defect}")]
+    Invalid { path: String, defect: PlanDefect },
+    #[error(transparent)]
+    Catalog(#[from] crate::CatalogError),
+    #[error("{catalog}: not the catalog {plan} was planned from (sha256 {got} vs {want}); pass the right --catalog")]
+    WrongCatalog { catalog: String, plan: String, got: String, want: String },
+}
+
+/// What a well-formed plan file may still get wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanDefect {
+    #[error("format {0:?} is not supported (expected {PLAN_FORMAT:?})")]
+    Format(String),
+    #[error("node id {0:?} is not a DNS label")]
+    NodeId(String),
+    #[error("node id {0:?} appears twice")]
+    DuplicateNode(String),
+    #[error("model {model:?} is on both {first:?} and {second:?}")]
+    ModelTwice { model: String, first: String, second: String },
 }
 
 impl Plan {
@@ -89,27 +106,31 @@ impl Plan {
                 m.strip_suffix(&at).map(str::to_string).unwrap_or(m)
             },
         })?;
-        plan.validate().map_err(|message| PlanError::Invalid { path: name.to_string(), message })?;
+        plan.validate().map_err(|defect| PlanError::Invalid { path: name.to_string(), defect })?;
         Ok(plan)
     }
 
     /// Checks what serde cannot: the format, DNS-label node ids, each model on one node.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), PlanDefect> {
         if self.format != PLAN_FORMAT {
-            return Err(format!("format {:?} is not supported (expected {PLAN_FORMAT:?})", self.format));
+            return Err(PlanDefect::Format(self.format.clone()));
         }
         let mut nodes = std::collections::BTreeSet::new();
         let mut models = std::collections::BTreeMap::new();
         for n in &self.nodes {
             if !is_dns_label(&n.id) {
-                return Err(format!("node id {:?} is not a DNS label", n.id));
+                return Err(PlanDefect::NodeId(n.id.clone()));
             }
             if !nodes.insert(n.id.as_str()) {
-                return Err(format!("node id {:?} appears twice", n.id));
+                return Err(PlanDefect::DuplicateNode(n.id.clone()));
             }
             for m in &n.models {
                 if let Some(other) = models.insert(m.as_str(), n.id.as_str()) {
-                    return Err(format!("model {m:?} is on both {other:?} and {:?}", n.id));
+                    return Err(PlanDefect::ModelTwice {
+                        model: m.clone(),
+                        first: other.to_string(),
+                        second: n.id.clone(),
+                    });
                 }
             }
         }
@@ -133,17 +154,13 @@ impl Plan {
     /// sha256 must match the plan's `catalog_sha256`.
     pub fn catalog(&self, plan_path: &Path, catalog: Option<&Path>) -> Result<crate::Catalog, PlanError> {
         let path = catalog.map(Path::to_path_buf).unwrap_or_else(|| plan_path.with_file_name("models.toml"));
-        let c = crate::Catalog::load(&path)
-            .map_err(|e| PlanError::Invalid { path: path.display().to_string(), message: e.to_string() })?;
+        let c = crate::Catalog::load(&path)?;
         if c.sha256 != self.catalog_sha256 {
-            return Err(PlanError::Invalid {
-                path: path.display().to_string(),
-                message: format!(
-                    "not the catalog {} was planned from (sha256 {} vs {}); pass the right --catalog",
-                    plan_path.display(),
-                    c.sha256,
-                    self.catalog_sha256
-                ),
+            return Err(PlanError::WrongCatalog {
+                catalog: path.display().to_string(),
+                plan: plan_path.display().to_string(),
+                got: c.sha256,
+                want: self.catalog_sha256.clone(),
             });
         }
         Ok(c)

@@ -76,7 +76,7 @@ impl Packing {
     }
 
     /// Checks every invariant: each item once, on an allowed type, within limits and counts.
-    pub fn check(&self, p: &Problem) -> Result<(), String> {
+    pub fn check(&self, p: &Problem) -> Result<(), PackingDefect> {
         let mut seen = vec![false; p.n_items()];
         let mut counts = vec![0usize; p.n_types()];
         for (k, b) in self.bins.iter().enumerate().filter(|(_, b)| !b.items.is_empty()) {
@@ -84,28 +84,48 @@ impl Packing {
             let mut load = [0.0; 2];
             for &i in &b.items {
                 if std::mem::replace(&mut seen[i], true) {
-                    return Err(format!("item {} placed twice", p.items[i]));
+                    return Err(PackingDefect::PlacedTwice(p.items[i].clone()));
                 }
-                let d = p
-                    .demand(i, b.t)
-                    .ok_or_else(|| format!("item {} on type {} it cannot run on", p.items[i], p.types[b.t].name))?;
+                let d = p.demand(i, b.t).ok_or_else(|| PackingDefect::WrongType {
+                    item: p.items[i].clone(),
+                    instance_type: p.types[b.t].name.clone(),
+                })?;
                 load[0] += d[0];
                 load[1] += d[1];
             }
             if load[0] > 1.0 + 1e-6 || load[1] > 1.0 + 1e-6 {
-                return Err(format!("bin {k} ({}) over its limits: {load:?}", p.types[b.t].name));
+                return Err(PackingDefect::OverLimits { bin: k, instance_type: p.types[b.t].name.clone(), load });
             }
         }
         if let Some(i) = seen.iter().position(|s| !s) {
-            return Err(format!("item {} not placed", p.items[i]));
+            return Err(PackingDefect::NotPlaced(p.items[i].clone()));
         }
         for (t, &c) in counts.iter().enumerate() {
             if c > p.types[t].max_count {
-                return Err(format!("{} nodes of {}, max_count {}", c, p.types[t].name, p.types[t].max_count));
+                return Err(PackingDefect::TooMany {
+                    count: c,
+                    instance_type: p.types[t].name.clone(),
+                    max_count: p.types[t].max_count,
+                });
             }
         }
         Ok(())
     }
+}
+
+/// An invariant a packing breaks (`Packing::check`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PackingDefect {
+    #[error("item {0} placed twice")]
+    PlacedTwice(String),
+    #[error("item {item} on type {instance_type} it cannot run on")]
+    WrongType { item: String, instance_type: String },
+    #[error("bin {bin} ({instance_type}) over its limits: {load:?}")]
+    OverLimits { bin: usize, instance_type: String, load: [f64; 2] },
+    #[error("item {0} not placed")]
+    NotPlaced(String),
+    #[error("{count} nodes of {instance_type}, max_count {max_count}")]
+    TooMany { count: usize, instance_type: String, max_count: usize },
 }
 
 /// The items could not all be placed within the instance types' `max_count`.

@@ -11,17 +11,29 @@ use crate::heuristic::{construct, improve, Budget, Infeasible, Packing};
 use crate::milp::solve_exact;
 use crate::problem::Problem;
 
-/// Which algorithm to run.
+/// Which algorithm to run (`stowage plan --method`: the doc comments are its help).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Method {
-    /// Exact MILP up to `exact_max_models` models, heuristic above.
+    /// Exact MILP up to --exact-max-models models, heuristic with a lower bound above.
     #[default]
     Auto,
+    /// Exact MILP (CBC) whatever the size, within --time-limit.
     Exact,
+    /// Heuristic and large-neighbourhood search only.
     Heuristic,
-    /// First-fit decreasing only: the baseline that benchmarks compare against.
+    /// Plain first-fit decreasing, no improvement: the baseline benchmarks compare against.
     Ffd,
 }
+
+/// Default of `--time-limit`, in seconds.
+pub const DEFAULT_TIME_LIMIT_SECONDS: f64 = 30.0;
+/// Default of `--exact-max-models`.
+pub const DEFAULT_EXACT_MAX_MODELS: usize = 120;
+/// Default of `--lns-iterations`.
+pub const DEFAULT_LNS_ITERATIONS: usize = 3000;
+/// Default of `--seed`.
+pub const DEFAULT_SEED: u64 = 0x0570_7a6e;
 
 #[derive(Clone)]
 pub struct Options {
@@ -40,10 +52,10 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             method: Method::Auto,
-            time_limit: Duration::from_secs(30),
-            exact_max_models: 120,
-            lns_iterations: 3000,
-            seed: 0x0570_7a6e,
+            time_limit: Duration::from_secs_f64(DEFAULT_TIME_LIMIT_SECONDS),
+            exact_max_models: DEFAULT_EXACT_MAX_MODELS,
+            lns_iterations: DEFAULT_LNS_ITERATIONS,
+            seed: DEFAULT_SEED,
             progress: None,
         }
     }

@@ -2,8 +2,8 @@
 
 use anyhow::{ensure, Context, Result};
 use stowage_core::{is_dns_label, Plan};
-use stowage_planner::manifests::{loadtest, render, LoadtestOptions, ManifestOptions};
-use stowage_planner::targets::{targets, BaseUrls, Order};
+use stowage_deployment::manifests::{loadtest, render, LoadtestOptions, ManifestOptions};
+use stowage_deployment::targets::{targets, BaseUrls, Order};
 
 use crate::cli::ManifestsArgs;
 
@@ -47,8 +47,7 @@ pub fn run(args: &ManifestsArgs) -> Result<()> {
             Order::Random,
             1,
             "I love this product, the delivery was fast",
-        )
-        .map_err(anyhow::Error::msg)?;
+        )?;
         let targets_json: String =
             list.iter().map(|t| serde_json::to_string(t).map(|s| s + "\n")).collect::<Result<_, _>>()?;
         let l = LoadtestOptions {

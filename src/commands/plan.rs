@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use stowage_core::Catalog;
-use stowage_planner::{report, svg, Method, Options};
+use stowage_planner::{report, svg, Options};
 
-use crate::cli::{PlanArgs, PlanMethod};
+use crate::cli::PlanArgs;
 
 pub fn run(args: &PlanArgs) -> Result<()> {
     ensure!(args.time_limit.is_finite() && args.time_limit > 0.0, "--time-limit must be a positive number of seconds");
@@ -23,12 +23,7 @@ pub fn run(args: &PlanArgs) -> Result<()> {
     spinner.enable_steady_tick(Duration::from_millis(120));
     let bar = spinner.clone();
     let opts = Options {
-        method: match args.method {
-            PlanMethod::Auto => Method::Auto,
-            PlanMethod::Exact => Method::Exact,
-            PlanMethod::Heuristic => Method::Heuristic,
-            PlanMethod::Ffd => Method::Ffd,
-        },
+        method: args.method,
         time_limit: Duration::from_secs_f64(args.time_limit),
         exact_max_models: args.exact_max_models,
         lns_iterations: args.lns_iterations,

@@ -9,12 +9,13 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use stowage_core::Catalog;
 
-use crate::backend::{EngineOptions, Inputs};
+use stowage_engine::{EngineOptions, Inputs};
+use stowage_node::load::{self, LoadedModel};
+use stowage_node::process::{release_freed_memory, rss_bytes};
+use stowage_node::spec::ModelSpec;
+use stowage_node::storage::Fetcher;
+
 use crate::cli::ProfileArgs;
-use crate::registry::load::{self, LoadedModel};
-use crate::registry::ModelSpec;
-use crate::server::{release_freed_memory, rss_bytes};
-use crate::storage::Fetcher;
 
 /// What was measured for one model.
 #[derive(Debug, Clone)]
@@ -50,10 +51,9 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
     let specs = ids
         .iter()
         .map(|id| ModelSpec::from_catalog(&catalog, id, args.engine.engine))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.catalog.display()))?;
+        .collect::<Result<Vec<_>, _>>()?;
     if specs.iter().any(|s| s.engine == stowage_core::Engine::Ort) {
-        crate::backend::ort::init(args.engine.ort_library.as_deref()).context("the ort engine is needed")?;
+        stowage_engine::ort::init(args.engine.ort_library.as_deref()).context("the ort engine is needed")?;
     }
     tokenizers::utils::parallelism::set_parallelism(false);
     let engine = args.engine.options();
@@ -66,14 +66,13 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
     );
     let mut measured = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
-        let files = runtime.block_on(load::fetch(spec, &fetcher)).map_err(|e| anyhow::anyhow!("{}: {e}", spec.id))?;
+        let files = runtime.block_on(load::fetch(spec, &fetcher)).with_context(|| spec.id.clone())?;
         if i == 0 {
             // The engines' and tokenizer's one-time set-up (thread pools, lazy tables) is the
             // process's, not the first model's: pay it once before measuring.
-            drop(load::load_files(spec, &files, &engine).map_err(|e| anyhow::anyhow!("{}: {e}", spec.id))?);
+            drop(load::load_files(spec, &files, &engine).with_context(|| spec.id.clone())?);
         }
-        let m = measure(spec, &files, &engine, args.tokens, args.iterations)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", spec.id))?;
+        let m = measure(spec, &files, &engine, args.tokens, args.iterations).with_context(|| spec.id.clone())?;
         let mib = |b: u64| b as f64 / 1048576.0;
         eprintln!(
             "{:<24} {:<6} {:>11.1} {:>10.1} {:>6.2} {:>10.2} {:>10.2}",
@@ -112,7 +111,7 @@ pub fn measure(
     engine: &EngineOptions,
     tokens: usize,
     iterations: usize,
-) -> Result<Measured, String> {
+) -> Result<Measured> {
     release_freed_memory();
     let before = rss_bytes();
     let loaded = load::load_files(spec, files, engine)?;
@@ -122,7 +121,7 @@ pub fn measure(
     let mut times = Vec::with_capacity(iterations);
     for i in 0..iterations.max(1) + 3 {
         let t = Instant::now();
-        loaded.model.model.predict(&inputs).map_err(|e| e.to_string())?;
+        loaded.model.model.predict(&inputs)?;
         if i >= 3 {
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
@@ -142,23 +141,23 @@ pub fn measure(
 
 /// One request of `tokens` tokens (capped at the model's length): real words of its vocabulary,
 /// tokenized as the server would.
-fn typical_input(model: &LoadedModel, tokens: usize) -> Result<Inputs, String> {
-    let vocab = model.tokenizer.get_vocab(false);
+fn typical_input(model: &LoadedModel, tokens: usize) -> Result<Inputs> {
+    let vocab = model.text.tokenizer.get_vocab(false);
     let mut words: Vec<&String> =
         vocab.keys().filter(|w| w.chars().all(|c| c.is_alphabetic()) && !w.starts_with('[')).collect();
     words.sort();
     if words.is_empty() {
-        return Err("the tokenizer has no plain words to build a request from".into());
+        bail!("the tokenizer has no plain words to build a request from");
     }
     let text: Vec<&str> = words.iter().cycle().take(tokens).map(|w| w.as_str()).collect();
-    let x = model.encode(&[text.join(" ")], None)?;
+    let x = model.text.encode(&[text.join(" ")], None)?;
     let want = tokens.clamp(2, x.seq);
     if want == x.seq {
         return Ok(x);
     }
     // Keep the first want-1 tokens and the closing [SEP].
     let keep = |v: &[i64]| v[..want - 1].iter().chain(v.last()).copied().collect::<Vec<_>>();
-    Ok(model.pad(vec![(keep(&x.input_ids), keep(&x.attention_mask), keep(&x.token_type_ids))]))
+    Ok(model.text.pad(vec![(keep(&x.input_ids), keep(&x.attention_mask), keep(&x.token_type_ids))]))
 }
 
 /// The catalog text with each measured model's `[models.footprint.<family>]` set; other text and

@@ -3,26 +3,30 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
+use stowage_node::predict::default_inference_threads;
+use stowage_node::registry::Limits;
+use stowage_node::spec::node_models;
+use stowage_node::startup::LoadOptions;
+use stowage_node::Config;
 
 use crate::cli::ServeArgs;
-use crate::registry::Limits;
-use crate::server::{self, LoadOptions, ServeConfig, ServeOptions};
+use crate::http::server::{self, ServeOptions};
+use crate::http::state::ServeConfig;
 
 pub fn run(args: &ServeArgs) -> Result<()> {
     ensure!(args.ready_fraction > 0.0 && args.ready_fraction <= 1.0, "--ready-fraction must be in (0, 1]");
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let specs = server::node_models(
+    let specs = node_models(
         args.plan.as_deref(),
         args.node.as_deref(),
         args.catalog.as_deref(),
         &args.models,
         args.engine.engine,
     )?;
-    let threads = args.inference_threads.unwrap_or(cpus);
+    let threads = args.inference_threads.unwrap_or_else(default_inference_threads);
     server::run(ServeOptions {
         host: args.host.clone(),
         port: args.port,
-        workers: args.workers.unwrap_or(cpus),
+        workers: args.workers.unwrap_or_else(default_inference_threads),
         specs,
         limits: Limits {
             concurrency: args.model_concurrency.unwrap_or(threads),
@@ -31,10 +35,12 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         },
         config: ServeConfig {
             max_body_bytes: args.max_body_bytes,
-            max_batch: args.max_batch,
-            ready_fraction: args.ready_fraction,
-            inference_threads: threads,
-            queue_timeout: (args.queue_timeout_ms > 0).then(|| Duration::from_millis(args.queue_timeout_ms)),
+            node: Config {
+                max_batch: args.max_batch,
+                ready_fraction: args.ready_fraction,
+                inference_threads: threads,
+                queue_timeout: (args.queue_timeout_ms > 0).then(|| Duration::from_millis(args.queue_timeout_ms)),
+            },
         },
         load: LoadOptions {
             engine: args.engine.options(),

@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use crate::cli::SynthArgs;
-use crate::synth::{self, BertShape, SynthSpec};
+use stowage_synth::{self as synth, BertShape, SynthSpec};
 
 pub fn run(args: &SynthArgs) -> Result<()> {
     let base = args.preset.shape(args.labels);

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::{ensure, Context, Result};
 use stowage_core::Plan;
-use stowage_planner::targets::{targets, BaseUrls, Order};
+use stowage_deployment::targets::{targets, BaseUrls, Order};
 
 use crate::cli::{TargetOrder, TargetsArgs};
 
@@ -27,7 +27,7 @@ pub fn run(args: &TargetsArgs) -> Result<()> {
         TargetOrder::Random => Order::Random,
         TargetOrder::Zipf => Order::Zipf(args.zipf_s),
     };
-    let list = targets(&plan, &urls, args.requests, order, args.seed, &args.text).map_err(anyhow::Error::msg)?;
+    let list = targets(&plan, &urls, args.requests, order, args.seed, &args.text)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for t in &list {
         serde_json::to_writer(&mut out, t)?;

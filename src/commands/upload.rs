@@ -11,9 +11,10 @@ use futures_util::{StreamExt, TryStreamExt};
 use md5::Md5;
 use sha2::{Digest, Sha256};
 use stowage_core::Catalog;
+use stowage_node::spec::ModelSpec;
+use stowage_node::storage::{retrying, s3, unquote, S3Uri, Source, StorageError, DEFAULT_FETCH_BACKOFF_MS};
 
 use crate::cli::UploadArgs;
-use crate::storage::{retrying, s3, S3Error, S3Uri, Source};
 
 /// S3's limit for one PUT.
 const MAX_PUT_BYTES: u64 = 5 << 30;
@@ -33,8 +34,7 @@ pub fn run(args: &UploadArgs) -> Result<()> {
     let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
     let mut puts = Vec::new();
     for m in &catalog.models {
-        let spec = crate::registry::ModelSpec::from_catalog(&catalog, &m.id, stowage_core::Engine::Tract)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", catalog_path.display()))?;
+        let spec = ModelSpec::from_catalog(&catalog, &m.id, stowage_core::Engine::Tract)?;
         let files = [("artifact", Some(spec.artifact)), ("tokenizer", Some(spec.tokenizer)), ("config", spec.config)];
         for (field, source) in files {
             let Some(source) = source else { continue };
@@ -63,7 +63,9 @@ pub fn run(args: &UploadArgs) -> Result<()> {
             .map(|(i, p)| {
                 let client = &client;
                 async move {
-                    let sha = retrying(args.retries, Duration::from_millis(500), || upload(client, p)).await?;
+                    let sha =
+                        retrying(args.retries, Duration::from_millis(DEFAULT_FETCH_BACKOFF_MS), || upload(client, p))
+                            .await?;
                     Ok::<_, anyhow::Error>((i, sha))
                 }
             })
@@ -112,7 +114,7 @@ async fn create_bucket(client: &aws_sdk_s3::Client, bucket: &str) -> Result<()> 
                 return Ok(());
             }
             let uri = S3Uri { bucket: bucket.into(), key: String::new() };
-            bail!("cannot create bucket {bucket}: {}", S3Error::from_sdk(&uri, e))
+            bail!("cannot create bucket {bucket}: {}", s3::from_sdk(&uri, e))
         }
     }
 }
@@ -136,33 +138,34 @@ fn digests(path: &Path) -> std::io::Result<(String, String, u64)> {
 }
 
 /// One attempt: skips an object that already holds these bytes; returns the file's sha256.
-async fn upload(client: &aws_sdk_s3::Client, p: &Put) -> Result<String, S3Error> {
-    let local = |e: std::io::Error| S3Error::permanent(format!("{}: {e}", p.path.display()));
+async fn upload(client: &aws_sdk_s3::Client, p: &Put) -> Result<String, StorageError> {
+    let local = |e: std::io::Error| StorageError::Local(format!("{}: {e}", p.path.display()));
     let path = p.path.clone();
     let (sha, md5, size) = tokio::task::spawn_blocking(move || digests(&path))
         .await
-        .map_err(|e| S3Error::permanent(e.to_string()))?
+        .map_err(|e| StorageError::Local(e.to_string()))?
         .map_err(local)?;
     if size > MAX_PUT_BYTES {
-        return Err(S3Error::permanent(format!("{}: {size} bytes is over S3's 5 GiB single upload", p.path.display())));
+        return Err(StorageError::Permanent(format!(
+            "{}: {size} bytes is over S3's 5 GiB single upload",
+            p.path.display()
+        )));
     }
     let head = client.head_object().bucket(&p.uri.bucket).key(&p.uri.key).send().await;
     match head {
-        Ok(h) if crate::storage::unquote(h.e_tag()) == md5 && h.content_length() == Some(size as i64) => {
+        Ok(h) if unquote(h.e_tag()) == md5 && h.content_length() == Some(size as i64) => {
             eprintln!("unchanged {} ({} {})", p.uri, p.model, p.field);
             return Ok(sha);
         }
         Ok(_) => {}
-        Err(e) => {
-            let e = S3Error::from_sdk(&p.uri, e);
-            if !e.not_found {
-                return Err(e);
-            }
-        }
+        Err(e) => match s3::from_sdk(&p.uri, e) {
+            StorageError::NotFound(_) => {}
+            e => return Err(e),
+        },
     }
     let start = Instant::now();
     let body =
-        ByteStream::from_path(&p.path).await.map_err(|e| S3Error::permanent(format!("{}: {e}", p.path.display())))?;
+        ByteStream::from_path(&p.path).await.map_err(|e| StorageError::Local(format!("{}: {e}", p.path.display())))?;
     client
         .put_object()
         .bucket(&p.uri.bucket)
@@ -171,7 +174,7 @@ async fn upload(client: &aws_sdk_s3::Client, p: &Put) -> Result<String, S3Error>
         .body(body)
         .send()
         .await
-        .map_err(|e| S3Error::from_sdk(&p.uri, e))?;
+        .map_err(|e| s3::from_sdk(&p.uri, e))?;
     eprintln!("uploaded {} ({:.1} MiB in {:.2} s)", p.uri, size as f64 / 1048576.0, start.elapsed().as_secs_f64());
     Ok(sha)
 }

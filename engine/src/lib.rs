@@ -1,0 +1,172 @@
+//! The engine boundary: one small synchronous trait between the node and the inference engines
+//! (tract, ONNX Runtime). Load bytes → a model with a signature → `predict(inputs)`. No actix,
+//! tract or ort type crosses it; callers run it on the node's inference threads, never on async
+//! workers. This crate depends on `stowage-core` only (docs/architecture.md).
+
+pub mod ort;
+pub mod signature;
+pub mod tract;
+
+use stowage_core::Engine as EngineKind;
+
+pub use signature::signature;
+
+/// Token inputs for one batch, row-major `[batch, seq]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inputs {
+    pub batch: usize,
+    pub seq: usize,
+    pub input_ids: Vec<i64>,
+    pub attention_mask: Vec<i64>,
+    pub token_type_ids: Vec<i64>,
+}
+
+/// One row of token inputs: (ids, mask, types).
+pub type Row<'a> = (&'a [i64], &'a [i64], &'a [i64]);
+
+impl Inputs {
+    /// One batch from `rows`, each padded to the longest: ids with `pad_id`, mask and types with 0.
+    pub fn from_rows(rows: &[Row<'_>], pad_id: i64) -> Inputs {
+        let seq = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(1);
+        let batch = rows.len();
+        let mut x = Inputs {
+            batch,
+            seq,
+            input_ids: Vec::with_capacity(batch * seq),
+            attention_mask: Vec::with_capacity(batch * seq),
+            token_type_ids: Vec::with_capacity(batch * seq),
+        };
+        for (ids, mask, types) in rows {
+            let pad = seq - ids.len();
+            x.input_ids.extend(ids.iter().copied().chain(std::iter::repeat_n(pad_id, pad)));
+            x.attention_mask.extend(mask.iter().copied().chain(std::iter::repeat_n(0, pad)));
+            x.token_type_ids.extend(types.iter().copied().chain(std::iter::repeat_n(0, pad)));
+        }
+        x
+    }
+
+    /// Its rows, each `seq` long (padding included).
+    pub fn rows(&self) -> impl Iterator<Item = Row<'_>> {
+        let seq = self.seq.max(1);
+        self.input_ids
+            .chunks(seq)
+            .zip(self.attention_mask.chunks(seq))
+            .zip(self.token_type_ids.chunks(seq))
+            .map(|((ids, mask), types)| (ids, mask, types))
+    }
+}
+
+/// The model's output tensor, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// What a model produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputKind {
+    /// `logits` `[batch, labels]`: classification.
+    Logits,
+    /// `last_hidden_state` `[batch, seq, hidden]`: embeddings.
+    LastHiddenState,
+}
+
+/// Inputs and output of a model, read from the ONNX file itself.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Signature {
+    /// Graph inputs in file order: `input_ids`, `attention_mask`, optionally `token_type_ids`.
+    pub inputs: Vec<String>,
+    pub output: String,
+    pub kind: OutputKind,
+    /// Last dimension of the output when the file fixes it (labels or hidden size).
+    pub output_width: Option<usize>,
+    /// Rows of the word-embedding table that `input_ids` index, when the file shows it: token ids
+    /// at or above it cannot run.
+    pub vocab_rows: Option<usize>,
+    /// Rows of the position-embedding table, when the file shows it: the most tokens one input
+    /// can have.
+    pub position_rows: Option<usize>,
+}
+
+impl Signature {
+    pub fn has_token_type_ids(&self) -> bool {
+        self.inputs.iter().any(|i| i == "token_type_ids")
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    #[error("not a readable ONNX model: {0}")]
+    Decode(String),
+    #[error("cannot serve this model: {0}")]
+    Unsupported(String),
+    #[error("engine failed to load the model: {0}")]
+    Load(String),
+    #[error("inference failed: {0}")]
+    Run(String),
+    #[error("engine not available: {0}")]
+    Unavailable(String),
+}
+
+/// A loaded model: thread-safe, synchronous.
+pub trait Model: Send + Sync {
+    fn backend(&self) -> EngineKind;
+    fn predict(&self, inputs: &Inputs) -> Result<Output, EngineError>;
+    /// How many `predict` calls can make progress at once, when the engine limits it. More
+    /// admitted requests would only hold inference threads while they wait for the engine.
+    fn concurrency_limit(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// Default of `--ort-intra-threads`.
+pub const DEFAULT_ORT_INTRA_THREADS: usize = 1;
+
+/// Engine settings that apply to every model of a node.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// ONNX Runtime intra-op threads per session (1 on small machines: parallelism comes from
+    /// serving several requests at once, not from splitting one).
+    pub ort_intra_threads: usize,
+    /// Run ONNX Runtime sessions on this CUDA device (g4dn). Needs the `onnxruntime-gpu` library
+    /// (`scripts/ort-lib.sh --gpu`) with CUDA and cuDNN; a model that cannot get the device fails
+    /// to load instead of silently falling back to the CPU.
+    pub ort_cuda_device: Option<i32>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { ort_intra_threads: DEFAULT_ORT_INTRA_THREADS, ort_cuda_device: None }
+    }
+}
+
+/// Loads `bytes` with the chosen engine.
+pub fn load(
+    engine: EngineKind,
+    bytes: &[u8],
+    sig: &Signature,
+    opts: &EngineOptions,
+) -> Result<Box<dyn Model>, EngineError> {
+    match engine {
+        EngineKind::Tract => Ok(Box::new(tract::TractModel::load(bytes, sig)?)),
+        EngineKind::Ort => Ok(Box::new(ort::OrtModel::load(bytes, sig, opts)?)),
+    }
+}
+
+/// Checks an output against the batch it answers.
+fn check_output(sig: &Signature, x: &Inputs, shape: &[usize], len: usize) -> Result<(), EngineError> {
+    let ok = match sig.kind {
+        OutputKind::Logits => shape.len() == 2 && shape[0] == x.batch,
+        OutputKind::LastHiddenState => shape.len() == 3 && shape[0] == x.batch && shape[1] == x.seq,
+    } && shape.iter().product::<usize>() == len;
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::Run(format!(
+            "output {:?} has shape {shape:?} for a batch of {}×{}",
+            sig.output, x.batch, x.seq
+        )))
+    }
+}

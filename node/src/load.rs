@@ -1,0 +1,181 @@
+//! Loading one model: bring its files to local disk, read and check the artifact, read its
+//! signature, load it in its engine, set up its tokenizer and labels, warm up. Every failure is a
+//! `LoadError` whose sentence names the model's file.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use stowage_engine::{self as engine, EngineError, EngineOptions, Model, OutputKind, Signature};
+use tokenizers::Tokenizer;
+
+use crate::spec::ModelSpec;
+use crate::storage::{Fetcher, Source, StorageError};
+use crate::tokenize::{TextEncoder, TokenizerError};
+
+/// Why a model could not be brought up.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Fetch(#[from] StorageError),
+    #[error("{0}: fetch S3 files first (load::fetch)")]
+    NotLocal(String),
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: String },
+    #[error("{path}: sha256 is {got}, the catalog says {want}")]
+    Checksum { path: String, got: String, want: String },
+    #[error("{artifact}: {error}")]
+    Engine { artifact: String, error: EngineError },
+    #[error("cannot load tokenizer {tokenizer}: {error}")]
+    Tokenizer { tokenizer: String, error: String },
+    #[error("{path}: {error}")]
+    Config { path: String, error: String },
+    #[error(
+        "{tokenizer}: the tokenizer has {vocab_size} tokens but {artifact}'s word embeddings have {rows} rows \
+         (the tokenizer of another model?)"
+    )]
+    Vocabulary { tokenizer: String, artifact: String, vocab_size: usize, rows: usize },
+    #[error("warm-up: {0}")]
+    WarmupInput(String),
+    #[error("warm-up failed: {0}")]
+    Warmup(EngineError),
+}
+
+/// A model's files on local disk.
+#[derive(Debug, Clone)]
+pub struct Files {
+    pub artifact: PathBuf,
+    pub tokenizer: PathBuf,
+    pub config: Option<PathBuf>,
+    /// The catalog's sha256 of the artifact was already checked (when it was downloaded).
+    pub sha256_checked: bool,
+    /// Bytes downloaded now, and bytes of cached copies reused.
+    pub downloaded: u64,
+    pub reused: u64,
+}
+
+/// Brings a model's files to local disk (a no-op for local files).
+pub async fn fetch(spec: &ModelSpec, fetcher: &Fetcher) -> Result<Files, StorageError> {
+    let artifact = fetcher.fetch(&spec.artifact, spec.sha256.as_deref()).await?;
+    let tokenizer = fetcher.fetch(&spec.tokenizer, None).await?;
+    let config = match &spec.config {
+        Some(c) if spec.config_optional => fetcher.fetch_optional(c).await?,
+        Some(c) => Some(fetcher.fetch(c, None).await?),
+        None => None,
+    };
+    let all = [Some(&artifact), Some(&tokenizer), config.as_ref()];
+    Ok(Files {
+        downloaded: all.iter().flatten().map(|f| f.downloaded).sum(),
+        reused: all.iter().flatten().map(|f| f.reused).sum(),
+        artifact: artifact.path,
+        tokenizer: tokenizer.path,
+        sha256_checked: artifact.sha256_checked,
+        config: config.map(|c| c.path),
+    })
+}
+
+/// A model ready to answer.
+pub struct LoadedModel {
+    pub model: Box<dyn Model>,
+    pub signature: Signature,
+    pub text: TextEncoder,
+    pub labels: Vec<String>,
+}
+
+/// Facts measured while loading.
+pub struct Loaded {
+    pub model: LoadedModel,
+    pub weights_bytes: u64,
+    pub load_seconds: f64,
+    pub warmup_seconds: f64,
+}
+
+/// Labels (`id2label`) and position rows (`max_position_embeddings`) from a config.json.
+fn read_config(path: Option<&Path>) -> Result<(Vec<String>, Option<usize>), LoadError> {
+    let Some(path) = path else { return Ok((Vec::new(), None)) };
+    let bad = |error: String| LoadError::Config { path: path.display().to_string(), error };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| LoadError::Read { path: path.display().to_string(), error: e.to_string() })?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let mut labels = Vec::new();
+    if let Some(map) = v.get("id2label").and_then(|m| m.as_object()) {
+        let mut pairs: Vec<(usize, String)> = Vec::new();
+        for (k, name) in map {
+            let i = k.parse::<usize>().map_err(|_| bad(format!("id2label key {k:?} is not a number")))?;
+            pairs.push((i, name.as_str().unwrap_or_default().to_string()));
+        }
+        pairs.sort();
+        labels = pairs.into_iter().map(|p| p.1).collect();
+    }
+    let positions = v.get("max_position_embeddings").and_then(|x| x.as_u64()).map(|x| x as usize);
+    Ok((labels, positions))
+}
+
+/// Loads and warms up a model whose files are all local. Runs on a blocking thread.
+pub fn load(spec: &ModelSpec, opts: &EngineOptions) -> Result<Loaded, LoadError> {
+    let local = |s: &Source| match s {
+        Source::Local(p) => Ok(p.clone()),
+        Source::S3(u) => Err(LoadError::NotLocal(u.to_string())),
+    };
+    let config = match &spec.config {
+        Some(c) => Some(local(c)?).filter(|p| !spec.config_optional || p.is_file()),
+        None => None,
+    };
+    let files = Files {
+        artifact: local(&spec.artifact)?,
+        tokenizer: local(&spec.tokenizer)?,
+        config,
+        sha256_checked: false,
+        downloaded: 0,
+        reused: 0,
+    };
+    load_files(spec, &files, opts)
+}
+
+/// Loads and warms up one model from its local files. Runs on a blocking thread.
+pub fn load_files(spec: &ModelSpec, files: &Files, opts: &EngineOptions) -> Result<Loaded, LoadError> {
+    let start = Instant::now();
+    let path = files.artifact.display().to_string();
+    let bytes =
+        std::fs::read(&files.artifact).map_err(|e| LoadError::Read { path: path.clone(), error: e.to_string() })?;
+    if let Some(want) = spec.sha256.as_ref().filter(|_| !files.sha256_checked) {
+        let got = hex::encode(Sha256::digest(&bytes));
+        if !got.eq_ignore_ascii_case(want) {
+            return Err(LoadError::Checksum { path, got, want: want.clone() });
+        }
+    }
+    let in_engine = |error| LoadError::Engine { artifact: spec.artifact.to_string(), error };
+    let signature = engine::signature(&bytes).map_err(in_engine)?;
+    let model = engine::load(spec.engine, &bytes, &signature, opts).map_err(in_engine)?;
+    let tokenizer = Tokenizer::from_file(&files.tokenizer)
+        .map_err(|e| LoadError::Tokenizer { tokenizer: spec.tokenizer.to_string(), error: e.to_string() })?;
+    let (mut labels, positions) = read_config(files.config.as_deref())?;
+    let positions = positions.into_iter().chain(signature.position_rows).min();
+    let text = TextEncoder::new(tokenizer, positions, signature.vocab_rows).map_err(|e| match e {
+        TokenizerError::Vocabulary { vocab_size, rows } => LoadError::Vocabulary {
+            tokenizer: spec.tokenizer.to_string(),
+            artifact: spec.artifact.to_string(),
+            vocab_size,
+            rows,
+        },
+        TokenizerError::Truncation(error) => LoadError::Tokenizer { tokenizer: spec.tokenizer.to_string(), error },
+    })?;
+    if let (OutputKind::Logits, Some(n)) = (signature.kind, signature.output_width) {
+        if labels.len() != n {
+            labels = (0..n).map(|i| format!("LABEL_{i}")).collect();
+        }
+    }
+    let loaded = LoadedModel { model, signature, text, labels };
+    let load_seconds = start.elapsed().as_secs_f64();
+
+    let warm = Instant::now();
+    let inputs =
+        loaded.text.encode(&["warm up".to_string()], None).map_err(|e| LoadError::WarmupInput(e.to_string()))?;
+    loaded.model.predict(&inputs).map_err(LoadError::Warmup)?;
+    Ok(Loaded {
+        model: loaded,
+        weights_bytes: bytes.len() as u64,
+        load_seconds,
+        warmup_seconds: warm.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,215 @@
+//! The node's one request call: `Node::target(id)` finds a model that can take requests, and
+//! `Node::predict(&target, request)` admits the request (or turns it away: 429, queue timeout),
+//! queues it as data for the model's batcher (`batch.rs`), which tokenizes, runs the engine and
+//! postprocesses on an inference thread (`pool.rs`), and awaits the answer. The HTTP layer parses
+//! before and renders after; nothing here knows about HTTP.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::load::LoadedModel;
+use crate::metrics;
+use crate::pool::{Lost, Pool};
+use crate::registry::{Entry, Registry, State};
+use crate::request::{Answer, PredictError, Queued, Request};
+
+/// Default of `--max-batch`: most inputs in one request.
+pub const DEFAULT_MAX_BATCH: usize = 32;
+/// Default of `--ready-fraction`: every model must be ready for `/ready`.
+pub const DEFAULT_READY_FRACTION: f64 = 1.0;
+
+/// The inference threads a node starts without `--inference-threads`: one per CPU.
+pub fn default_inference_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Settings of the request path.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Most inputs in one request.
+    pub max_batch: usize,
+    /// Share of the node's models that must be ready for `/ready` to answer 200.
+    pub ready_fraction: f64,
+    /// Threads that run inference for the whole node: at most this many inferences at once.
+    pub inference_threads: usize,
+    /// Longest a request may wait for its model (admission and batch) before it runs.
+    pub queue_timeout: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_batch: DEFAULT_MAX_BATCH,
+            ready_fraction: DEFAULT_READY_FRACTION,
+            inference_threads: default_inference_threads(),
+            queue_timeout: None,
+        }
+    }
+}
+
+/// A node: its models and the threads that run them.
+pub struct Node {
+    pub registry: Arc<Registry>,
+    pub pool: Arc<Pool>,
+    pub config: Config,
+}
+
+/// A model that takes requests now.
+pub struct Target {
+    pub entry: Arc<Entry>,
+    pub model: Arc<LoadedModel>,
+}
+
+/// Counts an admitted request in `stowage_inflight_requests` until dropped: also when the client
+/// goes away and the HTTP server drops the request mid-wait.
+struct InFlight(::metrics::Gauge);
+
+impl InFlight {
+    fn enter(gauge: &::metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// How many models are where, and whether the node takes traffic.
+pub struct Readiness {
+    pub loading: usize,
+    pub ready: usize,
+    pub failed: usize,
+    /// Models that must be ready (`--ready-fraction` of all).
+    pub needed: usize,
+    /// The node is leaving (from SIGTERM on): not ready whatever its models.
+    pub leaving: bool,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        !self.leaving && self.ready >= self.needed
+    }
+}
+
+impl Node {
+    /// Starts the inference threads; fails only when the operating system refuses them.
+    pub fn new(registry: Arc<Registry>, config: Config) -> std::io::Result<Self> {
+        let pool = Arc::new(Pool::new(config.inference_threads)?);
+        metrics::install();
+        Ok(Self { registry, pool, config })
+    }
+
+    /// Checks the node and the model (so an unknown model is a 404 whatever the request).
+    pub fn target(&self, id: &str) -> Result<Target, PredictError> {
+        let reg = &self.registry;
+        if reg.shutting_down() {
+            return Err(PredictError::ShuttingDown);
+        }
+        let entry = reg.get(id).ok_or_else(|| PredictError::UnknownModel(id.to_string()))?;
+        match entry.state() {
+            State::Ready(model) => Ok(Target { entry, model }),
+            State::Loading => {
+                metrics::rejected(id, "not_ready");
+                Err(PredictError::NotReady(id.to_string()))
+            }
+            State::Failed(reason) => Err(PredictError::ModelFailed { id: id.to_string(), reason }),
+        }
+    }
+
+    /// Checks the request against the node's limits, admits it, queues it for the model's next
+    /// engine call and waits for the answer.
+    pub async fn predict(&self, target: &Target, request: Request) -> Result<Answer, PredictError> {
+        let entry = &target.entry;
+        let id = entry.spec.id.as_str();
+        check(&request, self.config.max_batch)?;
+        let arrived = Instant::now();
+        let limit = self.config.queue_timeout;
+        let entered = match limit {
+            None => Some(entry.admission.enter().await),
+            Some(t) => tokio::time::timeout(t, entry.admission.enter()).await.ok(),
+        };
+        let Some(entered) = entered else {
+            return Err(PredictError::timed_out(id, limit.unwrap_or_default()));
+        };
+        let Some((_permit, waited)) = entered else {
+            metrics::rejected(id, "queue_full");
+            return Err(PredictError::QueueFull(id.to_string()));
+        };
+        let admitted = Instant::now();
+        entry.metrics.queue_wait.record(waited.as_secs_f64());
+        let _inflight = InFlight::enter(&entry.metrics.inflight);
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let rows = request.rows();
+        let queued = Queued { request, rows, reply, arrived, admitted, limit };
+        let lost = |_: Lost| PredictError::Inference(Lost.to_string());
+        entry.batcher.submit(&self.pool, &target.model, queued).map_err(lost)?;
+        let answer = answer.await.map_err(|_| lost(Lost))??;
+        entry.metrics.inference_duration.record(answer.engine_seconds);
+        Ok(answer)
+    }
+
+    /// Records a finished request of model `id` (known or not): its status and seconds.
+    pub fn record(&self, id: &str, status: u16, seconds: f64) {
+        match self.registry.get(id) {
+            Some(entry) => {
+                if status == 200 {
+                    entry.metrics.ok.increment(1);
+                } else {
+                    ::metrics::counter!(metrics::REQUESTS, "model" => id.to_string(), "code" => status.to_string())
+                        .increment(1);
+                }
+                entry.metrics.request_duration.record(seconds);
+            }
+            None => {
+                ::metrics::counter!(metrics::REQUESTS, "model" => UNKNOWN, "code" => status.to_string()).increment(1);
+                ::metrics::histogram!(metrics::REQUEST_DURATION, "model" => UNKNOWN).record(seconds);
+            }
+        }
+    }
+
+    /// Counts a request for model `id` turned away before it reached the node's checks (a body
+    /// too large, say), under the model's label if the node has it.
+    pub fn rejected(&self, id: &str, reason: &'static str) {
+        metrics::rejected(if self.registry.get(id).is_some() { id } else { UNKNOWN }, reason);
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        let (loading, ready, failed) = self.registry.counts();
+        let needed = (self.config.ready_fraction * self.registry.len() as f64).ceil() as usize;
+        Readiness { loading, ready, failed, needed, leaving: self.registry.leaving() }
+    }
+
+    /// Publishes the gauges that are read off state rather than counted as things happen.
+    pub fn publish_gauges(&self) {
+        self.registry.publish_counts();
+        let (busy, backlog) = self.pool.load();
+        ::metrics::gauge!(metrics::INFERENCE_BUSY).set(busy as f64);
+        ::metrics::gauge!(metrics::INFERENCE_BACKLOG).set(backlog as f64);
+    }
+}
+
+/// The metric label of model ids the node does not have: one bounded bucket.
+const UNKNOWN: &str = "_unknown";
+
+/// What the node refuses of any request, before it waits for its model.
+fn check(request: &Request, max_batch: usize) -> Result<(), PredictError> {
+    let invalid = |m: String| Err(PredictError::Invalid(m));
+    if let Request::Texts { texts, .. } = request {
+        if texts.is_empty() || texts.iter().any(|t| t.trim().is_empty()) {
+            return invalid("every input text must be non-empty".into());
+        }
+    }
+    let rows = request.rows();
+    if rows > max_batch {
+        return invalid(format!("{rows} inputs in one request, at most {max_batch}"));
+    }
+    if let Request::Texts { texts, pairs: Some(p), .. } = request {
+        if p.len() != texts.len() {
+            return invalid("\"text_pair\" must have one entry per input".into());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! The node's models: a DashMap from model id to its entry, each loading → ready | failed.
+//! A model that fails to load is marked failed with its reason; every other model serves.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, RwLock};
+
+use dashmap::DashMap;
+use serde::Serialize;
+
+use crate::admission::Admission;
+use crate::batch::Batcher;
+use crate::load::LoadedModel;
+use crate::metrics::ModelMetrics;
+use crate::spec::ModelSpec;
+
+/// Where a model is in its life.
+#[derive(Clone)]
+pub enum State {
+    Loading,
+    Ready(Arc<LoadedModel>),
+    Failed(String),
+}
+
+impl State {
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Loading => "loading",
+            State::Ready(_) => "ready",
+            State::Failed(_) => "failed",
+        }
+    }
+}
+
+/// Start-up facts about a model, for `/models`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoadInfo {
+    /// Resident memory the process grew by while this model loaded (approximate when several
+    /// models load at once).
+    pub memory_bytes: u64,
+    pub weights_bytes: u64,
+    /// Bytes downloaded from S3 at this start, and bytes of cached copies reused.
+    pub fetched_bytes: u64,
+    pub cached_bytes: u64,
+    pub fetch_seconds: f64,
+    pub load_seconds: f64,
+    pub warmup_seconds: f64,
+}
+
+pub struct Entry {
+    pub spec: ModelSpec,
+    state: RwLock<State>,
+    info: RwLock<LoadInfo>,
+    /// Requests in the model's hands (running or pending in its batcher), and those waiting.
+    pub admission: Admission,
+    pub batcher: Arc<Batcher>,
+    pub metrics: ModelMetrics,
+}
+
+impl Entry {
+    pub fn state(&self) -> State {
+        self.state.read().map(|s| s.clone()).unwrap_or(State::Failed("state lock poisoned".into()))
+    }
+
+    pub fn set_state(&self, s: State) {
+        if let Ok(mut g) = self.state.write() {
+            *g = s;
+        }
+    }
+
+    pub fn info(&self) -> LoadInfo {
+        self.info.read().map(|i| i.clone()).unwrap_or_default()
+    }
+
+    pub fn set_info(&self, i: LoadInfo) {
+        if let Ok(mut g) = self.info.write() {
+            *g = i;
+        }
+    }
+
+    /// Lowers the engine calls that may run at once to what the loaded engine allows (before the
+    /// model serves), and the requests admitted with them.
+    pub fn cap_calls(&self, n: usize) {
+        self.batcher.cap(n);
+        self.admission.cap(self.batcher.calls() * self.batcher.rows());
+    }
+}
+
+/// Default of `--batch-inputs`.
+pub const DEFAULT_BATCH_INPUTS: usize = 4;
+/// Default of `--queue-size`.
+pub const DEFAULT_QUEUE_SIZE: usize = 64;
+
+/// Limits that apply to every model of the node.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Engine calls of one model that may run at once.
+    pub concurrency: usize,
+    /// Requests of one model that may wait beyond those in its hands; beyond, 429.
+    pub queue: usize,
+    /// Most inputs in one engine call: requests waiting for the same model run together up to
+    /// this (1: no batching across requests). A model holds `concurrency × batch` requests.
+    pub batch: usize,
+}
+
+pub struct Registry {
+    models: DashMap<String, Arc<Entry>>,
+    /// Model ids in plan order.
+    order: Vec<String>,
+    /// 0 serving, 1 leaving (not ready, still serving), 2 shutting down (refusing new requests).
+    phase: AtomicU8,
+}
+
+impl Registry {
+    pub fn new(specs: Vec<ModelSpec>, limits: Limits) -> Self {
+        let order = specs.iter().map(|s| s.id.clone()).collect();
+        let models = specs
+            .into_iter()
+            .map(|spec| {
+                let (calls, rows) = (limits.concurrency.max(1), limits.batch.max(1));
+                let metrics = ModelMetrics::new(&spec.id, &spec.engine.to_string());
+                let e = Entry {
+                    admission: Admission::new(calls * rows, limits.queue),
+                    batcher: Arc::new(Batcher::new(&spec.id, &metrics, calls, rows)),
+                    metrics,
+                    state: RwLock::new(State::Loading),
+                    info: RwLock::new(LoadInfo::default()),
+                    spec,
+                };
+                (e.spec.id.clone(), Arc::new(e))
+            })
+            .collect();
+        Self { models, order, phase: AtomicU8::new(0) }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
+        self.models.get(id).map(|e| e.value().clone())
+    }
+
+    /// Entries in plan order.
+    pub fn entries(&self) -> Vec<Arc<Entry>> {
+        self.order.iter().filter_map(|id| self.get(id)).collect()
+    }
+
+    /// (loading, ready, failed)
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut c = (0, 0, 0);
+        for e in self.models.iter() {
+            match e.state() {
+                State::Loading => c.0 += 1,
+                State::Ready(_) => c.1 += 1,
+                State::Failed(_) => c.2 += 1,
+            }
+        }
+        c
+    }
+
+    pub fn len(&self) -> usize {
+        self.models.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.models.is_empty()
+    }
+
+    /// The node is about to stop: `/ready` fails so that load balancers let go of it, while
+    /// requests still reach it and are served.
+    pub fn begin_leaving(&self) {
+        self.phase.fetch_max(1, Ordering::SeqCst);
+    }
+
+    /// New requests are refused (503 `shutting_down`); those admitted finish.
+    pub fn begin_shutdown(&self) {
+        self.phase.fetch_max(2, Ordering::SeqCst);
+    }
+
+    pub fn leaving(&self) -> bool {
+        self.phase.load(Ordering::SeqCst) >= 1
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.phase.load(Ordering::SeqCst) >= 2
+    }
+
+    pub fn publish_counts(&self) {
+        let (l, r, f) = self.counts();
+        metrics::gauge!(crate::metrics::MODELS, "state" => "loading").set(l as f64);
+        metrics::gauge!(crate::metrics::MODELS, "state" => "ready").set(r as f64);
+        metrics::gauge!(crate::metrics::MODELS, "state" => "failed").set(f as f64);
+    }
+}

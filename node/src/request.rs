@@ -1,0 +1,103 @@
+//! A prediction request as data: what the client asked (`Request`), the same request waiting in
+//! its model's queue (`Queued`: inputs, reply channel, deadline, timings — as TEI's queue entries
+//! are), what it gets back (`Answer`), and why it may not (`PredictError`). The HTTP layer builds
+//! the first and renders the last two (docs/http-api.md).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use stowage_core::Engine;
+use tokio::sync::oneshot;
+
+/// What a client asks of a model, parsed but not yet checked against it.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// Texts (and optional second texts of pairs), tokenized by the node.
+    Texts { texts: Vec<String>, pairs: Option<Vec<String>>, truncate: bool },
+    /// Token ids the client made itself, checked by the node.
+    Tokens { input_ids: Vec<Vec<i64>>, attention_mask: Vec<Vec<i64>>, token_type_ids: Option<Vec<Vec<i64>>> },
+}
+
+impl Request {
+    /// Inputs in the request: the rows of its batch.
+    pub fn rows(&self) -> usize {
+        match self {
+            Request::Texts { texts, .. } => texts.len(),
+            Request::Tokens { input_ids, .. } => input_ids.len(),
+        }
+    }
+}
+
+/// What one input gets back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Prediction {
+    /// A classifier's answer: the best label, its probability, and every label's.
+    Class { label: String, score: f64, scores: BTreeMap<String, f64> },
+    /// An embedding model's answer: mean-pooled over the attention mask, L2-normalized.
+    Embedding { embedding: Vec<f32> },
+}
+
+/// A request's answer: one prediction per input, the engine that ran it and the time of its call.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub predictions: Vec<Prediction>,
+    pub backend: Engine,
+    pub engine_seconds: f64,
+}
+
+/// Why a request got no answer. The HTTP layer maps each variant to its status and code in one
+/// table (`http/error.rs`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PredictError {
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    #[error("no model {0:?} on this node")]
+    UnknownModel(String),
+    #[error("model {0:?} is still loading")]
+    NotReady(String),
+    #[error("model {id:?} failed to load: {reason}")]
+    ModelFailed { id: String, reason: String },
+    /// The request does not fit the model (empty text, too many inputs, bad token ids…).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("model {0:?} has a full queue; retry later")]
+    QueueFull(String),
+    #[error("model {id:?} did not take the request within {} ms; retry later", limit.as_millis())]
+    QueueTimeout { id: String, limit: Duration },
+    /// The engine failed or gave an answer that cannot be sent (the node's fault).
+    #[error("{0}")]
+    Inference(String),
+}
+
+impl PredictError {
+    /// The answer to a request that waited longer than `limit` for model `id`, counted in
+    /// `stowage_rejected_total{reason="queue_timeout"}`.
+    pub fn timed_out(id: &str, limit: Duration) -> Self {
+        crate::metrics::rejected(id, "queue_timeout");
+        PredictError::QueueTimeout { id: id.to_string(), limit }
+    }
+}
+
+/// A request in its model's queue: plain data. The batcher takes it up on an inference thread,
+/// and the reply goes back through `reply`, whatever happens (a dropped sender answers too: the
+/// waiting side sees the channel closed).
+pub struct Queued {
+    pub request: Request,
+    /// Inputs in the request (`request.rows()`, kept for the batcher's arithmetic).
+    pub rows: usize,
+    pub reply: oneshot::Sender<Result<Answer, PredictError>>,
+    /// When the node took the request, and when its model admitted it.
+    pub arrived: Instant,
+    pub admitted: Instant,
+    /// Longest the request may wait for its model, from `arrived` (`--queue-timeout-ms`).
+    pub limit: Option<Duration>,
+}
+
+impl Queued {
+    /// Whether the request waited past its limit (its client may be long gone).
+    pub fn expired(&self) -> Option<Duration> {
+        self.limit.filter(|&t| self.arrived.elapsed() > t)
+    }
+}

@@ -1,0 +1,203 @@
+//! Start-up: every model of the node on a fetch → load pipeline (`fetch_parallelism` downloads
+//! and `parallelism` loads at once), each marked ready or failed with its reason, and one summary
+//! line when all are done. A failed model never fails the node.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use stowage_engine::EngineOptions;
+use tracing::{error, info};
+
+use crate::load;
+use crate::metrics;
+use crate::process::{release_freed_memory, rss_bytes};
+use crate::registry::{Entry, LoadInfo, Registry, State};
+use crate::storage::{FetchOptions, Fetcher};
+
+/// Default of `--load-parallelism`.
+pub const DEFAULT_LOAD_PARALLELISM: usize = 2;
+/// Default of `--fetch-parallelism`.
+pub const DEFAULT_FETCH_PARALLELISM: usize = 4;
+
+/// How a node brings up its models.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub engine: EngineOptions,
+    /// Models read, optimized and warmed up at once.
+    pub parallelism: usize,
+    /// Models downloading at once (downloads overlap with loading).
+    pub fetch_parallelism: usize,
+    pub fetch: FetchOptions,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            engine: EngineOptions::default(),
+            parallelism: DEFAULT_LOAD_PARALLELISM,
+            fetch_parallelism: DEFAULT_FETCH_PARALLELISM,
+            fetch: FetchOptions::default(),
+        }
+    }
+}
+
+/// What one model's start-up took.
+struct Timing {
+    id: String,
+    ok: bool,
+    /// When its download ran, if anything was downloaded.
+    download: Option<(Instant, Instant)>,
+    /// What `/models` shows for it (bytes and seconds per phase).
+    info: LoadInfo,
+}
+
+impl Timing {
+    /// Fetch, load and warm-up together.
+    fn seconds(&self) -> f64 {
+        self.info.fetch_seconds + self.info.load_seconds + self.info.warmup_seconds
+    }
+}
+
+/// Loads every model on a fetch → load pipeline (`fetch_parallelism` downloads and `parallelism`
+/// loads at once, on blocking threads); never fails as a whole: a model that cannot be fetched or
+/// loaded is marked failed with its reason.
+pub async fn load_all(registry: Arc<Registry>, opts: LoadOptions) {
+    let start = Instant::now();
+    // Load metrics must not be lost to a recorder installed later.
+    metrics::install();
+    let fetcher = Arc::new(Fetcher::new(opts.fetch.clone()));
+    let fetch_gate = Arc::new(tokio::sync::Semaphore::new(opts.fetch_parallelism.max(1)));
+    let load_gate = Arc::new(tokio::sync::Semaphore::new(opts.parallelism.max(1)));
+    registry.publish_counts();
+    let tasks: Vec<_> = registry
+        .entries()
+        .into_iter()
+        .map(|entry| {
+            let gates = (fetch_gate.clone(), load_gate.clone());
+            tokio::spawn(bring_up(entry, registry.clone(), fetcher.clone(), gates, opts.engine))
+        })
+        .collect();
+    let mut timings = Vec::new();
+    for t in tasks {
+        if let Ok(t) = t.await {
+            timings.push(t);
+        }
+    }
+    release_freed_memory();
+    summarize(&registry, &timings, start);
+}
+
+type Gates = (Arc<tokio::sync::Semaphore>, Arc<tokio::sync::Semaphore>);
+
+async fn bring_up(
+    entry: Arc<Entry>,
+    registry: Arc<Registry>,
+    fetcher: Arc<Fetcher>,
+    gates: Gates,
+    engine: EngineOptions,
+) -> Timing {
+    let id = entry.spec.id.clone();
+    let mut t = Timing { id: id.clone(), ok: false, download: None, info: LoadInfo::default() };
+    let fail = |reason: String, phase: &str| {
+        error!(model = %entry.spec.id, phase, %reason, "model failed");
+        entry.set_state(State::Failed(reason));
+        registry.publish_counts();
+    };
+    let fetched = {
+        let Ok(_slot) = gates.0.acquire().await else { return t };
+        let began = Instant::now();
+        let r = load::fetch(&entry.spec, &fetcher).await;
+        t.info.fetch_seconds = began.elapsed().as_secs_f64();
+        if r.as_ref().is_ok_and(|f| f.downloaded > 0) {
+            t.download = Some((began, Instant::now()));
+        }
+        r
+    };
+    let files = match fetched {
+        Ok(f) => f,
+        Err(reason) => {
+            fail(reason.to_string(), "fetch");
+            return t;
+        }
+    };
+    (t.info.fetched_bytes, t.info.cached_bytes) = (files.downloaded, files.reused);
+    entry.set_info(t.info.clone());
+    let fetch_s = t.info.fetch_seconds;
+    ::metrics::histogram!(metrics::LOAD_DURATION, "model" => id.clone(), "phase" => "fetch").record(fetch_s);
+    if files.downloaded + files.reused > 0 {
+        let source = if files.downloaded > 0 { "s3" } else { "cache" };
+        ::metrics::counter!(metrics::FETCHED_BYTES, "source" => source).increment(files.downloaded + files.reused);
+        let mib = (files.downloaded + files.reused) as f64 / 1048576.0;
+        info!(model = %id, source, mib = format!("{mib:.1}"), seconds = format!("{fetch_s:.2}"), mib_per_s = format!("{:.0}", mib / fetch_s.max(1e-6)), "fetched");
+    }
+
+    let Ok(_slot) = gates.1.acquire().await else { return t };
+    let spec = entry.spec.clone();
+    let before = rss_bytes();
+    let result = tokio::task::spawn_blocking(move || load::load_files(&spec, &files, &engine)).await;
+    match result {
+        Ok(Ok(l)) => {
+            let memory = rss_bytes().saturating_sub(before);
+            t.ok = true;
+            ::metrics::histogram!(metrics::LOAD_DURATION, "model" => id.clone(), "phase" => "load")
+                .record(l.load_seconds);
+            ::metrics::histogram!(metrics::LOAD_DURATION, "model" => id.clone(), "phase" => "warmup")
+                .record(l.warmup_seconds);
+            ::metrics::gauge!(metrics::MODEL_MEMORY, "model" => id.clone()).set(memory as f64);
+            info!(model = %id, backend = %entry.spec.engine, load_s = l.load_seconds, warmup_s = l.warmup_seconds, memory_mib = memory / 1048576, "model ready");
+            (t.info.memory_bytes, t.info.weights_bytes) = (memory, l.weights_bytes);
+            (t.info.load_seconds, t.info.warmup_seconds) = (l.load_seconds, l.warmup_seconds);
+            entry.set_info(t.info.clone());
+            if let Some(n) = l.model.model.concurrency_limit() {
+                entry.cap_calls(n);
+            }
+            entry.set_state(State::Ready(Arc::new(l.model)));
+            registry.publish_counts();
+        }
+        Ok(Err(reason)) => fail(reason.to_string(), "load"),
+        Err(e) => fail(format!("loader crashed: {e}"), "load"),
+    }
+    t
+}
+
+/// The start-up summary: per phase and in total, download bandwidth, the slowest models.
+fn summarize(registry: &Registry, timings: &[Timing], start: Instant) {
+    let wall = start.elapsed().as_secs_f64();
+    ::metrics::gauge!(metrics::STARTUP).set(wall);
+    let (_, ready, failed) = registry.counts();
+    let mib = |b: u64| b as f64 / 1048576.0;
+    let downloaded: u64 = timings.iter().map(|t| t.info.fetched_bytes).sum();
+    let reused: u64 = timings.iter().map(|t| t.info.cached_bytes).sum();
+    let windows: Vec<_> = timings.iter().filter_map(|t| t.download).collect();
+    let download_s = match (windows.iter().map(|w| w.0).min(), windows.iter().map(|w| w.1).max()) {
+        (Some(a), Some(b)) => (b - a).as_secs_f64(),
+        _ => 0.0,
+    };
+    let sum = |f: fn(&LoadInfo) -> f64| timings.iter().map(|t| f(&t.info)).sum::<f64>();
+    let mut slowest: Vec<&Timing> = timings.iter().filter(|t| t.ok).collect();
+    slowest.sort_by(|a, b| b.seconds().total_cmp(&a.seconds()));
+    let slowest: Vec<String> = slowest
+        .iter()
+        .take(3)
+        .map(|t| {
+            let i = &t.info;
+            let (fetch, load, warmup) = (i.fetch_seconds, i.load_seconds, i.warmup_seconds);
+            format!("{} {:.2}s (fetch {fetch:.2} load {load:.2} warmup {warmup:.2})", t.id, t.seconds())
+        })
+        .collect();
+    info!(
+        ready,
+        failed,
+        seconds = format!("{wall:.2}"),
+        downloaded_mib = format!("{:.1}", mib(downloaded)),
+        cached_mib = format!("{:.1}", mib(reused)),
+        download_s = format!("{download_s:.2}"),
+        download_mib_per_s = format!("{:.0}", if download_s > 0.0 { mib(downloaded) / download_s } else { 0.0 }),
+        fetch_s_total = format!("{:.2}", sum(|i| i.fetch_seconds)),
+        load_s_total = format!("{:.2}", sum(|i| i.load_seconds)),
+        warmup_s_total = format!("{:.2}", sum(|i| i.warmup_seconds)),
+        slowest = slowest.join("; "),
+        rss_mib = rss_bytes() / 1048576,
+        "start-up finished"
+    );
+}

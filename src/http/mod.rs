@@ -1,0 +1,62 @@
+//! The HTTP side of a node (docs/http-api.md): one file per resource, the error table
+//! (`error.rs`), the handlers' state (`state.rs`) and the server's run and shutdown
+//! (`server.rs`). Handlers parse, call the node (`stowage-node`) and render.
+
+pub mod error;
+pub mod health;
+pub mod metrics;
+pub mod models;
+pub mod predictions;
+pub mod server;
+pub mod state;
+
+use std::sync::Arc;
+
+use actix_web::{http::header, web, HttpRequest, HttpResponse, ResponseError};
+
+use self::error::{ApiError, Code};
+use self::state::AppState;
+
+/// Mounts every route; used by the server and by in-process tests. Whatever no route takes gets a
+/// JSON error like every other: 404 `not_found` for an unknown path, 405 `method_not_allowed`
+/// (with `Allow`) for a known path and another method.
+pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::from(state))
+            .service(
+                web::resource("/predictions/{model_id}")
+                    .get(predictions::get)
+                    .post(predictions::post)
+                    .default_service(only("GET, POST")),
+            )
+            // Health checks also answer HEAD (load balancers such as HAProxy's `httpchk` send it).
+            .service(web::resource("/ping").get(health::ping).head(health::ping).default_service(only("GET, HEAD")))
+            .service(web::resource("/ready").get(health::ready).head(health::ready).default_service(only("GET, HEAD")))
+            .service(web::resource("/models").get(models::list).default_service(only("GET")))
+            .service(web::resource("/models/{model_id}").get(models::one).default_service(only("GET")))
+            .service(web::resource("/metrics").get(metrics::render).default_service(only("GET")))
+            .default_service(web::to(no_such_route));
+    }
+}
+
+/// 405 for a method the resource does not take, naming those it does.
+fn only(allow: &'static str) -> actix_web::Route {
+    web::to(move |req: HttpRequest| async move {
+        let e = ApiError::new(
+            Code::MethodNotAllowed,
+            format!("{} {} is not served; use {allow}", req.method(), req.path()),
+        );
+        let mut r = e.error_response();
+        r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allow));
+        r
+    })
+}
+
+async fn no_such_route(req: HttpRequest) -> HttpResponse {
+    let msg = format!(
+        "no route {} {}; the node serves /predictions/{{model_id}}, /ping, /ready, /models, /models/{{model_id}} and /metrics",
+        req.method(),
+        req.path()
+    );
+    ApiError::new(Code::NoSuchRoute, msg).error_response()
+}

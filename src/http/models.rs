@@ -1,0 +1,49 @@
+//! `/models` and `/models/{id}`: each assigned model with its state, backend, memory, load time.
+
+use actix_web::{web, HttpResponse};
+use serde_json::{json, Value};
+
+use stowage_node::registry::{Entry, State};
+
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
+
+fn describe(e: &Entry) -> Value {
+    let state = e.state();
+    let info = e.info();
+    let mut v = json!({
+        "id": e.spec.id,
+        "state": state.name(),
+        "backend": e.spec.engine.to_string(),
+        "memory_bytes": info.memory_bytes,
+        "weights_bytes": info.weights_bytes,
+        "fetched_bytes": info.fetched_bytes,
+        "cached_bytes": info.cached_bytes,
+        "fetch_seconds": info.fetch_seconds,
+        "load_seconds": info.load_seconds,
+        "warmup_seconds": info.warmup_seconds,
+        "concurrency": e.batcher.calls(),
+        "batch_inputs": e.batcher.rows(),
+        "queued": e.admission.waiting() + e.batcher.pending(),
+    });
+    match state {
+        State::Ready(m) => {
+            v["signature"] = json!(m.signature);
+            v["labels"] = json!(m.labels);
+            v["max_length"] = json!(m.text.max_length);
+        }
+        State::Failed(reason) => v["error"] = json!(reason),
+        State::Loading => {}
+    }
+    v
+}
+
+pub async fn list(state: web::Data<AppState>) -> HttpResponse {
+    let models: Vec<Value> = state.node.registry.entries().iter().map(|e| describe(e)).collect();
+    HttpResponse::Ok().json(json!({"models": models}))
+}
+
+pub async fn one(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let e = state.node.registry.get(&id).ok_or_else(|| stowage_node::PredictError::UnknownModel(id.to_string()))?;
+    Ok(HttpResponse::Ok().json(describe(&e)))
+}

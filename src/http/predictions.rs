@@ -1,0 +1,150 @@
+//! `GET|POST /predictions/{model_id}`: read and parse the request, hand it to the node
+//! (`stowage_node::Node::predict`: admission, the model's batcher, tokenization, the engine and
+//! postprocessing on an inference thread), render the answer or the error, record the request.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use stowage_node::{Answer, Request};
+
+use crate::http::error::{ApiError, Code};
+use crate::http::state::AppState;
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    inputs: Option<OneOrMany>,
+    text_pair: Option<OneOrMany>,
+    input_ids: Option<Vec<Vec<i64>>>,
+    attention_mask: Option<Vec<Vec<i64>>>,
+    token_type_ids: Option<Vec<Vec<i64>>>,
+    truncate: Option<bool>,
+}
+
+fn malformed(msg: impl Into<String>) -> ApiError {
+    ApiError::new(Code::MalformedRequest, msg)
+}
+
+/// A POST body → the request (400 for what is not one).
+fn parse_body(bytes: &[u8]) -> Result<Request, ApiError> {
+    let body: Body = serde_json::from_slice(bytes).map_err(|e| malformed(format!("invalid JSON body: {e}")))?;
+    match (body.inputs, body.input_ids) {
+        (Some(_), Some(_)) => Err(malformed("give either \"inputs\" or \"input_ids\", not both")),
+        (Some(_), None) if body.attention_mask.is_some() || body.token_type_ids.is_some() => {
+            Err(malformed("\"attention_mask\" and \"token_type_ids\" go with \"input_ids\", not with texts"))
+        }
+        (None, Some(_)) if body.text_pair.is_some() || body.truncate.is_some() => {
+            Err(malformed("\"text_pair\" and \"truncate\" go with texts (\"inputs\"), not with \"input_ids\""))
+        }
+        (Some(inputs), None) => Ok(Request::Texts {
+            texts: inputs.into_vec(),
+            pairs: body.text_pair.map(OneOrMany::into_vec),
+            truncate: body.truncate.unwrap_or(true),
+        }),
+        (None, Some(input_ids)) => {
+            let attention_mask =
+                body.attention_mask.ok_or_else(|| malformed("\"input_ids\" needs \"attention_mask\""))?;
+            Ok(Request::Tokens { input_ids, attention_mask, token_type_ids: body.token_type_ids })
+        }
+        (None, None) => Err(malformed("the body needs \"inputs\" (text or list of texts) or \"input_ids\"")),
+    }
+}
+
+pub async fn get(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    q: web::Query<HashMap<String, String>>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let text = q.get("text").or_else(|| q.get("seq_0")).cloned();
+    let pair = q.get("text_pair").or_else(|| q.get("seq_1")).cloned();
+    let req = match text {
+        Some(t) => Ok(Request::Texts { texts: vec![t], pairs: pair.map(|p| vec![p]), truncate: true }),
+        None => Err(malformed("give the text as ?text=… (or ?seq_0=…)")),
+    };
+    finish(&state, &id, started, predict(&state, &id, req).await)
+}
+
+pub async fn post(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    req: HttpRequest,
+    mut payload: web::Payload,
+) -> HttpResponse {
+    let started = Instant::now();
+    let limit = state.config.max_body_bytes;
+    let result = async {
+        let declared =
+            req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+        let too_large = || {
+            state.node.rejected(&id, "too_large");
+            ApiError::new(Code::BodyTooLarge, format!("the body is over the {limit}-byte limit"))
+        };
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| malformed(format!("cannot read the body: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        predict(&state, &id, parse_body(&body)).await
+    }
+    .await;
+    finish(&state, &id, started, result)
+}
+
+/// Checks the node and the model first (so an unknown model is a 404 whatever the request), then
+/// the request, then hands it to the node.
+async fn predict(state: &AppState, id: &str, req: Result<Request, ApiError>) -> Result<Answer, ApiError> {
+    let target = state.node.target(id)?;
+    Ok(state.node.predict(&target, req?).await?)
+}
+
+/// Renders the answer (`{model, backend, predictions}`) or the error, logs a 500, and records the
+/// request's status and time.
+fn finish(state: &AppState, id: &str, started: Instant, result: Result<Answer, ApiError>) -> HttpResponse {
+    let response = match result {
+        Ok(answer) => HttpResponse::Ok().json(json!({
+            "model": id,
+            "backend": answer.backend.to_string(),
+            "predictions": answer.predictions,
+        })),
+        Err(e) => {
+            if e.code == Code::InferenceFailed {
+                // The only error that is the node's fault: the client sees the sentence, the
+                // operator must too.
+                tracing::error!(model = id, error = %e, "inference failed");
+            }
+            actix_web::ResponseError::error_response(&e)
+        }
+    };
+    let code = response.status().as_u16();
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::debug!(target: "stowage::access", model = id, status = code, ms = (seconds * 1e6).round() / 1e3, "prediction");
+    state.node.record(id, code, seconds);
+    response
+}

@@ -1,0 +1,106 @@
+//! `stowage serve`: one process per node. Binds at once (so probes answer), loads the node's
+//! models in the background, and on SIGTERM/SIGINT stops being ready, serves on for
+//! `--shutdown-delay-seconds` (while load balancers let go of it), then refuses new work with 503,
+//! drains what is in flight and exits 0 (the Kubernetes termination contract).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer};
+use anyhow::{Context, Result};
+use stowage_core::Engine as EngineKind;
+use stowage_node::registry::{Limits, Registry};
+use stowage_node::spec::ModelSpec;
+use stowage_node::startup::{load_all, LoadOptions};
+use tracing::{info, warn};
+
+use crate::http::state::{AppState, ServeConfig};
+
+/// Everything `stowage serve` needs.
+pub struct ServeOptions {
+    pub host: String,
+    pub port: u16,
+    pub workers: usize,
+    pub specs: Vec<ModelSpec>,
+    pub limits: Limits,
+    pub config: ServeConfig,
+    pub load: LoadOptions,
+    pub ort_library: Option<PathBuf>,
+    pub drain: Duration,
+    /// From SIGTERM to refusing new requests: serving on, not ready.
+    pub shutdown_delay: Duration,
+}
+
+pub fn run(opts: ServeOptions) -> Result<()> {
+    // Requests already run in parallel; the tokenizer's own rayon pool would only wake more
+    // threads per request on the cores the engines need.
+    tokenizers::utils::parallelism::set_parallelism(false);
+    if opts.specs.iter().any(|s| s.engine == EngineKind::Ort) {
+        // A missing library fails the ort models (with the reason in /models), not the node.
+        if let Err(e) = stowage_engine::ort::init(opts.ort_library.as_deref()) {
+            warn!(error = %e, "ONNX Runtime is not available; models on the ort engine will fail to load");
+        }
+    }
+    let registry = Arc::new(Registry::new(opts.specs, opts.limits));
+    let state = Arc::new(AppState::new(registry.clone(), opts.config).context("cannot start the inference threads")?);
+    actix_web::rt::System::new().block_on(async move {
+        let app_state = state.clone();
+        let server = HttpServer::new(move || App::new().configure(crate::http::configure(app_state.clone())))
+            .workers(opts.workers.max(1))
+            .shutdown_timeout(opts.drain.as_secs().max(1))
+            .disable_signals()
+            .bind((opts.host.as_str(), opts.port))
+            .with_context(|| format!("cannot listen on {}:{}", opts.host, opts.port))?;
+        for addr in server.addrs() {
+            info!(%addr, models = registry.len(), inference_threads = state.node.pool.threads(), "listening");
+        }
+        let server = server.run();
+        let handle = server.handle();
+        // Downloads, hashing and loading run on their own runtime and threads, never delaying probes.
+        let loader = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("stowage-fetch")
+            .enable_all()
+            .build()
+            .context("cannot start the loader runtime")?;
+        let (reg, load) = (registry.clone(), opts.load);
+        std::thread::Builder::new()
+            .name("stowage-loader".into())
+            .spawn(move || loader.block_on(load_all(reg, load)))
+            .context("cannot start the loader thread")?;
+        let delay = opts.shutdown_delay;
+        actix_web::rt::spawn(async move {
+            wait_for_signal().await;
+            registry.begin_leaving();
+            if !delay.is_zero() {
+                info!(seconds = delay.as_secs_f64(), "leaving: not ready, serving on while load balancers let go");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = wait_for_signal() => info!("a second signal: not waiting any longer"),
+                }
+            }
+            info!("shutting down: refusing new requests, draining in-flight ones");
+            registry.begin_shutdown();
+            handle.stop(true).await;
+        });
+        server.await.context("server failed")?;
+        info!("stopped");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

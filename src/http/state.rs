@@ -1,0 +1,38 @@
+//! What every handler can reach: the node, the metrics handle, the HTTP settings.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use stowage_node::registry::Registry;
+use stowage_node::{Config, Node};
+
+/// Default of `--max-body-bytes`.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Settings of a serving node: the HTTP side's and the node's request path.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Largest request body; beyond, 413.
+    pub max_body_bytes: usize,
+    pub node: Config,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: DEFAULT_MAX_BODY_BYTES, node: Config::default() }
+    }
+}
+
+pub struct AppState {
+    pub node: Arc<Node>,
+    pub metrics: PrometheusHandle,
+    pub config: ServeConfig,
+}
+
+impl AppState {
+    /// Fails only when the operating system refuses to start the inference threads.
+    pub fn new(registry: Arc<Registry>, config: ServeConfig) -> std::io::Result<Self> {
+        let node = Arc::new(Node::new(registry, config.node.clone())?);
+        Ok(Self { node, metrics: stowage_node::metrics::install(), config })
+    }
+}

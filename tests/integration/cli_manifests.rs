@@ -1,0 +1,90 @@
+//! `stowage manifests` as a user runs it, checked by a real Kubernetes schema validator
+//! (kubernetes-validate --strict, from PyPI) and rendered by `kubectl kustomize` where kubectl is
+//! installed. A plan that uses all three families (c5, g4dn, inf1).
+//! STOWAGE_REQUIRE_K8S_VALIDATE=1 (set by scripts/test.sh) makes a missing validator a failure.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::{run, stowage};
+
+/// The small three-family catalog, planned in a temporary folder: (folder, catalog, plan).
+fn planned() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("models.toml");
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("planner/tests/data/small.toml"), &catalog).unwrap();
+    let plan = dir.path().join("plan.json");
+    run(stowage().arg("plan").arg("--catalog").arg(&catalog).arg("--out").arg(&plan));
+    (dir, catalog, plan)
+}
+
+#[test]
+fn manifests_for_all_three_families_validate() {
+    let (dir, _, plan) = planned();
+    let deploy = dir.path().join("deploy");
+    let out = run(stowage().arg("manifests").arg("--plan").arg(&plan).arg("--out").arg(&deploy).args([
+        "--registry",
+        "registry.example/team",
+        "--tag",
+        "v1",
+        "--hpa-max-replicas",
+        "3",
+        "--loadtest-clients",
+        "4",
+        "--loadtest-rate",
+        "400",
+    ]));
+    let lt = std::fs::read_to_string(deploy.join("loadtest.yaml")).unwrap();
+    assert!(lt.contains("kind: Job") && lt.contains("parallelism: 4") && lt.contains("-rate=100 "), "{lt}");
+    assert!(lt.contains("http://g4dn-xlarge-000.stowage.svc.cluster.local:8080/predictions/gpu-only"));
+    assert!(!std::fs::read_to_string(deploy.join("kustomization.yaml")).unwrap().contains("loadtest"));
+    assert!(out.contains("(3 nodes, 7 models, namespace stowage)"), "{out}");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&deploy).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    names.sort();
+    assert_eq!(names.iter().filter(|n| n.starts_with("node-")).count(), 3, "{names:?}");
+    let gpu = std::fs::read_to_string(deploy.join("node-g4dn-xlarge-000.yaml")).unwrap();
+    assert!(gpu.contains("image: registry.example/team/stowage-gpu:v1"));
+
+    let yaml: Vec<_> = names.iter().filter(|n| *n != "kustomization.yaml").map(|n| deploy.join(n)).collect();
+    match Command::new("kubernetes-validate").arg("--strict").args(["-k", "1.33"]).args(&yaml).output() {
+        Ok(o) => {
+            let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+            assert!(o.status.success(), "schema validation failed:\n{text}");
+            // Namespace, ServiceAccount, ConfigMap, Ingress, 3 × (Deployment, Service, PDB, HPA), and
+            // the load test's ConfigMap and Job.
+            assert_eq!(text.matches(" passed for resource ").count(), 18, "{text}");
+        }
+        Err(e) => {
+            assert!(
+                std::env::var("STOWAGE_REQUIRE_K8S_VALIDATE").map_or(true, |v| v != "1"),
+                "kubernetes-validate required: {e}"
+            );
+            eprintln!("skipped schema validation: {e}");
+        }
+    }
+    if let Ok(o) = Command::new("kubectl").arg("kustomize").arg(&deploy).output() {
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(text.matches("\nkind: Deployment").count(), 3);
+    }
+
+    // Re-running with a smaller plan removes the nodes that are gone.
+    std::fs::write(deploy.join("node-old-000.yaml"), "stale").unwrap();
+    run(stowage().arg("manifests").arg("--plan").arg(&plan).arg("--out").arg(&deploy));
+    assert!(!deploy.join("node-old-000.yaml").exists());
+}
+
+#[test]
+fn manifests_refuse_a_mismatched_catalog() {
+    let (dir, catalog, plan) = planned();
+    std::fs::write(&catalog, std::fs::read_to_string(&catalog).unwrap() + "\n# edited\n").unwrap();
+    let out =
+        stowage().arg("manifests").arg("--plan").arg(&plan).arg("--out").arg(dir.path().join("d")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not the catalog"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,56 @@
+//! `stowage profile` on synthetic models: it measures each model here and writes the footprints
+//! into a catalog that `stowage plan` then reads; paths stay valid when the catalog moves.
+
+use crate::common::{run, stowage};
+use stowage_core::Catalog;
+
+#[test]
+fn profile_writes_measured_footprints_that_plan_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = dir.path().join("synth");
+    run(stowage().args(["synth", "--count", "2", "--out"]).arg(&synth));
+    let catalog = synth.join("models.toml");
+    let text = std::fs::read_to_string(&catalog).unwrap();
+    std::fs::write(&catalog, format!("# kept by profile\n{text}")).unwrap();
+
+    // Into another folder: relative paths become absolute.
+    let out = dir.path().join("measured.toml");
+    run(stowage()
+        .args(["profile", "--family", "c5", "--tokens", "32", "--iterations", "3", "--catalog"])
+        .arg(&catalog)
+        .arg("--out")
+        .arg(&out));
+    let measured = Catalog::load(&out).unwrap();
+    for m in &measured.models {
+        let fp = &m.footprints["c5"];
+        assert!(fp.memory_mib >= 1.0 && fp.service_ms > 0.0, "{}: {fp:?}", m.id);
+        assert!(std::path::Path::new(&m.artifact).is_absolute(), "{}", m.artifact);
+        assert!(std::path::Path::new(&m.artifact).is_file());
+        // Other families keep the profile's footprints.
+        assert_eq!(m.footprints["inf1"], Catalog::load(&catalog).unwrap().model(&m.id).unwrap().footprints["inf1"]);
+    }
+    run(stowage().arg("plan").arg("--catalog").arg(&out).arg("--out").arg(dir.path().join("plan.json")));
+
+    // In place: comments stay, paths stay relative.
+    run(stowage()
+        .args(["profile", "--models", "tiny-0002", "--iterations", "1", "--in-place", "--catalog"])
+        .arg(&catalog));
+    let text = std::fs::read_to_string(&catalog).unwrap();
+    assert!(text.starts_with("# kept by profile"), "{text}");
+    assert_eq!(text.matches("[models.footprint.c5]").count(), 1, "only tiny-0002 was measured:\n{text}");
+    assert!(text.contains("artifact = \"tiny-0001/model.onnx\""), "{text}");
+}
+
+#[test]
+fn profile_refuses_a_family_the_catalog_does_not_have() {
+    let dir = tempfile::tempdir().unwrap();
+    run(stowage().args(["synth", "--count", "1", "--out"]).arg(dir.path()));
+    let out = stowage()
+        .args(["profile", "--family", "p4d", "--in-place", "--catalog"])
+        .arg(dir.path().join("models.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--family \"p4d\" is not a family") && err.contains("inf1"), "{err}");
+}

@@ -1,0 +1,109 @@
+//! Helpers the process-level tests share: the binary, free ports, nodes that stop on drop.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+/// Whether ONNX Runtime can be loaded (ORT_DYLIB_PATH, from scripts/ort-lib.sh). Without it an
+/// ort test is skipped with a message, unless STOWAGE_REQUIRE_ORT=1 (CI sets it): then it fails.
+pub fn ort_available(what: &str) -> bool {
+    match stowage_engine::ort::init(None) {
+        Ok(()) => true,
+        Err(e) if std::env::var("STOWAGE_REQUIRE_ORT").is_ok_and(|v| v == "1") => panic!("ONNX Runtime required: {e}"),
+        Err(e) => {
+            eprintln!("skipping {what}: {e}");
+            false
+        }
+    }
+}
+
+pub fn stowage() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_stowage"))
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed on drop, so a failing test leaves nothing behind.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// Sends SIGTERM and waits (at most 20 s) for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(20))
+    }
+
+    /// Sends a signal (`TERM`, `INT`, …) without waiting.
+    pub fn signal(&self, name: &str) {
+        let pid = self.0.id().to_string();
+        assert!(Command::new("kill").args([format!("-{name}").as_str(), &pid]).status().unwrap().success());
+    }
+
+    /// Waits at most `within` for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "process {} did not stop within {within:?}", self.0.id());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.0.try_wait() {
+            panic!("process exited early: {status}");
+        }
+    }
+}
+
+/// Waits until `url` answers 200 (at most 60 s), checking that the process still runs.
+pub fn wait_ok(url: &str, node: &mut Proc) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if ureq::get(url).call().is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        node.assert_running();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{url} did not answer 200 in 60 s");
+}
+
+/// A catalog for synthetic tiny models with one small local instance type (three models a node).
+pub fn local_catalog(dir: &Path) {
+    let generated = std::fs::read_to_string(dir.join("models.toml")).unwrap();
+    let models = &generated[generated.find("[[models]]").unwrap()..];
+    std::fs::write(
+        dir.join("models.toml"),
+        format!(
+            "[instance_types.\"local.small\"]\nfamily = \"local\"\nprice_per_hour = 0.1\nmemory_gib = 1\ncompute = 2\n\n\
+             [profiles.\"synth-tiny\".local]\nmemory_mib = 300\nservice_ms = 5\n\n{models}"
+        ),
+    )
+    .unwrap();
+}

@@ -1,0 +1,797 @@
+//! Every route and every error of the HTTP API, in-process against the real app factory
+//! (actix_web::test), with real synthetic models run by tract.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use actix_web::{test, App};
+use serde_json::{json, Value};
+use stowage::http::state::{AppState, ServeConfig};
+use stowage::synth::{self, Preset, SynthSpec};
+use stowage_core::Engine;
+use stowage_engine::{EngineError, EngineOptions};
+use stowage_node::load::{self, LoadedModel};
+use stowage_node::registry::{Limits, Registry, State};
+use stowage_node::spec::ModelSpec;
+use stowage_node::startup::{load_all, LoadOptions};
+use stowage_node::Config;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+/// Three tiny models (two classifiers, one embedding model) and one corrupt file, made once.
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        synth::write(&SynthSpec {
+            out: root.clone(),
+            count: 3,
+            shape: Preset::Tiny.shape(2),
+            profile: "synth-tiny".into(),
+            prefix: "tiny".into(),
+            embedding_every: 3,
+            seed: 7,
+            peak_rps: 1.0,
+        })
+        .unwrap();
+        std::fs::create_dir_all(root.join("broken")).unwrap();
+        std::fs::write(root.join("broken/model.onnx"), b"this is not a protobuf").unwrap();
+        Fixture { _dir: dir, root }
+    })
+}
+
+fn spec(id: &str) -> ModelSpec {
+    let root = &fixture().root;
+    let dir = if id == "broken" { root.join("broken") } else { root.join(id) };
+    ModelSpec {
+        id: id.into(),
+        engine: Engine::Tract,
+        artifact: dir.join("model.onnx").into(),
+        tokenizer: root.join("tiny-0001/tokenizer.json").into(),
+        config: Some(dir.join("config.json")).filter(|p| p.exists()).map(Into::into),
+        config_optional: false,
+        sha256: None,
+    }
+}
+
+async fn state_with(ids: &[&str], limits: Limits, config: ServeConfig, load: bool) -> Arc<AppState> {
+    state_of(ids.iter().map(|id| spec(id)).collect(), limits, config, load).await
+}
+
+/// A node's state for `specs`, its models loaded when `load`.
+async fn state_of(specs: Vec<ModelSpec>, limits: Limits, config: ServeConfig, load: bool) -> Arc<AppState> {
+    let reg = Arc::new(Registry::new(specs, limits));
+    if load {
+        load_all(reg.clone(), LoadOptions { parallelism: 2, ..LoadOptions::default() }).await;
+    }
+    Arc::new(AppState::new(reg, config).expect("inference threads"))
+}
+
+async fn state() -> Arc<AppState> {
+    state_with(
+        &["tiny-0001", "tiny-0002", "tiny-0003"],
+        Limits { concurrency: 2, queue: 4, batch: 4 },
+        ServeConfig::default(),
+        true,
+    )
+    .await
+}
+
+macro_rules! app {
+    ($state:expr) => {
+        test::init_service(App::new().configure(stowage::http::configure($state.clone()))).await
+    };
+}
+
+/// (status, JSON body, Retry-After) of one request.
+macro_rules! call {
+    ($app:expr, $req:expr) => {{
+        let resp = test::call_service($app, $req.to_request()).await;
+        let status = resp.status().as_u16();
+        let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+        let body = test::read_body(resp).await;
+        (status, serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null), retry)
+    }};
+}
+
+fn post(path: &str, body: &str) -> test::TestRequest {
+    test::TestRequest::post().uri(path).set_payload(body.to_string())
+}
+
+/// The text of `GET /metrics` (asserting a 200).
+macro_rules! metrics_text {
+    ($app:expr) => {{
+        let resp = test::call_service($app, test::TestRequest::get().uri("/metrics").to_request()).await;
+        assert_eq!(resp.status().as_u16(), 200);
+        String::from_utf8(test::read_body(resp).await.to_vec()).unwrap()
+    }};
+}
+
+/// Holds the node's only inference thread (`inference_threads: 1`) at once; the future releases
+/// it when `n` requests wait in `model`'s batcher, and `after` more, so that one engine call takes
+/// them. The hold starts before the future is first polled: before the requests are sent.
+fn hold_inference_until_pending(
+    s: &AppState,
+    model: &str,
+    n: usize,
+    after: std::time::Duration,
+) -> impl std::future::Future<Output = ()> {
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    s.node.pool.submit(move || blocked.recv().unwrap_or_default()).unwrap();
+    let entry = s.node.registry.get(model).unwrap();
+    async move {
+        while entry.batcher.pending() < n {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(after).await;
+        release.send(()).unwrap();
+    }
+}
+
+#[actix_web::test]
+async fn ping_and_ready() {
+    let s =
+        state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 1, batch: 1 }, ServeConfig::default(), false).await;
+    let app = app!(s);
+    let (code, body, _) = call!(&app, test::TestRequest::get().uri("/ping"));
+    assert_eq!((code, body), (200, json!({"status": "Healthy"})));
+    let (code, body, retry) = call!(&app, test::TestRequest::get().uri("/ready"));
+    assert_eq!(code, 503);
+    assert_eq!(body["code"], "not_ready");
+    assert!(retry.is_some());
+    // Health checks that send HEAD get the same statuses.
+    let head = |uri: &str| test::TestRequest::default().method(actix_web::http::Method::HEAD).uri(uri).to_request();
+    assert_eq!(test::call_service(&app, head("/ping")).await.status().as_u16(), 200);
+    assert_eq!(test::call_service(&app, head("/ready")).await.status().as_u16(), 503);
+    // While loading, predictions are refused too.
+    let (code, body, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
+    assert_eq!((code, body["code"].as_str()), (503, Some("not_ready")));
+    load_all(s.node.registry.clone(), LoadOptions { parallelism: 1, ..LoadOptions::default() }).await;
+    let (code, body, _) = call!(&app, test::TestRequest::get().uri("/ready"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["models"]["ready"], 1);
+    assert_eq!(test::call_service(&app, head("/ready")).await.status().as_u16(), 200);
+}
+
+#[actix_web::test]
+async fn classifies_text_by_get_and_post() {
+    let s = state().await;
+    let app = app!(s);
+    let (code, body, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=I+love+this+product"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["model"], "tiny-0001");
+    assert_eq!(body["backend"], "tract");
+    let p = &body["predictions"][0];
+    assert!(["negative", "positive"].contains(&p["label"].as_str().unwrap()));
+    let scores = p["scores"].as_object().unwrap();
+    let sum: f64 = scores.values().map(|v| v.as_f64().unwrap()).sum();
+    assert!((sum - 1.0).abs() < 1e-9);
+    assert_eq!(p["score"], scores[p["label"].as_str().unwrap()]);
+
+    // The reference sample's seq_0 alias gives the same answer.
+    let (_, alias, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?seq_0=I+love+this+product"));
+    assert_eq!(alias["predictions"], body["predictions"]);
+
+    // A batch answers one prediction per input, the same as one at a time (padding is masked).
+    let (code, batch, _) = call!(
+        &app,
+        post(
+            "/predictions/tiny-0001",
+            r#"{"inputs": ["I love this product", "terrible, slow delivery and a broken item"]}"#
+        )
+    );
+    assert_eq!(code, 200, "{batch}");
+    assert_eq!(batch["predictions"].as_array().unwrap().len(), 2);
+    let a = batch["predictions"][0]["scores"]["positive"].as_f64().unwrap();
+    let b = body["predictions"][0]["scores"]["positive"].as_f64().unwrap();
+    assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+
+    let (code, pair, _) =
+        call!(&app, post("/predictions/tiny-0002", r#"{"inputs": "is it good", "text_pair": "yes it is"}"#));
+    assert_eq!(code, 200, "{pair}");
+}
+
+#[actix_web::test]
+async fn pre_tokenized_input_matches_text() {
+    let s = state().await;
+    let app = app!(s);
+    let reg = &s.node.registry;
+    let State::Ready(m) = reg.get("tiny-0001").unwrap().state() else { panic!("not ready") };
+    let x = m.text.encode(&["thanks for the fast delivery".to_string()], None).unwrap();
+    let body =
+        json!({"input_ids": [x.input_ids], "attention_mask": [x.attention_mask], "token_type_ids": [x.token_type_ids]});
+    let (code, tok, _) = call!(&app, post("/predictions/tiny-0001", &body.to_string()));
+    assert_eq!(code, 200, "{tok}");
+    let (_, text, _) = call!(&app, post("/predictions/tiny-0001", r#"{"inputs": "thanks for the fast delivery"}"#));
+    assert_eq!(tok["predictions"], text["predictions"]);
+}
+
+#[actix_web::test]
+async fn embedding_models_answer_unit_vectors() {
+    let s = state().await;
+    let app = app!(s);
+    let (code, body, _) = call!(&app, post("/predictions/tiny-0003", r#"{"inputs": ["hello world", "hi"]}"#));
+    assert_eq!(code, 200, "{body}");
+    for p in body["predictions"].as_array().unwrap() {
+        let v: Vec<f64> = p["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!(v.len(), 64);
+        let norm: f64 = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "{norm}");
+    }
+}
+
+#[actix_web::test]
+async fn request_errors() {
+    let config = ServeConfig { max_body_bytes: 512, node: Config { max_batch: 4, ..Config::default() } };
+    let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 0, batch: 1 }, config, true).await;
+    let app = app!(s);
+    let cases: Vec<(test::TestRequest, u16, &str)> = vec![
+        (post("/predictions/tiny-0001", r#"{"inputs": "#), 400, "malformed_request"),
+        (post("/predictions/tiny-0001", r#"{"inputs": 5}"#), 400, "malformed_request"),
+        (post("/predictions/tiny-0001", r#"{"input": "typo"}"#), 400, "malformed_request"),
+        (post("/predictions/tiny-0001", r#"{}"#), 400, "malformed_request"),
+        (post("/predictions/tiny-0001", r#"{"input_ids": [[101, 102]]}"#), 400, "malformed_request"),
+        (post("/predictions/tiny-0001", r#"{"inputs": "a", "attention_mask": [[1]]}"#), 400, "malformed_request"),
+        (
+            post("/predictions/tiny-0001", r#"{"input_ids": [[101]], "attention_mask": [[1]], "text_pair": "b"}"#),
+            400,
+            "malformed_request",
+        ),
+        (test::TestRequest::get().uri("/predictions/tiny-0001"), 400, "malformed_request"),
+        (test::TestRequest::get().uri("/predictions/nope?text=hi"), 404, "unknown_model"),
+        (post("/predictions/nope", "{}"), 404, "unknown_model"),
+        (post("/predictions/tiny-0001", &format!(r#"{{"inputs": "{}"}}"#, "word ".repeat(200))), 413, "body_too_large"),
+        (post("/predictions/tiny-0001", r#"{"inputs": ""}"#), 422, "invalid_input"),
+        (post("/predictions/tiny-0001", r#"{"inputs": ["ok", "   "]}"#), 422, "invalid_input"),
+        (post("/predictions/tiny-0001", r#"{"inputs": []}"#), 422, "invalid_input"),
+        (post("/predictions/tiny-0001", r#"{"inputs": ["a","b","c","d","e"]}"#), 422, "invalid_input"),
+        (post("/predictions/tiny-0001", r#"{"inputs": ["a","b"], "text_pair": ["c"]}"#), 422, "invalid_input"),
+        (
+            post("/predictions/tiny-0001", r#"{"input_ids": [[101, 99999, 102]], "attention_mask": [[1, 1, 1]]}"#),
+            422,
+            "invalid_input",
+        ),
+        (
+            post("/predictions/tiny-0001", r#"{"input_ids": [[101, -1, 102]], "attention_mask": [[1, 1, 1]]}"#),
+            422,
+            "invalid_input",
+        ),
+        (
+            post("/predictions/tiny-0001", r#"{"input_ids": [[101, 102]], "attention_mask": [[1, 2]]}"#),
+            422,
+            "invalid_input",
+        ),
+        (
+            post("/predictions/tiny-0001", r#"{"input_ids": [[101, 102], [101]], "attention_mask": [[1, 1], [1]]}"#),
+            422,
+            "invalid_input",
+        ),
+        (
+            post("/predictions/tiny-0001", &format!(r#"{{"inputs": "{}", "truncate": false}}"#, "a ".repeat(140))),
+            422,
+            "invalid_input",
+        ),
+    ];
+    for (req, want, code) in cases {
+        let (status, body, _) = call!(&app, req);
+        assert_eq!((status, body["code"].as_str()), (want, Some(code)), "{body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+    }
+    // Truncation is on by default: the same long text is accepted.
+    let (status, _, _) =
+        call!(&app, post("/predictions/tiny-0001", &format!(r#"{{"inputs": "{}"}}"#, "a ".repeat(140))));
+    assert_eq!(status, 200);
+}
+
+#[actix_web::test]
+async fn unknown_paths_and_methods_answer_json_errors() {
+    let s =
+        state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 1, batch: 1 }, ServeConfig::default(), false).await;
+    let app = app!(s);
+    let cases = [
+        (test::TestRequest::get().uri("/nope"), 404, "not_found", None),
+        (test::TestRequest::get().uri("/predictions/"), 404, "not_found", None),
+        (test::TestRequest::get().uri("/predictions/tiny-0001/extra?text=hi"), 404, "not_found", None),
+        (test::TestRequest::put().uri("/predictions/tiny-0001"), 405, "method_not_allowed", Some("GET, POST")),
+        (test::TestRequest::delete().uri("/models/tiny-0001"), 405, "method_not_allowed", Some("GET")),
+        (test::TestRequest::post().uri("/ping"), 405, "method_not_allowed", Some("GET, HEAD")),
+        (test::TestRequest::post().uri("/metrics"), 405, "method_not_allowed", Some("GET")),
+    ];
+    for (req, want, code, allow) in cases {
+        let resp = test::call_service(&app, req.to_request()).await;
+        let status = resp.status().as_u16();
+        let allowed = resp.headers().get("allow").map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(resp.headers().get("content-type").unwrap(), "application/json");
+        let body: Value = serde_json::from_slice(&test::read_body(resp).await).unwrap();
+        assert_eq!((status, body["code"].as_str(), allowed.as_deref()), (want, Some(code), allow), "{body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+    }
+}
+
+#[actix_web::test]
+async fn overload_answers_429_with_retry_after() {
+    let s =
+        state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 0, batch: 1 }, ServeConfig::default(), true).await;
+    let app = app!(s);
+    let entry = s.node.registry.get("tiny-0001").unwrap();
+    let held = entry.admission.enter().await.unwrap();
+    let (status, body, retry) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
+    assert_eq!((status, body["code"].as_str()), (429, Some("queue_full")));
+    assert_eq!(retry.as_deref(), Some("1"));
+    drop(held);
+    let (status, _, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
+    assert_eq!(status, 200);
+}
+
+#[actix_web::test]
+async fn a_request_that_waits_past_the_queue_timeout_gets_503_and_never_runs() {
+    let limit = std::time::Duration::from_millis(100);
+    let config = ServeConfig {
+        node: Config { inference_threads: 1, queue_timeout: Some(limit), ..Config::default() },
+        ..ServeConfig::default()
+    };
+    // Waiting for admission: the model's only slot is held.
+    let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 4, batch: 1 }, config.clone(), true).await;
+    let app = app!(s);
+    let first = s.node.registry.get("tiny-0001").unwrap();
+    let held = first.admission.enter().await.unwrap();
+    let t = std::time::Instant::now();
+    let (status, body, retry) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
+    assert_eq!((status, body["code"].as_str(), retry.as_deref()), (503, Some("queue_timeout"), Some("1")), "{body}");
+    assert!(t.elapsed() >= limit);
+    drop(held);
+    let (status, _, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
+    assert_eq!(status, 200);
+
+    // Admitted, then waiting in the model's batch queue: the only inference thread is held past
+    // the limit, so both requests are answered 503 when their call comes, without running.
+    let s = state_with(&["tiny-0002"], Limits { concurrency: 1, queue: 0, batch: 4 }, config, true).await;
+    let app = app!(s);
+    let opener = hold_inference_until_pending(&s, "tiny-0002", 2, limit + std::time::Duration::from_millis(20));
+    let requests = futures_util::future::join_all(["good", "bad"].map(|t| {
+        let (app, req) = (&app, post("/predictions/tiny-0002", &json!({"inputs": t}).to_string()));
+        async move { call!(app, req) }
+    }));
+    let (answers, ()) = futures_util::join!(requests, opener);
+    for (status, body, _) in &answers {
+        assert_eq!((*status, body["code"].as_str()), (503, Some("queue_timeout")), "{body}");
+    }
+    // The model still serves: its call ended and gave back its place.
+    let (status, _, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0002?text=hi"));
+    assert_eq!(status, 200);
+    let text = metrics_text!(&app);
+    let m = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    assert_eq!(m(r#"stowage_rejected_total{model="tiny-0001",reason="queue_timeout"}"#), 1.0);
+    assert_eq!(m(r#"stowage_rejected_total{model="tiny-0002",reason="queue_timeout"}"#), 2.0);
+    assert_eq!(m(r#"stowage_batches_total{model="tiny-0002"}"#), 1.0, "only the last request ran");
+}
+
+#[actix_web::test]
+async fn shutdown_answers_503() {
+    let s = state().await;
+    let app = app!(s);
+    s.node.registry.begin_shutdown();
+    let (status, body, retry) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
+    assert_eq!((status, body["code"].as_str()), (503, Some("shutting_down")));
+    assert!(retry.is_some());
+    let (status, _, _) = call!(&app, test::TestRequest::get().uri("/ready"));
+    assert_eq!(status, 503);
+}
+
+/// A real loaded model whose engine is replaced by one that fails (`Err`) or crashes (panics) on
+/// every call: an engine fault cannot be summoned from a sound model on demand.
+enum Fault {
+    Error,
+    Panic,
+    /// Answers NaN: logits `[batch, width]`, or hidden states `[batch, seq, width]`.
+    NotFinite {
+        width: usize,
+        per_token: bool,
+    },
+}
+
+impl stowage_engine::Model for Fault {
+    fn backend(&self) -> Engine {
+        Engine::Tract
+    }
+
+    fn predict(&self, x: &stowage_engine::Inputs) -> Result<stowage_engine::Output, EngineError> {
+        match *self {
+            Fault::Error => Err(EngineError::Run("simulated engine fault".into())),
+            Fault::Panic => panic!("simulated engine crash"),
+            Fault::NotFinite { width, per_token } => {
+                let shape = if per_token { vec![x.batch, x.seq, width] } else { vec![x.batch, width] };
+                let data = vec![f32::NAN; shape.iter().product()];
+                Ok(stowage_engine::Output { shape, data })
+            }
+        }
+    }
+}
+
+fn break_engine(s: &AppState, id: &str, fault: Fault) {
+    let entry = s.node.registry.get(id).unwrap();
+    let State::Ready(m) = entry.state() else { panic!("{id} is not ready") };
+    let broken = LoadedModel {
+        model: Box::new(fault),
+        signature: m.signature.clone(),
+        text: m.text.clone(),
+        labels: m.labels.clone(),
+    };
+    entry.set_state(State::Ready(Arc::new(broken)));
+}
+
+#[actix_web::test]
+async fn an_engine_that_fails_or_crashes_answers_500_and_the_node_serves_on() {
+    let config = ServeConfig { node: Config { inference_threads: 1, ..Config::default() }, ..ServeConfig::default() };
+    let limits = Limits { concurrency: 1, queue: 1, batch: 1 };
+    let s = state_with(&["tiny-0001", "tiny-0002", "tiny-0003"], limits, config, true).await;
+    break_engine(&s, "tiny-0001", Fault::Error);
+    break_engine(&s, "tiny-0002", Fault::Panic);
+    let app = app!(s);
+    // The operator sees what the client sees: the handler logs each 500 (on this thread).
+    let logs = Logs::default();
+    let _logging =
+        tracing::subscriber::set_default(tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).finish());
+    for (id, says) in [("tiny-0001", "simulated engine fault"), ("tiny-0002", "gave no answer")] {
+        for _ in 0..2 {
+            let (status, body, _) = call!(&app, post(&format!("/predictions/{id}"), r#"{"inputs": "hi"}"#));
+            assert_eq!((status, body["code"].as_str()), (500, Some("inference_failed")), "{body}");
+            assert!(body["error"].as_str().unwrap().contains(says), "{body}");
+        }
+    }
+    // The node's only inference thread survived the crash, and each model's place was given back.
+    let (status, _, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0003?text=hi"));
+    assert_eq!(status, 200);
+    let text = metrics_text!(&app);
+    let m = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    assert_eq!(m(r#"stowage_requests_total{model="tiny-0001",code="500"}"#), 2.0);
+    assert_eq!(m(r#"stowage_requests_total{model="tiny-0002",code="500"}"#), 2.0);
+    assert_eq!(m(r#"stowage_inflight_requests{model="tiny-0002"}"#), 0.0);
+    let logs = logs.text();
+    let errors: Vec<&str> = logs.lines().filter(|l| l.contains("ERROR") && l.contains("inference failed")).collect();
+    assert_eq!(errors.len(), 4, "{logs}");
+    assert!(errors[0].contains("tiny-0001") && errors[0].contains("simulated engine fault"), "{logs}");
+    assert!(errors[2].contains("tiny-0002"), "{logs}");
+}
+
+#[actix_web::test]
+async fn non_finite_outputs_answer_500_not_null_scores() {
+    let limits = Limits { concurrency: 1, queue: 1, batch: 1 };
+    let s = state_with(&["tiny-0001", "tiny-0003"], limits, ServeConfig::default(), true).await;
+    break_engine(&s, "tiny-0001", Fault::NotFinite { width: 2, per_token: false });
+    break_engine(&s, "tiny-0003", Fault::NotFinite { width: 64, per_token: true });
+    let app = app!(s);
+    for id in ["tiny-0001", "tiny-0003"] {
+        let (status, body, _) = call!(&app, post(&format!("/predictions/{id}"), r#"{"inputs": ["a", "b"]}"#));
+        assert_eq!((status, body["code"].as_str()), (500, Some("inference_failed")), "{id}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("not finite"), "{body}");
+    }
+}
+
+/// Log lines written by a `tracing` subscriber, kept for the test to read.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+#[actix_web::test]
+async fn a_broken_model_fails_alone() {
+    let s = state_with(
+        &["tiny-0001", "broken"],
+        Limits { concurrency: 1, queue: 1, batch: 1 },
+        ServeConfig::default(),
+        true,
+    )
+    .await;
+    let app = app!(s);
+    let (status, body, _) = call!(&app, test::TestRequest::get().uri("/predictions/broken?text=hi"));
+    assert_eq!((status, body["code"].as_str()), (503, Some("model_failed")));
+    assert!(body["error"].as_str().unwrap().contains("not a readable ONNX model"), "{body}");
+    let (status, _, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
+    assert_eq!(status, 200);
+    let (_, models, _) = call!(&app, test::TestRequest::get().uri("/models"));
+    let states: Vec<(&str, &str)> = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["id"].as_str().unwrap(), m["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, vec![("tiny-0001", "ready"), ("broken", "failed")]);
+    assert!(models["models"][1]["error"].as_str().unwrap().contains("broken/model.onnx"));
+    let (status, _, _) = call!(&app, test::TestRequest::get().uri("/ready"));
+    assert_eq!(status, 503, "all models must be ready by default");
+}
+
+#[actix_web::test]
+async fn a_model_with_the_tokenizer_of_a_larger_vocabulary_fails_to_load() {
+    // The fixture's tokenizer has 1000 tokens; this model's word embeddings only 500 rows.
+    let dir = tempfile::tempdir().unwrap();
+    let shape = synth::BertShape { vocab: 500, ..Preset::Tiny.shape(2) };
+    let (profile, prefix) = ("synth-tiny".into(), "small".into());
+    let small = SynthSpec {
+        out: dir.path().into(),
+        count: 1,
+        shape,
+        profile,
+        prefix,
+        embedding_every: 0,
+        seed: 9,
+        peak_rps: 1.0,
+    };
+    synth::write(&small).unwrap();
+    let small = |tokenizer: PathBuf| ModelSpec {
+        id: "small-0001".into(),
+        artifact: dir.path().join("small-0001/model.onnx").into(),
+        tokenizer: tokenizer.into(),
+        config: None,
+        ..spec("tiny-0001")
+    };
+    let node = |specs| state_of(specs, Limits { concurrency: 1, queue: 1, batch: 1 }, ServeConfig::default(), true);
+
+    let s = node(vec![spec("tiny-0001"), small(fixture().root.join("tiny-0001/tokenizer.json"))]).await;
+    let app = app!(s);
+    let (status, body, _) = call!(&app, test::TestRequest::get().uri("/predictions/small-0001?text=hi"));
+    assert_eq!((status, body["code"].as_str()), (503, Some("model_failed")), "{body}");
+    let why = body["error"].as_str().unwrap();
+    assert!(why.contains("1000 tokens") && why.contains("500 rows") && why.contains("small-0001/model.onnx"), "{why}");
+    let (status, _, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
+    assert_eq!(status, 200);
+
+    // With its own tokenizer the same model loads, and /models shows the rows read from the file.
+    let s = node(vec![small(dir.path().join("small-0001/tokenizer.json"))]).await;
+    let app = app!(s);
+    let (status, body, _) = call!(&app, test::TestRequest::get().uri("/models/small-0001"));
+    assert_eq!((status, body["state"].as_str()), (200, Some("ready")), "{body}");
+    assert_eq!(body["signature"]["vocab_rows"], json!(500), "{body}");
+}
+
+#[actix_web::test]
+async fn ort_engine_serves_the_same_api() {
+    if !crate::common::ort_available("this test") {
+        return;
+    }
+    let specs = vec![
+        ModelSpec { engine: Engine::Ort, ..spec("tiny-0001") },
+        ModelSpec { engine: Engine::Ort, ..spec("tiny-0003") },
+    ];
+    let s = state_of(specs, Limits { concurrency: 2, queue: 4, batch: 4 }, ServeConfig::default(), true).await;
+    let app = app!(s);
+    // A session runs one engine call at a time, so the model makes one whatever the flag says (a
+    // second would only hold an inference thread while it waits for the session); requests that
+    // arrive meanwhile are batched into its next call.
+    let (_, listed, _) = call!(&app, test::TestRequest::get().uri("/models/tiny-0001"));
+    assert_eq!((listed["concurrency"].as_u64(), listed["batch_inputs"].as_u64()), (Some(1), Some(4)), "{listed}");
+    let (code, body, _) = call!(&app, post("/predictions/tiny-0001", r#"{"inputs": ["I love this product", "bad"]}"#));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["backend"], "ort");
+    // Same answer as tract on the same model.
+    let t =
+        state_with(&["tiny-0001"], Limits { concurrency: 2, queue: 1, batch: 1 }, ServeConfig::default(), true).await;
+    let tapp = app!(t);
+    let (_, listed, _) = call!(&tapp, test::TestRequest::get().uri("/models/tiny-0001"));
+    assert_eq!(listed["concurrency"], 2, "tract runs calls in parallel: {listed}");
+    let (_, tb, _) = call!(&tapp, post("/predictions/tiny-0001", r#"{"inputs": ["I love this product", "bad"]}"#));
+    for k in 0..2 {
+        let (a, b) = (
+            body["predictions"][k]["scores"]["positive"].as_f64().unwrap(),
+            tb["predictions"][k]["scores"]["positive"].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    }
+    let (code, emb, _) = call!(&app, post("/predictions/tiny-0003", r#"{"inputs": "hello"}"#));
+    assert_eq!(code, 200, "{emb}");
+    assert_eq!(emb["predictions"][0]["embedding"].as_array().unwrap().len(), 64);
+}
+
+/// Requests that wait for the same model run as one engine call, padded to the longest, and each
+/// gets exactly the answer it gets alone: labels, and embeddings pooled over its own tokens only.
+async fn batched_answers_equal_answers_alone(engine: Engine) {
+    let config = ServeConfig { node: Config { inference_threads: 1, ..Config::default() }, ..ServeConfig::default() };
+    let specs = ["tiny-0001", "tiny-0003"].map(|id| ModelSpec { engine, ..spec(id) }).to_vec();
+    let s = state_of(specs, Limits { concurrency: 1, queue: 0, batch: 4 }, config, true).await;
+    let app = app!(s);
+    let texts = ["love", "I love this product so much", "bad service", "the delivery was late and the box was broken"];
+    for model in ["tiny-0001", "tiny-0003"] {
+        let path = format!("/predictions/{model}");
+        let mut alone = Vec::new();
+        for t in texts {
+            let (code, body, _) = call!(&app, post(&path, &json!({"inputs": t}).to_string()));
+            assert_eq!(code, 200, "{body}");
+            alone.push(body["predictions"][0].clone());
+        }
+        // Hold the only inference thread until all four requests wait for the model.
+        let opener = hold_inference_until_pending(&s, model, texts.len(), std::time::Duration::ZERO);
+        let requests = futures_util::future::join_all(texts.iter().map(|t| {
+            let (app, req) = (&app, post(&path, &json!({"inputs": t}).to_string()));
+            async move { call!(app, req) }
+        }));
+        let (answers, ()) = futures_util::join!(requests, opener);
+        for ((code, body, _), want) in answers.iter().zip(&alone) {
+            assert_eq!(*code, 200, "{body}");
+            let got = &body["predictions"][0];
+            if let Some(e) = want["embedding"].as_array() {
+                let g = got["embedding"].as_array().unwrap();
+                let diff =
+                    e.iter().zip(g).map(|(a, b)| (a.as_f64().unwrap() - b.as_f64().unwrap()).abs()).fold(0.0, f64::max);
+                assert!(diff < 1e-5, "{engine} {model}: embedding differs by {diff} when batched");
+            } else {
+                assert_eq!(got["label"], want["label"]);
+                assert!((got["score"].as_f64().unwrap() - want["score"].as_f64().unwrap()).abs() < 1e-5);
+            }
+        }
+    }
+    let text = metrics_text!(&app);
+    for model in ["tiny-0001", "tiny-0003"] {
+        // Four calls alone, then one call for the four that waited.
+        assert!(text.contains(&format!("stowage_batches_total{{model=\"{model}\"}} 5")), "{text}");
+        assert!(text.contains(&format!("stowage_batched_inputs_total{{model=\"{model}\"}} 8")), "{text}");
+    }
+}
+
+#[actix_web::test]
+async fn waiting_requests_are_batched_with_the_answers_they_get_alone_tract() {
+    batched_answers_equal_answers_alone(Engine::Tract).await;
+}
+
+#[actix_web::test]
+async fn waiting_requests_are_batched_with_the_answers_they_get_alone_ort() {
+    if !crate::common::ort_available("this test") {
+        return;
+    }
+    batched_answers_equal_answers_alone(Engine::Ort).await;
+}
+
+#[actix_web::test]
+async fn models_and_metrics() {
+    let s = state().await;
+    let app = app!(s);
+    let (status, one, _) = call!(&app, test::TestRequest::get().uri("/models/tiny-0003"));
+    assert_eq!(status, 200);
+    assert_eq!(one["state"], "ready");
+    assert_eq!(one["signature"]["kind"], "last_hidden_state");
+    assert!(one["weights_bytes"].as_u64().unwrap() > 100_000);
+    let (status, body, _) = call!(&app, test::TestRequest::get().uri("/models/nope"));
+    assert_eq!((status, body["code"].as_str()), (404, Some("unknown_model")));
+
+    call!(&app, test::TestRequest::get().uri("/predictions/tiny-0002?text=hi"));
+    let text = metrics_text!(&app);
+    for name in [
+        "stowage_requests_total{model=\"tiny-0002\",code=\"200\"}",
+        "stowage_request_duration_seconds_bucket",
+        "stowage_inference_duration_seconds_bucket",
+        "stowage_queue_wait_seconds_bucket",
+        "stowage_inflight_requests",
+        "stowage_model_load_duration_seconds_bucket",
+        "stowage_model_memory_bytes",
+        "stowage_models{state=\"ready\"}",
+        "# HELP stowage_requests_total",
+        "stowage_inference_threads_busy ",
+        "stowage_inference_backlog ",
+        "stowage_tokenization_duration_seconds_bucket",
+        "stowage_batch_wait_seconds_bucket",
+    ] {
+        assert!(text.contains(name), "missing {name} in\n{text}");
+    }
+}
+
+/// The value of the sample `series` (name and labels as Prometheus prints them), if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[actix_web::test]
+async fn per_model_metrics_count_each_request_once() {
+    // nextest runs each test in its own process, so this one's counts start at zero.
+    let s = state().await;
+    let app = app!(s);
+    call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
+    call!(&app, post("/predictions/tiny-0001", r#"{"inputs": ["good", "bad"]}"#));
+    let (status, _, _) = call!(&app, post("/predictions/tiny-0001", r#"{"inputs": ""}"#));
+    assert_eq!(status, 422);
+    call!(&app, test::TestRequest::get().uri("/predictions/nope?text=hi"));
+    let text = metrics_text!(&app);
+    let m = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    assert_eq!(m(r#"stowage_requests_total{model="tiny-0001",code="200"}"#), 2.0);
+    assert_eq!(m(r#"stowage_requests_total{model="tiny-0001",code="422"}"#), 1.0);
+    assert_eq!(m(r#"stowage_requests_total{model="_unknown",code="404"}"#), 1.0);
+    assert_eq!(m(r#"stowage_request_duration_seconds_count{model="tiny-0001"}"#), 3.0);
+    // The empty text is refused before admission: only the two admitted requests were
+    // tokenized, waited for their engine call and ran.
+    for name in ["stowage_tokenization_duration_seconds", "stowage_batch_wait_seconds", "stowage_queue_wait_seconds"] {
+        assert_eq!(m(&format!(r#"{name}_count{{model="tiny-0001"}}"#)), 2.0, "{name}");
+    }
+    assert_eq!(m(r#"stowage_inference_duration_seconds_count{model="tiny-0001",backend="tract"}"#), 2.0);
+    assert_eq!(m(r#"stowage_batched_inputs_total{model="tiny-0001"}"#), 3.0);
+    assert_eq!(m(r#"stowage_inflight_requests{model="tiny-0001"}"#), 0.0);
+    // A model without requests has its series from start-up, at zero.
+    assert_eq!(m(r#"stowage_requests_total{model="tiny-0002",code="200"}"#), 0.0);
+    assert_eq!(m(r#"stowage_tokenization_duration_seconds_count{model="tiny-0002"}"#), 0.0);
+    let tokenization = m(r#"stowage_tokenization_duration_seconds_sum{model="tiny-0001"}"#);
+    assert!(tokenization > 0.0 && tokenization < m(r#"stowage_request_duration_seconds_sum{model="tiny-0001"}"#));
+    // Tokenization has buckets below a millisecond (the default ones start there).
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(r#"stowage_tokenization_duration_seconds_bucket{model="tiny-0001",le="0.00001"}"#)),
+        "no 10 µs bucket in\n{text}"
+    );
+}
+
+#[actix_web::test]
+async fn fixed_padding_in_tokenizer_json_is_switched_off() {
+    // Many exported tokenizer.json files pad every input to 128 tokens; the server must not.
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::fs::read_to_string(fixture().root.join("tiny-0001/tokenizer.json")).unwrap();
+    let mut tok: Value = serde_json::from_str(&src).unwrap();
+    tok["padding"] = json!({"strategy": {"Fixed": 128}, "direction": "Right", "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"});
+    let path = dir.path().join("tokenizer.json");
+    std::fs::write(&path, tok.to_string()).unwrap();
+    let spec = ModelSpec { tokenizer: path.into(), ..spec("tiny-0001") };
+    let loaded = load::load(&spec, &EngineOptions::default()).unwrap();
+    let x = loaded.model.text.encode(&["love".to_string()], None).unwrap();
+    assert_eq!(x.seq, 3, "[CLS] love [SEP], not 128");
+    let x = loaded.model.text.encode(&["love".to_string(), "love this product".to_string()], None).unwrap();
+    assert_eq!(x.seq, 5, "a batch pads to its longest input");
+    assert_eq!(&x.attention_mask[..5], &[1, 1, 1, 0, 0]);
+}
+
+#[actix_web::test]
+async fn cuda_without_a_gpu_library_fails_the_model_clearly() {
+    if !crate::common::ort_available("this test") {
+        return;
+    }
+    // The CPU wheel has no CUDA provider: the model must fail with the reason, not run on the CPU.
+    let spec = ModelSpec { engine: Engine::Ort, ..spec("tiny-0001") };
+    let opts = EngineOptions { ort_cuda_device: Some(0), ..EngineOptions::default() };
+    let err = load::load(&spec, &opts).err().expect("CUDA must not silently fall back").to_string();
+    assert!(err.contains("CUDA execution provider on device 0 is not available"), "{err}");
+}
+
+#[actix_web::test]
+async fn long_text_is_cut_at_the_models_positions_even_without_tokenizer_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::fs::read_to_string(fixture().root.join("tiny-0001/tokenizer.json")).unwrap();
+    let mut tok: Value = serde_json::from_str(&src).unwrap();
+    tok["truncation"] = Value::Null;
+    let path = dir.path().join("tokenizer.json");
+    std::fs::write(&path, tok.to_string()).unwrap();
+    // The model's position table has 128 rows: config.json says so, and without a config.json
+    // the table read from the ONNX file does.
+    for config in [spec("tiny-0001").config, None] {
+        let specs = vec![ModelSpec { tokenizer: path.clone().into(), config: config.clone(), ..spec("tiny-0001") }];
+        let s = state_of(specs, Limits { concurrency: 1, queue: 1, batch: 1 }, ServeConfig::default(), true).await;
+        let app = app!(s);
+        let (code, body, _) =
+            call!(&app, post("/predictions/tiny-0001", &format!(r#"{{"inputs": "{}"}}"#, "love ".repeat(600))));
+        assert_eq!(code, 200, "{body}");
+        let (_, models, _) = call!(&app, test::TestRequest::get().uri("/models/tiny-0001"));
+        assert_eq!(models["max_length"], 128, "config {config:?}");
+        assert_eq!(models["signature"]["position_rows"], 128);
+    }
+}

@@ -1,0 +1,81 @@
+//! The local runtime end to end, through the scripts a user runs: synth models → a plan with
+//! several nodes → scripts/deploy.sh --runtime local → one prediction per model through the route
+//! map → scripts/status.sh → a short scripts/loadtest.sh sweep (the CI smoke run: report files) →
+//! scripts/stop.sh → no node process left behind.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Runs a command that must succeed, with the scripts pointed at this build's binary.
+fn run(cmd: &mut Command) -> String {
+    crate::common::run(cmd.env("STOWAGE_BIN", env!("CARGO_BIN_EXE_stowage")))
+}
+
+fn alive(pid: &str) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+}
+
+#[test]
+fn deploy_local_predict_every_model_and_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run(crate::common::stowage().args(["synth", "--count", "7", "--embedding-every", "4", "--out"]).arg(d));
+    // One small instance type holding three models: a plan of three nodes.
+    crate::common::local_catalog(d);
+    let plan = d.join("plan.json");
+    run(crate::common::stowage().arg("plan").arg("--catalog").arg(d.join("models.toml")).arg("--out").arg(&plan));
+    let out = d.join("deploy");
+    let said = run(Command::new(Path::new(ROOT).join("scripts/deploy.sh"))
+        .args(["--runtime", "local", "--out"])
+        .arg(&out)
+        .arg(&plan));
+    assert!(said.contains("3 nodes ready"), "{said}");
+
+    let nodes = std::fs::read_to_string(out.join("nodes.tsv")).unwrap();
+    let pids: Vec<String> = nodes.lines().map(|l| l.split('\t').nth(1).unwrap().to_string()).collect();
+    let routes: BTreeMap<String, String> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("routes.json")).unwrap()).unwrap();
+    assert_eq!(routes.len(), 7);
+    for (model, base) in &routes {
+        let mut r = ureq::post(&format!("{base}/predictions/{model}"))
+            .send_json(serde_json::json!({"inputs": "thanks for the fast delivery"}))
+            .unwrap();
+        let body: serde_json::Value = r.body_mut().read_json().unwrap();
+        assert_eq!(body["model"], model.as_str(), "{body}");
+    }
+    let status = run(Command::new(Path::new(ROOT).join("scripts/status.sh")).arg("--out").arg(&out));
+    assert_eq!(status.matches("\"status\":\"ready\"").count(), 3, "{status}");
+
+    // The CI smoke run of the load test: a short sweep produces the report files.
+    let lt = d.join("loadtest");
+    let report = run(Command::new(Path::new(ROOT).join("scripts/loadtest.sh"))
+        .arg("--routes")
+        .arg(out.join("routes.json"))
+        .arg("--out")
+        .arg(&lt)
+        .args(["--steps", "1 4", "--duration", "1"])
+        .arg(&plan));
+    assert!(report.contains("| 3 × local.small | 7 |"), "{report}");
+    assert!(report.contains("| c=1 |") && report.contains("| c=4 |"), "{report}");
+    assert!(report.contains("sequential 7/7 OK") && report.contains("random order 7/7 OK"), "{report}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lt.join("report.json")).unwrap()).unwrap();
+    assert!(json["steps"][1]["throughput"].as_f64().unwrap() > 0.0);
+    assert!(json["steps"][0]["codes"]["200"].as_u64().unwrap() > 0);
+    let svg = std::fs::read_to_string(lt.join("plot.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+
+    let said = run(Command::new(Path::new(ROOT).join("scripts/stop.sh")).arg("--out").arg(&out));
+    assert!(said.contains("stopped 3 nodes"), "{said}");
+    for pid in &pids {
+        assert!(!alive(pid), "node pid {pid} still runs after stop.sh");
+    }
+    let logs = std::fs::read_dir(out.join("logs")).unwrap().count();
+    assert_eq!(logs, 3);
+    // Nothing left to stop.
+    assert!(run(Command::new(Path::new(ROOT).join("scripts/stop.sh")).arg("--out").arg(&out)).contains("nothing"));
+}

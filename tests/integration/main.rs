@@ -1,0 +1,17 @@
+//! Every integration test of the `stowage` package, as one test binary with a module per area
+//! (linking the node server once instead of eleven times). Unit tests stay beside their code.
+
+mod cli_env;
+mod cli_manifests;
+mod cli_plan;
+mod cli_profile;
+mod common;
+mod conformance;
+mod dockerfiles;
+mod e2e_nodes;
+mod http_api;
+mod layers;
+mod local_runtime;
+mod s3;
+mod shutdown;
+mod trace;
