@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
-use serde::Deserialize;
-use serde_json::json;
-use stowage_node::{Answer, Request};
+use serde::{Deserialize, Serialize};
+use stowage_core::Engine;
+use stowage_node::{Answer, Prediction, Request};
 
 use crate::http::error::{ApiError, Code};
 use crate::http::state::AppState;
@@ -117,6 +117,14 @@ pub async fn post(
     finish(&state, &id, started, result)
 }
 
+/// A prediction's JSON body, written straight from the node's answer.
+#[derive(Serialize)]
+struct Answered<'a> {
+    model: &'a str,
+    backend: Engine,
+    predictions: &'a [Prediction],
+}
+
 /// Checks the node and the model first (so an unknown model is a 404 whatever the request), then
 /// the request, then hands it to the node.
 async fn predict(state: &AppState, id: &str, req: Result<Request, ApiError>) -> Result<Answer, ApiError> {
@@ -128,11 +136,9 @@ async fn predict(state: &AppState, id: &str, req: Result<Request, ApiError>) -> 
 /// request's status and time.
 fn finish(state: &AppState, id: &str, started: Instant, result: Result<Answer, ApiError>) -> HttpResponse {
     let response = match result {
-        Ok(answer) => HttpResponse::Ok().json(json!({
-            "model": id,
-            "backend": answer.backend.to_string(),
-            "predictions": answer.predictions,
-        })),
+        Ok(answer) => {
+            HttpResponse::Ok().json(Answered { model: id, backend: answer.backend, predictions: &answer.predictions })
+        }
         Err(e) => {
             if e.code == Code::InferenceFailed {
                 // The only error that is the node's fault: the client sees the sentence, the
