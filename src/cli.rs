@@ -386,8 +386,9 @@ pub struct ServeArgs {
 /// Which engine runs a model, and how (`serve` and `profile`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct EngineArgs {
-    /// Engine for models whose catalog entry names none.
-    #[arg(long, env = "STOWAGE_ENGINE", default_value = "tract")]
+    /// Engine for models whose catalog entry names none: auto (tract when it can run the
+    /// model's graph, else ONNX Runtime), tract or ort.
+    #[arg(long, env = "STOWAGE_ENGINE", default_value = "auto")]
     pub engine: stowage_core::Engine,
 
     /// The ONNX Runtime shared library (libonnxruntime.so.*) for the ort engine; else ORT_DYLIB_PATH.

@@ -53,11 +53,14 @@ pub struct Footprint {
 pub enum Engine {
     Tract,
     Ort,
+    /// Chosen per model when it loads: tract when it can run the graph, else ONNX Runtime
+    /// (docs/formats.md). A loaded model always runs on `Tract` or `Ort`.
+    Auto,
 }
 
 /// A name that is not an engine's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown engine {0:?}: expected \"tract\" or \"ort\"")]
+#[error("unknown engine {0:?}: expected \"auto\", \"tract\" or \"ort\"")]
 pub struct UnknownEngine(pub String);
 
 impl std::str::FromStr for Engine {
@@ -66,6 +69,7 @@ impl std::str::FromStr for Engine {
         match s {
             "tract" => Ok(Engine::Tract),
             "ort" => Ok(Engine::Ort),
+            "auto" => Ok(Engine::Auto),
             other => Err(UnknownEngine(other.to_string())),
         }
     }
@@ -76,6 +80,7 @@ impl std::fmt::Display for Engine {
         f.write_str(match self {
             Engine::Tract => "tract",
             Engine::Ort => "ort",
+            Engine::Auto => "auto",
         })
     }
 }

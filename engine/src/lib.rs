@@ -142,17 +142,72 @@ impl Default for EngineOptions {
     }
 }
 
-/// Loads `bytes` with the chosen engine.
-pub fn load(
-    engine: EngineKind,
-    bytes: &[u8],
-    sig: &Signature,
-    opts: &EngineOptions,
-) -> Result<Box<dyn Model>, EngineError> {
+/// A model in its engine, and why that engine (for `auto`: what was tried).
+pub struct Chosen {
+    pub model: Box<dyn Model>,
+    /// Set when the engine was chosen rather than named: the choice and its reason.
+    pub reason: Option<String>,
+}
+
+/// Loads `bytes` with `engine`. `Auto` runs a model on tract when tract can run its graph, else
+/// on ONNX Runtime (when its library is loaded), and says why. An engine that cannot load the
+/// model fails with its own reason (tract's names the graph node) and the other engine to try.
+pub fn load(engine: EngineKind, bytes: &[u8], sig: &Signature, opts: &EngineOptions) -> Result<Chosen, EngineError> {
+    let named = |model: Box<dyn Model>| Chosen { model, reason: None };
     match engine {
-        EngineKind::Tract => Ok(Box::new(tract::TractModel::load(bytes, sig)?)),
-        EngineKind::Ort => Ok(Box::new(ort::OrtModel::load(bytes, sig, opts)?)),
+        EngineKind::Tract => load_tract(bytes, sig).map(named).map_err(|e| suggest(e, EngineKind::Ort)),
+        EngineKind::Ort => load_ort(bytes, sig, opts).map(named).map_err(|e| suggest(e, EngineKind::Tract)),
+        EngineKind::Auto => {
+            let tract_failed = match load_tract(bytes, sig) {
+                Ok(model) => {
+                    return Ok(Chosen { model, reason: Some("auto: tract runs the graph".into()) });
+                }
+                Err(e) => e,
+            };
+            let tract_failed = match tract_failed {
+                EngineError::Load(m) => m,
+                e => e.to_string(),
+            };
+            let why = first_line(&tract_failed);
+            if let Err(unavailable) = ort::available() {
+                return Err(EngineError::Load(format!(
+                    "auto: tract cannot run the graph ({why}), and ONNX Runtime, which may, is not available: {unavailable}"
+                )));
+            }
+            match load_ort(bytes, sig, opts) {
+                Ok(model) => {
+                    Ok(Chosen { model, reason: Some(format!("auto: ort, as tract cannot run the graph ({why})")) })
+                }
+                Err(e) => Err(EngineError::Load(format!(
+                    "auto: neither engine loads the model: tract: {why}; ort: {}",
+                    first_line(&e.to_string())
+                ))),
+            }
+        }
     }
+}
+
+fn load_tract(bytes: &[u8], sig: &Signature) -> Result<Box<dyn Model>, EngineError> {
+    Ok(Box::new(tract::TractModel::load(bytes, sig)?))
+}
+
+fn load_ort(bytes: &[u8], sig: &Signature, opts: &EngineOptions) -> Result<Box<dyn Model>, EngineError> {
+    Ok(Box::new(ort::OrtModel::load(bytes, sig, opts)?))
+}
+
+/// A load failure of one engine, with the other engine to try.
+fn suggest(e: EngineError, other: EngineKind) -> EngineError {
+    match e {
+        EngineError::Load(m) => {
+            EngineError::Load(format!("{m} (engine = \"{other}\" or \"auto\" in the catalog may run it)"))
+        }
+        e => e,
+    }
+}
+
+/// The first line of an engine's (often multi-line) error.
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
 }
 
 /// Checks an output against the batch it answers.

@@ -42,6 +42,11 @@ pub fn init(library: Option<&Path>) -> Result<(), EngineError> {
     r.as_ref().map(|_| ()).map_err(Clone::clone)
 }
 
+/// Whether ONNX Runtime was loaded (by `init`), or why not.
+pub fn available() -> Result<(), EngineError> {
+    env().map(|_| ())
+}
+
 fn env() -> Result<&'static ort::environment::Environment, EngineError> {
     match ENV.get() {
         Some(Ok(env)) => Ok(env),

@@ -77,6 +77,8 @@ pub async fn fetch(spec: &ModelSpec, fetcher: &Fetcher) -> Result<Files, Storage
 /// A model ready to answer.
 pub struct LoadedModel {
     pub model: Box<dyn Model>,
+    /// Why this engine runs the model, when it was chosen (`auto`) rather than named.
+    pub engine_reason: Option<String>,
     pub signature: Signature,
     pub text: TextEncoder,
     pub labels: Vec<String>,
@@ -90,7 +92,8 @@ pub struct Loaded {
     pub warmup_seconds: f64,
 }
 
-/// Labels (`id2label`) and position rows (`max_position_embeddings`) from a config.json.
+/// Labels (`id2label`) and the most tokens the position table takes (`max_position_embeddings`,
+/// less the padding offset of RoBERTa-style models) from a config.json.
 fn read_config(path: Option<&Path>) -> Result<(Vec<String>, Option<usize>), LoadError> {
     let Some(path) = path else { return Ok((Vec::new(), None)) };
     let bad = |error: String| LoadError::Config { path: path.display().to_string(), error };
@@ -108,8 +111,30 @@ fn read_config(path: Option<&Path>) -> Result<(Vec<String>, Option<usize>), Load
         labels = pairs.into_iter().map(|p| p.1).collect();
     }
     let positions = v.get("max_position_embeddings").and_then(|x| x.as_u64()).map(|x| x as usize);
-    Ok((labels, positions))
+    // RoBERTa-style models number positions from the padding id + 1 (XLM-R: 514 rows for 512
+    // tokens): a text as long as the table would index past it.
+    let offset = match v.get("model_type").and_then(|t| t.as_str()) {
+        Some(t) if POSITIONS_AFTER_PADDING.contains(&t) => {
+            v.get("pad_token_id").and_then(|p| p.as_u64()).map_or(2, |p| p + 1)
+        }
+        _ => 0,
+    };
+    Ok((labels, positions.map(|p| p.saturating_sub(offset as usize))))
 }
+
+/// Model types (config.json's `model_type`) whose position ids start after the padding id.
+const POSITIONS_AFTER_PADDING: [&str; 10] = [
+    "roberta",
+    "xlm-roberta",
+    "xlm-roberta-xl",
+    "camembert",
+    "mpnet",
+    "longformer",
+    "data2vec-text",
+    "ibert",
+    "xmod",
+    "roberta-prelayernorm",
+];
 
 /// Loads and warms up a model whose files are all local. Runs on a blocking thread.
 pub fn load(spec: &ModelSpec, opts: &EngineOptions) -> Result<Loaded, LoadError> {
@@ -146,7 +171,7 @@ pub fn load_files(spec: &ModelSpec, files: &Files, opts: &EngineOptions) -> Resu
     }
     let in_engine = |error| LoadError::Engine { artifact: spec.artifact.to_string(), error };
     let signature = engine::signature(&bytes).map_err(in_engine)?;
-    let model = engine::load(spec.engine, &bytes, &signature, opts).map_err(in_engine)?;
+    let chosen = engine::load(spec.engine, &bytes, &signature, opts).map_err(in_engine)?;
     let tokenizer = Tokenizer::from_file(&files.tokenizer)
         .map_err(|e| LoadError::Tokenizer { tokenizer: spec.tokenizer.to_string(), error: e.to_string() })?;
     let (mut labels, positions) = read_config(files.config.as_deref())?;
@@ -165,7 +190,7 @@ pub fn load_files(spec: &ModelSpec, files: &Files, opts: &EngineOptions) -> Resu
             labels = (0..n).map(|i| format!("LABEL_{i}")).collect();
         }
     }
-    let loaded = LoadedModel { model, signature, text, labels };
+    let loaded = LoadedModel { model: chosen.model, engine_reason: chosen.reason, signature, text, labels };
     let load_seconds = start.elapsed().as_secs_f64();
 
     let warm = Instant::now();

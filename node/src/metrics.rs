@@ -90,7 +90,9 @@ pub struct ModelMetrics {
     /// `stowage_requests_total{code="200"}`; other codes are rare and are looked up when they happen.
     pub ok: Counter,
     pub request_duration: Histogram,
-    pub inference_duration: Histogram,
+    /// Labelled with the engine that runs the model: registered at start-up when the catalog
+    /// names the engine, else when the model loads and its engine is chosen (`auto`).
+    pub inference_duration: OnceLock<Histogram>,
     pub queue_wait: Histogram,
     pub inflight: Gauge,
     pub tokenization: Histogram,
@@ -100,20 +102,31 @@ pub struct ModelMetrics {
 }
 
 impl ModelMetrics {
-    pub fn new(model: &str, backend: &str) -> Self {
+    pub fn new(model: &str, backend: Option<&str>) -> Self {
         install();
         let m = model.to_string();
-        Self {
+        let handles = Self {
             ok: metrics::counter!(REQUESTS, "model" => m.clone(), "code" => "200"),
             request_duration: metrics::histogram!(REQUEST_DURATION, "model" => m.clone()),
-            inference_duration: metrics::histogram!(INFERENCE_DURATION, "model" => m.clone(), "backend" => backend.to_string()),
+            inference_duration: OnceLock::new(),
             queue_wait: metrics::histogram!(QUEUE_WAIT, "model" => m.clone()),
             inflight: metrics::gauge!(INFLIGHT, "model" => m.clone()),
             tokenization: metrics::histogram!(TOKENIZATION_DURATION, "model" => m.clone()),
             batch_wait: metrics::histogram!(BATCH_WAIT, "model" => m.clone()),
             batches: metrics::counter!(BATCHES, "model" => m.clone()),
             batched_inputs: metrics::counter!(BATCHED_ROWS, "model" => m),
+        };
+        if let Some(backend) = backend {
+            handles.engine_known(model, backend);
         }
+        handles
+    }
+
+    /// Registers the inference histogram with the engine that runs the model (once).
+    pub fn engine_known(&self, model: &str, backend: &str) {
+        self.inference_duration.get_or_init(
+            || metrics::histogram!(INFERENCE_DURATION, "model" => model.to_string(), "backend" => backend.to_string()),
+        );
     }
 }
 

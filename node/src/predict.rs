@@ -147,7 +147,9 @@ impl Node {
         let lost = |_: Lost| PredictError::Inference(Lost.to_string());
         entry.batcher.submit(&self.pool, &target.model, queued).map_err(lost)?;
         let answer = answer.await.map_err(|_| lost(Lost))??;
-        entry.metrics.inference_duration.record(answer.engine_seconds);
+        if let Some(h) = entry.metrics.inference_duration.get() {
+            h.record(answer.engine_seconds);
+        }
         Ok(answer)
     }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
 use serde::Serialize;
+use stowage_core::Engine as EngineKind;
 
 use crate::admission::Admission;
 use crate::batch::Batcher;
@@ -117,7 +118,8 @@ impl Registry {
             .into_iter()
             .map(|spec| {
                 let (calls, rows) = (limits.concurrency.max(1), limits.batch.max(1));
-                let metrics = ModelMetrics::new(&spec.id, &spec.engine.to_string());
+                let named = (spec.engine != EngineKind::Auto).then(|| spec.engine.to_string());
+                let metrics = ModelMetrics::new(&spec.id, named.as_deref());
                 let e = Entry {
                     admission: Admission::new(calls * rows, limits.queue),
                     batcher: Arc::new(Batcher::new(&spec.id, &metrics, calls, rows)),

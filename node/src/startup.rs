@@ -144,7 +144,10 @@ async fn bring_up(
             ::metrics::histogram!(metrics::LOAD_DURATION, "model" => id.clone(), "phase" => "warmup")
                 .record(l.warmup_seconds);
             ::metrics::gauge!(metrics::MODEL_MEMORY, "model" => id.clone()).set(memory as f64);
-            info!(model = %id, backend = %entry.spec.engine, load_s = l.load_seconds, warmup_s = l.warmup_seconds, memory_mib = memory / 1048576, "model ready");
+            let backend = l.model.model.backend().to_string();
+            let choice = l.model.engine_reason.as_deref().unwrap_or("named in the catalog or by --engine");
+            info!(model = %id, %backend, engine_choice = choice, load_s = l.load_seconds, warmup_s = l.warmup_seconds, memory_mib = memory / 1048576, "model ready");
+            entry.metrics.engine_known(&id, &backend);
             (t.info.memory_bytes, t.info.weights_bytes) = (memory, l.weights_bytes);
             (t.info.load_seconds, t.info.warmup_seconds) = (l.load_seconds, l.warmup_seconds);
             entry.set_info(t.info.clone());

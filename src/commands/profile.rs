@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use stowage_core::Catalog;
+use stowage_core::{Catalog, Engine};
 
 use stowage_engine::{EngineOptions, Inputs};
 use stowage_node::load::{self, LoadedModel};
@@ -27,6 +27,9 @@ pub struct Measured {
     pub service_ms_p50: f64,
     pub service_ms_p90: f64,
     pub tokens: usize,
+    /// The catalog asked for `auto` and this engine ran the model fastest: written into the
+    /// catalog as the model's `engine`.
+    pub chosen: bool,
 }
 
 pub fn run(args: &ProfileArgs) -> Result<()> {
@@ -52,8 +55,12 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         .iter()
         .map(|id| ModelSpec::from_catalog(&catalog, id, args.engine.engine))
         .collect::<Result<Vec<_>, _>>()?;
-    if specs.iter().any(|s| s.engine == stowage_core::Engine::Ort) {
+    if specs.iter().any(|s| s.engine == Engine::Ort) {
         stowage_engine::ort::init(args.engine.ort_library.as_deref()).context("the ort engine is needed")?;
+    } else if specs.iter().any(|s| s.engine == Engine::Auto) {
+        if let Err(e) = stowage_engine::ort::init(args.engine.ort_library.as_deref()) {
+            eprintln!("ONNX Runtime is not available ({e}): auto models are measured on tract only");
+        }
     }
     tokenizers::utils::parallelism::set_parallelism(false);
     let engine = args.engine.options();
@@ -65,26 +72,40 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         "model", "engine", "weights MiB", "memory MiB", "ratio", "p50 ms", "p90 ms"
     );
     let mut measured = Vec::new();
-    for (i, spec) in specs.iter().enumerate() {
+    let mut warm = Vec::new();
+    for spec in &specs {
         let files = runtime.block_on(load::fetch(spec, &fetcher)).with_context(|| spec.id.clone())?;
-        if i == 0 {
-            // The engines' and tokenizer's one-time set-up (thread pools, lazy tables) is the
-            // process's, not the first model's: pay it once before measuring.
-            drop(load::load_files(spec, &files, &engine).with_context(|| spec.id.clone())?);
+        // `auto`: every engine is tried, and the fastest is written into the catalog.
+        let auto = spec.engine == Engine::Auto;
+        let kinds = if auto { vec![Engine::Tract, Engine::Ort] } else { vec![spec.engine] };
+        let mut runs = Vec::new();
+        for kind in kinds {
+            let one = ModelSpec { engine: kind, ..spec.clone() };
+            let result = (|| -> Result<Measured> {
+                if !warm.contains(&kind) {
+                    // An engine's and the tokenizer's one-time set-up (thread pools, lazy
+                    // tables) is the process's, not the first model's: pay it before measuring.
+                    drop(load::load_files(&one, &files, &engine)?);
+                    warm.push(kind);
+                }
+                measure(&one, &files, &engine, args.tokens, args.iterations)
+            })();
+            match result {
+                Ok(m) => {
+                    print_row(&m);
+                    runs.push(m);
+                }
+                // Under auto an engine that cannot run the model is passed over, as serve does.
+                Err(e) if auto => eprintln!("{:<24} {:<6} cannot run it: {e:#}", one.id, kind.to_string()),
+                Err(e) => return Err(e.context(one.id.clone())),
+            }
         }
-        let m = measure(spec, &files, &engine, args.tokens, args.iterations).with_context(|| spec.id.clone())?;
-        let mib = |b: u64| b as f64 / 1048576.0;
-        eprintln!(
-            "{:<24} {:<6} {:>11.1} {:>10.1} {:>6.2} {:>10.2} {:>10.2}",
-            m.id,
-            m.engine,
-            mib(m.weights_bytes),
-            mib(m.memory_bytes),
-            m.memory_bytes as f64 / m.weights_bytes.max(1) as f64,
-            m.service_ms_p50,
-            m.service_ms_p90
-        );
-        measured.push(m);
+        if auto {
+            let best = runs.iter_mut().min_by(|a, b| a.service_ms_p50.total_cmp(&b.service_ms_p50));
+            best.with_context(|| format!("{}: neither engine runs it", spec.id))?.chosen = true;
+            runs.retain(|m| m.chosen);
+        }
+        measured.extend(runs);
     }
 
     let text = std::fs::read_to_string(&args.catalog)?;
@@ -102,6 +123,20 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         args.tokens
     );
     Ok(())
+}
+
+fn print_row(m: &Measured) {
+    let mib = |b: u64| b as f64 / 1048576.0;
+    eprintln!(
+        "{:<24} {:<6} {:>11.1} {:>10.1} {:>6.2} {:>10.2} {:>10.2}",
+        m.id,
+        m.engine,
+        mib(m.weights_bytes),
+        mib(m.memory_bytes),
+        m.memory_bytes as f64 / m.weights_bytes.max(1) as f64,
+        m.service_ms_p50,
+        m.service_ms_p90
+    );
 }
 
 /// Loads one model alone and measures it; the model is dropped (and its memory returned) after.
@@ -136,6 +171,7 @@ pub fn measure(
         service_ms_p50: at(0.5),
         service_ms_p90: at(0.9),
         tokens: inputs.seq,
+        chosen: false,
     })
 }
 
@@ -192,6 +228,9 @@ pub fn write_footprints(text: &str, from: &Path, to: &Path, family: &str, measur
         let fp = fp.as_table_mut().with_context(|| format!("footprint.{family} must be a table"))?;
         fp["memory_mib"] = toml_edit::value(m.memory_bytes.div_ceil(1 << 20).max(1) as i64);
         fp["service_ms"] = toml_edit::value((m.service_ms_p50 * 100.0).ceil() / 100.0);
+        if m.chosen {
+            table["engine"] = toml_edit::value(m.engine.as_str());
+        }
     }
     Ok(doc.to_string())
 }

@@ -14,7 +14,10 @@ fn describe(e: &Entry) -> Value {
     let mut v = json!({
         "id": e.spec.id,
         "state": state.name(),
-        "backend": e.spec.engine.to_string(),
+        "backend": match &state {
+            State::Ready(m) => m.model.backend().to_string(),
+            _ => e.spec.engine.to_string(),
+        },
         "memory_bytes": info.memory_bytes,
         "weights_bytes": info.weights_bytes,
         "fetched_bytes": info.fetched_bytes,
@@ -29,6 +32,9 @@ fn describe(e: &Entry) -> Value {
     match state {
         State::Ready(m) => {
             v["signature"] = json!(m.signature);
+            if let Some(reason) = &m.engine_reason {
+                v["engine_choice"] = json!(reason);
+            }
             v["labels"] = json!(m.labels);
             v["max_length"] = json!(m.text.max_length);
         }

@@ -36,10 +36,16 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     // Requests already run in parallel; the tokenizer's own rayon pool would only wake more
     // threads per request on the cores the engines need.
     tokenizers::utils::parallelism::set_parallelism(false);
-    if opts.specs.iter().any(|s| s.engine == EngineKind::Ort) {
-        // A missing library fails the ort models (with the reason in /models), not the node.
+    let wants = |kind: EngineKind| opts.specs.iter().any(|s| s.engine == kind);
+    if wants(EngineKind::Ort) || wants(EngineKind::Auto) {
+        // A missing library fails the ort models (with the reason in /models), not the node; auto
+        // models then run on tract, or fail with both reasons when tract cannot run them.
         if let Err(e) = stowage_engine::ort::init(opts.ort_library.as_deref()) {
-            warn!(error = %e, "ONNX Runtime is not available; models on the ort engine will fail to load");
+            if wants(EngineKind::Ort) {
+                warn!(error = %e, "ONNX Runtime is not available; models on the ort engine will fail to load");
+            } else {
+                info!(error = %e, "ONNX Runtime is not available; auto models run on tract only");
+            }
         }
     }
     let registry = Arc::new(Registry::new(opts.specs, opts.limits));

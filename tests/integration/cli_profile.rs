@@ -1,8 +1,9 @@
 //! `stowage profile` on synthetic models: it measures each model here and writes the footprints
 //! into a catalog that `stowage plan` then reads; paths stay valid when the catalog moves.
 
-use crate::common::{run, stowage};
-use stowage_core::Catalog;
+use stowage_core::{Catalog, Engine};
+
+use crate::common::{ort_available, run, stowage};
 
 #[test]
 fn profile_writes_measured_footprints_that_plan_reads() {
@@ -24,6 +25,8 @@ fn profile_writes_measured_footprints_that_plan_reads() {
     for m in &measured.models {
         let fp = &m.footprints["c5"];
         assert!(fp.memory_mib >= 1.0 && fp.service_ms > 0.0, "{}: {fp:?}", m.id);
+        // The default engine is auto: profile measured the engines and wrote the faster one.
+        assert!(m.engine.is_some_and(|e| e != Engine::Auto), "{}: {:?}", m.id, m.engine);
         assert!(std::path::Path::new(&m.artifact).is_absolute(), "{}", m.artifact);
         assert!(std::path::Path::new(&m.artifact).is_file());
         // Other families keep the profile's footprints.
@@ -53,4 +56,31 @@ fn profile_refuses_a_family_the_catalog_does_not_have() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--family \"p4d\" is not a family") && err.contains("inf1"), "{err}");
+}
+
+#[test]
+fn profile_writes_the_engine_that_runs_a_real_export() {
+    if !ort_available("profiling a real export") {
+        return;
+    }
+    // tract cannot run this graph: auto measures what can, and says so in the catalog.
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/exports/bert-classifier");
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("models.toml");
+    std::fs::write(
+        &catalog,
+        format!(
+            "[instance_types.\"c5.large\"]\nfamily = \"c5\"\nprice_per_hour = 0.085\nmemory_gib = 3\ncompute = 2\n\n\
+             [[models]]\nid = \"bert-classifier\"\nartifact = \"{}\"\npeak_rps = 1\n\
+             [models.footprint.c5]\nmemory_mib = 10\nservice_ms = 1\n",
+            fixture.join("model.onnx").display()
+        ),
+    )
+    .unwrap();
+    let out =
+        stowage().args(["profile", "--iterations", "2", "--in-place", "--catalog"]).arg(&catalog).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("tract") && err.contains("cannot run it") && err.contains("Flatten"), "{err}");
+    assert_eq!(Catalog::load(&catalog).unwrap().models[0].engine, Some(Engine::Ort));
 }

@@ -96,7 +96,8 @@ fn tract_and_ort_match_the_onnxruntime_reference() {
 
         // One engine's output, checked against the reference.
         let run = |engine: Engine| {
-            let out = backend::load(engine, &bytes, &sig, &EngineOptions::default()).unwrap().predict(&inputs).unwrap();
+            let out =
+                backend::load(engine, &bytes, &sig, &EngineOptions::default()).unwrap().model.predict(&inputs).unwrap();
             assert_eq!(out.shape, shape);
             let d = max_diff(&out.data, &want);
             eprintln!("{id}: {engine} vs onnxruntime (Python): max |diff| {d:e}");

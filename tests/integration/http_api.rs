@@ -417,6 +417,7 @@ fn break_engine(s: &AppState, id: &str, fault: Fault) {
     let State::Ready(m) = entry.state() else { panic!("{id} is not ready") };
     let broken = LoadedModel {
         model: Box::new(fault),
+        engine_reason: None,
         signature: m.signature.clone(),
         text: m.text.clone(),
         labels: m.labels.clone(),

@@ -9,6 +9,7 @@ mod common;
 mod conformance;
 mod dockerfiles;
 mod e2e_nodes;
+mod exports;
 mod http_api;
 mod layers;
 mod local_runtime;
