@@ -110,6 +110,17 @@ pub enum EngineError {
     Unavailable(String),
 }
 
+impl EngineError {
+    /// The sentence for clients: the same, except where it names files of the machine (the
+    /// ONNX Runtime library's path).
+    pub fn public(&self) -> String {
+        match self {
+            EngineError::Unavailable(_) => "engine not available: ONNX Runtime (see the node's log)".into(),
+            e => e.to_string(),
+        }
+    }
+}
+
 /// A loaded model: thread-safe, synchronous.
 pub trait Model: Send + Sync {
     fn backend(&self) -> EngineKind;
@@ -169,9 +180,10 @@ pub fn load(engine: EngineKind, bytes: &[u8], sig: &Signature, opts: &EngineOpti
                 e => e.to_string(),
             };
             let why = first_line(&tract_failed);
-            if let Err(unavailable) = ort::available() {
+            if ort::available().is_err() {
+                // Why the library is missing is in the node's start-up log.
                 return Err(EngineError::Load(format!(
-                    "auto: tract cannot run the graph ({why}), and ONNX Runtime, which may, is not available: {unavailable}"
+                    "auto: tract cannot run the graph ({why}), and ONNX Runtime, which may, is not available"
                 )));
             }
             match load_ort(bytes, sig, opts) {

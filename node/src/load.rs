@@ -1,6 +1,7 @@
 //! Loading one model: bring its files to local disk, read and check the artifact, read its
 //! signature, load it in its engine, set up its tokenizer and labels, warm up. Every failure is a
-//! `LoadError` whose sentence names the model's file.
+//! `LoadError`: its sentence names the file in full (a local path, an S3 URI) for the node's log,
+//! and `public()` says the same by file name only, for clients.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,8 +17,8 @@ use crate::tokenize::{TextEncoder, TokenizerError};
 /// Why a model could not be brought up.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LoadError {
-    #[error(transparent)]
-    Fetch(#[from] StorageError),
+    #[error("{error}")]
+    Fetch { file: String, error: StorageError },
     #[error("{0}: fetch S3 files first (load::fetch)")]
     NotLocal(String),
     #[error("cannot read {path}: {error}")]
@@ -39,6 +40,37 @@ pub enum LoadError {
     WarmupInput(String),
     #[error("warm-up failed: {0}")]
     Warmup(EngineError),
+    #[error("warm-up: the model's output is not finite ({0}): its weights are broken")]
+    NotFinite(String),
+}
+
+impl LoadError {
+    /// The reason for clients (`/models`, 503 `model_failed`): files by name, without local
+    /// paths, buckets or keys; the full sentence goes to the node's log.
+    pub fn public(&self) -> String {
+        use LoadError::*;
+        match self {
+            Fetch { file, error } => format!("{}: {}", name(file), error.summary()),
+            NotLocal(file) => format!("{}: not on local disk", name(file)),
+            Read { path, error } => format!("cannot read {}: {error}", name(path)),
+            Checksum { path, got, want } => format!("{}: sha256 is {got}, the catalog says {want}", name(path)),
+            Engine { artifact, error } => format!("{}: {}", name(artifact), error.public()),
+            Tokenizer { tokenizer, error } => format!("cannot load tokenizer {}: {error}", name(tokenizer)),
+            Config { path, error } => format!("{}: {error}", name(path)),
+            Vocabulary { tokenizer, artifact, vocab_size, rows } => format!(
+                "{}: the tokenizer has {vocab_size} tokens but {}'s word embeddings have {rows} rows \
+                 (the tokenizer of another model?)",
+                name(tokenizer),
+                name(artifact)
+            ),
+            WarmupInput(_) | Warmup(_) | NotFinite(_) => self.to_string(),
+        }
+    }
+}
+
+/// The file name of a path or URI (`model.onnx` of `/srv/models/m/model.onnx` or `s3://b/m/model.onnx`).
+fn name(file: &str) -> &str {
+    file.rsplit('/').next().unwrap_or(file)
 }
 
 /// A model's files on local disk.
@@ -55,12 +87,15 @@ pub struct Files {
 }
 
 /// Brings a model's files to local disk (a no-op for local files).
-pub async fn fetch(spec: &ModelSpec, fetcher: &Fetcher) -> Result<Files, StorageError> {
-    let artifact = fetcher.fetch(&spec.artifact, spec.sha256.as_deref()).await?;
-    let tokenizer = fetcher.fetch(&spec.tokenizer, None).await?;
+pub async fn fetch(spec: &ModelSpec, fetcher: &Fetcher) -> Result<Files, LoadError> {
+    fn failed(file: &Source) -> impl FnOnce(StorageError) -> LoadError + '_ {
+        move |error| LoadError::Fetch { file: file.to_string(), error }
+    }
+    let artifact = fetcher.fetch(&spec.artifact, spec.sha256.as_deref()).await.map_err(failed(&spec.artifact))?;
+    let tokenizer = fetcher.fetch(&spec.tokenizer, None).await.map_err(failed(&spec.tokenizer))?;
     let config = match &spec.config {
-        Some(c) if spec.config_optional => fetcher.fetch_optional(c).await?,
-        Some(c) => Some(fetcher.fetch(c, None).await?),
+        Some(c) if spec.config_optional => fetcher.fetch_optional(c).await.map_err(failed(c))?,
+        Some(c) => Some(fetcher.fetch(c, None).await.map_err(failed(c))?),
         None => None,
     };
     let all = [Some(&artifact), Some(&tokenizer), config.as_ref()];
@@ -196,7 +231,11 @@ pub fn load_files(spec: &ModelSpec, files: &Files, opts: &EngineOptions) -> Resu
     let warm = Instant::now();
     let inputs =
         loaded.text.encode(&["warm up".to_string()], None).map_err(|e| LoadError::WarmupInput(e.to_string()))?;
-    loaded.model.predict(&inputs).map_err(LoadError::Warmup)?;
+    let out = loaded.model.predict(&inputs).map_err(LoadError::Warmup)?;
+    if let Some(bad) = out.data.iter().find(|v| !v.is_finite()) {
+        // It would answer 500 to every request: fail it now, with the reason, instead.
+        return Err(LoadError::NotFinite(format!("{bad}")));
+    }
     Ok(Loaded {
         model: loaded,
         weights_bytes: bytes.len() as u64,

@@ -200,8 +200,10 @@ const UNKNOWN: &str = "_unknown";
 fn check(request: &Request, max_batch: usize) -> Result<(), PredictError> {
     let invalid = |m: String| Err(PredictError::Invalid(m));
     if let Request::Texts { texts, .. } = request {
-        if texts.is_empty() || texts.iter().any(|t| t.trim().is_empty()) {
-            return invalid("every input text must be non-empty".into());
+        if texts.is_empty() || texts.iter().any(|t| is_blank(t)) {
+            return invalid(
+                "every input text must be non-empty (more than spaces, control and format characters)".into(),
+            );
         }
     }
     let rows = request.rows();
@@ -214,4 +216,29 @@ fn check(request: &Request, max_batch: usize) -> Result<(), PredictError> {
         }
     }
     Ok(())
+}
+
+/// A text with nothing to read: only whitespace, control characters (`%00`) and format
+/// characters (zero-width spaces and joiners, the byte-order mark, soft hyphens), which every
+/// tokenizer drops or maps to nothing.
+fn is_blank(text: &str) -> bool {
+    use unicode_categories::UnicodeCategories;
+    text.chars().all(|c| c.is_whitespace() || c.is_other_control() || c.is_other_format() || c.is_separator())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_blank;
+
+    #[test]
+    fn blank_texts_are_those_of_spaces_controls_and_format_characters_only() {
+        for blank in
+            ["", " ", "\t\n", "\u{0}", "\u{200b}", "\u{200b}\u{200d}\u{feff}", "\u{a0}\u{3000}", "\u{ad}\u{7f}"]
+        {
+            assert!(is_blank(blank), "{blank:?}");
+        }
+        for text in ["a", "\u{200b}a", "\u{0}1", "東", "👍", "."] {
+            assert!(!is_blank(text), "{text:?}");
+        }
+    }
 }

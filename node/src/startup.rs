@@ -8,7 +8,7 @@ use std::time::Instant;
 use stowage_engine::EngineOptions;
 use tracing::{error, info};
 
-use crate::load;
+use crate::load::{self, LoadError};
 use crate::metrics;
 use crate::process::{release_freed_memory, rss_bytes};
 use crate::registry::{Entry, LoadInfo, Registry, State};
@@ -98,9 +98,10 @@ async fn bring_up(
 ) -> Timing {
     let id = entry.spec.id.clone();
     let mut t = Timing { id: id.clone(), ok: false, download: None, info: LoadInfo::default() };
-    let fail = |reason: String, phase: &str| {
+    // The log has the whole reason; clients see it without paths, buckets or keys.
+    let fail = |reason: &LoadError, phase: &str| {
         error!(model = %entry.spec.id, phase, %reason, "model failed");
-        entry.set_state(State::Failed(reason));
+        entry.set_state(State::Failed(reason.public()));
         registry.publish_counts();
     };
     let fetched = {
@@ -116,7 +117,7 @@ async fn bring_up(
     let files = match fetched {
         Ok(f) => f,
         Err(reason) => {
-            fail(reason.to_string(), "fetch");
+            fail(&reason, "fetch");
             return t;
         }
     };
@@ -157,8 +158,12 @@ async fn bring_up(
             entry.set_state(State::Ready(Arc::new(l.model)));
             registry.publish_counts();
         }
-        Ok(Err(reason)) => fail(reason.to_string(), "load"),
-        Err(e) => fail(format!("loader crashed: {e}"), "load"),
+        Ok(Err(reason)) => fail(&reason, "load"),
+        Err(e) => {
+            error!(model = %id, error = %e, "model failed: the loader crashed");
+            entry.set_state(State::Failed("the loader crashed (see the node's log)".into()));
+            registry.publish_counts();
+        }
     }
     t
 }

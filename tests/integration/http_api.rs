@@ -247,6 +247,10 @@ async fn request_errors() {
         (post("/predictions/tiny-0001", &format!(r#"{{"inputs": "{}"}}"#, "word ".repeat(200))), 413, "body_too_large"),
         (post("/predictions/tiny-0001", r#"{"inputs": ""}"#), 422, "invalid_input"),
         (post("/predictions/tiny-0001", r#"{"inputs": ["ok", "   "]}"#), 422, "invalid_input"),
+        // Nothing to read: a NUL, zero-width spaces and joiners, a byte-order mark.
+        (test::TestRequest::get().uri("/predictions/tiny-0001?text=%00"), 422, "invalid_input"),
+        (test::TestRequest::get().uri("/predictions/tiny-0001?text=%E2%80%8B"), 422, "invalid_input"),
+        (post("/predictions/tiny-0001", r#"{"inputs": ["ok", "\u200b\u200d\ufeff \u0000"]}"#), 422, "invalid_input"),
         (post("/predictions/tiny-0001", r#"{"inputs": []}"#), 422, "invalid_input"),
         (post("/predictions/tiny-0001", r#"{"inputs": ["a","b","c","d","e"]}"#), 422, "invalid_input"),
         (post("/predictions/tiny-0001", r#"{"inputs": ["a","b"], "text_pair": ["c"]}"#), 422, "invalid_input"),
@@ -514,7 +518,10 @@ async fn a_broken_model_fails_alone() {
     let app = app!(s);
     let (status, body, _) = call!(&app, test::TestRequest::get().uri("/predictions/broken?text=hi"));
     assert_eq!((status, body["code"].as_str()), (503, Some("model_failed")));
-    assert!(body["error"].as_str().unwrap().contains("not a readable ONNX model"), "{body}");
+    assert!(body["error"].as_str().unwrap().contains("model.onnx: not a readable ONNX model"), "{body}");
+    // Clients learn the file, not where the node keeps it.
+    let root = fixture().root.display().to_string();
+    assert!(!body.to_string().contains(&root), "{body}");
     let (status, _, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
     assert_eq!(status, 200);
     let (_, models, _) = call!(&app, test::TestRequest::get().uri("/models"));
@@ -525,7 +532,8 @@ async fn a_broken_model_fails_alone() {
         .map(|m| (m["id"].as_str().unwrap(), m["state"].as_str().unwrap()))
         .collect();
     assert_eq!(states, vec![("tiny-0001", "ready"), ("broken", "failed")]);
-    assert!(models["models"][1]["error"].as_str().unwrap().contains("broken/model.onnx"));
+    let why = models["models"][1]["error"].as_str().unwrap();
+    assert!(why.contains("model.onnx: not a readable ONNX model") && !why.contains(&root), "{why}");
     let (status, _, _) = call!(&app, test::TestRequest::get().uri("/ready"));
     assert_eq!(status, 503, "all models must be ready by default");
 }
@@ -561,7 +569,8 @@ async fn a_model_with_the_tokenizer_of_a_larger_vocabulary_fails_to_load() {
     let (status, body, _) = call!(&app, test::TestRequest::get().uri("/predictions/small-0001?text=hi"));
     assert_eq!((status, body["code"].as_str()), (503, Some("model_failed")), "{body}");
     let why = body["error"].as_str().unwrap();
-    assert!(why.contains("1000 tokens") && why.contains("500 rows") && why.contains("small-0001/model.onnx"), "{why}");
+    assert!(why.contains("1000 tokens") && why.contains("500 rows") && why.contains("model.onnx's"), "{why}");
+    assert!(!why.contains(&dir.path().display().to_string()), "no local path for clients: {why}");
     let (status, _, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
     assert_eq!(status, 200);
 
@@ -795,4 +804,34 @@ async fn long_text_is_cut_at_the_models_positions_even_without_tokenizer_truncat
         assert_eq!(models["max_length"], 128, "config {config:?}");
         assert_eq!(models["signature"]["position_rows"], 128);
     }
+}
+
+#[actix_web::test]
+async fn a_model_whose_outputs_are_not_finite_fails_at_warm_up() {
+    use prost::Message;
+    // tiny-0001 with a NaN in its classifier's bias: it loads, and would answer 500 to everything.
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture().root.join("tiny-0001");
+    let bytes = std::fs::read(src.join("model.onnx")).unwrap();
+    let mut model = tract_onnx::pb::ModelProto::decode(&bytes[..]).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    let bias = graph.initializer.iter_mut().find(|t| t.name.starts_with("classifier.bias")).expect("classifier bias");
+    bias.raw_data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(dir.path().join("model.onnx"), model.encode_to_vec()).unwrap();
+    let nan = ModelSpec { id: "nan".into(), artifact: dir.path().join("model.onnx").into(), ..spec("tiny-0001") };
+    let s = state_of(
+        vec![nan, spec("tiny-0002")],
+        Limits { concurrency: 1, queue: 1, batch: 1 },
+        ServeConfig::default(),
+        true,
+    )
+    .await;
+    let app = app!(s);
+    let (_, m, _) = call!(&app, test::TestRequest::get().uri("/models/nan"));
+    assert_eq!(m["state"], "failed", "{m}");
+    assert!(m["error"].as_str().unwrap().contains("not finite"), "{m}");
+    let (status, body, _) = call!(&app, test::TestRequest::get().uri("/predictions/nan?text=hi"));
+    assert_eq!((status, body["code"].as_str()), (503, Some("model_failed")), "{body}");
+    let (status, _, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0002?text=hi"));
+    assert_eq!(status, 200);
 }

@@ -286,14 +286,27 @@ fn a_bad_model_fails_alone_and_says_why() {
         assert_eq!(m["state"], "failed", "{m}");
         m["error"].as_str().unwrap().to_string()
     };
-    assert!(reason("missing").contains("s3://models/nowhere/model.onnx: no such object"), "{}", reason("missing"));
-    assert!(reason("bad-sha").contains("sha256 is "), "{}", reason("bad-sha"));
-    assert!(reason("broken").contains("s3://models/bad/broken/model.onnx"), "{}", reason("broken"));
+    // Clients learn which file and what happened; the log has the whole sentence, object included.
+    assert!(reason("missing").contains("model.onnx: no such object"), "{}", reason("missing"));
     assert!(
-        reason("no-tokenizer").contains("s3://models/nowhere/tokenizer.json: no such object"),
+        reason("bad-sha").contains("model.onnx: the bytes do not match the catalog's sha256"),
         "{}",
-        reason("no-tokenizer")
+        reason("bad-sha")
     );
+    assert!(reason("broken").contains("model.onnx: not a readable ONNX model"), "{}", reason("broken"));
+    assert!(reason("no-tokenizer").contains("tokenizer.json: no such object"), "{}", reason("no-tokenizer"));
+    for id in ["missing", "bad-sha", "broken", "no-tokenizer"] {
+        assert!(!reason(id).contains("s3://") && !reason(id).contains("models/"), "{}", reason(id));
+    }
+    let log = node.log();
+    for full in [
+        "s3://models/nowhere/model.onnx: no such object",
+        "sha256 is ",
+        "s3://models/bad/broken/model.onnx",
+        "s3://models/nowhere/tokenizer.json: no such object",
+    ] {
+        assert!(log.contains(full), "the log lacks {full:?}:\n{log}");
+    }
     for good in ["tiny-0001", "tiny-0002"] {
         assert_eq!(by_id(&models, good)["state"], "ready");
         assert_eq!(predict(&node.base, good).0, 200);
@@ -348,7 +361,8 @@ fn access_denied_fails_the_model_at_once() {
     let models = node.settled();
     let m = by_id(&models, "locked");
     assert_eq!(m["state"], "failed");
-    assert!(m["error"].as_str().unwrap().contains("s3://models/locked/model.onnx: access denied"), "{m}");
+    assert!(m["error"].as_str().unwrap().contains("model.onnx: access denied"), "{m}");
+    assert!(node.log().contains("s3://models/locked/model.onnx: access denied"), "{}", node.log());
     assert!(!node.log().contains("retrying"), "{}", node.log());
 }
 

@@ -45,7 +45,10 @@ pub enum StorageError {
     /// The local disk refused: creating, writing or renaming a file.
     #[error("{0}")]
     Local(String),
-    /// Anything else S3 refused for good (no credentials, a 4xx).
+    /// The default credential chain has none: another attempt will not find any.
+    #[error("{0}")]
+    NoCredentials(String),
+    /// Anything else S3 refused for good (a 4xx).
     #[error("{0}")]
     Permanent(String),
 }
@@ -53,6 +56,21 @@ pub enum StorageError {
 impl StorageError {
     pub fn is_transient(&self) -> bool {
         matches!(self, StorageError::Transient(_))
+    }
+
+    /// What happened, without the object's name (the sentence has it): for clients, who should
+    /// learn neither buckets nor paths.
+    pub fn summary(&self) -> &'static str {
+        match self {
+            StorageError::NotFound(_) => "no such object in the model store",
+            StorageError::AccessDenied(_) => "access denied by the model store",
+            StorageError::Transient(_) => "the model store could not be reached (see the node's log)",
+            StorageError::Checksum(_) => "the bytes do not match the catalog's sha256",
+            StorageError::InvalidUri(_) => "not a valid file URI",
+            StorageError::Local(_) => "cannot be stored in the node's cache",
+            StorageError::NoCredentials(_) => "no AWS credentials (the node's log says where it looked)",
+            StorageError::Permanent(_) => "refused by the model store (see the node's log)",
+        }
     }
 
     /// The same error, its sentence extended by `note`.
@@ -66,6 +84,7 @@ impl StorageError {
             Checksum(m) => Checksum(add(m)),
             InvalidUri(m) => InvalidUri(add(m)),
             Local(m) => Local(add(m)),
+            NoCredentials(m) => NoCredentials(add(m)),
             Permanent(m) => Permanent(add(m)),
         }
     }

@@ -62,7 +62,7 @@ where
             let context = DisplayErrorContext(&err).to_string();
             // The whole chain was tried and has nothing: another attempt will not find any.
             if context.contains("no credentials found in chain") {
-                return StorageError::Permanent(format!(
+                return StorageError::NoCredentials(format!(
                     "{uri}: no AWS credentials (tried the environment, profile, web identity/IRSA, \
                      container and instance roles)"
                 ));
