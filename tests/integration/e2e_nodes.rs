@@ -50,6 +50,14 @@ fn two_nodes_serve_every_planned_model() {
             let p = &body["predictions"][0];
             assert!(p.get("label").is_some() || p.get("embedding").is_some(), "{body}");
         }
+        // Metric samples are folded on a timer, scraped or not: the upkeep thread runs.
+        let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", child.0.id()))
+            .unwrap()
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+            .map(|c| c.trim().to_string())
+            .collect();
+        assert!(threads.iter().any(|t| t == "stowage-metrics"), "{threads:?}");
         // A model of the other node is not here.
         let other = plan.nodes.iter().find(|o| o.id != n.id).unwrap().models[0].clone();
         let err = ureq::get(&format!("{base}/predictions/{other}?text=hi")).call().unwrap_err();
