@@ -10,6 +10,7 @@ use stowage_engine::{EngineOptions, DEFAULT_ORT_INTRA_THREADS};
 use stowage_node::predict::{DEFAULT_MAX_BATCH, DEFAULT_READY_FRACTION};
 use stowage_node::registry::{DEFAULT_BATCH_INPUTS, DEFAULT_QUEUE_SIZE};
 use stowage_node::startup::{DEFAULT_FETCH_PARALLELISM, DEFAULT_LOAD_PARALLELISM};
+use stowage_node::storage::s3::{Timeouts, DEFAULT_READ_TIMEOUT_SECONDS};
 use stowage_node::storage::{FetchOptions, DEFAULT_FETCH_BACKOFF_MS, DEFAULT_FETCH_RETRIES};
 use stowage_planner::{
     Method, DEFAULT_EXACT_MAX_MODELS, DEFAULT_LNS_ITERATIONS, DEFAULT_SEED, DEFAULT_TIME_LIMIT_SECONDS,
@@ -435,17 +436,26 @@ pub struct S3Args {
     /// First retry delay in milliseconds; each retry doubles it (capped at 20 s), with jitter.
     #[arg(long, env = "STOWAGE_FETCH_BACKOFF_MS", default_value_t = DEFAULT_FETCH_BACKOFF_MS)]
     pub fetch_backoff_ms: u64,
+
+    /// Seconds an S3 request may wait for the first byte of the answer, and a download for its
+    /// next byte; an attempt may take three times as long until the answer's headers. Each
+    /// failed attempt is retried (--fetch-retries), so an endpoint that never answers fails a
+    /// model after about (retries + 1) × this, plus the backoff.
+    #[arg(long, env = "STOWAGE_S3_READ_TIMEOUT_SECONDS", default_value_t = DEFAULT_READ_TIMEOUT_SECONDS, value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..))]
+    pub s3_read_timeout_seconds: u64,
 }
 
 impl S3Args {
     pub fn fetch_options(&self) -> FetchOptions {
         let d = FetchOptions::default();
+        let read = std::time::Duration::from_secs(self.s3_read_timeout_seconds);
         FetchOptions {
             cache_dir: self.cache_dir.clone().unwrap_or(d.cache_dir),
             endpoint: self.s3_endpoint.clone(),
             retries: self.fetch_retries,
             backoff: std::time::Duration::from_millis(self.fetch_backoff_ms),
-            ..d
+            stall_timeout: read,
+            timeouts: Timeouts { read, attempt: read * 3, ..d.timeouts },
         }
     }
 }

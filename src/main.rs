@@ -26,8 +26,45 @@ fn main() -> std::process::ExitCode {
 /// Off EC2 the SDK's metadata lookup fails on every start; that warning says nothing useful.
 const DEFAULT_LOG_FILTER: &str = "info,aws_config::imds=error";
 
+/// The AWS SDK's crates. At debug they log the credentials they resolved (the access key id)
+/// and every request's endpoint resolution; they stay at info unless `RUST_LOG` names one of
+/// them (`RUST_LOG=debug,aws_smithy_runtime=debug`).
+const AWS_TARGETS: [&str; 18] = [
+    "aws_config",
+    "aws_credential_types",
+    "aws_runtime",
+    "aws_sdk_s3",
+    "aws_sdk_sts",
+    "aws_sigv4",
+    "aws_smithy_async",
+    "aws_smithy_checksums",
+    "aws_smithy_http",
+    "aws_smithy_http_client",
+    "aws_smithy_json",
+    "aws_smithy_observability",
+    "aws_smithy_query",
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_types",
+    "aws_smithy_xml",
+    "aws_types",
+];
+
+/// `RUST_LOG` (else the default) with the AWS SDK held at info unless it is asked for by name.
+fn log_filter(env: Option<&str>) -> String {
+    match env.filter(|e| !e.trim().is_empty()) {
+        None => DEFAULT_LOG_FILTER.to_string(),
+        Some(e) if e.contains("aws") => e.to_string(),
+        Some(e) => AWS_TARGETS.iter().fold(e.to_string(), |f, t| format!("{f},{t}=info")),
+    }
+}
+
 fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG_FILTER.into());
+    let wanted = std::env::var("RUST_LOG").ok();
+    let filter = tracing_subscriber::EnvFilter::try_new(log_filter(wanted.as_deref())).unwrap_or_else(|e| {
+        eprintln!("RUST_LOG: {e}; logging at the default ({DEFAULT_LOG_FILTER})");
+        DEFAULT_LOG_FILTER.into()
+    });
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();

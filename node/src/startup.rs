@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use stowage_engine::EngineOptions;
-use tracing::{error, info};
+use tracing::{error, info, Instrument};
 
 use crate::load::{self, LoadError};
 use crate::metrics;
@@ -107,7 +107,8 @@ async fn bring_up(
     let fetched = {
         let Ok(_slot) = gates.0.acquire().await else { return t };
         let began = Instant::now();
-        let r = load::fetch(&entry.spec, &fetcher).await;
+        // Retries are logged inside this span: with the model they are for.
+        let r = load::fetch(&entry.spec, &fetcher).instrument(tracing::warn_span!("fetch", model = %id)).await;
         t.info.fetch_seconds = began.elapsed().as_secs_f64();
         if r.as_ref().is_ok_and(|f| f.downloaded > 0) {
             t.download = Some((began, Instant::now()));

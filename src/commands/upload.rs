@@ -55,7 +55,7 @@ pub fn run(args: &UploadArgs) -> Result<()> {
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let done: Vec<(usize, String)> = runtime.block_on(async {
-        let client = s3::client(args.s3_endpoint.as_deref()).await;
+        let client = s3::client(args.s3_endpoint.as_deref(), s3::Timeouts::default()).await;
         if args.create_bucket {
             create_bucket(&client, &args.bucket).await?;
         }

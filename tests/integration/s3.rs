@@ -202,9 +202,53 @@ fn models_come_from_s3_and_a_restart_reuses_the_cache() {
     let no_sha: String = text.lines().filter(|l| !l.starts_with("sha256")).collect::<Vec<_>>().join("\n");
     let catalog = dir.path().join("no-sha.toml");
     std::fs::write(&catalog, no_sha).unwrap();
-    let mut node = serve(&catalog, &cache, "http://127.0.0.1:9", &["--fetch-retries", "0"]);
+    // With the default retries: one question to S3, not five retries, as the copy is at hand.
+    let started = Instant::now();
+    let mut node = serve(&catalog, &cache, "http://127.0.0.1:9", &[]);
     assert!(node.settled().iter().all(|m| m["state"] == "ready"), "{}", node.log());
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     assert!(node.log().contains("cannot confirm the cached copy with S3; using it"), "{}", node.log());
+    assert!(!node.log().contains("retrying"), "{}", node.log());
+}
+
+#[test]
+fn an_endpoint_that_never_answers_fails_its_models_in_bounded_time() {
+    let endpoint = black_hole();
+    let dir = tempfile::tempdir().unwrap();
+    run(stowage().args(["synth", "--count", "2", "--out"]).arg(dir.path()));
+    let text = std::fs::read_to_string(dir.path().join("models.toml")).unwrap();
+    let catalog = dir.path().join("hole.toml");
+    std::fs::write(
+        &catalog,
+        format!("{text}\n[[models]]\nid = \"far\"\nprofile = \"synth-tiny\"\nartifact = \"s3://models/far/model.onnx\"\npeak_rps = 1\n"),
+    )
+    .unwrap();
+    // Bound: (retries + 1) × the read timeout, plus the backoff: 2 × 1 s + 0.1 s here.
+    let args = [
+        "--fetch-retries",
+        "1",
+        "--fetch-backoff-ms",
+        "100",
+        "--s3-read-timeout-seconds",
+        "1",
+        "--ready-fraction",
+        "0.5",
+    ];
+    let started = Instant::now();
+    let mut node = serve(&catalog, &dir.path().join("cache"), &endpoint, &args);
+    let models = node.settled();
+    let took = started.elapsed();
+    let far = by_id(&models, "far");
+    assert_eq!(far["state"], "failed", "{far}");
+    assert!(far["error"].as_str().unwrap().contains("could not be reached"), "{far}");
+    assert!(took < Duration::from_secs(8), "failed after {took:?}, bound 2.1 s");
+    for local in ["tiny-0001", "tiny-0002"] {
+        assert_eq!(predict(&node.base, local).0, 200);
+    }
+    // Each retry is logged at WARN with its model and why.
+    let log = node.log();
+    let retry = log.lines().find(|l| l.contains("retrying")).unwrap_or_else(|| panic!("no retry logged:\n{log}"));
+    assert!(retry.contains("WARN") && retry.contains("model=far") && retry.contains("timeout"), "{retry}");
 }
 
 #[test]
@@ -366,6 +410,19 @@ fn access_denied_fails_the_model_at_once() {
     assert!(!node.log().contains("retrying"), "{}", node.log());
 }
 
+/// An endpoint that accepts connections and never says a word (held until the test ends).
+fn black_hole() -> String {
+    let hole = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", hole.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in hole.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    endpoint
+}
+
 /// Forwards connections from `listener` to `to`, both ways, until either side closes.
 fn forward(listener: TcpListener, to: u16) {
     std::thread::spawn(move || {
@@ -409,4 +466,28 @@ fn s3_down_at_start_is_retried_until_it_is_back() {
     }
     let log = node.log();
     assert!(log.contains("S3 request failed; retrying") && log.contains("cannot reach S3"), "{log}");
+}
+
+#[test]
+fn debug_logs_keep_the_access_key_id_out_unless_the_sdk_is_asked_for() {
+    let endpoint = black_hole();
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("s3.toml");
+    run(stowage().args(["synth", "--count", "1", "--out"]).arg(dir.path()));
+    let text = std::fs::read_to_string(dir.path().join("models.toml")).unwrap();
+    std::fs::write(&catalog, text.replace("tiny-0001/model.onnx", "s3://models/k/model.onnx")).unwrap();
+    let key = "AKIASTOWAGELOGTEST";
+    let log = |rust_log: &str| {
+        let mut cmd = stowage_s3();
+        cmd.env("AWS_ACCESS_KEY_ID", key).env("RUST_LOG", rust_log);
+        let args = ["--fetch-retries", "0", "--s3-read-timeout-seconds", "1"];
+        let mut node = serve_with(cmd, &catalog, &dir.path().join("cache"), &endpoint, &args);
+        node.settled();
+        node.log()
+    };
+    let debug = log("debug");
+    assert!(debug.contains("DEBUG"), "{debug}");
+    assert!(!debug.contains(key), "RUST_LOG=debug printed the access key id:\n{debug}");
+    // Asked for by name, the SDK's own debug lines are there (and with them the key).
+    assert!(log("debug,aws_smithy_runtime=debug").contains(key));
 }

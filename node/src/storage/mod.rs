@@ -153,6 +153,8 @@ pub struct FetchOptions {
     pub backoff: Duration,
     /// A download that receives nothing for this long is abandoned (and retried).
     pub stall_timeout: Duration,
+    /// Per request: connection, first byte of the answer, whole attempt.
+    pub timeouts: s3::Timeouts,
 }
 
 impl Default for FetchOptions {
@@ -162,7 +164,8 @@ impl Default for FetchOptions {
             endpoint: None,
             retries: DEFAULT_FETCH_RETRIES,
             backoff: Duration::from_millis(DEFAULT_FETCH_BACKOFF_MS),
-            stall_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(s3::DEFAULT_READ_TIMEOUT_SECONDS),
+            timeouts: s3::Timeouts::default(),
         }
     }
 }
@@ -207,7 +210,7 @@ impl Fetcher {
 
     /// The S3 client, built on first use (a node with only local models never needs credentials).
     pub async fn client(&self) -> &aws_sdk_s3::Client {
-        self.client.get_or_init(|| s3::client(self.opts.endpoint.as_deref())).await
+        self.client.get_or_init(|| s3::client(self.opts.endpoint.as_deref(), self.opts.timeouts)).await
     }
 
     /// Makes `source` a local file; `sha256` is the catalog's checksum of it, when it has one.
@@ -261,13 +264,14 @@ impl Fetcher {
     }
 
     /// Whether a cached copy may be used: its recorded checksum matches the catalog's; without
-    /// one, S3 still holds the same object (ETag and size). When S3 cannot be asked, a copy that
-    /// was checked when it was downloaded is used (and the log says so).
+    /// one, S3 still holds the same object (ETag and size). When S3 cannot be asked — one try, no
+    /// retries: the copy is at hand — the copy checked when it was downloaded is used (and the
+    /// log says so), so a node restarts from its cache while S3 is down.
     async fn reusable(&self, uri: &S3Uri, meta: &Meta, sha256: Option<&str>) -> Result<bool, StorageError> {
         if let Some(want) = sha256 {
             return Ok(meta.sha256.eq_ignore_ascii_case(want));
         }
-        let head = self.retrying(|| self.head(uri)).await;
+        let head = self.head(uri).await;
         match head {
             Ok((etag, size)) => Ok(etag == meta.etag && size == meta.size),
             Err(e) if e.is_transient() => {

@@ -101,14 +101,43 @@ impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
     }
 }
 
+/// How long one S3 request may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// To open the connection.
+    pub connect: Duration,
+    /// From sending the request to the first byte of the answer: an endpoint that accepts and
+    /// never answers fails here.
+    pub read: Duration,
+    /// One whole attempt until the answer's headers (the body is then read under the fetcher's
+    /// stall timeout).
+    pub attempt: Duration,
+}
+
+/// Default of `--s3-read-timeout-seconds`.
+pub const DEFAULT_READ_TIMEOUT_SECONDS: u64 = 10;
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        let read = Duration::from_secs(DEFAULT_READ_TIMEOUT_SECONDS);
+        Self { connect: Duration::from_secs(5), read, attempt: read * 3 }
+    }
+}
+
 /// A client for `endpoint` (else `AWS_ENDPOINT_URL`, else AWS). The SDK's own retries are off:
 /// callers retry whole transfers (a body cut off half-way is retried too) and log each attempt.
-pub async fn client(endpoint: Option<&str>) -> Client {
+pub async fn client(endpoint: Option<&str>, timeouts: Timeouts) -> Client {
     let region = RegionProviderChain::default_provider().or_else(Region::new("us-east-1"));
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(region)
         .retry_config(RetryConfig::disabled())
-        .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build());
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(timeouts.connect)
+                .read_timeout(timeouts.read)
+                .operation_attempt_timeout(timeouts.attempt)
+                .build(),
+        );
     if let Some(url) = endpoint {
         loader = loader.endpoint_url(url);
     }
