@@ -16,7 +16,7 @@ use stowage_planner::{
     Method, DEFAULT_EXACT_MAX_MODELS, DEFAULT_LNS_ITERATIONS, DEFAULT_SEED, DEFAULT_TIME_LIMIT_SECONDS,
 };
 
-use crate::http::state::DEFAULT_MAX_BODY_BYTES;
+use crate::http::state::{DEFAULT_BODY_TIMEOUT_MS, DEFAULT_MAX_BODY_BYTES};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -353,6 +353,17 @@ pub struct ServeArgs {
     /// Largest request body, in bytes; beyond, 413.
     #[arg(long, env = "STOWAGE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+
+    /// Longest a request body may take to arrive once the request's head has, in milliseconds;
+    /// beyond, 408 `body_timeout` and the connection is closed (slow or stalled clients).
+    #[arg(long, env = "STOWAGE_BODY_TIMEOUT_MS", default_value_t = DEFAULT_BODY_TIMEOUT_MS, value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..))]
+    pub body_timeout_ms: u64,
+
+    /// Most client connections the node holds open (default: what its open-file limit allows,
+    /// less a reserve for model files and S3); beyond, new connections wait to be accepted, so
+    /// that a flood of idle or slow connections never exhausts the process's file descriptors.
+    #[arg(long, env = "STOWAGE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 
     /// Most inputs in one request.
     #[arg(long, env = "STOWAGE_MAX_BATCH", default_value_t = DEFAULT_MAX_BATCH)]

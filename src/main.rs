@@ -26,6 +26,11 @@ fn main() -> std::process::ExitCode {
 /// Off EC2 the SDK's metadata lookup fails on every start; that warning says nothing useful.
 const DEFAULT_LOG_FILTER: &str = "info,aws_config::imds=error";
 
+/// Where actix-http reports a request it could not parse, at ERROR: anyone could flood the log
+/// (and trip alerts) with malformed requests. Counted in `stowage_malformed_requests_total`;
+/// logged only when `RUST_LOG` names `actix_http`.
+const MALFORMED_HTTP: &str = "actix_http::h1::dispatcher";
+
 /// The AWS SDK's crates. At debug they log the credentials they resolved (the access key id)
 /// and every request's endpoint resolution; they stay at info unless `RUST_LOG` names one of
 /// them (`RUST_LOG=debug,aws_smithy_runtime=debug`).
@@ -50,12 +55,26 @@ const AWS_TARGETS: [&str; 18] = [
     "aws_types",
 ];
 
-/// `RUST_LOG` (else the default) with the AWS SDK held at info unless it is asked for by name.
+/// `RUST_LOG` (else the default) with the AWS SDK held at info and malformed-request reports off,
+/// each unless `RUST_LOG` asks for it by name.
 fn log_filter(env: Option<&str>) -> String {
-    match env.filter(|e| !e.trim().is_empty()) {
-        None => DEFAULT_LOG_FILTER.to_string(),
-        Some(e) if e.contains("aws") => e.to_string(),
-        Some(e) => AWS_TARGETS.iter().fold(e.to_string(), |f, t| format!("{f},{t}=info")),
+    let wanted = env.filter(|e| !e.trim().is_empty()).unwrap_or(DEFAULT_LOG_FILTER);
+    let mut filter = wanted.to_string();
+    if !wanted.contains("aws_") {
+        filter = AWS_TARGETS.iter().fold(filter, |f, t| format!("{f},{t}=info"));
+    }
+    if !wanted.contains("actix_http") {
+        filter = format!("{filter},{MALFORMED_HTTP}=off");
+    }
+    filter
+}
+
+/// Counts what actix-http reports about requests it could not parse.
+struct MalformedHttp;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for MalformedHttp {
+    fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        metrics::counter!(stowage_node::metrics::MALFORMED).increment(1);
     }
 }
 
@@ -65,12 +84,13 @@ fn init_logging(json: bool) {
         eprintln!("RUST_LOG: {e}; logging at the default ({DEFAULT_LOG_FILTER})");
         DEFAULT_LOG_FILTER.into()
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if json { fmt.json().boxed() } else { fmt.boxed() };
+    let malformed = tracing_subscriber::filter::Targets::new().with_target(MALFORMED_HTTP, tracing::Level::ERROR);
+    tracing_subscriber::registry().with(fmt.with_filter(filter)).with(MalformedHttp.with_filter(malformed)).init();
     // A panic (an engine bug on an inference thread, which the node survives) is logged like
     // everything else, so that `--json-logs` collectors see it with its thread and place.
     std::panic::set_hook(Box::new(|info| {

@@ -24,6 +24,7 @@ pub const INFERENCE_BUSY: &str = "stowage_inference_threads_busy";
 pub const INFERENCE_BACKLOG: &str = "stowage_inference_backlog";
 pub const TOKENIZATION_DURATION: &str = "stowage_tokenization_duration_seconds";
 pub const BATCH_WAIT: &str = "stowage_batch_wait_seconds";
+pub const MALFORMED: &str = "stowage_malformed_requests_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -98,6 +99,11 @@ fn describe() {
         TOKENIZATION_DURATION,
         Unit::Seconds,
         "Tokenization (or the checks of given token ids) per request, on an inference thread"
+    );
+    describe_counter!(
+        MALFORMED,
+        Unit::Count,
+        "Requests the HTTP server could not parse (bad request line or headers), counted instead of logged"
     );
     describe_histogram!(
         BATCH_WAIT,

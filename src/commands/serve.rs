@@ -27,6 +27,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         host: args.host.clone(),
         port: args.port,
         workers: args.workers.unwrap_or_else(default_inference_threads),
+        max_connections: args.max_connections,
         specs,
         limits: Limits {
             concurrency: args.model_concurrency.unwrap_or(threads),
@@ -35,6 +36,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         },
         config: ServeConfig {
             max_body_bytes: args.max_body_bytes,
+            body_timeout: Duration::from_millis(args.body_timeout_ms),
             node: Config {
                 max_batch: args.max_batch,
                 ready_fraction: args.ready_fraction,

@@ -14,6 +14,7 @@ pub enum Code {
     MethodNotAllowed,
     UnknownModel,
     BodyTooLarge,
+    BodyTimeout,
     InvalidInput,
     QueueFull,
     QueueTimeout,
@@ -32,6 +33,7 @@ impl Code {
             Code::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
             Code::UnknownModel => (StatusCode::NOT_FOUND, "unknown_model", None),
             Code::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", None),
+            Code::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout", None),
             Code::InvalidInput => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", None),
             Code::QueueFull => (StatusCode::TOO_MANY_REQUESTS, "queue_full", Some(1)),
             Code::QueueTimeout => (StatusCode::SERVICE_UNAVAILABLE, "queue_timeout", Some(1)),
@@ -80,6 +82,10 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let (status, name, retry) = self.code.meta();
         let mut r = HttpResponse::build(status);
+        if self.code == Code::BodyTimeout {
+            // The rest of the body may never come: the connection cannot serve another request.
+            r.force_close();
+        }
         if let Some(s) = retry {
             r.insert_header((header::RETRY_AFTER, s.to_string()));
         }

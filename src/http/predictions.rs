@@ -103,14 +103,24 @@ pub async fn post(
         if declared.is_some_and(|n| n > limit) {
             return Err(too_large());
         }
-        let mut body = web::BytesMut::new();
-        while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|e| malformed(format!("cannot read the body: {e}")))?;
-            if body.len() + chunk.len() > limit {
-                return Err(too_large());
+        let read = async {
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| malformed(format!("cannot read the body: {e}")))?;
+                if body.len() + chunk.len() > limit {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
             }
-            body.extend_from_slice(&chunk);
-        }
+            Ok(body)
+        };
+        // The HTTP server's own timeout covers the request head only: a client that stalls
+        // mid-body would hold its connection, memory and the drain on shutdown for ever.
+        let deadline = state.config.body_timeout;
+        let body = tokio::time::timeout(deadline, read).await.map_err(|_| {
+            state.node.rejected(&id, "body_timeout");
+            ApiError::new(Code::BodyTimeout, format!("the body did not arrive within {} ms", deadline.as_millis()))
+        })??;
         predict(&state, &id, parse_body(&body)).await
     }
     .await;

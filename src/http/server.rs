@@ -22,6 +22,8 @@ pub struct ServeOptions {
     pub host: String,
     pub port: u16,
     pub workers: usize,
+    /// Client connections held open at most (default: from the open-file limit).
+    pub max_connections: Option<usize>,
     pub specs: Vec<ModelSpec>,
     pub limits: Limits,
     pub config: ServeConfig,
@@ -52,8 +54,14 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     let state = Arc::new(AppState::new(registry.clone(), opts.config).context("cannot start the inference threads")?);
     actix_web::rt::System::new().block_on(async move {
         let app_state = state.clone();
+        let workers = opts.workers.max(1);
+        let files = raise_open_file_limit();
+        let connections = opts.max_connections.unwrap_or_else(|| connection_budget(files, registry.len()));
+        info!(open_files = files, max_connections = connections, "connection limit");
         let server = HttpServer::new(move || App::new().configure(crate::http::configure(app_state.clone())))
-            .workers(opts.workers.max(1))
+            .workers(workers)
+            // actix counts per worker: split the node's budget over them.
+            .max_connections(connections.div_ceil(workers).max(1))
             .shutdown_timeout(opts.drain.as_secs().max(1))
             .disable_signals()
             .bind((opts.host.as_str(), opts.port))
@@ -94,6 +102,32 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         info!("stopped");
         Ok(())
     })
+}
+
+/// Raises the soft limit on open files to the hard limit (where the system lets it), and returns
+/// the soft limit in force.
+fn raise_open_file_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max.min(1 << 20), rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = raised.rlim_cur;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// Connections the node may hold with `files` open files: what is left after a reserve for its
+/// models' files, downloads, the engines and the process (64, and 4 per model), at least 16.
+fn connection_budget(files: u64, models: usize) -> usize {
+    let reserve = 64 + 4 * models as u64;
+    files.saturating_sub(reserve).clamp(16, 1 << 16) as usize
 }
 
 async fn wait_for_signal() {

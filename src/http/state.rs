@@ -1,6 +1,7 @@
 //! What every handler can reach: the node, the metrics handle, the HTTP settings.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use stowage_node::registry::Registry;
@@ -8,18 +9,26 @@ use stowage_node::{Config, Node};
 
 /// Default of `--max-body-bytes`.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+/// Default of `--body-timeout-ms`.
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 10_000;
 
 /// Settings of a serving node: the HTTP side's and the node's request path.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     /// Largest request body; beyond, 413.
     pub max_body_bytes: usize,
+    /// Longest a request body may take to arrive once its head has; beyond, 408.
+    pub body_timeout: Duration,
     pub node: Config,
 }
 
 impl Default for ServeConfig {
     fn default() -> Self {
-        Self { max_body_bytes: DEFAULT_MAX_BODY_BYTES, node: Config::default() }
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            body_timeout: Duration::from_millis(DEFAULT_BODY_TIMEOUT_MS),
+            node: Config::default(),
+        }
     }
 }
 

@@ -226,7 +226,11 @@ async fn embedding_models_answer_unit_vectors() {
 
 #[actix_web::test]
 async fn request_errors() {
-    let config = ServeConfig { max_body_bytes: 512, node: Config { max_batch: 4, ..Config::default() } };
+    let config = ServeConfig {
+        max_body_bytes: 512,
+        node: Config { max_batch: 4, ..Config::default() },
+        ..ServeConfig::default()
+    };
     let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 0, batch: 1 }, config, true).await;
     let app = app!(s);
     let cases: Vec<(test::TestRequest, u16, &str)> = vec![

@@ -1,0 +1,134 @@
+//! The node against clients that misbehave, on a real process over real sockets: bodies that
+//! stall half-way are cut at the body deadline while `/ping` answers every probe, a stalled body
+//! does not hold the SIGTERM drain, malformed requests are counted instead of logged as errors,
+//! and the open-file limit is raised to what the system allows.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::common::{free_port, run, stowage, wait_ok, Proc};
+
+struct Node {
+    proc: Proc,
+    port: u16,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn node(extra: &[&str]) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    run(stowage().args(["synth", "--count", "1", "--out"]).arg(dir.path()));
+    let port = free_port();
+    let log = dir.path().join("node.log");
+    let child = stowage()
+        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--catalog"])
+        .arg(dir.path().join("models.toml"))
+        .args(extra)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut proc = Proc(child);
+    wait_ok(&format!("http://127.0.0.1:{port}/ready"), &mut proc);
+    Node { proc, port, log, _dir: dir }
+}
+
+/// A connection that sent a request head promising 100 bytes of body, and 5 of them.
+fn stalled(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(
+        b"POST /predictions/tiny-0001 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"inp",
+    )
+    .unwrap();
+    s
+}
+
+/// What the node sent on `s` until it closed the connection (at most `within`).
+fn answer(s: &mut TcpStream, within: Duration) -> String {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn stalled_bodies_are_cut_at_the_deadline_while_ping_answers() {
+    let n = node(&["--body-timeout-ms", "1000"]);
+    let opened = Instant::now();
+    let mut held: Vec<TcpStream> = (0..300).map(|_| stalled(n.port)).collect();
+    // Probes meanwhile: every one answered, and fast.
+    let ping = format!("http://127.0.0.1:{}/ping", n.port);
+    let agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(1))).build().new_agent();
+    let mut probes = 0;
+    while opened.elapsed() < Duration::from_millis(1500) {
+        let r = agent.get(&ping).call();
+        assert!(
+            r.is_ok_and(|r| r.status() == 200),
+            "a probe failed {:?} after the stalled clients came",
+            opened.elapsed()
+        );
+        probes += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(probes >= 20, "{probes} probes");
+    // Each stalled client got 408 and its connection closed, within the deadline and a margin.
+    for s in &mut held {
+        let got = answer(s, Duration::from_secs(3));
+        assert!(got.starts_with("HTTP/1.1 408"), "{got:?}");
+        assert!(got.contains("body_timeout"), "{got}");
+    }
+    assert!(opened.elapsed() < Duration::from_secs(5), "{:?}", opened.elapsed());
+    let metrics = ureq::get(&format!("http://127.0.0.1:{}/metrics", n.port))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert!(metrics.contains(r#"stowage_rejected_total{model="tiny-0001",reason="body_timeout"} 300"#), "{metrics}");
+}
+
+#[test]
+fn a_stalled_body_does_not_hold_the_drain() {
+    let mut n = node(&["--body-timeout-ms", "1500", "--drain-seconds", "30"]);
+    let _held: Vec<TcpStream> = (0..5).map(|_| stalled(n.port)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let signalled = Instant::now();
+    assert_eq!(n.proc.terminate().code(), Some(0));
+    let took = signalled.elapsed();
+    assert!(took < Duration::from_secs(6), "the drain waited {took:?} for stalled bodies (deadline 1.5 s, drain 30 s)");
+}
+
+#[test]
+fn malformed_requests_are_counted_not_logged_as_errors() {
+    let n = node(&[]);
+    for garbage in [&b"GARBAGE \x00\x01 HTTP/9.9\r\n\r\n"[..], b"POST /ping HTTP/1.1\r\nContent-Length: abc\r\n\r\n"] {
+        let mut s = TcpStream::connect(("127.0.0.1", n.port)).unwrap();
+        s.write_all(garbage).unwrap();
+        let got = answer(&mut s, Duration::from_secs(3));
+        assert!(got.starts_with("HTTP/1.1 400"), "{got:?}");
+    }
+    let metrics = ureq::get(&format!("http://127.0.0.1:{}/metrics", n.port))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert!(metrics.contains("stowage_malformed_requests_total 2"), "{metrics}");
+    let log = std::fs::read_to_string(&n.log).unwrap();
+    assert!(!log.contains("ERROR"), "{log}");
+}
+
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    let n = node(&[]);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", n.proc.0.id())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let v: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(v[3], v[4], "soft limit not raised to the hard one: {line}");
+    let log = std::fs::read_to_string(&n.log).unwrap();
+    assert!(log.contains("connection limit") && log.contains("max_connections="), "{log}");
+}
