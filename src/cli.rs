@@ -247,9 +247,29 @@ pub struct ManifestsArgs {
     #[arg(long, env = "STOWAGE_INGRESS_HOST")]
     pub ingress_host: Option<String>,
 
-    /// IAM role for the ServiceAccount (EKS IRSA), for reading models from S3.
+    /// IAM role for the ServiceAccount (EKS IRSA), for reading models from S3. Without it the
+    /// pods mount no service-account token.
     #[arg(long, env = "STOWAGE_IRSA_ROLE_ARN")]
     pub irsa_role_arn: Option<String>,
+
+    /// Namespace of the ingress controller: its pods (and the nodes' own namespace's) are the
+    /// only ones the NetworkPolicy lets reach the nodes.
+    #[arg(long, env = "STOWAGE_INGRESS_NAMESPACE", default_value = "ingress-nginx")]
+    pub ingress_namespace: String,
+
+    /// Also let these CIDRs reach the nodes, comma-separated (an ALB with target-type ip comes
+    /// from the VPC's addresses).
+    #[arg(long, env = "STOWAGE_ALLOW_CIDRS", value_delimiter = ',')]
+    pub allow_cidrs: Vec<String>,
+
+    /// Write no NetworkPolicy (a cluster without a network plugin that enforces them).
+    #[arg(long, env = "STOWAGE_NO_NETWORK_POLICY")]
+    pub no_network_policy: bool,
+
+    /// The images carry the catalog's local model files at the paths it names: deploy a catalog
+    /// whose files are not in S3 anyway (else refused: a pod cannot read this machine's disk).
+    #[arg(long, env = "STOWAGE_MODELS_IN_IMAGE")]
+    pub models_in_image: bool,
 
     /// Seconds a node may take to drain on SIGTERM (terminationGracePeriodSeconds is this, the
     /// shutdown delay and 15 more).

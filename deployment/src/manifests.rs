@@ -20,7 +20,8 @@ use k8s_openapi::api::core::v1::{
     VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec,
+    HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule, IngressServiceBackend,
+    IngressSpec, NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
     ServiceBackendPort,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -58,6 +59,17 @@ pub struct ManifestOptions {
     pub startup_seconds: i32,
     /// With a value above `replicas`, a HorizontalPodAutoscaler per node scales its pods on CPU.
     pub hpa_max_replicas: Option<i32>,
+    /// Only these may reach the nodes' port (a NetworkPolicy): pods of the ingress controller's
+    /// namespace and of the nodes' own (a gateway, the load-test clients), and these CIDRs (an
+    /// ALB with `target-type: ip` comes from the VPC's). `None`: no NetworkPolicy.
+    pub network_policy: Option<NetworkAccess>,
+}
+
+/// Who may reach the nodes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkAccess {
+    pub ingress_namespace: String,
+    pub cidrs: Vec<String>,
 }
 
 /// One output file: its name under the output folder and its YAML documents.
@@ -216,8 +228,13 @@ fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deploy
         }),
         ..Default::default()
     };
+    // Models and tokenizers land in the cache: room for the node's models, with a margin for a
+    // download in flight; beyond, the kubelet evicts the pod instead of filling the node's disk.
+    let cache_limit = mib(models_mib * 1.5 + 1024.0);
     let pod = PodSpec {
         service_account_name: Some("stowage".into()),
+        // Nothing in the pod talks to the Kubernetes API: no token unless IRSA needs one.
+        automount_service_account_token: o.irsa_role_arn.is_none().then_some(false),
         node_selector: Some(BTreeMap::from([(
             "node.kubernetes.io/instance-type".to_string(),
             node.instance_type.clone(),
@@ -239,8 +256,8 @@ fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deploy
                 config_map: Some(ConfigMapVolumeSource { name: "stowage-plan".into(), ..Default::default() }),
                 ..Default::default()
             },
-            Volume { name: "cache".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
-            Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+            Volume { name: "cache".into(), empty_dir: Some(sized(cache_limit)), ..Default::default() },
+            Volume { name: "tmp".into(), empty_dir: Some(sized(mib(256.0))), ..Default::default() },
         ]),
         ..Default::default()
     };
@@ -354,6 +371,49 @@ fn ingress(plan: &Plan, o: &ManifestOptions) -> Ingress {
     }
 }
 
+fn sized(limit: Quantity) -> EmptyDirVolumeSource {
+    EmptyDirVolumeSource { size_limit: Some(limit), ..Default::default() }
+}
+
+/// Who may reach the nodes' port: the ingress controller's namespace, the nodes' own namespace,
+/// and the CIDRs given. Kubelet probes are not subject to it.
+fn network_policy(o: &ManifestOptions, access: &NetworkAccess) -> NetworkPolicy {
+    let namespace = |name: &str| NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([("kubernetes.io/metadata.name".to_string(), name.to_string())])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut from = vec![namespace(&access.ingress_namespace), namespace(&o.namespace)];
+    from.extend(access.cidrs.iter().map(|cidr| NetworkPolicyPeer {
+        ip_block: Some(IPBlock { cidr: cidr.clone(), except: None }),
+        ..Default::default()
+    }));
+    NetworkPolicy {
+        metadata: meta("stowage-nodes", Some(&o.namespace), None),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([
+                    ("app.kubernetes.io/name".to_string(), "stowage".to_string()),
+                    ("app.kubernetes.io/component".to_string(), "node".to_string()),
+                ])),
+                ..Default::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(from),
+                ports: Some(vec![NetworkPolicyPort {
+                    port: Some(IntOrString::Int(PORT)),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }]),
+            }]),
+            ..Default::default()
+        }),
+    }
+}
+
 /// Every file of the deployment, in a stable order; `plan_json` and `catalog_toml` are the files'
 /// own bytes (the ConfigMap carries them as they are).
 pub fn render(
@@ -386,6 +446,9 @@ pub fn render(
         ManifestFile { name: "configmap.yaml".into(), yaml: yaml(&[cm]) },
         ManifestFile { name: "ingress.yaml".into(), yaml: yaml(&[ingress(plan, o)]) },
     ];
+    if let Some(access) = &o.network_policy {
+        files.push(ManifestFile { name: "networkpolicy.yaml".into(), yaml: yaml(&[network_policy(o, access)]) });
+    }
     for n in &plan.nodes {
         let mut docs = vec![
             serde_yaml_ng::to_string(&deployment(n, catalog, o)).expect("serializes"),

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use stowage_core::{Catalog, Plan};
-use stowage_deployment::manifests::{render, ManifestOptions};
+use stowage_deployment::manifests::{render, ManifestOptions, NetworkAccess};
 
 fn opts() -> ManifestOptions {
     ManifestOptions {
@@ -20,6 +20,10 @@ fn opts() -> ManifestOptions {
         shutdown_delay_seconds: 5,
         startup_seconds: 600,
         hpa_max_replicas: None,
+        network_policy: Some(NetworkAccess {
+            ingress_namespace: "ingress-nginx".into(),
+            cidrs: vec!["10.0.0.0/16".into()],
+        }),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use anyhow::{ensure, Context, Result};
 use stowage_core::{is_dns_label, Plan};
-use stowage_deployment::manifests::{loadtest, render, LoadtestOptions, ManifestOptions};
+use stowage_deployment::manifests::{loadtest, render, LoadtestOptions, ManifestOptions, NetworkAccess};
 use stowage_deployment::targets::{targets, BaseUrls, Order};
 
 use crate::cli::ManifestsArgs;
@@ -16,6 +16,9 @@ pub fn run(args: &ManifestsArgs) -> Result<()> {
     let catalog = plan.catalog(&args.plan, args.catalog.as_deref())?;
     let catalog_toml =
         std::fs::read_to_string(&catalog.path).with_context(|| format!("cannot read {}", catalog.path.display()))?;
+    if !args.models_in_image {
+        refuse_local_files(&catalog, &plan)?;
+    }
     let image = |kind: &str, own: &Option<String>| {
         own.clone().or_else(|| args.image.clone()).unwrap_or_else(|| {
             let prefix = args.registry.as_deref().map(|r| format!("{}/", r.trim_end_matches('/'))).unwrap_or_default();
@@ -35,6 +38,10 @@ pub fn run(args: &ManifestsArgs) -> Result<()> {
         shutdown_delay_seconds: args.shutdown_delay_seconds,
         startup_seconds: args.startup_seconds,
         hpa_max_replicas: args.hpa_max_replicas,
+        network_policy: (!args.no_network_policy).then(|| NetworkAccess {
+            ingress_namespace: args.ingress_namespace.clone(),
+            cidrs: args.allow_cidrs.clone(),
+        }),
     };
     let mut files = render(&plan, &catalog, &plan_json, &catalog_toml, &opts);
     if let Some(clients) = args.loadtest_clients {
@@ -86,6 +93,31 @@ pub fn run(args: &ManifestsArgs) -> Result<()> {
         plan.model_count(),
         args.namespace,
         args.out.display()
+    );
+    Ok(())
+}
+
+/// A catalog whose model files are on this machine's disk cannot be served by pods: say so, with
+/// the first few, instead of deploying nodes whose every model fails.
+fn refuse_local_files(catalog: &stowage_core::Catalog, plan: &Plan) -> Result<()> {
+    let local: Vec<String> = plan
+        .nodes
+        .iter()
+        .flat_map(|n| &n.models)
+        .filter_map(|id| catalog.model(id))
+        .flat_map(|m| {
+            let files = [Some(&m.artifact), m.tokenizer.as_ref(), m.config.as_ref()];
+            files.into_iter().flatten().filter(|f| !f.starts_with("s3://")).map(move |f| format!("{} {f}", m.id))
+        })
+        .collect();
+    ensure!(
+        local.is_empty(),
+        "{}: {} model files are local paths (e.g. {}), which pods cannot read: upload them \
+         (stowage upload --catalog {} --bucket …) or, if the images carry them at these paths, pass --models-in-image",
+        catalog.path.display(),
+        local.len(),
+        local.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+        catalog.path.display()
     );
     Ok(())
 }

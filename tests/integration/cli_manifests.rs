@@ -22,7 +22,21 @@ fn planned() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
 fn manifests_for_all_three_families_validate() {
     let (dir, _, plan) = planned();
     let deploy = dir.path().join("deploy");
+    // The small catalog's files are local paths: refused, unless the images carry them.
+    let refused = stowage().arg("manifests").arg("--plan").arg(&plan).arg("--out").arg(&deploy).output().unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("are local paths")
+            && err.contains("models/shop-de/model.onnx")
+            && err.contains("--models-in-image"),
+        "{err}"
+    );
+    assert!(!deploy.exists(), "nothing written when refused");
     let out = run(stowage().arg("manifests").arg("--plan").arg(&plan).arg("--out").arg(&deploy).args([
+        "--models-in-image",
+        "--allow-cidrs",
+        "10.0.0.0/16",
         "--registry",
         "registry.example/team",
         "--tag",
@@ -45,15 +59,22 @@ fn manifests_for_all_three_families_validate() {
     assert_eq!(names.iter().filter(|n| n.starts_with("node-")).count(), 3, "{names:?}");
     let gpu = std::fs::read_to_string(deploy.join("node-g4dn-xlarge-000.yaml")).unwrap();
     assert!(gpu.contains("image: registry.example/team/stowage-gpu:v1"));
+    // No IRSA: no service-account token in the pods; the cache has a size limit.
+    assert!(gpu.contains("automountServiceAccountToken: false") && gpu.contains("sizeLimit:"), "{gpu}");
+    let policy = std::fs::read_to_string(deploy.join("networkpolicy.yaml")).unwrap();
+    assert!(
+        policy.contains("kubernetes.io/metadata.name: ingress-nginx") && policy.contains("cidr: 10.0.0.0/16"),
+        "{policy}"
+    );
 
     let yaml: Vec<_> = names.iter().filter(|n| *n != "kustomization.yaml").map(|n| deploy.join(n)).collect();
     match Command::new("kubernetes-validate").arg("--strict").args(["-k", "1.33"]).args(&yaml).output() {
         Ok(o) => {
             let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
             assert!(o.status.success(), "schema validation failed:\n{text}");
-            // Namespace, ServiceAccount, ConfigMap, Ingress, 3 × (Deployment, Service, PDB, HPA), and
-            // the load test's ConfigMap and Job.
-            assert_eq!(text.matches(" passed for resource ").count(), 18, "{text}");
+            // Namespace, ServiceAccount, ConfigMap, Ingress, NetworkPolicy, 3 × (Deployment, Service,
+            // PDB, HPA), and the load test's ConfigMap and Job.
+            assert_eq!(text.matches(" passed for resource ").count(), 19, "{text}");
         }
         Err(e) => {
             assert!(
@@ -71,7 +92,7 @@ fn manifests_for_all_three_families_validate() {
 
     // Re-running with a smaller plan removes the nodes that are gone.
     std::fs::write(deploy.join("node-old-000.yaml"), "stale").unwrap();
-    run(stowage().arg("manifests").arg("--plan").arg(&plan).arg("--out").arg(&deploy));
+    run(stowage().arg("manifests").arg("--models-in-image").arg("--plan").arg(&plan).arg("--out").arg(&deploy));
     assert!(!deploy.join("node-old-000.yaml").exists());
 }
 
