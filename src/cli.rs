@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use stowage_engine::{EngineOptions, DEFAULT_ORT_INTRA_THREADS};
-use stowage_node::predict::{DEFAULT_MAX_BATCH, DEFAULT_READY_FRACTION};
+use stowage_node::predict::{DEFAULT_MAX_BATCH, DEFAULT_READY_FRACTION, DEFAULT_REJECT_DELAY_MS};
 use stowage_node::registry::{DEFAULT_BATCH_INPUTS, DEFAULT_QUEUE_SIZE};
 use stowage_node::startup::{DEFAULT_FETCH_PARALLELISM, DEFAULT_LOAD_PARALLELISM};
 use stowage_node::storage::s3::{Timeouts, DEFAULT_READ_TIMEOUT_SECONDS};
@@ -362,6 +362,12 @@ pub struct ServeArgs {
     /// (model concurrency × batch inputs); beyond, 429 with Retry-After.
     #[arg(long, env = "STOWAGE_QUEUE_SIZE", default_value_t = DEFAULT_QUEUE_SIZE)]
     pub queue_size: usize,
+
+    /// How long a request turned away because its model's queue is full waits before it is told
+    /// so (429), in milliseconds: it costs no CPU, and it bounds the rate of clients that ignore
+    /// Retry-After to their connections ÷ this, so that a flood cannot take the model's cores.
+    #[arg(long, env = "STOWAGE_REJECT_DELAY_MS", default_value_t = DEFAULT_REJECT_DELAY_MS)]
+    pub reject_delay_ms: u64,
 
     /// Longest a request may wait for its model before it runs, in milliseconds (0: no limit);
     /// beyond, 503 `queue_timeout` with Retry-After, and it never runs. Clients that gave up

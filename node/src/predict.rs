@@ -17,6 +17,8 @@ use crate::request::{Answer, PredictError, Queued, Request};
 pub const DEFAULT_MAX_BATCH: usize = 32;
 /// Default of `--ready-fraction`: every model must be ready for `/ready`.
 pub const DEFAULT_READY_FRACTION: f64 = 1.0;
+/// Default of `--reject-delay-ms`.
+pub const DEFAULT_REJECT_DELAY_MS: u64 = 100;
 
 /// The inference threads a node starts without `--inference-threads`: one per CPU.
 pub fn default_inference_threads() -> usize {
@@ -34,6 +36,8 @@ pub struct Config {
     pub inference_threads: usize,
     /// Longest a request may wait for its model (admission and batch) before it runs.
     pub queue_timeout: Option<Duration>,
+    /// How long a request turned away for a full queue waits before it hears so (429).
+    pub reject_delay: Duration,
 }
 
 impl Default for Config {
@@ -43,6 +47,7 @@ impl Default for Config {
             ready_fraction: DEFAULT_READY_FRACTION,
             inference_threads: default_inference_threads(),
             queue_timeout: None,
+            reject_delay: Duration::from_millis(DEFAULT_REJECT_DELAY_MS),
         }
     }
 }
@@ -136,6 +141,11 @@ impl Node {
         };
         let Some((_permit, waited)) = entered else {
             metrics::rejected(id, "queue_full");
+            // Clients that ignore Retry-After come straight back: answered at once, a flood of
+            // them takes the cores the model needs (256 connections: 45,000 429s a second and
+            // under half the model's capacity left). A short wait, which costs no CPU, bounds
+            // their rate to connections ÷ delay.
+            tokio::time::sleep(self.config.reject_delay).await;
             return Err(PredictError::QueueFull(id.to_string()));
         };
         let admitted = Instant::now();

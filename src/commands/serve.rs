@@ -42,6 +42,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 ready_fraction: args.ready_fraction,
                 inference_threads: threads,
                 queue_timeout: (args.queue_timeout_ms > 0).then(|| Duration::from_millis(args.queue_timeout_ms)),
+                reject_delay: Duration::from_millis(args.reject_delay_ms),
             },
         },
         load: LoadOptions {

@@ -132,3 +132,19 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
     let log = std::fs::read_to_string(&n.log).unwrap();
     assert!(log.contains("connection limit") && log.contains("max_connections="), "{log}");
 }
+
+#[test]
+fn a_fuzzed_node_answers_everything_and_lives() {
+    // scripts/fuzz.py: mutated methods, paths, queries, JSON bodies and raw bytes over raw sockets.
+    let n = node(&["--body-timeout-ms", "2000"]);
+    let out = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fuzz.py"))
+        .args([format!("127.0.0.1:{}", n.port).as_str(), "tiny-0001", "1500", "3"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(report.contains("200: ") && report.contains("problems: 0"), "{report}");
+    let log = std::fs::read_to_string(&n.log).unwrap();
+    assert!(!log.contains("ERROR"), "{log}");
+}

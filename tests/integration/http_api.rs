@@ -327,9 +327,14 @@ async fn overload_answers_429_with_retry_after() {
     let app = app!(s);
     let entry = s.node.registry.get("tiny-0001").unwrap();
     let held = entry.admission.enter().await.unwrap();
+    let asked = std::time::Instant::now();
     let (status, body, retry) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
     assert_eq!((status, body["code"].as_str()), (429, Some("queue_full")));
     assert_eq!(retry.as_deref(), Some("1"));
+    // The refusal comes after --reject-delay-ms (100), so that clients deaf to Retry-After
+    // cannot spend the cores on refusals.
+    let waited = asked.elapsed();
+    assert!(waited >= std::time::Duration::from_millis(100), "{waited:?}");
     drop(held);
     let (status, _, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
     assert_eq!(status, 200);
