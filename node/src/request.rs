@@ -33,8 +33,17 @@ impl Request {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Prediction {
-    /// A classifier's answer: the best label, its probability, and every label's.
-    Class { label: String, score: f64, scores: BTreeMap<String, f64> },
+    /// A classifier's answer: the best label, its probability, and every label's; and, for the
+    /// tensor protocol (KServe v2), the probabilities and raw logits in label order.
+    Class {
+        label: String,
+        score: f64,
+        scores: BTreeMap<String, f64>,
+        #[serde(skip)]
+        probabilities: Vec<f64>,
+        #[serde(skip)]
+        logits: Vec<f32>,
+    },
     /// An embedding model's answer: mean-pooled over the attention mask, L2-normalized.
     Embedding { embedding: Vec<f32> },
 }

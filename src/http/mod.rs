@@ -9,6 +9,7 @@ pub mod models;
 pub mod predictions;
 pub mod server;
 pub mod state;
+pub mod v2;
 
 use std::sync::Arc;
 
@@ -35,6 +36,13 @@ pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(web::resource("/models").get(models::list).default_service(only("GET")))
             .service(web::resource("/models/{model_id}").get(models::one).default_service(only("GET")))
             .service(web::resource("/metrics").get(metrics::render).default_service(only("GET")))
+            // The Open Inference Protocol (KServe v2), for Triton and KServe clients.
+            .service(web::resource("/v2").get(v2::server_metadata).default_service(only("GET")))
+            .service(web::resource("/v2/health/live").get(v2::live).default_service(only("GET")))
+            .service(web::resource("/v2/health/ready").get(v2::ready).default_service(only("GET")))
+            .service(web::resource("/v2/models/{model_id}").get(v2::model_metadata).default_service(only("GET")))
+            .service(web::resource("/v2/models/{model_id}/ready").get(v2::model_ready).default_service(only("GET")))
+            .service(web::resource("/v2/models/{model_id}/infer").post(v2::infer).default_service(only("POST")))
             .default_service(web::to(no_such_route));
     }
 }
@@ -54,7 +62,7 @@ fn only(allow: &'static str) -> actix_web::Route {
 
 async fn no_such_route(req: HttpRequest) -> HttpResponse {
     let msg = format!(
-        "no route {} {}; the node serves /predictions/{{model_id}}, /ping, /ready, /models, /models/{{model_id}} and /metrics",
+        "no route {} {}; the node serves /predictions/{{model_id}}, /ping, /ready, /models, /models/{{model_id}}, /metrics and /v2 (KServe v2: /v2/health/…, /v2/models/{{model_id}}[/ready|/infer])",
         req.method(),
         req.path()
     );

@@ -12,6 +12,7 @@ mod e2e_nodes;
 mod exports;
 mod hardening;
 mod http_api;
+mod kserve;
 mod layers;
 mod local_runtime;
 mod s3;

@@ -1,0 +1,387 @@
+//! The Open Inference Protocol (KServe v2) over REST, so that Triton and KServe clients speak to a
+//! node as they do to any inference server (docs/http-api.md): server and model health and
+//! metadata, and `POST /v2/models/{id}/infer` with a BYTES input `text` (and `text_pair`) or the
+//! INT64 tensors `input_ids`, `attention_mask`, `token_type_ids`; outputs as FP32 tensors
+//! (`probabilities` and `logits`, or `embedding`), in JSON or in the binary tensor extension that
+//! `tritonclient` uses by default. Requests take the same path as `/predictions`: admission,
+//! queue, batching, metrics. Errors answer `{"error": "sentence"}` with the status of the error
+//! table.
+
+use std::time::Instant;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use stowage_engine::OutputKind;
+use stowage_node::{Answer, Prediction, Request};
+
+use crate::http::error::{ApiError, Code};
+use crate::http::state::AppState;
+
+/// The header that says how many bytes of the body are JSON, the rest being binary tensors.
+const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// An error as the protocol writes it: `{"error": "..."}`, with the status (and Retry-After) of
+/// the node's error table.
+fn v2_error(e: &ApiError) -> HttpResponse {
+    let mut r = e.error_response();
+    let body = json!({"error": e.message}).to_string();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.set_body(body).map_into_boxed_body()
+}
+
+fn malformed(msg: impl Into<String>) -> ApiError {
+    ApiError::new(Code::MalformedRequest, msg)
+}
+
+pub async fn server_metadata() -> HttpResponse {
+    HttpResponse::Ok()
+        .json(json!({"name": "stowage", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]}))
+}
+
+pub async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"live": true}))
+}
+
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let r = state.node.readiness();
+    if r.is_ready() {
+        HttpResponse::Ok().json(json!({"ready": true}))
+    } else {
+        let why = if r.leaving { "the node is shutting down" } else { "not every model is loaded yet" };
+        v2_error(&ApiError::new(if r.leaving { Code::ShuttingDown } else { Code::NotReady }, why))
+    }
+}
+
+pub async fn model_ready(state: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
+    match state.node.target(&id) {
+        Ok(_) => HttpResponse::Ok().json(json!({"name": id.as_str(), "ready": true})),
+        Err(e) => v2_error(&e.into()),
+    }
+}
+
+pub async fn model_metadata(state: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
+    let model = match state.node.target(&id) {
+        Ok(target) => target.model,
+        Err(e) => return v2_error(&e.into()),
+    };
+    let tensor = |name: &str, datatype: &str, shape: Value| json!({"name": name, "datatype": datatype, "shape": shape});
+    let mut inputs = vec![
+        tensor("text", "BYTES", json!([-1])),
+        tensor("text_pair", "BYTES", json!([-1])),
+        tensor("input_ids", "INT64", json!([-1, -1])),
+        tensor("attention_mask", "INT64", json!([-1, -1])),
+    ];
+    if model.signature.has_token_type_ids() {
+        inputs.push(tensor("token_type_ids", "INT64", json!([-1, -1])));
+    }
+    let width = |w: Option<usize>| w.map_or(-1, |w| w as i64);
+    let outputs = match model.signature.kind {
+        OutputKind::Logits => {
+            let labels = model.labels.len() as i64;
+            vec![tensor("probabilities", "FP32", json!([-1, labels])), tensor("logits", "FP32", json!([-1, labels]))]
+        }
+        OutputKind::LastHiddenState => {
+            vec![tensor("embedding", "FP32", json!([-1, width(model.signature.output_width)]))]
+        }
+    };
+    HttpResponse::Ok().json(json!({
+        "name": id.as_str(),
+        "versions": ["1"],
+        "platform": format!("{}_onnx", model.model.backend()),
+        "inputs": inputs,
+        "outputs": outputs,
+        "parameters": {"labels": model.labels, "max_length": model.text.max_length},
+    }))
+}
+
+#[derive(Deserialize)]
+struct InferRequest {
+    id: Option<String>,
+    #[serde(default)]
+    parameters: serde_json::Map<String, Value>,
+    inputs: Vec<InputTensor>,
+    outputs: Option<Vec<RequestedOutput>>,
+}
+
+#[derive(Deserialize)]
+struct InputTensor {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: serde_json::Map<String, Value>,
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct RequestedOutput {
+    name: String,
+    #[serde(default)]
+    parameters: serde_json::Map<String, Value>,
+}
+
+/// An input tensor's values, from its JSON `data` or its share of the binary part.
+enum Values {
+    Bytes(Vec<String>),
+    Int64(Vec<i64>),
+}
+
+fn input_values(t: &InputTensor, binary: &mut &[u8]) -> Result<Values, ApiError> {
+    let count: i64 = t.shape.iter().product();
+    let size = t.parameters.get("binary_data_size").and_then(Value::as_u64);
+    let values = match (t.datatype.as_str(), size) {
+        ("BYTES", Some(n)) => {
+            let mut raw = take(binary, n as usize, &t.name)?;
+            let mut out = Vec::new();
+            while !raw.is_empty() {
+                let len = u32::from_le_bytes(take(&mut raw, 4, &t.name)?.try_into().unwrap_or_default()) as usize;
+                let bytes = take(&mut raw, len, &t.name)?;
+                out.push(
+                    String::from_utf8(bytes.to_vec())
+                        .map_err(|_| malformed(format!("input {:?}: not UTF-8", t.name)))?,
+                );
+            }
+            Values::Bytes(out)
+        }
+        ("INT64", Some(n)) => {
+            let raw = take(binary, n as usize, &t.name)?;
+            Values::Int64(raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default())).collect())
+        }
+        ("BYTES", None) => {
+            let mut out = Vec::new();
+            flatten(t.data.as_ref().ok_or_else(|| malformed(format!("input {:?} has no data", t.name)))?, &mut |v| {
+                v.as_str().map(|s| out.push(s.to_string())).ok_or(())
+            })
+            .map_err(|_| malformed(format!("input {:?}: BYTES data must be strings", t.name)))?;
+            Values::Bytes(out)
+        }
+        ("INT64", None) => {
+            let mut out = Vec::new();
+            flatten(t.data.as_ref().ok_or_else(|| malformed(format!("input {:?} has no data", t.name)))?, &mut |v| {
+                v.as_i64().map(|i| out.push(i)).ok_or(())
+            })
+            .map_err(|_| malformed(format!("input {:?}: INT64 data must be integers", t.name)))?;
+            Values::Int64(out)
+        }
+        (other, _) => {
+            return Err(malformed(format!(
+                "input {:?} has datatype {other}; text inputs are BYTES, token inputs INT64",
+                t.name
+            )))
+        }
+    };
+    let len = match &values {
+        Values::Bytes(v) => v.len(),
+        Values::Int64(v) => v.len(),
+    };
+    if count < 0 || len as i64 != count {
+        return Err(malformed(format!("input {:?}: shape {:?} holds {count} values, the data {len}", t.name, t.shape)));
+    }
+    Ok(values)
+}
+
+/// The next `n` bytes of `buf`.
+fn take<'a>(buf: &mut &'a [u8], n: usize, name: &str) -> Result<&'a [u8], ApiError> {
+    if buf.len() < n {
+        return Err(malformed(format!("input {name:?}: the binary data is shorter than its binary_data_size")));
+    }
+    let (head, rest) = buf.split_at(n);
+    *buf = rest;
+    Ok(head)
+}
+
+/// Calls `f` on every leaf of a (possibly nested) JSON array.
+fn flatten(v: &Value, f: &mut impl FnMut(&Value) -> Result<(), ()>) -> Result<(), ()> {
+    match v {
+        Value::Array(items) => items.iter().try_for_each(|i| flatten(i, f)),
+        leaf => f(leaf),
+    }
+}
+
+/// An inference request → the node's request (checked against the protocol, not yet the model).
+fn to_request(req: &InferRequest, binary: &[u8]) -> Result<Request, ApiError> {
+    let mut binary = binary;
+    let mut texts = None;
+    let mut pairs = None;
+    let mut tokens: [Option<(Vec<i64>, Vec<i64>)>; 3] = [None, None, None];
+    for t in &req.inputs {
+        let values = input_values(t, &mut binary)?;
+        let wrong = || {
+            malformed(format!(
+                "input {:?} must be {}",
+                t.name,
+                if t.name.starts_with("text") { "BYTES" } else { "INT64" }
+            ))
+        };
+        match (t.name.as_str(), values) {
+            ("text", Values::Bytes(v)) => texts = Some(v),
+            ("text_pair", Values::Bytes(v)) => pairs = Some(v),
+            (name @ ("input_ids" | "attention_mask" | "token_type_ids"), Values::Int64(v)) => {
+                if t.shape.len() != 2 {
+                    return Err(malformed(format!("input {name:?} must have shape [batch, sequence]")));
+                }
+                let i = ["input_ids", "attention_mask", "token_type_ids"].iter().position(|n| *n == name).unwrap_or(0);
+                tokens[i] = Some((t.shape.clone(), v));
+            }
+            ("text" | "text_pair" | "input_ids" | "attention_mask" | "token_type_ids", _) => return Err(wrong()),
+            (other, _) => {
+                return Err(malformed(format!(
+                "unknown input {other:?}: give \"text\" (and \"text_pair\"), or \"input_ids\" and \"attention_mask\""
+            )))
+            }
+        }
+    }
+    let rows = |(shape, data): (Vec<i64>, Vec<i64>)| -> Vec<Vec<i64>> {
+        let width = shape[1].max(1) as usize;
+        data.chunks(width).map(<[i64]>::to_vec).collect()
+    };
+    let [ids, mask, types] = tokens;
+    match (texts, ids) {
+        (Some(_), Some(_)) => Err(malformed("give either \"text\" or \"input_ids\", not both")),
+        (Some(texts), None) => {
+            let truncate = req.parameters.get("truncate").and_then(Value::as_bool).unwrap_or(true);
+            Ok(Request::Texts { texts, pairs, truncate })
+        }
+        (None, Some(ids)) => {
+            let mask = mask.ok_or_else(|| malformed("\"input_ids\" needs \"attention_mask\""))?;
+            Ok(Request::Tokens { input_ids: rows(ids), attention_mask: rows(mask), token_type_ids: types.map(rows) })
+        }
+        (None, None) => Err(malformed("the request needs an input \"text\" (BYTES) or \"input_ids\" (INT64)")),
+    }
+}
+
+pub async fn infer(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    http: HttpRequest,
+    mut payload: web::Payload,
+) -> HttpResponse {
+    let started = Instant::now();
+    let limit = state.config.max_body_bytes;
+    let result = async {
+        let mut body = web::BytesMut::new();
+        let read = async {
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| malformed(format!("cannot read the body: {e}")))?;
+                if body.len() + chunk.len() > limit {
+                    state.node.rejected(&id, "too_large");
+                    return Err(ApiError::new(Code::BodyTooLarge, format!("the body is over the {limit}-byte limit")));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(())
+        };
+        tokio::time::timeout(state.config.body_timeout, read).await.map_err(|_| {
+            state.node.rejected(&id, "body_timeout");
+            ApiError::new(Code::BodyTimeout, "the body did not arrive in time")
+        })??;
+        let target = state.node.target(&id)?;
+        let json_len = match http.headers().get(HEADER_LENGTH) {
+            Some(v) => {
+                v.to_str().ok().and_then(|v| v.parse::<usize>().ok()).filter(|&n| n <= body.len()).ok_or_else(|| {
+                    malformed(format!("{HEADER_LENGTH} must be the length of the JSON part of the body"))
+                })?
+            }
+            None => body.len(),
+        };
+        let (head, binary) = body.split_at(json_len);
+        let req: InferRequest =
+            serde_json::from_slice(head).map_err(|e| malformed(format!("invalid inference request: {e}")))?;
+        let answer = state.node.predict(&target, to_request(&req, binary)?).await?;
+        Ok::<_, ApiError>((req, answer, target.model.signature.kind))
+    }
+    .await;
+    let response = match result {
+        Ok((req, answer, kind)) => render(&id, &req, &answer, kind),
+        Err(e) => {
+            if e.code == Code::InferenceFailed {
+                tracing::error!(model = id.as_str(), error = %e, "inference failed");
+            }
+            v2_error(&e)
+        }
+    };
+    state.node.record(&id, response.status().as_u16(), started.elapsed().as_secs_f64());
+    response
+}
+
+/// The answer as output tensors, in JSON or, for outputs asked for so, in the binary extension.
+fn render(id: &str, req: &InferRequest, answer: &Answer, kind: OutputKind) -> HttpResponse {
+    let n = answer.predictions.len();
+    let mut tensors: Vec<(&str, Vec<f32>, usize)> = Vec::new();
+    match kind {
+        OutputKind::Logits => {
+            let (mut p, mut l, mut width) = (Vec::new(), Vec::new(), 0);
+            for pred in &answer.predictions {
+                if let Prediction::Class { probabilities, logits, .. } = pred {
+                    width = probabilities.len();
+                    p.extend(probabilities.iter().map(|&v| v as f32));
+                    l.extend_from_slice(logits);
+                }
+            }
+            tensors.push(("probabilities", p, width));
+            tensors.push(("logits", l, width));
+        }
+        OutputKind::LastHiddenState => {
+            let (mut e, mut width) = (Vec::new(), 0);
+            for pred in &answer.predictions {
+                if let Prediction::Embedding { embedding } = pred {
+                    width = embedding.len();
+                    e.extend_from_slice(embedding);
+                }
+            }
+            tensors.push(("embedding", e, width));
+        }
+    }
+    let all_binary = req.parameters.get("binary_data_output").and_then(Value::as_bool).unwrap_or(false);
+    let wanted: Vec<(&str, bool)> = match &req.outputs {
+        Some(outputs) => outputs
+            .iter()
+            .filter_map(|o| {
+                let binary = o.parameters.get("binary_data").and_then(Value::as_bool).unwrap_or(all_binary);
+                tensors.iter().find(|t| t.0 == o.name).map(|t| (t.0, binary))
+            })
+            .collect(),
+        None => tensors.iter().map(|t| (t.0, all_binary)).collect(),
+    };
+    if let Some(o) = req.outputs.iter().flatten().find(|o| !tensors.iter().any(|t| t.0 == o.name)) {
+        let names: Vec<&str> = tensors.iter().map(|t| t.0).collect();
+        return v2_error(&ApiError::new(
+            Code::InvalidInput,
+            format!("model {id:?} has no output {:?} (it has {})", o.name, names.join(", ")),
+        ));
+    }
+    let mut raw = Vec::new();
+    let outputs: Vec<Value> = wanted
+        .iter()
+        .filter_map(|(name, binary)| tensors.iter().find(|t| t.0 == *name).map(|t| (t, *binary)))
+        .map(|((name, data, width), binary)| {
+            let shape = json!([n, width]);
+            if binary {
+                let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let size = bytes.len();
+                raw.extend(bytes);
+                json!({"name": name, "datatype": "FP32", "shape": shape, "parameters": {"binary_data_size": size}})
+            } else {
+                json!({"name": name, "datatype": "FP32", "shape": shape, "data": data})
+            }
+        })
+        .collect();
+    let mut body = json!({"model_name": id, "model_version": "1", "outputs": outputs});
+    if let Some(rid) = &req.id {
+        body["id"] = json!(rid);
+    }
+    if raw.is_empty() {
+        return HttpResponse::Ok().json(body);
+    }
+    let head = body.to_string();
+    let len = head.len();
+    let mut bytes = head.into_bytes();
+    bytes.extend(raw);
+    HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header((HEADER_LENGTH, len.to_string()))
+        .body(bytes)
+}
