@@ -2,7 +2,9 @@
 # Deploys a plan.
 #   scripts/deploy.sh [--runtime local|kubernetes] [--out DIR] [-- EXTRA FLAGS] PLAN
 # local (default): one `stowage serve` per node of the plan on free 127.0.0.1 ports, waits until
-#   every node is ready, and writes DIR/routes.json (model id → node URL) for the load tests.
+#   every node is ready, writes DIR/routes.json (model id → node URL) for the load tests, and
+#   starts one `stowage gateway` in front of them (every model at one address, written to
+#   DIR/gateway.url; it re-reads routes.json when it changes).
 # kubernetes: `stowage manifests` into DIR/manifests, then `kubectl apply -k`; routes.json holds
 #   the in-cluster URLs http://<node>.<namespace>.svc.cluster.local:8080.
 # EXTRA FLAGS go to `stowage serve` (local) or `stowage manifests` (kubernetes).
@@ -64,7 +66,21 @@ plan = json.load(open(sys.argv[1]))
 url = dict(line.split("\t")[0::2] for line in open(sys.argv[2]).read().split("\n") if line)
 print(json.dumps({m: url[n["id"]] for n in plan["nodes"] for m in n["models"]}, indent=1, sort_keys=True))
 PY
-    echo "deploy: $(wc -l < "$out/nodes.tsv") nodes ready; routes in $out/routes.json; logs in $out/logs/"
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    setsid "$stowage" gateway --routes "$out/routes.json" --host 127.0.0.1 --port "$port" \
+      > "$out/logs/gateway.log" 2>&1 < /dev/null &
+    echo "$!" > "$out/gateway.pid"
+    until curl -sf "http://127.0.0.1:$port/ready" > /dev/null; do
+      if ! kill -0 "$(cat "$out/gateway.pid")" 2> /dev/null || ((SECONDS > deadline)); then
+        echo "deploy: the gateway did not start; its log:" >&2
+        tail -n 20 "$out/logs/gateway.log" >&2
+        scripts/stop.sh --out "$out" >&2
+        exit 1
+      fi
+      sleep 0.2
+    done
+    echo "http://127.0.0.1:$port" > "$out/gateway.url"
+    echo "deploy: $(wc -l < "$out/nodes.tsv") nodes ready; routes in $out/routes.json; every model at $(cat "$out/gateway.url") (gateway); logs in $out/logs/"
     ;;
   kubernetes)
     echo kubernetes > "$out/runtime"

@@ -10,6 +10,13 @@ runtime=$(cat "$out/runtime" 2> /dev/null || echo none)
 case "$runtime" in
   local)
     [ -f "$out/nodes.tsv" ] || { echo "stop: nothing runs from $out"; exit 0; }
+    if [ -f "$out/gateway.pid" ]; then
+      gateway=$(cat "$out/gateway.pid")
+      kill -TERM "$gateway" 2> /dev/null || true
+      for _ in $(seq 100); do kill -0 "$gateway" 2> /dev/null || break; sleep 0.1; done
+      kill -KILL "$gateway" 2> /dev/null || true
+      rm -f "$out/gateway.pid" "$out/gateway.url"
+    fi
     while IFS=$'\t' read -r _ pid _; do kill -TERM "$pid" 2> /dev/null || true; done < "$out/nodes.tsv"
     deadline=$((SECONDS + ${STOWAGE_STOP_TIMEOUT:-40}))
     while IFS=$'\t' read -r node pid _; do

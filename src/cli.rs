@@ -41,6 +41,8 @@ pub enum Command {
     Synth(SynthArgs),
     /// Run one node: load its models and answer /predictions/<model_id>.
     Serve(ServeArgs),
+    /// Serve every model of a plan at one address: forward each request to its model's node.
+    Gateway(GatewayArgs),
     /// Write Kubernetes manifests for a plan (kubectl apply -k OUT).
     Manifests(ManifestsArgs),
     /// Write load-test targets for a plan (vegeta JSON lines) to stdout.
@@ -310,6 +312,54 @@ pub struct ManifestsArgs {
     /// Image with vegeta for the load-test clients.
     #[arg(long, env = "STOWAGE_LOADTEST_IMAGE", default_value = "peterevans/vegeta:6.9.1")]
     pub loadtest_image: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GatewayArgs {
+    /// Plan whose models to route (each to its node's URL, from --node-url).
+    #[arg(long, env = "STOWAGE_PLAN", conflicts_with = "routes", required_unless_present = "routes")]
+    pub plan: Option<PathBuf>,
+
+    /// Route map from scripts/deploy.sh (model id → node URL), instead of a plan.
+    #[arg(long, env = "STOWAGE_ROUTES")]
+    pub routes: Option<PathBuf>,
+
+    /// URL of a node, with {node} and {namespace} filled in (the in-cluster Service by default).
+    #[arg(long, env = "STOWAGE_NODE_URL", default_value = crate::gateway::routes::DEFAULT_NODE_URL)]
+    pub node_url: String,
+
+    /// Namespace for {namespace} in --node-url.
+    #[arg(long, env = "STOWAGE_NAMESPACE", default_value = "stowage")]
+    pub namespace: String,
+
+    /// Address to listen on.
+    #[arg(long, env = "STOWAGE_HOST", default_value = "0.0.0.0")]
+    pub host: String,
+
+    /// Port to listen on (0 picks a free one; the log says which).
+    #[arg(long, env = "STOWAGE_PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// HTTP worker threads (default: the number of CPUs).
+    #[arg(long, env = "STOWAGE_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Longest a node may take to answer a forwarded request, in milliseconds; beyond, 504.
+    #[arg(long, env = "STOWAGE_UPSTREAM_TIMEOUT_MS", default_value_t = crate::gateway::DEFAULT_UPSTREAM_TIMEOUT_MS)]
+    pub upstream_timeout_ms: u64,
+
+    /// How often the plan or route map is checked for changes, in milliseconds (a changed file
+    /// that can be used replaces the routes; one that cannot changes nothing).
+    #[arg(long, env = "STOWAGE_RELOAD_INTERVAL_MS", default_value_t = crate::gateway::DEFAULT_RELOAD_INTERVAL_MS)]
+    pub reload_interval_ms: u64,
+
+    /// Largest request body, in bytes; beyond, 413.
+    #[arg(long, env = "STOWAGE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+
+    /// Longest a request body may take to arrive, in milliseconds; beyond, 408.
+    #[arg(long, env = "STOWAGE_BODY_TIMEOUT_MS", default_value_t = DEFAULT_BODY_TIMEOUT_MS)]
+    pub body_timeout_ms: u64,
 }
 
 #[derive(Debug, clap::Args)]

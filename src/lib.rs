@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod gateway;
 pub mod http;
 
 pub use stowage_synth as synth;

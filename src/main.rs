@@ -8,6 +8,7 @@ fn main() -> std::process::ExitCode {
         Command::Plan(args) => stowage::commands::plan::run(args),
         Command::Synth(args) => stowage::commands::synth::run(args),
         Command::Serve(args) => stowage::commands::serve::run(args),
+        Command::Gateway(args) => stowage::commands::gateway::run(args),
         Command::Manifests(args) => stowage::commands::manifests::run(args),
         Command::Targets(args) => stowage::commands::targets::run(args),
         Command::Upload(args) => stowage::commands::upload::run(args),

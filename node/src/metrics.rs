@@ -25,6 +25,9 @@ pub const INFERENCE_BACKLOG: &str = "stowage_inference_backlog";
 pub const TOKENIZATION_DURATION: &str = "stowage_tokenization_duration_seconds";
 pub const BATCH_WAIT: &str = "stowage_batch_wait_seconds";
 pub const MALFORMED: &str = "stowage_malformed_requests_total";
+pub const GATEWAY_REQUESTS: &str = "stowage_gateway_requests_total";
+pub const GATEWAY_UPSTREAM_DURATION: &str = "stowage_gateway_upstream_duration_seconds";
+pub const GATEWAY_UPSTREAM_ERRORS: &str = "stowage_gateway_upstream_errors_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -104,6 +107,17 @@ fn describe() {
         MALFORMED,
         Unit::Count,
         "Requests the HTTP server could not parse (bad request line or headers), counted instead of logged"
+    );
+    describe_counter!(GATEWAY_REQUESTS, Unit::Count, "Requests the gateway answered, by HTTP status code");
+    describe_histogram!(
+        GATEWAY_UPSTREAM_DURATION,
+        Unit::Seconds,
+        "Gateway: from sending a request to a node until its whole answer came back, per node"
+    );
+    describe_counter!(
+        GATEWAY_UPSTREAM_ERRORS,
+        Unit::Count,
+        "Gateway: requests a node did not answer, per node and kind (connect, timeout, send, body)"
     );
     describe_histogram!(
         BATCH_WAIT,

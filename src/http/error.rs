@@ -22,6 +22,10 @@ pub enum Code {
     ModelFailed,
     ShuttingDown,
     InferenceFailed,
+    /// The gateway cannot reach the model's node.
+    NodeUnavailable,
+    /// The model's node took longer than the gateway waits.
+    UpstreamTimeout,
 }
 
 impl Code {
@@ -41,6 +45,8 @@ impl Code {
             Code::ModelFailed => (StatusCode::SERVICE_UNAVAILABLE, "model_failed", Some(60)),
             Code::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down", Some(5)),
             Code::InferenceFailed => (StatusCode::INTERNAL_SERVER_ERROR, "inference_failed", None),
+            Code::NodeUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "node_unavailable", Some(1)),
+            Code::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", None),
         }
     }
 }

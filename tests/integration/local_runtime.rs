@@ -47,6 +47,16 @@ fn deploy_local_predict_every_model_and_stop() {
         let body: serde_json::Value = r.body_mut().read_json().unwrap();
         assert_eq!(body["model"], model.as_str(), "{body}");
     }
+    // The gateway: every model at one address.
+    let gateway = std::fs::read_to_string(out.join("gateway.url")).unwrap().trim().to_string();
+    let gateway_pid = std::fs::read_to_string(out.join("gateway.pid")).unwrap().trim().to_string();
+    for model in routes.keys() {
+        let mut r = ureq::post(&format!("{gateway}/predictions/{model}"))
+            .send_json(serde_json::json!({"inputs": "thanks for the fast delivery"}))
+            .unwrap();
+        let body: serde_json::Value = r.body_mut().read_json().unwrap();
+        assert_eq!(body["model"], model.as_str(), "{body}");
+    }
     let status = run(Command::new(Path::new(ROOT).join("scripts/status.sh")).arg("--out").arg(&out));
     assert_eq!(status.matches("\"status\":\"ready\"").count(), 3, "{status}");
 
@@ -74,8 +84,10 @@ fn deploy_local_predict_every_model_and_stop() {
     for pid in &pids {
         assert!(!alive(pid), "node pid {pid} still runs after stop.sh");
     }
+    assert!(!alive(&gateway_pid), "the gateway still runs after stop.sh");
+    assert!(!out.join("gateway.url").exists());
     let logs = std::fs::read_dir(out.join("logs")).unwrap().count();
-    assert_eq!(logs, 3);
+    assert_eq!(logs, 4, "three nodes and the gateway");
     // Nothing left to stop.
     assert!(run(Command::new(Path::new(ROOT).join("scripts/stop.sh")).arg("--out").arg(&out)).contains("nothing"));
 }

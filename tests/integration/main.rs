@@ -10,6 +10,7 @@ mod conformance;
 mod dockerfiles;
 mod e2e_nodes;
 mod exports;
+mod gateway;
 mod hardening;
 mod http_api;
 mod kserve;

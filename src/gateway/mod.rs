@@ -1,0 +1,128 @@
+//! `stowage gateway`: one address for every model of a plan. A stateless HTTP proxy: it finds the
+//! node of a request's model in its route table (`routes.rs`) and forwards the request there on
+//! pooled keep-alive connections (awc), answering 404 for a model no node has and 503 when its
+//! node cannot be reached; `/predictions/…` and the KServe v2 model routes pass through, the
+//! health, readiness and metrics routes are its own. Any number of gateways can run side by side.
+
+pub mod proxy;
+pub mod routes;
+
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::{Context, Result};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tracing::info;
+
+use self::routes::{Source, Table};
+
+/// Default of `--upstream-timeout-ms`.
+pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 30_000;
+/// Default of `--reload-interval-ms`.
+pub const DEFAULT_RELOAD_INTERVAL_MS: u64 = 1_000;
+
+/// Everything `stowage gateway` needs.
+pub struct GatewayOptions {
+    pub host: String,
+    pub port: u16,
+    pub workers: usize,
+    pub source: Source,
+    pub upstream_timeout: Duration,
+    pub reload_every: Duration,
+    pub max_body_bytes: usize,
+    pub body_timeout: Duration,
+}
+
+/// What the gateway's handlers share.
+pub struct GatewayState {
+    pub routes: Arc<Table>,
+    pub metrics: PrometheusHandle,
+    pub upstream_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub body_timeout: Duration,
+}
+
+/// Mounts the gateway's routes; used by `run` and by in-process tests.
+pub fn configure(state: Arc<GatewayState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        let timeout = state.upstream_timeout;
+        cfg.app_data(web::Data::from(state))
+            // One client per worker: its connection pool is the worker's.
+            .app_data(web::Data::new(awc::Client::builder().timeout(timeout).disable_redirects().finish()))
+            .service(web::resource("/ping").get(ping).head(ping))
+            .service(web::resource("/ready").get(ready).head(ready))
+            .service(web::resource("/metrics").get(metrics))
+            .service(web::resource("/models").get(models))
+            .service(web::resource("/v2").get(server_metadata))
+            .service(web::resource("/v2/health/live").get(ping))
+            .service(web::resource("/v2/health/ready").get(ready))
+            .service(web::resource("/predictions/{model_id}").to(proxy::forward))
+            .service(web::resource("/v2/models/{model_id}").to(proxy::forward))
+            .service(web::resource("/v2/models/{model_id}/{action}").to(proxy::forward))
+            .default_service(web::to(proxy::no_such_route));
+    }
+}
+
+async fn ping() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "Healthy"}))
+}
+
+/// Ready when it has routes: whether a node answers is for the node's own readiness to say.
+async fn ready(state: web::Data<GatewayState>) -> HttpResponse {
+    let models = state.routes.get().models.len();
+    if models > 0 {
+        HttpResponse::Ok().json(json!({"status": "ready", "models": models}))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("retry-after", "5"))
+            .json(json!({"error": "the gateway has no routes", "code": "not_ready"}))
+    }
+}
+
+async fn metrics(state: web::Data<GatewayState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(state.metrics.render())
+}
+
+/// Every model the gateway routes, with its node and that node's URL.
+async fn models(state: web::Data<GatewayState>) -> HttpResponse {
+    let routes = state.routes.get();
+    let mut list: Vec<_> = routes.models.iter().collect();
+    list.sort_by(|a, b| a.0.cmp(b.0));
+    let models: Vec<_> = list.iter().map(|(m, up)| json!({"id": m, "node": up.node, "url": up.base})).collect();
+    HttpResponse::Ok().json(json!({"models": models}))
+}
+
+async fn server_metadata() -> HttpResponse {
+    HttpResponse::Ok()
+        .json(json!({"name": "stowage", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]}))
+}
+
+pub fn run(opts: GatewayOptions) -> Result<()> {
+    let table = Table::new(opts.source.clone()).context("the gateway needs routes to start")?;
+    table.watch(opts.reload_every).context("cannot start the route watcher")?;
+    let state = Arc::new(GatewayState {
+        routes: table.clone(),
+        metrics: stowage_node::metrics::install(),
+        upstream_timeout: opts.upstream_timeout,
+        max_body_bytes: opts.max_body_bytes,
+        body_timeout: opts.body_timeout,
+    });
+    let addr = (opts.host.as_str(), opts.port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {}:{}", opts.host, opts.port))?
+        .next()
+        .with_context(|| format!("no address for {}", opts.host))?;
+    actix_web::rt::System::new().block_on(async move {
+        let server = HttpServer::new(move || App::new().configure(configure(state.clone())))
+            .workers(opts.workers.max(1))
+            .bind(addr)
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        for addr in server.addrs() {
+            info!(%addr, models = table.get().models.len(), "gateway listening");
+        }
+        server.run().await.context("gateway failed")
+    })
+}

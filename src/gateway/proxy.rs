@@ -1,0 +1,158 @@
+//! Forwarding one request to the node of its model: method, path, query, headers (less the
+//! hop-by-hop ones) and body go as they came, the node's answer comes back as it is. A request
+//! whose connection could not even be opened is tried once more (it was never sent); one that
+//! was sent is never repeated. Errors are the nodes' JSON errors: 404 `unknown_model`, 503
+//! `node_unavailable`, 504 `upstream_timeout` (`{"error"}` alone on KServe v2 routes).
+
+use std::time::Instant;
+
+use actix_web::http::header::HeaderName;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use awc::error::SendRequestError;
+use futures_util::StreamExt;
+use stowage_node::metrics as m;
+
+use super::GatewayState;
+use crate::http::error::{ApiError, Code};
+
+/// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1), and `host`.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}
+
+/// An error as the route's protocol writes it.
+fn error(req: &HttpRequest, e: ApiError) -> HttpResponse {
+    let mut r = e.error_response();
+    if req.path().starts_with("/v2/") {
+        let body = serde_json::json!({"error": e.message}).to_string();
+        r = r.set_body(body).map_into_boxed_body();
+    }
+    r
+}
+
+pub async fn no_such_route(req: HttpRequest) -> HttpResponse {
+    let msg = format!(
+        "no route {} {}; the gateway serves /predictions/{{model_id}}, /v2/models/{{model_id}}[/ready|/infer], /v2, /v2/health/…, /ping, /ready, /models and /metrics",
+        req.method(),
+        req.path()
+    );
+    ApiError::new(Code::NoSuchRoute, msg).error_response()
+}
+
+pub async fn forward(
+    req: HttpRequest,
+    mut payload: web::Payload,
+    state: web::Data<GatewayState>,
+    client: web::Data<awc::Client>,
+) -> HttpResponse {
+    let model = req.match_info().get("model_id").unwrap_or_default().to_string();
+    let Some(up) = state.routes.get().models.get(&model).cloned() else {
+        let response =
+            error(&req, ApiError::new(Code::UnknownModel, format!("no model {model:?} behind this gateway")));
+        count(response.status().as_u16());
+        return response;
+    };
+    // The body is read whole (bounded in size and time), so that a request whose connection to
+    // the node could not be opened can be sent again.
+    let limit = state.max_body_bytes;
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::new(Code::MalformedRequest, format!("cannot read the body: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::new(Code::BodyTooLarge, format!("the body is over the {limit}-byte limit")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    };
+    let body = match tokio::time::timeout(state.body_timeout, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => return error(&req, e),
+        Err(_) => return error(&req, ApiError::new(Code::BodyTimeout, "the body did not arrive in time")),
+    };
+    let path = req.uri().path_and_query().map_or(req.path(), |p| p.as_str());
+    let url = format!("{}{path}", up.base);
+    let started = Instant::now();
+    let mut tries = 0;
+    let result = loop {
+        let mut fwd = client.request(req.method().clone(), &url).timeout(state.upstream_timeout);
+        for (name, value) in req.headers().iter().filter(|(n, _)| !hop_by_hop(n)) {
+            fwd = fwd.append_header((name.clone(), value.clone()));
+        }
+        if let Some(peer) = req.peer_addr() {
+            fwd = fwd.insert_header(("x-forwarded-for", peer.ip().to_string()));
+        }
+        match fwd.send_body(body.clone()).await {
+            // Never sent: the connection could not be opened. Once more, on a fresh connection.
+            Err(SendRequestError::Connect(_)) if tries == 0 => tries += 1,
+            other => break other,
+        }
+    };
+    let response = match result {
+        Ok(mut answer) => match answer.body().limit(64 << 20).await {
+            Ok(bytes) => {
+                let mut r = HttpResponse::build(answer.status());
+                for (name, value) in answer.headers().iter().filter(|(n, _)| !hop_by_hop(n)) {
+                    r.append_header((name.clone(), value.clone()));
+                }
+                r.body(bytes)
+            }
+            Err(e) => upstream_failed(
+                &req,
+                &up.node,
+                "body",
+                ApiError::new(Code::NodeUnavailable, format!("node {} broke off its answer: {e}", up.node)),
+            ),
+        },
+        Err(SendRequestError::Timeout) => upstream_failed(
+            &req,
+            &up.node,
+            "timeout",
+            ApiError::new(
+                Code::UpstreamTimeout,
+                format!("node {} did not answer within {} ms", up.node, state.upstream_timeout.as_millis()),
+            ),
+        ),
+        Err(SendRequestError::Connect(e)) => upstream_failed(
+            &req,
+            &up.node,
+            "connect",
+            ApiError::new(Code::NodeUnavailable, format!("node {} of model {model:?} cannot be reached: {e}", up.node)),
+        ),
+        Err(e) => upstream_failed(
+            &req,
+            &up.node,
+            "send",
+            ApiError::new(Code::NodeUnavailable, format!("node {} of model {model:?} failed: {e}", up.node)),
+        ),
+    };
+    metrics::histogram!(m::GATEWAY_UPSTREAM_DURATION, "node" => up.node.clone())
+        .record(started.elapsed().as_secs_f64());
+    count(response.status().as_u16());
+    response
+}
+
+fn upstream_failed(req: &HttpRequest, node: &str, kind: &'static str, e: ApiError) -> HttpResponse {
+    metrics::counter!(m::GATEWAY_UPSTREAM_ERRORS, "node" => node.to_string(), "kind" => kind).increment(1);
+    tracing::warn!(node, kind, error = %e, "upstream failed");
+    error(req, e)
+}
+
+fn count(status: u16) {
+    metrics::counter!(m::GATEWAY_REQUESTS, "code" => status.to_string()).increment(1);
+}

@@ -1,0 +1,149 @@
+//! The gateway's route table: model id → the node that serves it and that node's base URL, from
+//! a plan (with a URL template) or from a route map (`scripts/deploy.sh`'s routes.json). The file
+//! is read again when it changes — polled, so that a ConfigMap's symlink swap, an editor's
+//! rename or `mv` all count — and a file that cannot be used changes nothing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use stowage_core::Plan;
+use tracing::{info, warn};
+
+/// Default of `--node-url`: each node's in-cluster Service.
+pub const DEFAULT_NODE_URL: &str = "http://{node}.{namespace}.svc.cluster.local:8080";
+
+/// Where the routes come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A plan; each node's URL is `template` with `{node}` and `{namespace}` filled in.
+    Plan { path: PathBuf, template: String, namespace: String },
+    /// A JSON object of model id → node base URL.
+    Map(PathBuf),
+}
+
+/// One node as the gateway reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub node: String,
+    pub base: String,
+}
+
+/// The routes in force.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Routes {
+    pub models: HashMap<String, Arc<Upstream>>,
+}
+
+/// Why a route file was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum RoutesError {
+    #[error(transparent)]
+    Plan(#[from] stowage_core::PlanError),
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("{path}: not a JSON object of model id → URL: {error}")]
+    Map { path: String, error: serde_json::Error },
+    #[error("{path}: model {model:?} has no http(s) URL: {url:?}")]
+    Url { path: String, model: String, url: String },
+}
+
+impl Source {
+    fn path(&self) -> &Path {
+        match self {
+            Source::Plan { path, .. } | Source::Map(path) => path,
+        }
+    }
+
+    /// Reads the routes.
+    pub fn load(&self) -> Result<Routes, RoutesError> {
+        let mut by_node: HashMap<String, Arc<Upstream>> = HashMap::new();
+        let mut upstream = |node: &str, base: String| {
+            by_node
+                .entry(node.to_string())
+                .or_insert_with(|| Arc::new(Upstream { node: node.to_string(), base }))
+                .clone()
+        };
+        let mut models = HashMap::new();
+        match self {
+            Source::Plan { path, template, namespace } => {
+                let plan = Plan::load(path)?;
+                for n in &plan.nodes {
+                    let base = template.replace("{node}", &n.id).replace("{namespace}", namespace);
+                    let up = upstream(&n.id, base.trim_end_matches('/').to_string());
+                    models.extend(n.models.iter().map(|m| (m.clone(), up.clone())));
+                }
+            }
+            Source::Map(path) => {
+                let show = path.display().to_string();
+                let text =
+                    std::fs::read_to_string(path).map_err(|error| RoutesError::Read { path: show.clone(), error })?;
+                let map: HashMap<String, String> =
+                    serde_json::from_str(&text).map_err(|error| RoutesError::Map { path: show.clone(), error })?;
+                for (model, url) in map {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(RoutesError::Url { path: show, model, url });
+                    }
+                    // A node is its URL in a route map.
+                    let base = url.trim_end_matches('/').to_string();
+                    let node = base.split("://").nth(1).unwrap_or(&base).to_string();
+                    models.insert(model, upstream(&node, base));
+                }
+            }
+        }
+        Ok(Routes { models })
+    }
+}
+
+/// What a file looked like when it was last read: a change in any of these reads it again.
+fn stamp(path: &Path) -> Option<(SystemTime, u64, std::path::PathBuf)> {
+    let meta = std::fs::metadata(path).ok()?;
+    // Kubernetes updates a mounted ConfigMap by pointing a symlink elsewhere: follow it too.
+    let target = std::fs::canonicalize(path).unwrap_or_default();
+    Some((meta.modified().ok()?, meta.len(), target))
+}
+
+/// The routes, shared by the request handlers and replaced whole when the file changes.
+pub struct Table {
+    pub source: Source,
+    current: RwLock<Arc<Routes>>,
+}
+
+impl Table {
+    /// Reads `source` once; the gateway refuses to start on a file it cannot use.
+    pub fn new(source: Source) -> Result<Arc<Self>, RoutesError> {
+        let routes = source.load()?;
+        Ok(Arc::new(Self { source, current: RwLock::new(Arc::new(routes)) }))
+    }
+
+    pub fn get(&self) -> Arc<Routes> {
+        self.current.read().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Watches the file every `every` on a thread of its own, and swaps in what it reads when
+    /// it changed and can be used; else logs why and keeps the routes it has.
+    pub fn watch(self: &Arc<Self>, every: Duration) -> std::io::Result<()> {
+        let table = self.clone();
+        let mut seen = stamp(self.source.path());
+        std::thread::Builder::new().name("stowage-routes".into()).spawn(move || loop {
+            std::thread::sleep(every);
+            let now = stamp(table.source.path());
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match table.source.load() {
+                Ok(routes) => {
+                    let models = routes.models.len();
+                    if let Ok(mut current) = table.current.write() {
+                        *current = Arc::new(routes);
+                    }
+                    info!(path = %table.source.path().display(), models, "routes reloaded");
+                }
+                Err(e) => warn!(error = %e, "routes not reloaded: the file cannot be used; serving on with the routes in force"),
+            }
+        })?;
+        Ok(())
+    }
+}
