@@ -245,6 +245,18 @@ pub struct ManifestsArgs {
     #[arg(long, env = "STOWAGE_INGRESS_CLASS", default_value = "nginx")]
     pub ingress_class: String,
 
+    /// Gateway pods at least (`stowage gateway`: the one address of every model).
+    #[arg(long, env = "STOWAGE_GATEWAY_REPLICAS", default_value_t = 2)]
+    pub gateway_replicas: i32,
+
+    /// Gateway pods at most: an HPA scales them on CPU (70%).
+    #[arg(long, env = "STOWAGE_GATEWAY_MAX_REPLICAS", default_value_t = 10)]
+    pub gateway_max_replicas: i32,
+
+    /// With --ingress-class alb: the load balancer's scheme, internal or internet-facing.
+    #[arg(long, env = "STOWAGE_ALB_SCHEME", default_value = "internal", value_parser = ["internal", "internet-facing"])]
+    pub alb_scheme: String,
+
     /// Host the Ingress answers for (default: any).
     #[arg(long, env = "STOWAGE_INGRESS_HOST")]
     pub ingress_host: Option<String>,

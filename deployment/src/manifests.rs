@@ -59,6 +59,12 @@ pub struct ManifestOptions {
     pub startup_seconds: i32,
     /// With a value above `replicas`, a HorizontalPodAutoscaler per node scales its pods on CPU.
     pub hpa_max_replicas: Option<i32>,
+    /// Gateway pods at least (an HPA scales them up to `gateway_max_replicas` on CPU).
+    pub gateway_replicas: i32,
+    pub gateway_max_replicas: i32,
+    /// `alb.ingress.kubernetes.io/scheme` when the Ingress class is `alb`: `internal` or
+    /// `internet-facing`.
+    pub alb_scheme: String,
     /// Only these may reach the nodes' port (a NetworkPolicy): pods of the ingress controller's
     /// namespace and of the nodes' own (a gateway, the load-test clients), and these CIDRs (an
     /// ALB with `target-type: ip` comes from the VPC's). `None`: no NetworkPolicy.
@@ -342,26 +348,180 @@ fn hpa(node: &PlanNode, o: &ManifestOptions, max: i32) -> HorizontalPodAutoscale
     }
 }
 
-fn ingress(plan: &Plan, o: &ManifestOptions) -> Ingress {
-    let mut routes: Vec<(&str, &str)> =
-        plan.nodes.iter().flat_map(|n| n.models.iter().map(move |m| (m.as_str(), n.id.as_str()))).collect();
-    routes.sort();
-    let paths = routes
-        .into_iter()
-        .map(|(model, node)| HTTPIngressPath {
-            path: Some(format!("/predictions/{model}")),
-            path_type: "Exact".into(),
-            backend: IngressBackend {
-                service: Some(IngressServiceBackend {
-                    name: node.into(),
-                    port: Some(ServiceBackendPort { number: Some(PORT), ..Default::default() }),
+/// The gateway's name: its Deployment, Service, PDB and HPA.
+pub const GATEWAY: &str = "stowage-gateway";
+
+fn gateway_meta(o: &ManifestOptions) -> ObjectMeta {
+    let mut m = meta(GATEWAY, Some(&o.namespace), None);
+    if let Some(l) = m.labels.as_mut() {
+        l.insert("app.kubernetes.io/instance".into(), GATEWAY.into());
+        l.insert("app.kubernetes.io/component".into(), "gateway".into());
+    }
+    m
+}
+
+/// The gateway: one address for every model (`stowage gateway`), reading the plan from the
+/// `stowage-plan` ConfigMap and reaching each node at its Service. Stateless: an HPA scales it.
+fn gateway(o: &ManifestOptions) -> String {
+    let select = selector(GATEWAY);
+    let container = Container {
+        name: "gateway".into(),
+        image: Some(o.image_cpu.clone()),
+        args: Some(
+            [
+                "gateway",
+                "--plan",
+                &format!("{CONFIG_DIR}/plan.json"),
+                "--namespace",
+                &o.namespace,
+                "--port",
+                "8080",
+                "--json-logs",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+        ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: PORT, ..Default::default() }]),
+        env: Some(vec![EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), ..Default::default() }]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("250m".into())),
+                ("memory".to_string(), mib(128.0)),
+            ])),
+            limits: Some(BTreeMap::from([("memory".to_string(), mib(512.0))])),
+            ..Default::default()
+        }),
+        liveness_probe: Some(probe("/ping", 10, 3)),
+        readiness_probe: Some(probe("/ready", 5, 2)),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "plan".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        }]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let deployment = Deployment {
+        metadata: gateway_meta(o),
+        spec: Some(DeploymentSpec {
+            replicas: Some(o.gateway_replicas),
+            selector: LabelSelector { match_labels: Some(select.clone()), ..Default::default() },
+            template: PodTemplateSpec {
+                metadata: Some(gateway_meta(o)),
+                spec: Some(PodSpec {
+                    automount_service_account_token: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS_USER),
+                        run_as_group: Some(RUN_AS_USER),
+                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+                        ..Default::default()
+                    }),
+                    containers: vec![container],
+                    volumes: Some(vec![Volume {
+                        name: "plan".into(),
+                        config_map: Some(ConfigMapVolumeSource { name: "stowage-plan".into(), ..Default::default() }),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let service = Service {
+        metadata: gateway_meta(o),
+        spec: Some(ServiceSpec {
+            selector: Some(select.clone()),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: PORT,
+                target_port: Some(IntOrString::String("http".into())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let pdb = PodDisruptionBudget {
+        metadata: gateway_meta(o),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector { match_labels: Some(select), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let hpa = HorizontalPodAutoscaler {
+        metadata: gateway_meta(o),
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: "Deployment".into(),
+                name: GATEWAY.into(),
+            },
+            min_replicas: Some(o.gateway_replicas),
+            max_replicas: o.gateway_max_replicas.max(o.gateway_replicas),
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".into(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".into(),
+                    target: MetricTarget {
+                        type_: "Utilization".into(),
+                        average_utilization: Some(70),
+                        ..Default::default()
+                    },
                 }),
                 ..Default::default()
-            },
-        })
-        .collect();
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    [
+        serde_yaml_ng::to_string(&deployment),
+        serde_yaml_ng::to_string(&service),
+        serde_yaml_ng::to_string(&pdb),
+        serde_yaml_ng::to_string(&hpa),
+    ]
+    .map(|d| d.expect("Kubernetes objects serialize"))
+    .join("---\n")
+}
+
+/// The one Ingress: a handful of paths, all to the gateway, whatever the number of models (an
+/// ALB holds 100 rules, and `kubectl apply` stores an object in a 256 KiB annotation).
+fn ingress(o: &ManifestOptions) -> Ingress {
+    let path = |prefix: &str| HTTPIngressPath {
+        path: Some(prefix.into()),
+        path_type: "Prefix".into(),
+        backend: IngressBackend {
+            service: Some(IngressServiceBackend {
+                name: GATEWAY.into(),
+                port: Some(ServiceBackendPort { number: Some(PORT), ..Default::default() }),
+            }),
+            ..Default::default()
+        },
+    };
+    let paths = vec![path("/predictions/"), path("/v2/")];
+    let mut metadata = meta("stowage", Some(&o.namespace), None);
+    if o.ingress_class == "alb" {
+        // The AWS Load Balancer Controller: straight to the pods, health-checked on /ready.
+        metadata.annotations = Some(BTreeMap::from([
+            ("alb.ingress.kubernetes.io/target-type".to_string(), "ip".to_string()),
+            ("alb.ingress.kubernetes.io/healthcheck-path".to_string(), "/ready".to_string()),
+            ("alb.ingress.kubernetes.io/scheme".to_string(), o.alb_scheme.clone()),
+        ]));
+    }
     Ingress {
-        metadata: meta("stowage", Some(&o.namespace), None),
+        metadata,
         spec: Some(IngressSpec {
             ingress_class_name: Some(o.ingress_class.clone()),
             rules: Some(vec![IngressRule { host: o.ingress_host.clone(), http: Some(HTTPIngressRuleValue { paths }) }]),
@@ -444,7 +604,8 @@ pub fn render(
         ManifestFile { name: "namespace.yaml".into(), yaml: yaml(&[ns]) },
         ManifestFile { name: "serviceaccount.yaml".into(), yaml: yaml(&[sa]) },
         ManifestFile { name: "configmap.yaml".into(), yaml: yaml(&[cm]) },
-        ManifestFile { name: "ingress.yaml".into(), yaml: yaml(&[ingress(plan, o)]) },
+        ManifestFile { name: "ingress.yaml".into(), yaml: yaml(&[ingress(o)]) },
+        ManifestFile { name: "gateway.yaml".into(), yaml: gateway(o) },
     ];
     if let Some(access) = &o.network_policy {
         files.push(ManifestFile { name: "networkpolicy.yaml".into(), yaml: yaml(&[network_policy(o, access)]) });

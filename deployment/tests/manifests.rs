@@ -20,6 +20,9 @@ fn opts() -> ManifestOptions {
         shutdown_delay_seconds: 5,
         startup_seconds: 600,
         hpa_max_replicas: None,
+        gateway_replicas: 2,
+        gateway_max_replicas: 10,
+        alb_scheme: "internal".into(),
         network_policy: Some(NetworkAccess {
             ingress_namespace: "ingress-nginx".into(),
             cidrs: vec!["10.0.0.0/16".into()],
@@ -77,9 +80,29 @@ fn each_family_gets_its_selector_accelerator_and_image() {
             assert!(y.contains(kind), "{kind}");
         }
     }
+    // The Ingress has two paths, both to the gateway, however many models the plan has.
     let ingress = node("ingress.yaml");
-    for m in ["shop-de", "search-en", "gpu-only", "cpu-tiny"] {
-        assert!(ingress.contains(&format!("path: /predictions/{m}")), "{m}");
+    assert_eq!(ingress.matches("path: ").count(), 2, "{ingress}");
+    assert!(
+        ingress.contains("path: /predictions/\n")
+            && ingress.contains("path: /v2/\n")
+            && ingress.contains("pathType: Prefix")
+    );
+    assert_eq!(ingress.matches("name: stowage-gateway").count(), 2, "{ingress}");
+    assert!(!ingress.contains("alb.ingress.kubernetes.io"), "ALB annotations only for the alb class");
+    let gateway = node("gateway.yaml");
+    for want in [
+        "kind: Deployment",
+        "kind: Service",
+        "kind: PodDisruptionBudget",
+        "kind: HorizontalPodAutoscaler",
+        "- gateway\n",
+        "- /etc/stowage/plan.json\n",
+        "replicas: 2",
+        "maxReplicas: 10",
+        "app.kubernetes.io/component: gateway",
+    ] {
+        assert!(gateway.contains(want), "{want}: {gateway}");
     }
     assert!(node("serviceaccount.yaml").contains("eks.amazonaws.com/role-arn: arn:aws:iam::123456789012:role/stowage"));
     let k = node("kustomization.yaml");
@@ -100,5 +123,27 @@ fn hpa_only_when_asked() {
             && node.yaml.contains("maxReplicas: 4")
             && node.yaml.contains("minReplicas: 1")
     );
-    assert!(!files().iter().any(|f| f.yaml.contains("HorizontalPodAutoscaler")));
+    assert!(!files()
+        .iter()
+        .filter(|f| f.name.starts_with("node-"))
+        .any(|f| f.yaml.contains("HorizontalPodAutoscaler")));
+}
+
+#[test]
+fn an_alb_ingress_carries_the_controller_s_annotations() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../planner/tests/data");
+    let plan_json = std::fs::read_to_string(dir.join("small.plan.json")).unwrap();
+    let plan = Plan::parse("small.plan.json", &plan_json).unwrap();
+    let catalog = Catalog::load(dir.join("small.toml")).unwrap();
+    let o = ManifestOptions { ingress_class: "alb".into(), alb_scheme: "internet-facing".into(), ..opts() };
+    let files = render(&plan, &catalog, &plan_json, "", &o);
+    let ingress = &files.iter().find(|f| f.name == "ingress.yaml").unwrap().yaml;
+    for want in [
+        "alb.ingress.kubernetes.io/target-type: ip",
+        "alb.ingress.kubernetes.io/healthcheck-path: /ready",
+        "alb.ingress.kubernetes.io/scheme: internet-facing",
+        "ingressClassName: alb",
+    ] {
+        assert!(ingress.contains(want), "{want}: {ingress}");
+    }
 }

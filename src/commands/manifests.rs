@@ -38,6 +38,9 @@ pub fn run(args: &ManifestsArgs) -> Result<()> {
         shutdown_delay_seconds: args.shutdown_delay_seconds,
         startup_seconds: args.startup_seconds,
         hpa_max_replicas: args.hpa_max_replicas,
+        gateway_replicas: args.gateway_replicas,
+        gateway_max_replicas: args.gateway_max_replicas,
+        alb_scheme: args.alb_scheme.clone(),
         network_policy: (!args.no_network_policy).then(|| NetworkAccess {
             ingress_namespace: args.ingress_namespace.clone(),
             cidrs: args.allow_cidrs.clone(),

@@ -72,9 +72,10 @@ fn manifests_for_all_three_families_validate() {
         Ok(o) => {
             let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
             assert!(o.status.success(), "schema validation failed:\n{text}");
-            // Namespace, ServiceAccount, ConfigMap, Ingress, NetworkPolicy, 3 × (Deployment, Service,
+            // Namespace, ServiceAccount, ConfigMap, Ingress, NetworkPolicy, the gateway (Deployment,
+            // Service, PDB, HPA), 3 × (Deployment, Service,
             // PDB, HPA), and the load test's ConfigMap and Job.
-            assert_eq!(text.matches(" passed for resource ").count(), 19, "{text}");
+            assert_eq!(text.matches(" passed for resource ").count(), 23, "{text}");
         }
         Err(e) => {
             assert!(
@@ -87,7 +88,7 @@ fn manifests_for_all_three_families_validate() {
     if let Ok(o) = Command::new("kubectl").arg("kustomize").arg(&deploy).output() {
         let text = String::from_utf8_lossy(&o.stdout);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert_eq!(text.matches("\nkind: Deployment").count(), 3);
+        assert_eq!(text.matches("\nkind: Deployment").count(), 4, "three nodes and the gateway");
     }
 
     // Re-running with a smaller plan removes the nodes that are gone.
