@@ -85,7 +85,9 @@ PY
   kubernetes)
     echo kubernetes > "$out/runtime"
     "$stowage" manifests --plan "$plan" --out "$out/manifests" "${extra[@]}"
-    kubectl apply -k "$out/manifests"
+    # Server-side apply: the gateway's plan ConfigMap outgrows the 256 KiB that client-side apply
+    # keeps in an annotation near 10,000 models (every object stays under 1 MiB).
+    kubectl apply --server-side -k "$out/manifests"
     namespace=$(sed -n 's/^namespace: //p' "$out/manifests/kustomization.yaml")
     python3 - "$plan" "$namespace" > "$out/routes.json" <<'PY'
 import json, sys

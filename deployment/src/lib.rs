@@ -3,4 +3,5 @@
 //! packing (`stowage-planner`) or serving (`stowage-node`).
 
 pub mod manifests;
+pub mod slices;
 pub mod targets;

@@ -31,6 +31,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 use stowage_core::{Catalog, Plan, PlanNode};
 
+use crate::slices::{plan_slice, sha256, SliceError, Slicer};
+
 pub const PORT: i32 = 8080;
 const CONFIG_DIR: &str = "/etc/stowage";
 const CACHE_DIR: &str = "/var/cache/stowage";
@@ -259,7 +261,7 @@ fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deploy
         volumes: Some(vec![
             Volume {
                 name: "plan".into(),
-                config_map: Some(ConfigMapVolumeSource { name: "stowage-plan".into(), ..Default::default() }),
+                config_map: Some(ConfigMapVolumeSource { name: node_config_name(&node.id), ..Default::default() }),
                 ..Default::default()
             },
             Volume { name: "cache".into(), empty_dir: Some(sized(cache_limit)), ..Default::default() },
@@ -574,15 +576,15 @@ fn network_policy(o: &ManifestOptions, access: &NetworkAccess) -> NetworkPolicy 
     }
 }
 
-/// Every file of the deployment, in a stable order; `plan_json` and `catalog_toml` are the files'
-/// own bytes (the ConfigMap carries them as they are).
+/// Every file of the deployment, in a stable order. `plan_json` goes to the gateway's ConfigMap as
+/// it is; each node's ConfigMap holds its slice of the plan and of `catalog_toml`.
 pub fn render(
     plan: &Plan,
     catalog: &Catalog,
     plan_json: &str,
     catalog_toml: &str,
     o: &ManifestOptions,
-) -> Vec<ManifestFile> {
+) -> Result<Vec<ManifestFile>, SliceError> {
     let ns = Namespace {
         metadata: ObjectMeta { name: Some(o.namespace.clone()), labels: Some(labels(None)), ..Default::default() },
         ..Default::default()
@@ -592,12 +594,10 @@ pub fn render(
         sa_meta.annotations = Some(BTreeMap::from([("eks.amazonaws.com/role-arn".to_string(), arn.clone())]));
     }
     let sa = ServiceAccount { metadata: sa_meta, ..Default::default() };
+    // The gateway's routes: the plan alone (no catalog: it routes, it loads nothing).
     let cm = ConfigMap {
         metadata: meta("stowage-plan", Some(&o.namespace), None),
-        data: Some(BTreeMap::from([
-            ("plan.json".to_string(), plan_json.to_string()),
-            ("models.toml".to_string(), catalog_toml.to_string()),
-        ])),
+        data: Some(BTreeMap::from([("plan.json".to_string(), plan_json.to_string())])),
         ..Default::default()
     };
     let mut files = vec![
@@ -610,8 +610,20 @@ pub fn render(
     if let Some(access) = &o.network_policy {
         files.push(ManifestFile { name: "networkpolicy.yaml".into(), yaml: yaml(&[network_policy(o, access)]) });
     }
+    let slicer = Slicer::new(catalog_toml)?;
     for n in &plan.nodes {
+        let catalog_part = slicer.slice(&n.models);
+        let plan_part = plan_slice(plan, n, &sha256(&catalog_part));
+        let node_config = ConfigMap {
+            metadata: meta(&node_config_name(&n.id), Some(&o.namespace), Some(&n.id)),
+            data: Some(BTreeMap::from([
+                ("plan.json".to_string(), plan_part.to_json()),
+                ("models.toml".to_string(), catalog_part),
+            ])),
+            ..Default::default()
+        };
         let mut docs = vec![
+            serde_yaml_ng::to_string(&node_config).expect("serializes"),
             serde_yaml_ng::to_string(&deployment(n, catalog, o)).expect("serializes"),
             serde_yaml_ng::to_string(&service(n, o)).expect("serializes"),
             serde_yaml_ng::to_string(&pdb(n, o)).expect("serializes"),
@@ -630,7 +642,12 @@ pub fn render(
             resources.concat()
         ),
     });
-    files
+    Ok(files)
+}
+
+/// The ConfigMap of a node's plan and catalog slice.
+pub fn node_config_name(node: &str) -> String {
+    format!("{node}-plan")
 }
 
 /// The distributed load test: N client pods, each attacking the plan's in-cluster targets at

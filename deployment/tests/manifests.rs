@@ -37,7 +37,7 @@ fn files() -> Vec<stowage_deployment::manifests::ManifestFile> {
     let plan = Plan::parse("small.plan.json", &plan_json).unwrap();
     let catalog = Catalog::load(dir.join("small.toml")).unwrap();
     let toml = std::fs::read_to_string(dir.join("small.toml")).unwrap();
-    render(&plan, &catalog, &plan_json, &toml, &opts())
+    render(&plan, &catalog, &plan_json, &toml, &opts()).unwrap()
 }
 
 #[test]
@@ -75,8 +75,8 @@ fn each_family_gets_its_selector_accelerator_and_image() {
         assert!(y.contains("terminationGracePeriodSeconds: 50"), "grace above the 5 s delay and the 30 s drain");
         assert!(y.contains("- --shutdown-delay-seconds\n") && y.contains("- '5'\n"), "{y}");
         assert!(y.contains("path: /ping") && y.contains("path: /ready") && y.contains("startupProbe"));
-        assert_eq!(y.split("---\n").count(), 3);
-        for kind in ["kind: Deployment", "kind: Service", "kind: PodDisruptionBudget"] {
+        assert_eq!(y.split("---\n").count(), 4);
+        for kind in ["kind: ConfigMap", "kind: Deployment", "kind: Service", "kind: PodDisruptionBudget"] {
             assert!(y.contains(kind), "{kind}");
         }
     }
@@ -116,7 +116,8 @@ fn hpa_only_when_asked() {
     let plan_json = std::fs::read_to_string(dir.join("small.plan.json")).unwrap();
     let plan = Plan::parse("small.plan.json", &plan_json).unwrap();
     let catalog = Catalog::load(dir.join("small.toml")).unwrap();
-    let with = render(&plan, &catalog, &plan_json, "", &ManifestOptions { hpa_max_replicas: Some(4), ..opts() });
+    let with =
+        render(&plan, &catalog, &plan_json, "", &ManifestOptions { hpa_max_replicas: Some(4), ..opts() }).unwrap();
     let node = with.iter().find(|f| f.name == "node-c5-xlarge-000.yaml").unwrap();
     assert!(
         node.yaml.contains("kind: HorizontalPodAutoscaler")
@@ -136,7 +137,7 @@ fn an_alb_ingress_carries_the_controller_s_annotations() {
     let plan = Plan::parse("small.plan.json", &plan_json).unwrap();
     let catalog = Catalog::load(dir.join("small.toml")).unwrap();
     let o = ManifestOptions { ingress_class: "alb".into(), alb_scheme: "internet-facing".into(), ..opts() };
-    let files = render(&plan, &catalog, &plan_json, "", &o);
+    let files = render(&plan, &catalog, &plan_json, "", &o).unwrap();
     let ingress = &files.iter().find(|f| f.name == "ingress.yaml").unwrap().yaml;
     for want in [
         "alb.ingress.kubernetes.io/target-type: ip",
@@ -146,4 +147,82 @@ fn an_alb_ingress_carries_the_controller_s_annotations() {
     ] {
         assert!(ingress.contains(want), "{want}: {ingress}");
     }
+}
+
+#[test]
+fn each_node_gets_its_own_slice_of_the_plan_and_catalog_and_it_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../planner/tests/data");
+    let plan = Plan::load(dir.join("small.plan.json")).unwrap();
+    let toml = std::fs::read_to_string(dir.join("small.toml")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for node in &plan.nodes {
+        let catalog = stowage_deployment::slices::catalog_slice(&toml, &node.models).unwrap();
+        let slice = stowage_deployment::slices::plan_slice(&plan, node, &stowage_deployment::slices::sha256(&catalog));
+        // As a node reads them from its ConfigMap: plan.json with models.toml beside it.
+        let folder = tmp.path().join(&node.id);
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("plan.json"), slice.to_json()).unwrap();
+        std::fs::write(folder.join("models.toml"), &catalog).unwrap();
+        let loaded = Plan::load(folder.join("plan.json")).unwrap();
+        let c = loaded.catalog(&folder.join("plan.json"), None).unwrap();
+        let mut ids: Vec<&str> = c.models.iter().map(|m| m.id.as_str()).collect();
+        ids.sort();
+        let mut want: Vec<&str> = node.models.iter().map(String::as_str).collect();
+        want.sort();
+        assert_eq!(ids, want, "{}", node.id);
+        assert_eq!(loaded.nodes, vec![node.clone()]);
+    }
+}
+
+/// A catalog of `n` models on S3 and a plan that puts 25 on each node (no solver: only the sizes
+/// of what is written matter here).
+fn large(n: usize) -> (Plan, Catalog, String, String) {
+    let mut toml = String::from(
+        "[instance_types.\"inf1.6xlarge\"]\nfamily = \"inf1\"\nprice_per_hour = 1.18\nmemory_gib = 48\ncompute = 16\n\n\
+         [profiles.\"bert-base\".inf1]\nmemory_mib = 600\nservice_ms = 6.0\n\n",
+    );
+    for i in 0..n {
+        toml += &format!(
+            "[[models]]\nid = \"model-{i:05}\"\nprofile = \"bert-base\"\nartifact = \"s3://stowage-models/model-{i:05}/model.onnx\"\n\
+             tokenizer = \"s3://stowage-models/model-{i:05}/tokenizer.json\"\npeak_rps = 2.0\n\n"
+        );
+    }
+    let catalog = Catalog::parse("models.toml", &toml).unwrap();
+    let nodes: Vec<serde_json::Value> = (0..n.div_ceil(25))
+        .map(|k| {
+            let models: Vec<String> = (k * 25..((k + 1) * 25).min(n)).map(|i| format!("model-{i:05}")).collect();
+            serde_json::json!({"id": format!("inf1-6xlarge-{k:03}"), "instance_type": "inf1.6xlarge", "family": "inf1",
+                "price_per_hour": 1.18, "models": models, "usage": {"memory": 0.34, "utilization": 0.05}})
+        })
+        .collect();
+    let plan_json = serde_json::to_string_pretty(&serde_json::json!({
+        "format": "stowage-plan/v1", "catalog_sha256": catalog.sha256, "cost_per_hour": 1.18 * nodes.len() as f64,
+        "lower_bound_per_hour": 1.18 * nodes.len() as f64,
+        "solver": {"method": "test", "seconds": 0.0, "proven_optimal": false, "gap": 0.0}, "nodes": nodes,
+    }))
+    .unwrap();
+    (Plan::parse("plan.json", &plan_json).unwrap(), catalog, plan_json, toml)
+}
+
+#[test]
+fn every_object_stays_small_at_ten_thousand_models() {
+    let (plan, catalog, plan_json, toml) = large(10_000);
+    let files = render(&plan, &catalog, &plan_json, &toml, &opts()).unwrap();
+    let mut largest = (0, String::new());
+    for f in &files {
+        for doc in f.yaml.split("---\n") {
+            if doc.len() > largest.0 {
+                largest = (doc.len(), f.name.clone());
+            }
+            // Server-side apply keeps no copy in an annotation: the limit is etcd's 1 MiB per object.
+            assert!(doc.len() < 1 << 20, "{}: an object of {} bytes", f.name, doc.len());
+        }
+        if f.name != "configmap.yaml" {
+            // Everything but the gateway's plan also fits client-side `kubectl apply` (256 KiB).
+            assert!(f.yaml.split("---\n").all(|d| d.len() < 256 << 10), "{}", f.name);
+        }
+    }
+    let ingress = &files.iter().find(|f| f.name == "ingress.yaml").unwrap().yaml;
+    assert!(ingress.len() < 2048, "{ingress}");
+    eprintln!("10,000 models, {} nodes: largest object {} KiB ({})", plan.nodes.len(), largest.0 >> 10, largest.1);
 }

@@ -46,7 +46,8 @@ pub fn run(args: &ManifestsArgs) -> Result<()> {
             cidrs: args.allow_cidrs.clone(),
         }),
     };
-    let mut files = render(&plan, &catalog, &plan_json, &catalog_toml, &opts);
+    let mut files = render(&plan, &catalog, &plan_json, &catalog_toml, &opts)
+        .with_context(|| catalog.path.display().to_string())?;
     if let Some(clients) = args.loadtest_clients {
         ensure!(clients >= 1, "--loadtest-clients must be at least 1");
         let urls = BaseUrls::Cluster { namespace: args.namespace.clone() };

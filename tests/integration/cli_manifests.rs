@@ -73,9 +73,9 @@ fn manifests_for_all_three_families_validate() {
             let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
             assert!(o.status.success(), "schema validation failed:\n{text}");
             // Namespace, ServiceAccount, ConfigMap, Ingress, NetworkPolicy, the gateway (Deployment,
-            // Service, PDB, HPA), 3 × (Deployment, Service,
+            // Service, PDB, HPA), 3 × (ConfigMap, Deployment, Service,
             // PDB, HPA), and the load test's ConfigMap and Job.
-            assert_eq!(text.matches(" passed for resource ").count(), 23, "{text}");
+            assert_eq!(text.matches(" passed for resource ").count(), 26, "{text}");
         }
         Err(e) => {
             assert!(
