@@ -225,4 +225,35 @@ fn every_object_stays_small_at_ten_thousand_models() {
     let ingress = &files.iter().find(|f| f.name == "ingress.yaml").unwrap().yaml;
     assert!(ingress.len() < 2048, "{ingress}");
     eprintln!("10,000 models, {} nodes: largest object {} KiB ({})", plan.nodes.len(), largest.0 >> 10, largest.1);
+
+    // The same objects pass a real Kubernetes schema validator: the shared ones and the first and
+    // last node's (each node's files have the same shape).
+    let dir = tempfile::tempdir().unwrap();
+    let pick = [
+        "configmap.yaml",
+        "gateway.yaml",
+        "ingress.yaml",
+        "networkpolicy.yaml",
+        "node-inf1-6xlarge-000.yaml",
+        "node-inf1-6xlarge-399.yaml",
+    ];
+    for f in files.iter().filter(|f| pick.contains(&f.name.as_str())) {
+        std::fs::write(dir.path().join(&f.name), &f.yaml).unwrap();
+    }
+    let paths: Vec<_> = pick.iter().map(|p| dir.path().join(p)).collect();
+    match std::process::Command::new("kubernetes-validate").arg("--strict").args(["-k", "1.33"]).args(&paths).output() {
+        Ok(o) => {
+            let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+            assert!(o.status.success(), "schema validation failed:\n{text}");
+            // ConfigMap; the gateway's 4; Ingress; NetworkPolicy; 2 × (ConfigMap, Deployment, Service, PDB).
+            assert_eq!(text.matches(" passed for resource ").count(), 15, "{text}");
+        }
+        Err(e) => {
+            assert!(
+                std::env::var("STOWAGE_REQUIRE_K8S_VALIDATE").map_or(true, |v| v != "1"),
+                "kubernetes-validate required: {e}"
+            );
+            eprintln!("skipped schema validation: {e}");
+        }
+    }
 }

@@ -147,3 +147,53 @@ impl Table {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(nodes: &[(&str, &[&str])]) -> String {
+        let nodes: Vec<serde_json::Value> = nodes
+            .iter()
+            .map(|(id, models)| {
+                serde_json::json!({"id": id, "instance_type": "c5.xlarge", "family": "c5", "price_per_hour": 0.17,
+                    "models": models, "usage": {"memory": 0.1, "utilization": 0.1}})
+            })
+            .collect();
+        serde_json::json!({"format": "stowage-plan/v1", "catalog_sha256": "x", "cost_per_hour": 0.34,
+            "lower_bound_per_hour": 0.34, "solver": {"method": "test", "seconds": 0.0, "proven_optimal": false},
+            "nodes": nodes})
+        .to_string()
+    }
+
+    #[test]
+    fn a_new_plan_reroutes_and_a_broken_one_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.json");
+        std::fs::write(&path, plan(&[("node-a", &["m1", "m2"]), ("node-b", &["m3"])])).unwrap();
+        let source = Source::Plan { path: path.clone(), template: DEFAULT_NODE_URL.into(), namespace: "prod".into() };
+        let table = Table::new(source).unwrap();
+        let base = |t: &Table, m: &str| t.get().models.get(m).map(|u| u.base.clone());
+        assert_eq!(base(&table, "m3").as_deref(), Some("http://node-b.prod.svc.cluster.local:8080"));
+        table.watch(Duration::from_millis(20)).unwrap();
+        let settle = || std::thread::sleep(Duration::from_millis(300));
+
+        // m3 moves to node-a, m1 is retired: no restart.
+        std::fs::write(&path, plan(&[("node-a", &["m2", "m3"])])).unwrap();
+        settle();
+        assert_eq!(base(&table, "m3").as_deref(), Some("http://node-a.prod.svc.cluster.local:8080"));
+        assert_eq!(base(&table, "m1"), None);
+
+        // A file that cannot be used leaves the routes as they were.
+        std::fs::write(&path, "{\"format\": \"nope\"").unwrap();
+        settle();
+        assert_eq!(table.get().models.len(), 2);
+        // Replaced by rename (as editors, `mv` and the kubelet's symlink swap do): read again.
+        let next = dir.path().join("next.json");
+        std::fs::write(&next, plan(&[("node-c", &["m2"])])).unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        settle();
+        assert_eq!(base(&table, "m2").as_deref(), Some("http://node-c.prod.svc.cluster.local:8080"));
+        assert_eq!(table.get().models.len(), 1);
+    }
+}
