@@ -151,6 +151,108 @@ fn mib(m: f64) -> Quantity {
     Quantity(format!("{}Mi", m.ceil() as i64))
 }
 
+/// The container's port, named for the probes and the Service.
+fn http_port() -> Vec<ContainerPort> {
+    vec![ContainerPort { name: Some("http".into()), container_port: PORT, ..Default::default() }]
+}
+
+/// The plan ConfigMap `name`, read-only at CONFIG_DIR.
+fn config_mount() -> VolumeMount {
+    VolumeMount { name: "plan".into(), mount_path: CONFIG_DIR.into(), read_only: Some(true), ..Default::default() }
+}
+
+fn config_volume(name: String) -> Volume {
+    Volume {
+        name: "plan".into(),
+        config_map: Some(ConfigMapVolumeSource { name, ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// A container that cannot escalate, writes nothing to its root filesystem and keeps only `add`.
+fn hardened(add: Option<Vec<String>>) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add }),
+        ..Default::default()
+    }
+}
+
+/// The images' non-root user, the runtime's default seccomp profile.
+fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_USER),
+        run_as_group: Some(RUN_AS_USER),
+        fs_group: Some(RUN_AS_USER),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// The Service on port 8080 of the pods `selector` picks.
+fn http_service(metadata: ObjectMeta, selector: BTreeMap<String, String>) -> Service {
+    Service {
+        metadata,
+        spec: Some(ServiceSpec {
+            selector: Some(selector),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: PORT,
+                target_port: Some(IntOrString::String("http".into())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// One pod of `selector`'s at a time: voluntary evictions proceed, never all at once.
+fn one_at_a_time(metadata: ObjectMeta, selector: BTreeMap<String, String>) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata,
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector { match_labels: Some(selector), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Scales Deployment `target` from `min` to `max` pods on CPU (70 %).
+fn cpu_hpa(metadata: ObjectMeta, target: &str, min: i32, max: i32) -> HorizontalPodAutoscaler {
+    HorizontalPodAutoscaler {
+        metadata,
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: "Deployment".into(),
+                name: target.into(),
+            },
+            min_replicas: Some(min),
+            max_replicas: max,
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".into(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".into(),
+                    target: MetricTarget {
+                        type_: "Utilization".into(),
+                        average_utilization: Some(70),
+                        ..Default::default()
+                    },
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deployment {
     let it = catalog.instance_type(&node.instance_type);
     let family = it.map_or(node.family.as_str(), |t| t.family.as_str());
@@ -211,29 +313,18 @@ fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deploy
         name: "stowage".into(),
         image: Some(image.clone()),
         args: Some(all.into_iter().map(String::from).collect()),
-        ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: PORT, ..Default::default() }]),
+        ports: Some(http_port()),
         env: Some(vec![EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), ..Default::default() }]),
         resources: Some(ResourceRequirements { requests: Some(requests), limits: Some(limits), ..Default::default() }),
         liveness_probe: Some(probe("/ping", 10, 3)),
         readiness_probe: Some(probe("/ready", 5, 2)),
         startup_probe: Some(probe("/ready", 10, (o.startup_seconds / 10).max(1))),
         volume_mounts: Some(vec![
-            VolumeMount {
-                name: "plan".into(),
-                mount_path: CONFIG_DIR.into(),
-                read_only: Some(true),
-                ..Default::default()
-            },
+            config_mount(),
             VolumeMount { name: "cache".into(), mount_path: CACHE_DIR.into(), ..Default::default() },
             VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() },
         ]),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add }),
-            ..Default::default()
-        }),
+        security_context: Some(hardened(add)),
         ..Default::default()
     };
     // Models and tokenizers land in the cache: room for the node's models, with a margin for a
@@ -249,21 +340,10 @@ fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deploy
         )])),
         tolerations: (!tolerations.is_empty()).then_some(tolerations),
         termination_grace_period_seconds: Some(o.shutdown_delay_seconds + o.drain_seconds + 15),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS_USER),
-            run_as_group: Some(RUN_AS_USER),
-            fs_group: Some(RUN_AS_USER),
-            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
-            ..Default::default()
-        }),
+        security_context: Some(pod_security()),
         containers: vec![container],
         volumes: Some(vec![
-            Volume {
-                name: "plan".into(),
-                config_map: Some(ConfigMapVolumeSource { name: node_config_name(&node.id), ..Default::default() }),
-                ..Default::default()
-            },
+            config_volume(node_config_name(&node.id)),
             Volume { name: "cache".into(), empty_dir: Some(sized(cache_limit)), ..Default::default() },
             Volume { name: "tmp".into(), empty_dir: Some(sized(mib(256.0))), ..Default::default() },
         ]),
@@ -292,62 +372,15 @@ fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deploy
 }
 
 fn service(node: &PlanNode, o: &ManifestOptions) -> Service {
-    Service {
-        metadata: meta(&node.id, Some(&o.namespace), Some(&node.id)),
-        spec: Some(ServiceSpec {
-            selector: Some(selector(&node.id)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: PORT,
-                target_port: Some(IntOrString::String("http".into())),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    http_service(meta(&node.id, Some(&o.namespace), Some(&node.id)), selector(&node.id))
 }
 
 fn pdb(node: &PlanNode, o: &ManifestOptions) -> PodDisruptionBudget {
-    PodDisruptionBudget {
-        metadata: meta(&node.id, Some(&o.namespace), Some(&node.id)),
-        spec: Some(PodDisruptionBudgetSpec {
-            // One pod of a node at a time: voluntary evictions proceed, never all at once.
-            max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector { match_labels: Some(selector(&node.id)), ..Default::default() }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    one_at_a_time(meta(&node.id, Some(&o.namespace), Some(&node.id)), selector(&node.id))
 }
 
 fn hpa(node: &PlanNode, o: &ManifestOptions, max: i32) -> HorizontalPodAutoscaler {
-    HorizontalPodAutoscaler {
-        metadata: meta(&node.id, Some(&o.namespace), Some(&node.id)),
-        spec: Some(HorizontalPodAutoscalerSpec {
-            scale_target_ref: CrossVersionObjectReference {
-                api_version: Some("apps/v1".into()),
-                kind: "Deployment".into(),
-                name: node.id.clone(),
-            },
-            min_replicas: Some(o.replicas),
-            max_replicas: max,
-            metrics: Some(vec![MetricSpec {
-                type_: "Resource".into(),
-                resource: Some(ResourceMetricSource {
-                    name: "cpu".into(),
-                    target: MetricTarget {
-                        type_: "Utilization".into(),
-                        average_utilization: Some(70),
-                        ..Default::default()
-                    },
-                }),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    cpu_hpa(meta(&node.id, Some(&o.namespace), Some(&node.id)), &node.id, o.replicas, max)
 }
 
 /// The gateway's name: its Deployment, Service, PDB and HPA.
@@ -383,7 +416,7 @@ fn gateway(o: &ManifestOptions) -> String {
             .map(String::from)
             .to_vec(),
         ),
-        ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: PORT, ..Default::default() }]),
+        ports: Some(http_port()),
         env: Some(vec![EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), ..Default::default() }]),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
@@ -395,19 +428,8 @@ fn gateway(o: &ManifestOptions) -> String {
         }),
         liveness_probe: Some(probe("/ping", 10, 3)),
         readiness_probe: Some(probe("/ready", 5, 2)),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "plan".into(),
-            mount_path: CONFIG_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        }]),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
-            ..Default::default()
-        }),
+        volume_mounts: Some(vec![config_mount()]),
+        security_context: Some(hardened(None)),
         ..Default::default()
     };
     let deployment = Deployment {
@@ -419,19 +441,9 @@ fn gateway(o: &ManifestOptions) -> String {
                 metadata: Some(gateway_meta(o)),
                 spec: Some(PodSpec {
                     automount_service_account_token: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(RUN_AS_USER),
-                        run_as_group: Some(RUN_AS_USER),
-                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
-                        ..Default::default()
-                    }),
+                    security_context: Some(pod_security()),
                     containers: vec![container],
-                    volumes: Some(vec![Volume {
-                        name: "plan".into(),
-                        config_map: Some(ConfigMapVolumeSource { name: "stowage-plan".into(), ..Default::default() }),
-                        ..Default::default()
-                    }]),
+                    volumes: Some(vec![config_volume("stowage-plan".into())]),
                     ..Default::default()
                 }),
             },
@@ -439,55 +451,9 @@ fn gateway(o: &ManifestOptions) -> String {
         }),
         ..Default::default()
     };
-    let service = Service {
-        metadata: gateway_meta(o),
-        spec: Some(ServiceSpec {
-            selector: Some(select.clone()),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: PORT,
-                target_port: Some(IntOrString::String("http".into())),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let pdb = PodDisruptionBudget {
-        metadata: gateway_meta(o),
-        spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector { match_labels: Some(select), ..Default::default() }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let hpa = HorizontalPodAutoscaler {
-        metadata: gateway_meta(o),
-        spec: Some(HorizontalPodAutoscalerSpec {
-            scale_target_ref: CrossVersionObjectReference {
-                api_version: Some("apps/v1".into()),
-                kind: "Deployment".into(),
-                name: GATEWAY.into(),
-            },
-            min_replicas: Some(o.gateway_replicas),
-            max_replicas: o.gateway_max_replicas.max(o.gateway_replicas),
-            metrics: Some(vec![MetricSpec {
-                type_: "Resource".into(),
-                resource: Some(ResourceMetricSource {
-                    name: "cpu".into(),
-                    target: MetricTarget {
-                        type_: "Utilization".into(),
-                        average_utilization: Some(70),
-                        ..Default::default()
-                    },
-                }),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let service = http_service(gateway_meta(o), select.clone());
+    let pdb = one_at_a_time(gateway_meta(o), select);
+    let hpa = cpu_hpa(gateway_meta(o), GATEWAY, o.gateway_replicas, o.gateway_max_replicas.max(o.gateway_replicas));
     [
         serde_yaml_ng::to_string(&deployment),
         serde_yaml_ng::to_string(&service),

@@ -9,10 +9,10 @@ use std::time::Instant;
 use actix_web::http::header::HeaderName;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use awc::error::SendRequestError;
-use futures_util::StreamExt;
 use stowage_node::metrics as m;
 
 use super::GatewayState;
+use crate::http::body;
 use crate::http::error::{ApiError, Code};
 
 /// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1), and `host`.
@@ -67,23 +67,9 @@ pub async fn forward(
     };
     // The body is read whole (bounded in size and time), so that a request whose connection to
     // the node could not be opened can be sent again.
-    let limit = state.max_body_bytes;
-    let read = async {
-        let mut body = web::BytesMut::new();
-        while let Some(chunk) = payload.next().await {
-            let chunk =
-                chunk.map_err(|e| ApiError::new(Code::MalformedRequest, format!("cannot read the body: {e}")))?;
-            if body.len() + chunk.len() > limit {
-                return Err(ApiError::new(Code::BodyTooLarge, format!("the body is over the {limit}-byte limit")));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body.freeze())
-    };
-    let body = match tokio::time::timeout(state.body_timeout, read).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(e)) => return error(&req, e),
-        Err(_) => return error(&req, ApiError::new(Code::BodyTimeout, "the body did not arrive in time")),
+    let body = match body::read(&req, &mut payload, state.max_body_bytes, state.body_timeout).await {
+        Ok(body) => body,
+        Err(e) => return error(&req, e),
     };
     let path = req.uri().path_and_query().map_or(req.path(), |p| p.as_str());
     let url = format!("{}{path}", up.base);

@@ -2,6 +2,7 @@
 //! (`error.rs`), the handlers' state (`state.rs`) and the server's run and shutdown
 //! (`server.rs`). Handlers parse, call the node (`stowage-node`) and render.
 
+pub mod body;
 pub mod error;
 pub mod health;
 pub mod metrics;

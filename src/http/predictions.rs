@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use stowage_core::Engine;
 use stowage_node::{Answer, Prediction, Request};
 
+use crate::http::body;
 use crate::http::error::{ApiError, Code};
 use crate::http::state::AppState;
 
@@ -92,35 +92,13 @@ pub async fn post(
     mut payload: web::Payload,
 ) -> HttpResponse {
     let started = Instant::now();
-    let limit = state.config.max_body_bytes;
     let result = async {
-        let declared =
-            req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-        let too_large = || {
-            state.node.rejected(&id, "too_large");
-            ApiError::new(Code::BodyTooLarge, format!("the body is over the {limit}-byte limit"))
-        };
-        if declared.is_some_and(|n| n > limit) {
-            return Err(too_large());
-        }
-        let read = async {
-            let mut body = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| malformed(format!("cannot read the body: {e}")))?;
-                if body.len() + chunk.len() > limit {
-                    return Err(too_large());
-                }
-                body.extend_from_slice(&chunk);
+        let (limit, deadline) = (state.config.max_body_bytes, state.config.body_timeout);
+        let body = body::read(&req, &mut payload, limit, deadline).await.inspect_err(|e| {
+            if let Some(reason) = body::rejection(e) {
+                state.node.rejected(&id, reason);
             }
-            Ok(body)
-        };
-        // The HTTP server's own timeout covers the request head only: a client that stalls
-        // mid-body would hold its connection, memory and the drain on shutdown for ever.
-        let deadline = state.config.body_timeout;
-        let body = tokio::time::timeout(deadline, read).await.map_err(|_| {
-            state.node.rejected(&id, "body_timeout");
-            ApiError::new(Code::BodyTimeout, format!("the body did not arrive within {} ms", deadline.as_millis()))
-        })??;
+        })?;
         predict(&state, &id, parse_body(&body)).await
     }
     .await;

@@ -11,12 +11,12 @@ use std::time::Instant;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use stowage_engine::OutputKind;
 use stowage_node::{Answer, Prediction, Request};
 
+use crate::http::body;
 use crate::http::error::{ApiError, Code};
 use crate::http::state::AppState;
 
@@ -260,24 +260,13 @@ pub async fn infer(
     mut payload: web::Payload,
 ) -> HttpResponse {
     let started = Instant::now();
-    let limit = state.config.max_body_bytes;
     let result = async {
-        let mut body = web::BytesMut::new();
-        let read = async {
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| malformed(format!("cannot read the body: {e}")))?;
-                if body.len() + chunk.len() > limit {
-                    state.node.rejected(&id, "too_large");
-                    return Err(ApiError::new(Code::BodyTooLarge, format!("the body is over the {limit}-byte limit")));
-                }
-                body.extend_from_slice(&chunk);
+        let (limit, deadline) = (state.config.max_body_bytes, state.config.body_timeout);
+        let body = body::read(&http, &mut payload, limit, deadline).await.inspect_err(|e| {
+            if let Some(reason) = body::rejection(e) {
+                state.node.rejected(&id, reason);
             }
-            Ok(())
-        };
-        tokio::time::timeout(state.config.body_timeout, read).await.map_err(|_| {
-            state.node.rejected(&id, "body_timeout");
-            ApiError::new(Code::BodyTimeout, "the body did not arrive in time")
-        })??;
+        })?;
         let target = state.node.target(&id)?;
         let json_len = match http.headers().get(HEADER_LENGTH) {
             Some(v) => {

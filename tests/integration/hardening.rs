@@ -37,6 +37,10 @@ fn node(extra: &[&str]) -> Node {
     Node { proc, port, log, _dir: dir }
 }
 
+fn metrics(port: u16) -> String {
+    ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call().unwrap().into_body().read_to_string().unwrap()
+}
+
 /// A connection that sent a request head promising 100 bytes of body, and 5 of them.
 fn stalled(port: u16) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -82,12 +86,7 @@ fn stalled_bodies_are_cut_at_the_deadline_while_ping_answers() {
         assert!(got.contains("body_timeout"), "{got}");
     }
     assert!(opened.elapsed() < Duration::from_secs(5), "{:?}", opened.elapsed());
-    let metrics = ureq::get(&format!("http://127.0.0.1:{}/metrics", n.port))
-        .call()
-        .unwrap()
-        .into_body()
-        .read_to_string()
-        .unwrap();
+    let metrics = metrics(n.port);
     assert!(metrics.contains(r#"stowage_rejected_total{model="tiny-0001",reason="body_timeout"} 300"#), "{metrics}");
 }
 
@@ -111,12 +110,7 @@ fn malformed_requests_are_counted_not_logged_as_errors() {
         let got = answer(&mut s, Duration::from_secs(3));
         assert!(got.starts_with("HTTP/1.1 400"), "{got:?}");
     }
-    let metrics = ureq::get(&format!("http://127.0.0.1:{}/metrics", n.port))
-        .call()
-        .unwrap()
-        .into_body()
-        .read_to_string()
-        .unwrap();
+    let metrics = metrics(n.port);
     assert!(metrics.contains("stowage_malformed_requests_total 2"), "{metrics}");
     let log = std::fs::read_to_string(&n.log).unwrap();
     assert!(!log.contains("ERROR"), "{log}");

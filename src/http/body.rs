@@ -1,0 +1,50 @@
+//! Reading a request body, for the node's handlers and the gateway alike: at most `limit` bytes
+//! (a declared Content-Length over it is refused before a byte is read), and within `deadline`
+//! (the HTTP server's own timeout covers the request head only: a client that stalls mid-body
+//! would hold its connection, memory and the drain on shutdown for ever).
+
+use std::time::Duration;
+
+use actix_web::web::{Bytes, BytesMut, Payload};
+use actix_web::HttpRequest;
+use futures_util::StreamExt;
+
+use crate::http::error::{ApiError, Code};
+
+pub async fn read(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    limit: usize,
+    deadline: Duration,
+) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::new(Code::BodyTooLarge, format!("the body is over the {limit}-byte limit"));
+    let declared =
+        req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let read = async {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::new(Code::MalformedRequest, format!("cannot read the body: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    };
+    tokio::time::timeout(deadline, read).await.map_err(|_| {
+        ApiError::new(Code::BodyTimeout, format!("the body did not arrive within {} ms", deadline.as_millis()))
+    })?
+}
+
+/// The `stowage_rejected_total` reason of a body that could not be read, if it counts as one.
+pub fn rejection(e: &ApiError) -> Option<&'static str> {
+    match e.code {
+        Code::BodyTooLarge => Some("too_large"),
+        Code::BodyTimeout => Some("body_timeout"),
+        _ => None,
+    }
+}
