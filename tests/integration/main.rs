@@ -16,6 +16,7 @@ mod http_api;
 mod kserve;
 mod layers;
 mod local_runtime;
+mod logs;
 mod s3;
 mod shutdown;
 mod trace;
