@@ -280,6 +280,13 @@ pub struct ManifestsArgs {
     #[arg(long, env = "STOWAGE_NO_NETWORK_POLICY")]
     pub no_network_policy: bool,
 
+    /// Deploy a plan's inf1 nodes anyway, as CPU pods: Stowage has no engine that runs on
+    /// Inferentia (Neuron) yet, so they run ONNX Runtime on the instance's CPUs, request no Neuron
+    /// device, and their CPU requests come from the models' CPU (c5) footprints — while the plan
+    /// assumed Inferentia speed. Without it a plan with inf1 nodes is refused.
+    #[arg(long, env = "STOWAGE_ALLOW_CPU_ON_INF1")]
+    pub allow_cpu_on_inf1: bool,
+
     /// The images carry the catalog's local model files at the paths it names: deploy a catalog
     /// whose files are not in S3 anyway (else refused: a pod cannot read this machine's disk).
     #[arg(long, env = "STOWAGE_MODELS_IN_IMAGE")]
@@ -499,15 +506,21 @@ pub struct EngineArgs {
     #[arg(long, env = "STOWAGE_ORT_INTRA_THREADS", default_value_t = DEFAULT_ORT_INTRA_THREADS)]
     pub ort_intra_threads: usize,
 
-    /// Run ort models on this CUDA device (g4dn nodes): needs the onnxruntime-gpu library
-    /// (scripts/ort-lib.sh --gpu); a model that cannot get the GPU fails instead of using the CPU.
-    #[arg(long, env = "STOWAGE_ORT_CUDA_DEVICE")]
-    pub ort_cuda_device: Option<i32>,
+    /// Run ort models on these CUDA devices, comma-separated (g4dn nodes: 0,1,2,3 on a 4-GPU
+    /// type): the models take them in turn, in plan order. Needs the onnxruntime-gpu library
+    /// (scripts/ort-lib.sh --gpu); a model that cannot get its GPU fails instead of using the CPU.
+    #[arg(long, env = "STOWAGE_ORT_CUDA_DEVICE", value_delimiter = ',')]
+    pub ort_cuda_device: Vec<i32>,
 }
 
 impl EngineArgs {
+    /// The engine settings; a model's CUDA device is its turn of `--ort-cuda-device` (the first
+    /// one here: `stowage profile` measures one model at a time).
     pub fn options(&self) -> EngineOptions {
-        EngineOptions { ort_intra_threads: self.ort_intra_threads, ort_cuda_device: self.ort_cuda_device }
+        EngineOptions {
+            ort_intra_threads: self.ort_intra_threads,
+            ort_cuda_device: self.ort_cuda_device.first().copied(),
+        }
     }
 }
 

@@ -123,15 +123,23 @@ fn yaml<T: Serialize>(docs: &[T]) -> String {
         .join("---\n")
 }
 
-/// The accelerator of a family: (resource name, toleration key, devices per node from compute).
+/// The accelerator a family's pod requests: (resource name, devices per node from compute).
+/// inf1 requests none: no engine of Stowage runs on Inferentia yet, so its pods run ONNX Runtime
+/// on the CPU (`stowage manifests` refuses them unless told `--allow-cpu-on-inf1`).
 fn accelerator(family: &str, compute: f64) -> Option<(&'static str, i64)> {
     match family {
-        "g4dn" => Some(("nvidia.com/gpu", compute.round().max(1.0) as i64)),
-        // The Neuron device plugin counts Inferentia chips; each has 4 NeuronCores.
-        "inf1" => Some(("aws.amazon.com/neuron", (compute / 4.0).ceil().max(1.0) as i64)),
+        "g4dn" => Some(("nvidia.com/gpu", gpus(compute))),
         _ => None,
     }
 }
+
+/// GPUs of a g4dn type: its compute units.
+fn gpus(compute: f64) -> i64 {
+    compute.round().max(1.0) as i64
+}
+
+/// The taint an inf1 node carries (the Neuron device plugin's): its CPU pods must tolerate it.
+const NEURON: &str = "aws.amazon.com/neuron";
 
 fn probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
@@ -169,13 +177,13 @@ fn config_volume(name: String) -> Volume {
     }
 }
 
-/// A container that cannot escalate, writes nothing to its root filesystem and keeps only `add`.
-fn hardened(add: Option<Vec<String>>) -> SecurityContext {
+/// A container that cannot escalate, writes nothing to its root filesystem and keeps no capability.
+fn hardened() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
         run_as_non_root: Some(true),
-        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add }),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
         ..Default::default()
     }
 }
@@ -257,8 +265,10 @@ fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deploy
     let it = catalog.instance_type(&node.instance_type);
     let family = it.map_or(node.family.as_str(), |t| t.family.as_str());
     let compute = it.map_or(1.0, |t| t.compute);
+    // Every GPU the pod requests, the models taking them in turn.
+    let devices = (0..gpus(compute)).map(|d| d.to_string()).collect::<Vec<_>>().join(",");
     let (image, mut args) = match family {
-        "g4dn" => (&o.image_gpu, vec!["--engine", "ort", "--ort-cuda-device", "0"]),
+        "g4dn" => (&o.image_gpu, vec!["--engine", "ort", "--ort-cuda-device", devices.as_str()]),
         "inf1" => (&o.image_inf, vec!["--engine", "ort"]),
         _ => (&o.image_cpu, vec!["--engine", "ort"]),
     };
@@ -285,30 +295,42 @@ fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deploy
         .filter_map(|m| m.footprints.get(family))
         .map(|f| f.memory_mib)
         .sum();
+    // CPU: the planned utilization of the type's compute; on inf1, whose compute is NeuronCores
+    // the pod does not use, what the models need on CPUs (their c5 footprints, else their own).
+    let cores = if family == "inf1" {
+        node.models
+            .iter()
+            .filter_map(|m| catalog.model(m))
+            .filter_map(|m| {
+                m.footprints.get("c5").or_else(|| m.footprints.get(family)).map(|f| m.peak_rps * f.service_ms / 1000.0)
+            })
+            .sum::<f64>()
+    } else {
+        node.usage.utilization * compute
+    };
     let mut requests = BTreeMap::from([
         ("memory".to_string(), mib(models_mib + 256.0)),
-        (
-            "cpu".to_string(),
-            Quantity(format!("{}m", ((node.usage.utilization * compute).max(0.25) * 1000.0).ceil() as i64)),
-        ),
+        ("cpu".to_string(), Quantity(format!("{}m", (cores.max(0.25) * 1000.0).ceil() as i64))),
     ]);
     let mut limits = BTreeMap::from([(
         "memory".to_string(),
         mib(it.map_or(models_mib + 512.0, |t| t.memory_gib * 1024.0).max(models_mib + 256.0)),
     )]);
+    let tolerate = |key: &str| Toleration {
+        key: Some(key.into()),
+        operator: Some("Exists".into()),
+        effect: Some("NoSchedule".into()),
+        ..Default::default()
+    };
     let mut tolerations = Vec::new();
     if let Some((resource, count)) = accelerator(family, compute) {
         requests.insert(resource.into(), Quantity(count.to_string()));
         limits.insert(resource.into(), Quantity(count.to_string()));
-        tolerations.push(Toleration {
-            key: Some(resource.into()),
-            operator: Some("Exists".into()),
-            effect: Some("NoSchedule".into()),
-            ..Default::default()
-        });
+        tolerations.push(tolerate(resource));
     }
-    // The Neuron runtime locks device memory: IPC_LOCK is the one capability it keeps.
-    let add = (family == "inf1").then(|| vec!["IPC_LOCK".to_string()]);
+    if family == "inf1" {
+        tolerations.push(tolerate(NEURON));
+    }
     let container = Container {
         name: "stowage".into(),
         image: Some(image.clone()),
@@ -324,7 +346,7 @@ fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deploy
             VolumeMount { name: "cache".into(), mount_path: CACHE_DIR.into(), ..Default::default() },
             VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() },
         ]),
-        security_context: Some(hardened(add)),
+        security_context: Some(hardened()),
         ..Default::default()
     };
     // Models and tokenizers land in the cache: room for the node's models, with a margin for a
@@ -429,7 +451,7 @@ fn gateway(o: &ManifestOptions) -> String {
         liveness_probe: Some(probe("/ping", 10, 3)),
         readiness_probe: Some(probe("/ready", 5, 2)),
         volume_mounts: Some(vec![config_mount()]),
-        security_context: Some(hardened(None)),
+        security_context: Some(hardened()),
         ..Default::default()
     };
     let deployment = Deployment {

@@ -23,6 +23,9 @@ pub const DEFAULT_FETCH_PARALLELISM: usize = 4;
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub engine: EngineOptions,
+    /// CUDA devices for ONNX Runtime sessions: the models take them in turn, in plan order, so a
+    /// node with several GPUs uses every one (empty: the CPU).
+    pub cuda_devices: Vec<i32>,
     /// Models read, optimized and warmed up at once.
     pub parallelism: usize,
     /// Models downloading at once (downloads overlap with loading).
@@ -34,6 +37,7 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             engine: EngineOptions::default(),
+            cuda_devices: Vec::new(),
             parallelism: DEFAULT_LOAD_PARALLELISM,
             fetch_parallelism: DEFAULT_FETCH_PARALLELISM,
             fetch: FetchOptions::default(),
@@ -72,9 +76,12 @@ pub async fn load_all(registry: Arc<Registry>, opts: LoadOptions) {
     let tasks: Vec<_> = registry
         .entries()
         .into_iter()
-        .map(|entry| {
+        .enumerate()
+        .map(|(i, entry)| {
             let gates = (fetch_gate.clone(), load_gate.clone());
-            tokio::spawn(bring_up(entry, registry.clone(), fetcher.clone(), gates, opts.engine))
+            let device = (!opts.cuda_devices.is_empty()).then(|| opts.cuda_devices[i % opts.cuda_devices.len()]);
+            let engine = EngineOptions { ort_cuda_device: device.or(opts.engine.ort_cuda_device), ..opts.engine };
+            tokio::spawn(bring_up(entry, registry.clone(), fetcher.clone(), gates, engine))
         })
         .collect();
     let mut timings = Vec::new();

@@ -19,6 +19,20 @@ pub fn run(args: &ManifestsArgs) -> Result<()> {
     if !args.models_in_image {
         refuse_local_files(&catalog, &plan)?;
     }
+    let inf1 = plan.nodes.iter().filter(|n| n.family == "inf1").count();
+    ensure!(
+        inf1 == 0 || args.allow_cpu_on_inf1,
+        "{}: {inf1} of the plan's nodes are inf1, but Stowage has no engine that runs on Inferentia \
+         (Neuron) yet: their pods would run ONNX Runtime on the CPU, far slower than the plan assumed. \
+         Plan without inf1 instance types, or pass --allow-cpu-on-inf1 to deploy them as CPU pods anyway",
+        args.plan.display()
+    );
+    if inf1 > 0 {
+        eprintln!(
+            "warning: {inf1} inf1 nodes deployed as CPU pods (ONNX Runtime, no Neuron device): the plan assumed \
+             Inferentia speed, so they will serve less than it says"
+        );
+    }
     let image = |kind: &str, own: &Option<String>| {
         own.clone().or_else(|| args.image.clone()).unwrap_or_else(|| {
             let prefix = args.registry.as_deref().map(|r| format!("{}/", r.trim_end_matches('/'))).unwrap_or_default();

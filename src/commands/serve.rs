@@ -47,6 +47,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         },
         load: LoadOptions {
             engine: args.engine.options(),
+            cuda_devices: args.engine.ort_cuda_device.clone(),
             parallelism: args.load_parallelism,
             fetch_parallelism: args.s3.fetch_parallelism,
             fetch: args.s3.fetch_options(),

@@ -33,8 +33,33 @@ fn manifests_for_all_three_families_validate() {
         "{err}"
     );
     assert!(!deploy.exists(), "nothing written when refused");
+    // Its inf1 node has no engine that runs on Inferentia: refused, unless deployed as CPU pods.
+    let refused = stowage()
+        .arg("manifests")
+        .arg("--plan")
+        .arg(&plan)
+        .arg("--out")
+        .arg(&deploy)
+        .arg("--models-in-image")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(err.contains("1 of the plan's nodes are inf1") && err.contains("--allow-cpu-on-inf1"), "{err}");
+    let allowed = stowage()
+        .arg("manifests")
+        .arg("--plan")
+        .arg(&plan)
+        .arg("--out")
+        .arg(dir.path().join("inf1-as-cpu"))
+        .args(["--models-in-image", "--allow-cpu-on-inf1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&allowed.stderr);
+    assert!(allowed.status.success() && err.contains("the plan assumed Inferentia speed"), "{err}");
     let out = run(stowage().arg("manifests").arg("--plan").arg(&plan).arg("--out").arg(&deploy).args([
         "--models-in-image",
+        "--allow-cpu-on-inf1",
         "--allow-cidrs",
         "10.0.0.0/16",
         "--registry",
@@ -93,7 +118,13 @@ fn manifests_for_all_three_families_validate() {
 
     // Re-running with a smaller plan removes the nodes that are gone.
     std::fs::write(deploy.join("node-old-000.yaml"), "stale").unwrap();
-    run(stowage().arg("manifests").arg("--models-in-image").arg("--plan").arg(&plan).arg("--out").arg(&deploy));
+    run(stowage()
+        .arg("manifests")
+        .args(["--models-in-image", "--allow-cpu-on-inf1"])
+        .arg("--plan")
+        .arg(&plan)
+        .arg("--out")
+        .arg(&deploy));
     assert!(!deploy.join("node-old-000.yaml").exists());
 }
 

@@ -844,3 +844,22 @@ async fn a_model_whose_outputs_are_not_finite_fails_at_warm_up() {
     let (status, _, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0002?text=hi"));
     assert_eq!(status, 200);
 }
+
+#[actix_web::test]
+async fn models_take_the_cuda_devices_in_turn() {
+    if !crate::common::ort_available("this test") {
+        return;
+    }
+    // The CPU library has no CUDA provider, so each model fails naming the device it was given:
+    // with two devices, the first model gets 0, the second 1, the third 0 again.
+    let specs: Vec<ModelSpec> = ["tiny-0001", "tiny-0002", "tiny-0003"]
+        .iter()
+        .map(|id| ModelSpec { engine: Engine::Ort, ..spec(id) })
+        .collect();
+    let reg = Arc::new(Registry::new(specs, Limits { concurrency: 1, queue: 1, batch: 1 }));
+    load_all(reg.clone(), LoadOptions { cuda_devices: vec![0, 1], ..LoadOptions::default() }).await;
+    for (id, device) in [("tiny-0001", 0), ("tiny-0002", 1), ("tiny-0003", 0)] {
+        let State::Failed(why) = reg.get(id).unwrap().state() else { panic!("{id} loaded on a GPU it cannot have") };
+        assert!(why.contains(&format!("CUDA execution provider on device {device} is not available")), "{id}: {why}");
+    }
+}
