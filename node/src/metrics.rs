@@ -25,11 +25,25 @@ pub const INFERENCE_BACKLOG: &str = "stowage_inference_backlog";
 pub const TOKENIZATION_DURATION: &str = "stowage_tokenization_duration_seconds";
 pub const BATCH_WAIT: &str = "stowage_batch_wait_seconds";
 pub const MALFORMED: &str = "stowage_malformed_requests_total";
+pub const BUILD_INFO: &str = "stowage_build_info";
 pub const GATEWAY_REQUESTS: &str = "stowage_gateway_requests_total";
 pub const GATEWAY_UPSTREAM_DURATION: &str = "stowage_gateway_upstream_duration_seconds";
 pub const GATEWAY_UPSTREAM_ERRORS: &str = "stowage_gateway_upstream_errors_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+
+/// Reads the process's `process_*` metrics (CPU seconds, resident memory, open file descriptors,
+/// start time and more, from /proc) into the recorder: call before each scrape renders.
+pub fn collect_process() {
+    PROCESS
+        .get_or_init(|| {
+            let c = metrics_process::Collector::default();
+            c.describe();
+            c
+        })
+        .collect();
+}
 
 /// How often histogram samples are folded into their buckets when nobody scrapes.
 pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -59,6 +73,7 @@ pub fn install() -> PrometheusHandle {
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
             };
             describe();
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })
         .clone()
@@ -75,6 +90,7 @@ pub fn spawn_upkeep(handle: PrometheusHandle, every: Duration) -> std::io::Resul
 }
 
 fn describe() {
+    describe_gauge!(BUILD_INFO, Unit::Count, "Always 1; its version label is the stowage version this process runs");
     describe_counter!(REQUESTS, Unit::Count, "Prediction requests answered, by model and HTTP status code");
     describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Request received to response written, per model");
     describe_histogram!(INFERENCE_DURATION, Unit::Seconds, "Engine time per request (tokenization excluded)");

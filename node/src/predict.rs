@@ -196,6 +196,7 @@ impl Node {
 
     /// Publishes the gauges that are read off state rather than counted as things happen.
     pub fn publish_gauges(&self) {
+        metrics::collect_process();
         self.registry.publish_counts();
         let (busy, backlog) = self.pool.load();
         ::metrics::gauge!(metrics::INFERENCE_BUSY).set(busy as f64);

@@ -83,6 +83,7 @@ async fn ready(state: web::Data<GatewayState>) -> HttpResponse {
 }
 
 async fn metrics(state: web::Data<GatewayState>) -> HttpResponse {
+    stowage_node::metrics::collect_process();
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(state.metrics.render())
 }
 

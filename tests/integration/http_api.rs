@@ -863,3 +863,40 @@ async fn models_take_the_cuda_devices_in_turn() {
         assert!(why.contains(&format!("CUDA execution provider on device {device} is not available")), "{id}: {why}");
     }
 }
+
+#[actix_web::test]
+async fn a_scrape_after_mixed_traffic_passes_promtool_and_has_the_process_metrics() {
+    let s = state().await;
+    let app = app!(s);
+    for uri in ["/predictions/tiny-0001?text=hi", "/predictions/tiny-0001?text=", "/predictions/nope?text=a"] {
+        call!(&app, test::TestRequest::get().uri(uri));
+    }
+    call!(&app, post("/predictions/tiny-0003", "{not json"));
+    let text = metrics_text!(&app);
+    for want in
+        ["process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds", "process_cpu_seconds_total"]
+    {
+        assert!(text.contains(&format!("\n{want} ")), "no {want} in\n{text}");
+    }
+    assert!(text.contains("stowage_build_info{version=\""), "{text}");
+    // Prometheus's own linter (promtool, Debian's prometheus package, installed by scripts/setup.sh).
+    use std::io::Write;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    match child {
+        Ok(mut child) => {
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success(), "promtool check metrics:\n{said}");
+        }
+        Err(e) => {
+            assert!(std::env::var("CI").is_err(), "promtool required in CI (scripts/setup.sh installs it): {e}");
+            eprintln!("skipped promtool: {e}");
+        }
+    }
+}
