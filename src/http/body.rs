@@ -10,6 +10,7 @@ use actix_web::HttpRequest;
 use futures_util::StreamExt;
 
 use crate::http::error::{ApiError, Code};
+use crate::http::state::AppState;
 
 pub async fn read(
     req: &HttpRequest,
@@ -40,11 +41,20 @@ pub async fn read(
     })?
 }
 
-/// The `stowage_rejected_total` reason of a body that could not be read, if it counts as one.
-pub fn rejection(e: &ApiError) -> Option<&'static str> {
-    match e.code {
-        Code::BodyTooLarge => Some("too_large"),
-        Code::BodyTimeout => Some("body_timeout"),
-        _ => None,
-    }
+/// A request's body for model `id` under the node's limits; a body refused for its size or its
+/// slowness counts against the model in `stowage_rejected_total`.
+pub async fn read_for_model(
+    state: &AppState,
+    id: &str,
+    req: &HttpRequest,
+    payload: &mut Payload,
+) -> Result<Bytes, ApiError> {
+    read(req, payload, state.config.max_body_bytes, state.config.body_timeout).await.inspect_err(|e| {
+        let reason = match e.code {
+            Code::BodyTooLarge => "too_large",
+            Code::BodyTimeout => "body_timeout",
+            _ => return,
+        };
+        state.node.rejected(id, reason);
+    })
 }

@@ -93,12 +93,7 @@ pub async fn post(
 ) -> HttpResponse {
     let started = Instant::now();
     let result = async {
-        let (limit, deadline) = (state.config.max_body_bytes, state.config.body_timeout);
-        let body = body::read(&req, &mut payload, limit, deadline).await.inspect_err(|e| {
-            if let Some(reason) = body::rejection(e) {
-                state.node.rejected(&id, reason);
-            }
-        })?;
+        let body = body::read_for_model(&state, &id, &req, &mut payload).await?;
         predict(&state, &id, parse_body(&body)).await
     }
     .await;

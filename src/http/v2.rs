@@ -261,12 +261,7 @@ pub async fn infer(
 ) -> HttpResponse {
     let started = Instant::now();
     let result = async {
-        let (limit, deadline) = (state.config.max_body_bytes, state.config.body_timeout);
-        let body = body::read(&http, &mut payload, limit, deadline).await.inspect_err(|e| {
-            if let Some(reason) = body::rejection(e) {
-                state.node.rejected(&id, reason);
-            }
-        })?;
+        let body = body::read_for_model(&state, &id, &http, &mut payload).await?;
         let target = state.node.target(&id)?;
         let json_len = match http.headers().get(HEADER_LENGTH) {
             Some(v) => {
