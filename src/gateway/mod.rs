@@ -21,6 +21,9 @@ use self::routes::{Source, Table};
 
 /// Default of `--upstream-timeout-ms`.
 pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 30_000;
+/// Connections to the nodes one gateway worker holds open at most.
+const UPSTREAM_CONNECTIONS: usize = 4096;
+
 /// Default of `--reload-interval-ms`.
 pub const DEFAULT_RELOAD_INTERVAL_MS: u64 = 1_000;
 
@@ -50,8 +53,16 @@ pub fn configure(state: Arc<GatewayState>) -> impl FnOnce(&mut web::ServiceConfi
     move |cfg| {
         let timeout = state.upstream_timeout;
         cfg.app_data(web::Data::from(state))
-            // One client per worker: its connection pool is the worker's.
-            .app_data(web::Data::new(awc::Client::builder().timeout(timeout).disable_redirects().finish()))
+            // One client per worker: its connection pool is the worker's. awc holds 100
+            // connections by default and makes the 101st request wait for one: far too few for a
+            // gateway in front of many nodes.
+            .app_data(web::Data::new(
+                awc::Client::builder()
+                    .connector(awc::Connector::new().limit(UPSTREAM_CONNECTIONS))
+                    .timeout(timeout)
+                    .disable_redirects()
+                    .finish(),
+            ))
             .service(web::resource("/ping").get(ping).head(ping))
             .service(web::resource("/ready").get(ready).head(ready))
             .service(web::resource("/metrics").get(metrics))
