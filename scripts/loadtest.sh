@@ -8,8 +8,10 @@
 #  3. report: DIR/report.md (table like the reference's), DIR/plot.svg, DIR/report.json; the highest
 #     step whose P90 stays under the SLO; steps where the client used more than --client-cpu-max of
 #     the machine are marked client-bound and never reported as the server's capacity.
-# Routes come from scripts/deploy.sh (default out/deploy/routes.json).
+# Routes come from scripts/deploy.sh (default out/deploy/routes.json). Paths are read from the
+# working directory; a route that does not answer is reported and the run goes on.
 set -euo pipefail
+here=$PWD
 cd "$(dirname "$0")/.."
 routes=out/deploy/routes.json
 out=out/loadtest
@@ -22,8 +24,8 @@ cpu_max=0.5
 plan=""
 while (($#)); do
   case "$1" in
-    --routes) routes=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
+    --routes) routes=$(realpath -m -- "$here/$2"); [[ $2 = /* ]] && routes=$2; shift 2 ;;
+    --out) out=$(realpath -m -- "$here/$2"); [[ $2 = /* ]] && out=$2; shift 2 ;;
     --steps) steps=$2; shift 2 ;;
     --rates) rates=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
@@ -31,7 +33,7 @@ while (($#)); do
     --order) order=$2; shift 2 ;;
     --client-cpu-max) cpu_max=$2; shift 2 ;;
     -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
-    *) plan=$1; shift ;;
+    *) plan=$(realpath -m -- "$here/$1"); [[ $1 = /* ]] && plan=$1; shift ;;
   esac
 done
 if [ -z "$plan" ] || [ ! -f "$plan" ] || [ ! -f "$routes" ]; then
@@ -50,9 +52,13 @@ for mode in sequential random; do
   list=$out/models.txt
   if [ "$mode" = random ]; then shuf --random-source=<(yes) "$out/models.txt" > "$out/models-random.txt"; list=$out/models-random.txt; fi
   while read -r model url; do
-    curl -s -o /dev/null -w "$model %{http_code} %{time_total}\n" -H 'Content-Type: application/json' -d "$body" "$url/predictions/$model"
+    # A route that does not answer is a 000 in the table (curl's exit code is not the run's).
+    curl -s -o /dev/null -w "$model %{http_code} %{time_total}\n" -H 'Content-Type: application/json' -d "$body" \
+      "$url/predictions/$model" || true
   done < "$list" > "$out/curl-$mode.txt"
 done
+dead=$(awk '$2 == "000" {print $1}' "$out/curl-sequential.txt" | sort -u | tr '\n' ' ')
+[ -z "$dead" ] || echo "loadtest: no answer from the route of: $dead(they count as errors in the sweep)" >&2
 
 "$stowage" targets --plan "$plan" --routes "$routes" --requests 20000 --order "$order" > "$out/targets.json"
 if command -v vegeta > /dev/null; then

@@ -11,7 +11,9 @@ def pct(xs, p):
 def curl_stats(path):
     rows = [l.split() for l in open(path) if l.strip()]
     ms = [float(r[2]) * 1000 for r in rows if r[1] == "200"]
-    return {"requests": len(rows), "ok": len(ms), "p50_ms": pct(ms, .5), "p90_ms": pct(ms, .9), "mean_ms": statistics.mean(ms) if ms else 0.0}
+    dead = sorted({r[0] for r in rows if r[1] == "000"})
+    return {"requests": len(rows), "ok": len(ms), "p50_ms": pct(ms, .5), "p90_ms": pct(ms, .9),
+            "mean_ms": statistics.mean(ms) if ms else 0.0, "unreachable": dead}
 
 def steps(d, cpus):
     out = []
@@ -77,7 +79,8 @@ def main():
           f"| {nodes} | {models} | {seq['p50_ms']:.1f} ms | {rnd['p50_ms']:.1f} ms | {best['throughput']:.0f} req/s ({best['step']}) | {best['p90']:.1f} ms | ${plan['cost_per_hour']:.3f} |" if best else
           f"| {nodes} | {models} | {seq['p50_ms']:.1f} ms | {rnd['p50_ms']:.1f} ms | no step within the SLO | — | ${plan['cost_per_hour']:.3f} |",
           "", f"Curl tests: sequential {seq['ok']}/{seq['requests']} OK (P50 {seq['p50_ms']:.1f} ms, P90 {seq['p90_ms']:.1f} ms); "
-          f"random order {rnd['ok']}/{rnd['requests']} OK (P50 {rnd['p50_ms']:.1f} ms, P90 {rnd['p90_ms']:.1f} ms).", "",
+          f"random order {rnd['ok']}/{rnd['requests']} OK (P50 {rnd['p50_ms']:.1f} ms, P90 {rnd['p90_ms']:.1f} ms)."
+          + (f" No answer from the route of: {', '.join(seq['unreachable'])}." if seq["unreachable"] else ""), "",
           f"Sweep (SLO: P90 ≤ {a.slo_ms:g} ms with ≥ 99% success; steps where the client used more than {a.client_cpu_max:.0%} of the machine's CPU are client-bound and not counted):", "",
           "| step | throughput req/s | success | P50 ms | P90 ms | P95 ms | P99 ms | status codes | client CPU | verdict |", "|---|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     for r in rows:

@@ -79,6 +79,26 @@ fn deploy_local_predict_every_model_and_stop() {
     let svg = std::fs::read_to_string(lt.join("plot.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
 
+    // From another folder, with paths relative to it, and one route that answers nothing: the
+    // run goes on and says which.
+    let mut dead = routes.clone();
+    let ghost = dead.keys().next().unwrap().clone();
+    dead.insert(ghost.clone(), "http://127.0.0.1:9".into());
+    std::fs::write(d.join("dead-routes.json"), serde_json::to_string(&dead).unwrap()).unwrap();
+    let report = run(Command::new(Path::new(ROOT).join("scripts/loadtest.sh")).current_dir(d).args([
+        "--routes",
+        "dead-routes.json",
+        "--out",
+        "lt-dead",
+        "--steps",
+        "2",
+        "--duration",
+        "1",
+        "plan.json",
+    ]));
+    assert!(report.contains(&format!("No answer from the route of: {ghost}.")), "{report}");
+    assert!(d.join("lt-dead/report.md").is_file(), "the report lands in the working directory's lt-dead");
+
     let said = run(Command::new(Path::new(ROOT).join("scripts/stop.sh")).arg("--out").arg(&out));
     assert!(said.contains("stopped 3 nodes"), "{said}");
     for pid in &pids {
