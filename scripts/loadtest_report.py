@@ -31,31 +31,70 @@ def steps(d, cpus):
                     "codes": v.get("status_codes", {}), "client_cpu": (user + system) / (wall * cpus)})
     return sorted(out, key=lambda s: s["x"])
 
+def nice_ticks(top, n=5):
+    """Round tick values (1, 2 or 5 × 10^k apart) from 0 past `top`."""
+    import math
+    raw = max(top, 1e-9) / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    return [step * i for i in range(int(math.ceil(top / step)) + 1)]
+
+def log_ticks(lo, hi):
+    """1-2-5 values between lo and hi, for a logarithmic axis."""
+    import math
+    out, k = [], math.floor(math.log10(lo))
+    while 10 ** k <= hi * 10:
+        out += [m * 10 ** k for m in (1, 2, 5) if lo <= m * 10 ** k <= hi]
+        k += 1
+    return out
+
 def plot(rows, slo, path):
-    w, h, l, b = 640, 360, 60, 40
-    xs = [r["throughput"] for r in rows] or [1]
-    ys = [r["p99"] for r in rows] + [slo]
-    xmax, ymax = max(xs) * 1.1 or 1, max(ys) * 1.1 or 1
-    X = lambda v: l + (w - l - 20) * v / xmax
-    Y = lambda v: h - b - (h - b - 30) * v / ymax
+    """Latency percentiles (log axis, so 1 ms and 1 s both read) against throughput, and below it
+    the error rate of each step (the share of answers that were not 200)."""
+    import math
+    w, h, l, r_, top, mid, b = 680, 460, 64, 24, 30, 300, 40
+    xt = nice_ticks(max([r["throughput"] for r in rows] or [1]))
+    xmax = xt[-1] or 1
+    lats = [v for r in rows for v in (r["p50"], r["p90"], r["p99"]) if v > 0] + [slo]
+    lo = 10 ** math.floor(math.log10(min(lats))) if lats else 0.1
+    hi = 10 ** math.ceil(math.log10(max(lats))) if lats else 1000
+    X = lambda v: l + (w - l - r_) * v / xmax
+    Y = lambda v: mid - (mid - top) * (math.log10(max(v, lo)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo) or 1)
+    # The error-rate panel: 0 at eb, its top (a round share above the worst step's) at et.
+    eb, et = h - b, mid + 50
+    etop = nice_ticks(max([1 - r["success"] for r in rows] + [0.01]), 2)[-1]
+    E = lambda share: eb - (eb - et) * share / etop
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
            '<rect width="100%" height="100%" fill="white"/>',
-           f'<text x="{l}" y="18" font-size="13" font-weight="bold">Latency vs throughput</text>',
-           f'<line x1="{l}" y1="{h-b}" x2="{w-20}" y2="{h-b}" stroke="#333"/><line x1="{l}" y1="30" x2="{l}" y2="{h-b}" stroke="#333"/>',
+           f'<text x="{l}" y="18" font-size="13" font-weight="bold">Latency and errors against throughput</text>',
+           f'<line x1="{l}" y1="{mid}" x2="{w-r_}" y2="{mid}" stroke="#333"/><line x1="{l}" y1="{top}" x2="{l}" y2="{mid}" stroke="#333"/>',
+           f'<line x1="{l}" y1="{eb}" x2="{w-r_}" y2="{eb}" stroke="#333"/><line x1="{l}" y1="{et}" x2="{l}" y2="{eb}" stroke="#333"/>',
            f'<text x="{(w+l)/2}" y="{h-8}" text-anchor="middle">throughput (successful requests/s)</text>',
-           f'<text x="14" y="{(h-b)/2}" transform="rotate(-90 14 {(h-b)/2})" text-anchor="middle">latency (ms)</text>',
-           f'<line x1="{l}" y1="{Y(slo):.1f}" x2="{w-20}" y2="{Y(slo):.1f}" stroke="#c00" stroke-dasharray="5,3"/>',
-           f'<text x="{w-22}" y="{Y(slo)-4:.1f}" fill="#c00" text-anchor="end">SLO {slo:g} ms (P90)</text>']
-    for i in range(5):
-        vx, vy = xmax * i / 4, ymax * i / 4
-        svg.append(f'<text x="{X(vx):.1f}" y="{h-b+14}" text-anchor="middle">{vx:.0f}</text>')
-        svg.append(f'<text x="{l-4}" y="{Y(vy)+4:.1f}" text-anchor="end">{vy:.0f}</text>')
+           f'<text x="14" y="{(mid+top)/2}" transform="rotate(-90 14 {(mid+top)/2})" text-anchor="middle">latency (ms, log scale)</text>',
+           f'<text x="14" y="{(eb+et)/2}" transform="rotate(-90 14 {(eb+et)/2})" text-anchor="middle">errors</text>',
+           f'<line x1="{l}" y1="{Y(slo):.1f}" x2="{w-r_}" y2="{Y(slo):.1f}" stroke="#c00" stroke-dasharray="5,3"/>',
+           f'<text x="{w-r_-2}" y="{Y(slo)-4:.1f}" fill="#c00" text-anchor="end">SLO {slo:g} ms (P90)</text>']
+    for v in xt:
+        svg.append(f'<line x1="{X(v):.1f}" y1="{eb}" x2="{X(v):.1f}" y2="{eb+4}" stroke="#333"/>')
+        svg.append(f'<text x="{X(v):.1f}" y="{eb+15}" text-anchor="middle">{v:g}</text>')
+    for v in log_ticks(lo, hi):
+        svg.append(f'<line x1="{l}" y1="{Y(v):.1f}" x2="{w-r_}" y2="{Y(v):.1f}" stroke="#eee"/>')
+        svg.append(f'<text x="{l-4}" y="{Y(v)+4:.1f}" text-anchor="end">{v:g}</text>')
+    for share in nice_ticks(etop, 2):
+        svg.append(f'<text x="{l-4}" y="{E(share)+4:.1f}" text-anchor="end">{share:.0%}</text>')
     for key, color in (("p50", "#2a7"), ("p90", "#06c"), ("p99", "#a3a")):
         pts = " ".join(f"{X(r['throughput']):.1f},{Y(r[key]):.1f}" for r in rows)
         svg.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="1.5"/>')
         for r in rows:
-            svg.append(f'<circle cx="{X(r["throughput"]):.1f}" cy="{Y(r[key]):.1f}" r="2.5" fill="{color}"><title>{r["step"]}: {key} {r[key]:.1f} ms</title></circle>')
+            svg.append(f'<circle cx="{X(r["throughput"]):.1f}" cy="{Y(r[key]):.1f}" r="2.5" fill="{color}"><title>{r["step"]}: {key} {r[key]:.2f} ms</title></circle>')
         svg.append(f'<text x="{l + 10}" y="{44 + 14 * ("p50","p90","p99").index(key)}" fill="{color}">{key.upper()}</text>')
+    for i, r in enumerate(rows):
+        errors = 1 - r["success"]
+        x = X(r["throughput"])
+        svg.append(f'<rect x="{x-4:.1f}" y="{E(errors):.1f}" width="8" height="{eb-E(errors):.1f}" fill="#d55">'
+                   f'<title>{r["step"]}: {errors:.1%} errors</title></rect>')
+        # Labels of steps at close throughputs take turns in four rows.
+        svg.append(f'<text x="{x:.1f}" y="{et - 5 - 11 * (i % 4):.1f}" text-anchor="middle" fill="#a22">{r["step"]}: {errors:.1%}</text>')
     svg.append("</svg>")
     open(path, "w").write("\n".join(svg) + "\n")
 

@@ -78,6 +78,8 @@ fn deploy_local_predict_every_model_and_stop() {
     assert!(json["steps"][0]["codes"]["200"].as_u64().unwrap() > 0);
     let svg = std::fs::read_to_string(lt.join("plot.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+    // Latency on a log axis, and each step's error rate drawn below it.
+    assert!(svg.contains("latency (ms, log scale)") && svg.contains(">errors<") && svg.contains("c=4: "), "{svg}");
 
     // From another folder, with paths relative to it, and one route that answers nothing: the
     // run goes on and says which.
