@@ -49,16 +49,21 @@ case "$runtime" in
       printf '%s\t%s\t%s\n' "$node" "$!" "http://127.0.0.1:$port" >> "$out/nodes.tsv"
     done
     deadline=$((SECONDS + ${STOWAGE_DEPLOY_TIMEOUT:-300}))
-    while IFS=$'\t' read -r node pid url; do
+    # Waits until process PID answers URL/ready; else shows logs/NAME.log, stops everything, fails.
+    wait_ready() {
+      local name=$1 pid=$2 url=$3
       until curl -sf "$url/ready" > /dev/null; do
         if ! kill -0 "$pid" 2> /dev/null || ((SECONDS > deadline)); then
-          echo "deploy: node $node did not become ready; its log:" >&2
-          tail -n 20 "$out/logs/$node.log" >&2
+          echo "deploy: $name did not become ready; its log:" >&2
+          tail -n 20 "$out/logs/$name.log" >&2
           scripts/stop.sh --out "$out" >&2
           exit 1
         fi
         sleep 0.2
       done
+    }
+    while IFS=$'\t' read -r node pid url; do
+      wait_ready "$node" "$pid" "$url"
     done < "$out/nodes.tsv"
     python3 - "$plan" "$out/nodes.tsv" > "$out/routes.json" <<'PY'
 import json, sys
@@ -70,15 +75,7 @@ PY
     setsid "$stowage" gateway --routes "$out/routes.json" --host 127.0.0.1 --port "$port" \
       > "$out/logs/gateway.log" 2>&1 < /dev/null &
     echo "$!" > "$out/gateway.pid"
-    until curl -sf "http://127.0.0.1:$port/ready" > /dev/null; do
-      if ! kill -0 "$(cat "$out/gateway.pid")" 2> /dev/null || ((SECONDS > deadline)); then
-        echo "deploy: the gateway did not start; its log:" >&2
-        tail -n 20 "$out/logs/gateway.log" >&2
-        scripts/stop.sh --out "$out" >&2
-        exit 1
-      fi
-      sleep 0.2
-    done
+    wait_ready gateway "$(cat "$out/gateway.pid")" "http://127.0.0.1:$port"
     echo "http://127.0.0.1:$port" > "$out/gateway.url"
     echo "deploy: $(wc -l < "$out/nodes.tsv") nodes ready; routes in $out/routes.json; every model at $(cat "$out/gateway.url") (gateway); logs in $out/logs/"
     ;;

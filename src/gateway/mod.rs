@@ -18,6 +18,8 @@ use serde_json::json;
 use tracing::info;
 
 use self::routes::{Source, Table};
+use crate::http::health::ping;
+use crate::http::v2::server_metadata;
 
 /// Default of `--upstream-timeout-ms`.
 pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 30_000;
@@ -77,10 +79,6 @@ pub fn configure(state: Arc<GatewayState>) -> impl FnOnce(&mut web::ServiceConfi
     }
 }
 
-async fn ping() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "Healthy"}))
-}
-
 /// Ready when it has routes: whether a node answers is for the node's own readiness to say.
 async fn ready(state: web::Data<GatewayState>) -> HttpResponse {
     let models = state.routes.get().models.len();
@@ -105,11 +103,6 @@ async fn models(state: web::Data<GatewayState>) -> HttpResponse {
     list.sort_by(|a, b| a.0.cmp(b.0));
     let models: Vec<_> = list.iter().map(|(m, up)| json!({"id": m, "node": up.node, "url": up.base})).collect();
     HttpResponse::Ok().json(json!({"models": models}))
-}
-
-async fn server_metadata() -> HttpResponse {
-    HttpResponse::Ok()
-        .json(json!({"name": "stowage", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]}))
 }
 
 pub fn run(opts: GatewayOptions) -> Result<()> {

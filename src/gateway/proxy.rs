@@ -35,12 +35,11 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 
 /// An error as the route's protocol writes it.
 fn error(req: &HttpRequest, e: ApiError) -> HttpResponse {
-    let mut r = e.error_response();
     if req.path().starts_with("/v2/") {
-        let body = serde_json::json!({"error": e.message}).to_string();
-        r = r.set_body(body).map_into_boxed_body();
+        e.v2_response()
+    } else {
+        e.error_response()
     }
-    r
 }
 
 pub async fn no_such_route(req: HttpRequest) -> HttpResponse {

@@ -80,6 +80,15 @@ impl From<PredictError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The error as the Open Inference Protocol (KServe v2) writes it: `{"error": "sentence"}`,
+    /// with the status and Retry-After of the table.
+    pub fn v2_response(&self) -> HttpResponse {
+        let body = serde_json::json!({"error": self.message}).to_string();
+        self.error_response().set_body(body).map_into_boxed_body()
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         self.code.meta().0

@@ -9,8 +9,7 @@
 
 use std::time::Instant;
 
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use stowage_engine::OutputKind;
@@ -22,15 +21,6 @@ use crate::http::state::AppState;
 
 /// The header that says how many bytes of the body are JSON, the rest being binary tensors.
 const HEADER_LENGTH: &str = "inference-header-content-length";
-
-/// An error as the protocol writes it: `{"error": "..."}`, with the status (and Retry-After) of
-/// the node's error table.
-fn v2_error(e: &ApiError) -> HttpResponse {
-    let mut r = e.error_response();
-    let body = json!({"error": e.message}).to_string();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.set_body(body).map_into_boxed_body()
-}
 
 fn malformed(msg: impl Into<String>) -> ApiError {
     ApiError::new(Code::MalformedRequest, msg)
@@ -51,21 +41,21 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         HttpResponse::Ok().json(json!({"ready": true}))
     } else {
         let why = if r.leaving { "the node is shutting down" } else { "not every model is loaded yet" };
-        v2_error(&ApiError::new(if r.leaving { Code::ShuttingDown } else { Code::NotReady }, why))
+        ApiError::new(if r.leaving { Code::ShuttingDown } else { Code::NotReady }, why).v2_response()
     }
 }
 
 pub async fn model_ready(state: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
     match state.node.target(&id) {
         Ok(_) => HttpResponse::Ok().json(json!({"name": id.as_str(), "ready": true})),
-        Err(e) => v2_error(&e.into()),
+        Err(e) => ApiError::from(e).v2_response(),
     }
 }
 
 pub async fn model_metadata(state: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
     let model = match state.node.target(&id) {
         Ok(target) => target.model,
-        Err(e) => return v2_error(&e.into()),
+        Err(e) => return ApiError::from(e).v2_response(),
     };
     let tensor = |name: &str, datatype: &str, shape: Value| json!({"name": name, "datatype": datatype, "shape": shape});
     let mut inputs = vec![
@@ -284,7 +274,7 @@ pub async fn infer(
             if e.code == Code::InferenceFailed {
                 tracing::error!(model = id.as_str(), error = %e, "inference failed");
             }
-            v2_error(&e)
+            e.v2_response()
         }
     };
     state.node.record(&id, response.status().as_u16(), started.elapsed().as_secs_f64());
@@ -332,10 +322,8 @@ fn render(id: &str, req: &InferRequest, answer: &Answer, kind: OutputKind) -> Ht
     };
     if let Some(o) = req.outputs.iter().flatten().find(|o| !tensors.iter().any(|t| t.0 == o.name)) {
         let names: Vec<&str> = tensors.iter().map(|t| t.0).collect();
-        return v2_error(&ApiError::new(
-            Code::InvalidInput,
-            format!("model {id:?} has no output {:?} (it has {})", o.name, names.join(", ")),
-        ));
+        let msg = format!("model {id:?} has no output {:?} (it has {})", o.name, names.join(", "));
+        return ApiError::new(Code::InvalidInput, msg).v2_response();
     }
     let mut raw = Vec::new();
     let outputs: Vec<Value> = wanted
