@@ -488,7 +488,34 @@ pub struct ServeArgs {
     /// removes a terminating pod from its Service asynchronously). A second signal cuts it short.
     #[arg(long, env = "STOWAGE_SHUTDOWN_DELAY_SECONDS", default_value_t = 0)]
     pub shutdown_delay_seconds: u64,
+
+    /// Do not watch the plan and catalog files: the node reloads only on SIGHUP or
+    /// POST /admin/reload.
+    #[arg(long, env = "STOWAGE_NO_WATCH")]
+    pub no_watch: bool,
+
+    /// Serve the admin API (POST /admin/reload, GET /admin/plan) on this port, on --admin-host
+    /// only; never on the serving port. Off by default.
+    #[arg(long, env = "STOWAGE_ADMIN_PORT")]
+    pub admin_port: Option<u16>,
+
+    /// Address of the admin API: loopback by default. Any other address needs a bearer token
+    /// (--admin-token-file, or the STOWAGE_ADMIN_TOKEN environment variable).
+    #[arg(long, env = "STOWAGE_ADMIN_HOST", default_value = DEFAULT_ADMIN_HOST)]
+    pub admin_host: String,
+
+    /// File holding the admin API's bearer token (its first line); else the STOWAGE_ADMIN_TOKEN
+    /// environment variable. With a token, every admin call must send
+    /// `Authorization: Bearer <token>`.
+    #[arg(long, env = "STOWAGE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
+
+/// Default of `--admin-host`.
+pub const DEFAULT_ADMIN_HOST: &str = "127.0.0.1";
+/// The environment variable that may hold the admin API's bearer token (never a flag: flags
+/// show in `ps`).
+pub const ADMIN_TOKEN_ENV: &str = "STOWAGE_ADMIN_TOKEN";
 
 /// Which engine runs a model, and how (`serve` and `profile`).
 #[derive(Debug, Clone, clap::Args)]

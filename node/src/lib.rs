@@ -15,6 +15,7 @@ pub mod pool;
 pub mod postprocess;
 pub mod predict;
 pub mod process;
+pub mod reconcile;
 pub mod registry;
 pub mod request;
 pub mod spec;

@@ -1,7 +1,8 @@
 //! Prometheus metrics (docs/metrics.md is the list): each described once, here, with its unit and
 //! help; the recorder is installed once per process, with its upkeep on a timer.
 
-use std::sync::OnceLock;
+use std::collections::HashSet;
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Histogram, Unit};
@@ -26,6 +27,8 @@ pub const TOKENIZATION_DURATION: &str = "stowage_tokenization_duration_seconds";
 pub const BATCH_WAIT: &str = "stowage_batch_wait_seconds";
 pub const MALFORMED: &str = "stowage_malformed_requests_total";
 pub const BUILD_INFO: &str = "stowage_build_info";
+pub const RELOADS: &str = "stowage_reloads_total";
+pub const PLAN_INFO: &str = "stowage_plan_info";
 pub const GATEWAY_REQUESTS: &str = "stowage_gateway_requests_total";
 pub const GATEWAY_UPSTREAM_DURATION: &str = "stowage_gateway_upstream_duration_seconds";
 pub const GATEWAY_UPSTREAM_ERRORS: &str = "stowage_gateway_upstream_errors_total";
@@ -43,6 +46,55 @@ pub fn collect_process() {
             c
         })
         .collect();
+}
+
+/// Label pairs whose series leave `/metrics`: those of models the node no longer serves, and of
+/// plans it no longer runs. The exporter cannot delete a series, so `render` leaves them out (a
+/// model that comes back carries on from its old counts, as a Prometheus counter may).
+static RETIRED: RwLock<Option<HashSet<String>>> = RwLock::new(None);
+
+/// The text a series of a retired `label=value` pair carries, after `{` or `,`.
+fn pair(label: &str, value: &str) -> String {
+    format!("{label}=\"{value}\"")
+}
+
+/// Leaves every series labelled `label=value` out of `/metrics` from now on.
+pub fn retire(label: &str, value: &str) {
+    if let Ok(mut r) = RETIRED.write() {
+        r.get_or_insert_with(HashSet::new).insert(pair(label, value));
+    }
+}
+
+/// Shows the series labelled `label=value` again (a model served again).
+pub fn revive(label: &str, value: &str) {
+    if let Ok(mut r) = RETIRED.write() {
+        if let Some(set) = r.as_mut() {
+            set.remove(&pair(label, value));
+        }
+    }
+}
+
+/// The exposition text without the series of retired label pairs.
+pub fn render(handle: &PrometheusHandle) -> String {
+    let text = handle.render();
+    let Ok(retired) = RETIRED.read() else { return text };
+    let Some(set) = retired.as_ref().filter(|s| !s.is_empty()) else { return text };
+    let keep = |line: &str| {
+        let Some(open) = line.find('{') else { return true };
+        let Some(close) = line[open..].find('}') else { return true };
+        !line[open + 1..open + close].split(',').any(|p| set.contains(p))
+    };
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines().filter(|l| keep(l)) {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Counts a reload by its result (`applied`, `unchanged`, `refused`).
+pub fn reload_result(result: &'static str) {
+    metrics::counter!(RELOADS, "result" => result).increment(1);
 }
 
 /// How often histogram samples are folded into their buckets when nobody scrapes.
@@ -123,6 +175,16 @@ fn describe() {
         MALFORMED,
         Unit::Count,
         "Requests the HTTP server could not parse (bad request line or headers), counted instead of logged"
+    );
+    describe_counter!(
+        RELOADS,
+        Unit::Count,
+        "Reloads of the node's plan and catalog, by result (applied, unchanged, refused)"
+    );
+    describe_gauge!(
+        PLAN_INFO,
+        Unit::Count,
+        "Always 1; its labels are the sha256 of the plan file and of the catalog the node serves now"
     );
     describe_counter!(GATEWAY_REQUESTS, Unit::Count, "Requests the gateway answered, by HTTP status code");
     describe_histogram!(

@@ -190,7 +190,7 @@ impl Node {
 
     pub fn readiness(&self) -> Readiness {
         let (loading, ready, failed) = self.registry.counts();
-        let needed = (self.config.ready_fraction * self.registry.len() as f64).ceil() as usize;
+        let needed = (self.config.ready_fraction * self.registry.readiness_base() as f64).ceil() as usize;
         Readiness { loading, ready, failed, needed, leaving: self.registry.leaving() }
     }
 

@@ -1,5 +1,7 @@
 //! The node's models: a DashMap from model id to its entry, each loading → ready | failed.
-//! A model that fails to load is marked failed with its reason; every other model serves.
+//! A model that fails to load is marked failed with its reason; every other model serves. The set
+//! changes at run time (`reconcile.rs`): entries are added, removed, or staged beside the one they
+//! replace and swapped in when warm.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
@@ -55,9 +57,27 @@ pub struct Entry {
     pub admission: Admission,
     pub batcher: Arc<Batcher>,
     pub metrics: ModelMetrics,
+    /// Added by a reload, not at start-up: while it loads (or if it fails) it does not hold the
+    /// node's readiness back, so the models already serving keep their traffic.
+    pub late: bool,
 }
 
 impl Entry {
+    fn new(spec: ModelSpec, limits: Limits, late: bool) -> Self {
+        let (calls, rows) = (limits.concurrency.max(1), limits.batch.max(1));
+        let named = (spec.engine != EngineKind::Auto).then(|| spec.engine.to_string());
+        let metrics = ModelMetrics::new(&spec.id, named.as_deref());
+        Entry {
+            admission: Admission::new(calls * rows, limits.queue),
+            batcher: Arc::new(Batcher::new(&spec.id, &metrics, calls, rows)),
+            metrics,
+            state: RwLock::new(State::Loading),
+            info: RwLock::new(LoadInfo::default()),
+            spec,
+            late,
+        }
+    }
+
     pub fn state(&self) -> State {
         self.state.read().map(|s| s.clone()).unwrap_or(State::Failed("state lock poisoned".into()))
     }
@@ -106,7 +126,8 @@ pub struct Limits {
 pub struct Registry {
     models: DashMap<String, Arc<Entry>>,
     /// Model ids in plan order.
-    order: Vec<String>,
+    order: RwLock<Vec<String>>,
+    limits: Limits,
     /// 0 serving, 1 leaving (not ready, still serving), 2 shutting down (refusing new requests).
     phase: AtomicU8,
 }
@@ -114,24 +135,9 @@ pub struct Registry {
 impl Registry {
     pub fn new(specs: Vec<ModelSpec>, limits: Limits) -> Self {
         let order = specs.iter().map(|s| s.id.clone()).collect();
-        let models = specs
-            .into_iter()
-            .map(|spec| {
-                let (calls, rows) = (limits.concurrency.max(1), limits.batch.max(1));
-                let named = (spec.engine != EngineKind::Auto).then(|| spec.engine.to_string());
-                let metrics = ModelMetrics::new(&spec.id, named.as_deref());
-                let e = Entry {
-                    admission: Admission::new(calls * rows, limits.queue),
-                    batcher: Arc::new(Batcher::new(&spec.id, &metrics, calls, rows)),
-                    metrics,
-                    state: RwLock::new(State::Loading),
-                    info: RwLock::new(LoadInfo::default()),
-                    spec,
-                };
-                (e.spec.id.clone(), Arc::new(e))
-            })
-            .collect();
-        Self { models, order, phase: AtomicU8::new(0) }
+        let models =
+            specs.into_iter().map(|spec| (spec.id.clone(), Arc::new(Entry::new(spec, limits, false)))).collect();
+        Self { models, order: RwLock::new(order), limits, phase: AtomicU8::new(0) }
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
@@ -140,7 +146,62 @@ impl Registry {
 
     /// Entries in plan order.
     pub fn entries(&self) -> Vec<Arc<Entry>> {
-        self.order.iter().filter_map(|id| self.get(id)).collect()
+        self.ids().iter().filter_map(|id| self.get(id)).collect()
+    }
+
+    /// Model ids in plan order.
+    pub fn ids(&self) -> Vec<String> {
+        self.order.read().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    /// A new entry for `spec` that takes no requests until `add`ed or `swap`ped in.
+    pub fn stage(&self, spec: ModelSpec) -> Arc<Entry> {
+        Arc::new(Entry::new(spec, self.limits, true))
+    }
+
+    /// Adds a staged entry (its model id must be new to the node): it answers `not_ready` until
+    /// its state is ready.
+    pub fn add(&self, entry: Arc<Entry>) {
+        let id = entry.spec.id.clone();
+        if self.models.insert(id.clone(), entry).is_none() {
+            if let Ok(mut o) = self.order.write() {
+                o.push(id);
+            }
+        }
+    }
+
+    /// Puts `entry` in the place of the entry of the same model id, at once for every new
+    /// request, and returns the one it replaced (which finishes what it holds).
+    pub fn swap(&self, entry: Arc<Entry>) -> Option<Arc<Entry>> {
+        let id = entry.spec.id.clone();
+        let old = self.models.insert(id.clone(), entry);
+        if old.is_none() {
+            if let Ok(mut o) = self.order.write() {
+                o.push(id);
+            }
+        }
+        old
+    }
+
+    /// Takes model `id` out: new requests for it are 404 `unknown_model` from now on; those that
+    /// hold its entry finish with it.
+    pub fn remove(&self, id: &str) -> Option<Arc<Entry>> {
+        let old = self.models.remove(id).map(|(_, e)| e);
+        if old.is_some() {
+            if let Ok(mut o) = self.order.write() {
+                o.retain(|m| m != id);
+            }
+        }
+        old
+    }
+
+    /// Orders the models as `ids` (the plan's order); ids the node does not have are skipped.
+    pub fn reorder(&self, ids: &[String]) {
+        if let Ok(mut o) = self.order.write() {
+            let mut next: Vec<String> = ids.iter().filter(|id| self.models.contains_key(*id)).cloned().collect();
+            next.extend(o.iter().filter(|id| !ids.contains(id) && self.models.contains_key(*id)).cloned());
+            *o = next;
+        }
     }
 
     /// (loading, ready, failed)
@@ -154,6 +215,12 @@ impl Registry {
             }
         }
         c
+    }
+
+    /// Models that count for readiness: those of the start-up set, and those added by a reload
+    /// once they are ready (one still loading, or failed, never takes a serving node out).
+    pub fn readiness_base(&self) -> usize {
+        self.models.iter().filter(|e| !e.late || matches!(e.state(), State::Ready(_))).count()
     }
 
     pub fn len(&self) -> usize {

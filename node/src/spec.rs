@@ -1,14 +1,17 @@
 //! Which models a node serves, and where each one's files are: a plan's node or catalog models by
 //! id, turned into one `ModelSpec` each (docs/formats.md: the catalog and the plan).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use stowage_core::{Catalog, CatalogError, Engine as EngineKind, Plan, PlanError};
+use sha2::{Digest, Sha256};
+use stowage_core::{Catalog, CatalogError, Engine as EngineKind, Plan, PlanError, PlanNode};
 
 use crate::storage::{Source, StorageError};
 
-/// What the node needs to know to load one model.
-#[derive(Debug, Clone)]
+/// What the node needs to know to load one model. Two specs that are equal load the same model:
+/// a reload keeps a model whose spec did not change, and loads anew one whose did (a new
+/// artifact, tokenizer, config, engine or sha256).
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelSpec {
     pub id: String,
     pub engine: EngineKind,
@@ -77,20 +80,77 @@ pub fn node_models(
     ids: &[String],
     engine: EngineKind,
 ) -> Result<Vec<ModelSpec>, SpecError> {
-    let (catalog, ids): (Catalog, Vec<String>) = match (plan, node) {
-        (Some(plan_path), Some(node)) => {
-            let plan = Plan::load(plan_path)?;
-            let n = plan.node(node).ok_or_else(|| SpecError::NoSuchNode {
-                plan: plan_path.display().to_string(),
-                node: node.to_string(),
-                known: plan.nodes.iter().map(|n| n.id.as_str()).take(20).collect::<Vec<_>>().join(", "),
-            })?;
-            let ids = n.models.clone();
-            (plan.catalog(plan_path, catalog)?, ids)
-        }
-        (Some(_), None) => return Err(SpecError::PlanWithoutNode),
-        (None, _) => (Catalog::load(catalog.ok_or(SpecError::NothingToServe)?)?, ids.to_vec()),
+    let source = SpecSource {
+        plan: plan.map(Path::to_path_buf),
+        node: node.map(str::to_string),
+        catalog: catalog.map(Path::to_path_buf),
+        models: ids.to_vec(),
+        engine,
     };
-    let ids = if ids.is_empty() { catalog.models.iter().map(|m| m.id.clone()).collect() } else { ids };
-    ids.iter().map(|id| ModelSpec::from_catalog(&catalog, id, engine)).collect()
+    Ok(source.read()?.specs)
+}
+
+/// Where a node learns its models, read again at every reload: a plan's node (with its catalog),
+/// or catalog models by id (all when `models` is empty).
+#[derive(Debug, Clone)]
+pub struct SpecSource {
+    pub plan: Option<PathBuf>,
+    pub node: Option<String>,
+    pub catalog: Option<PathBuf>,
+    pub models: Vec<String>,
+    /// For models whose catalog entry names no engine.
+    pub engine: EngineKind,
+}
+
+/// What a node serves, as read from its files at one moment.
+#[derive(Debug, Clone)]
+pub struct NodeSet {
+    pub specs: Vec<ModelSpec>,
+    /// sha256 of the plan file's bytes (none without a plan).
+    pub plan_sha256: Option<String>,
+    pub catalog_sha256: String,
+    /// The plan's entry for this node.
+    pub node: Option<PlanNode>,
+}
+
+impl SpecSource {
+    /// The catalog file: `--catalog`, or `models.toml` beside the plan.
+    pub fn catalog_path(&self) -> Option<PathBuf> {
+        self.catalog.clone().or_else(|| self.plan.as_ref().map(|p| p.with_file_name("models.toml")))
+    }
+
+    /// The files whose change may change the node's models.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.plan.iter().cloned().chain(self.catalog_path()).collect()
+    }
+
+    /// Reads the plan and catalog and checks that they agree (the catalog sha256 the plan names,
+    /// the node present, every model in the catalog).
+    pub fn read(&self) -> Result<NodeSet, SpecError> {
+        let (catalog, ids, plan_sha256, plan_node): (Catalog, Vec<String>, _, _) =
+            match (self.plan.as_deref(), self.node.as_deref()) {
+                (Some(plan_path), Some(node)) => {
+                    let name = plan_path.display().to_string();
+                    let text = std::fs::read_to_string(plan_path)
+                        .map_err(|error| PlanError::Io { path: name.clone(), error })?;
+                    let plan = Plan::parse(&name, &text)?;
+                    let n = plan.node(node).ok_or_else(|| SpecError::NoSuchNode {
+                        plan: name.clone(),
+                        node: node.to_string(),
+                        known: plan.nodes.iter().map(|n| n.id.as_str()).take(20).collect::<Vec<_>>().join(", "),
+                    })?;
+                    let sha = hex::encode(Sha256::digest(text.as_bytes()));
+                    (plan.catalog(plan_path, self.catalog.as_deref())?, n.models.clone(), Some(sha), Some(n.clone()))
+                }
+                (Some(_), None) => return Err(SpecError::PlanWithoutNode),
+                (None, _) => {
+                    let path = self.catalog.as_deref().ok_or(SpecError::NothingToServe)?;
+                    (Catalog::load(path)?, self.models.clone(), None, None)
+                }
+            };
+        let ids = if ids.is_empty() { catalog.models.iter().map(|m| m.id.clone()).collect() } else { ids };
+        let specs =
+            ids.iter().map(|id| ModelSpec::from_catalog(&catalog, id, self.engine)).collect::<Result<_, _>>()?;
+        Ok(NodeSet { specs, plan_sha256, catalog_sha256: catalog.sha256.clone(), node: plan_node })
+    }
 }

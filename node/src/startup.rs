@@ -2,6 +2,7 @@
 //! and `parallelism` loads at once), each marked ready or failed with its reason, and one summary
 //! line when all are done. A failed model never fails the node.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -62,35 +63,81 @@ impl Timing {
     }
 }
 
-/// Loads every model on a fetch → load pipeline (`fetch_parallelism` downloads and `parallelism`
-/// loads at once, on blocking threads); never fails as a whole: a model that cannot be fetched or
-/// loaded is marked failed with its reason.
-pub async fn load_all(registry: Arc<Registry>, opts: LoadOptions) {
-    let start = Instant::now();
-    // Load metrics must not be lost to a recorder installed later.
-    metrics::install();
-    let fetcher = Arc::new(Fetcher::new(opts.fetch.clone()));
-    let fetch_gate = Arc::new(tokio::sync::Semaphore::new(opts.fetch_parallelism.max(1)));
-    let load_gate = Arc::new(tokio::sync::Semaphore::new(opts.parallelism.max(1)));
-    registry.publish_counts();
-    let tasks: Vec<_> = registry
-        .entries()
-        .into_iter()
-        .enumerate()
-        .map(|(i, entry)| {
-            let gates = (fetch_gate.clone(), load_gate.clone());
-            let device = (!opts.cuda_devices.is_empty()).then(|| opts.cuda_devices[i % opts.cuda_devices.len()]);
-            let engine = EngineOptions { ort_cuda_device: device.or(opts.engine.ort_cuda_device), ..opts.engine };
-            tokio::spawn(bring_up(entry, registry.clone(), fetcher.clone(), gates, engine))
-        })
-        .collect();
-    let mut timings = Vec::new();
-    for t in tasks {
-        if let Ok(t) = t.await {
-            timings.push(t);
-        }
+/// Brings models up: a fetch → load pipeline (`fetch_parallelism` downloads and `parallelism`
+/// loads at once, on blocking threads) that start-up and every later reload share, so a reload
+/// never loads more models at once than `--load-parallelism` (the memory a change may add on top
+/// of the models serving) and reuses the S3 client.
+pub struct Loader {
+    fetcher: Arc<Fetcher>,
+    gates: Gates,
+    opts: LoadOptions,
+    /// Models brought up so far: the next one takes the next CUDA device.
+    brought: AtomicUsize,
+}
+
+/// How one model's bring-up ended.
+#[derive(Debug, Clone)]
+pub struct BroughtUp {
+    pub id: String,
+    pub ok: bool,
+    /// Fetch, load and warm-up together.
+    pub seconds: f64,
+}
+
+impl Loader {
+    pub fn new(opts: LoadOptions) -> Arc<Self> {
+        // Load metrics must not be lost to a recorder installed later.
+        metrics::install();
+        let fetcher = Arc::new(Fetcher::new(opts.fetch.clone()));
+        let fetch_gate = Arc::new(tokio::sync::Semaphore::new(opts.fetch_parallelism.max(1)));
+        let load_gate = Arc::new(tokio::sync::Semaphore::new(opts.parallelism.max(1)));
+        Arc::new(Self { fetcher, gates: (fetch_gate, load_gate), opts, brought: AtomicUsize::new(0) })
     }
-    release_freed_memory();
+
+    /// Fetches, loads and warms up `entries` (each marked ready or failed with its reason) and
+    /// gives the freed heap back when all are done. Never fails as a whole.
+    pub async fn bring_up(&self, entries: Vec<Arc<Entry>>, registry: &Arc<Registry>) -> Vec<BroughtUp> {
+        self.bring_up_timed(entries, registry)
+            .await
+            .iter()
+            .map(|t| BroughtUp { id: t.id.clone(), ok: t.ok, seconds: t.seconds() })
+            .collect()
+    }
+
+    async fn bring_up_timed(&self, entries: Vec<Arc<Entry>>, registry: &Arc<Registry>) -> Vec<Timing> {
+        let devices = &self.opts.cuda_devices;
+        let tasks: Vec<_> = entries
+            .into_iter()
+            .map(|entry| {
+                let i = self.brought.fetch_add(1, Ordering::Relaxed);
+                let device = (!devices.is_empty()).then(|| devices[i % devices.len()]);
+                let engine =
+                    EngineOptions { ort_cuda_device: device.or(self.opts.engine.ort_cuda_device), ..self.opts.engine };
+                tokio::spawn(bring_up(entry, registry.clone(), self.fetcher.clone(), self.gates.clone(), engine))
+            })
+            .collect();
+        let mut timings = Vec::new();
+        for t in tasks {
+            if let Ok(t) = t.await {
+                timings.push(t);
+            }
+        }
+        release_freed_memory();
+        timings
+    }
+}
+
+/// Loads every model of the registry (see `Loader`); never fails as a whole: a model that cannot
+/// be fetched or loaded is marked failed with its reason. Ends with the start-up summary.
+pub async fn load_all(registry: Arc<Registry>, opts: LoadOptions) {
+    start_up(registry, Loader::new(opts)).await
+}
+
+/// `load_all` with a loader that later reloads share.
+pub async fn start_up(registry: Arc<Registry>, loader: Arc<Loader>) {
+    let start = Instant::now();
+    registry.publish_counts();
+    let timings = loader.bring_up_timed(registry.entries(), &registry).await;
     summarize(&registry, &timings, start);
 }
 

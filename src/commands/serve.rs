@@ -2,33 +2,41 @@
 
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use stowage_node::predict::default_inference_threads;
 use stowage_node::registry::Limits;
-use stowage_node::spec::node_models;
+use stowage_node::spec::SpecSource;
 use stowage_node::startup::LoadOptions;
 use stowage_node::Config;
 
-use crate::cli::ServeArgs;
-use crate::http::server::{self, ServeOptions};
+use crate::cli::{ServeArgs, ADMIN_TOKEN_ENV};
+use crate::http::server::{self, AdminOptions, ServeOptions};
 use crate::http::state::ServeConfig;
 
 pub fn run(args: &ServeArgs) -> Result<()> {
     ensure!(args.ready_fraction > 0.0 && args.ready_fraction <= 1.0, "--ready-fraction must be in (0, 1]");
-    let specs = node_models(
-        args.plan.as_deref(),
-        args.node.as_deref(),
-        args.catalog.as_deref(),
-        &args.models,
-        args.engine.engine,
-    )?;
+    let source = SpecSource {
+        plan: args.plan.clone(),
+        node: args.node.clone(),
+        catalog: args.catalog.clone(),
+        models: args.models.clone(),
+        engine: args.engine.engine,
+    };
+    let initial = source.read()?;
+    let admin = match args.admin_port {
+        Some(port) => Some(AdminOptions { host: args.admin_host.clone(), port, token: admin_token(args)? }),
+        None => None,
+    };
     let threads = args.inference_threads.unwrap_or_else(default_inference_threads);
     server::run(ServeOptions {
         host: args.host.clone(),
         port: args.port,
         workers: args.workers.unwrap_or_else(default_inference_threads),
         max_connections: args.max_connections,
-        specs,
+        source,
+        initial,
+        watch: !args.no_watch,
+        admin,
         limits: Limits {
             concurrency: args.model_concurrency.unwrap_or(threads),
             queue: args.queue_size,
@@ -56,4 +64,28 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         drain: Duration::from_secs(args.drain_seconds),
         shutdown_delay: Duration::from_secs(args.shutdown_delay_seconds),
     })
+}
+
+/// The admin API's bearer token: the first line of --admin-token-file, else $STOWAGE_ADMIN_TOKEN.
+/// An admin API on an address other than loopback must have one.
+fn admin_token(args: &ServeArgs) -> Result<Option<String>> {
+    let token = match &args.admin_token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --admin-token-file {}", path.display()))?;
+            let t = text.lines().next().unwrap_or("").trim().to_string();
+            ensure!(!t.is_empty(), "--admin-token-file {}: the first line is empty", path.display());
+            Some(t)
+        }
+        None => std::env::var(ADMIN_TOKEN_ENV).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
+    };
+    let loopback =
+        args.admin_host == "localhost" || args.admin_host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if token.is_none() && !loopback {
+        bail!(
+            "--admin-host {} is not a loopback address: the admin API needs a bearer token there (--admin-token-file, or {ADMIN_TOKEN_ENV})",
+            args.admin_host
+        );
+    }
+    Ok(token)
 }

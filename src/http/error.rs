@@ -26,6 +26,10 @@ pub enum Code {
     NodeUnavailable,
     /// The model's node took longer than the gateway waits.
     UpstreamTimeout,
+    /// An admin call without the bearer token, or with a wrong one.
+    Unauthorized,
+    /// A reload whose plan and catalog cannot be served (unreadable, inconsistent, no such node).
+    ReloadRefused,
 }
 
 impl Code {
@@ -47,6 +51,8 @@ impl Code {
             Code::InferenceFailed => (StatusCode::INTERNAL_SERVER_ERROR, "inference_failed", None),
             Code::NodeUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "node_unavailable", Some(1)),
             Code::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", None),
+            Code::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            Code::ReloadRefused => (StatusCode::CONFLICT, "reload_refused", None),
         }
     }
 }
@@ -103,6 +109,9 @@ impl ResponseError for ApiError {
         }
         if let Some(s) = retry {
             r.insert_header((header::RETRY_AFTER, s.to_string()));
+        }
+        if self.code == Code::Unauthorized {
+            r.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"stowage-admin\""));
         }
         r.json(serde_json::json!({"error": self.message, "code": name}))
     }

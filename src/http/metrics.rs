@@ -6,5 +6,7 @@ use crate::http::state::AppState;
 
 pub async fn render(state: web::Data<AppState>) -> HttpResponse {
     state.node.publish_gauges();
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(state.metrics.render())
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(stowage_node::metrics::render(&state.metrics))
 }

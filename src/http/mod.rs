@@ -2,6 +2,7 @@
 //! (`error.rs`), the handlers' state (`state.rs`) and the server's run and shutdown
 //! (`server.rs`). Handlers parse, call the node (`stowage-node`) and render.
 
+pub mod admin;
 pub mod body;
 pub mod error;
 pub mod health;
@@ -49,7 +50,7 @@ pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
 }
 
 /// 405 for a method the resource does not take, naming those it does.
-fn only(allow: &'static str) -> actix_web::Route {
+pub(crate) fn only(allow: &'static str) -> actix_web::Route {
     web::to(move |req: HttpRequest| async move {
         let e = ApiError::new(
             Code::MethodNotAllowed,

@@ -10,12 +10,25 @@ use std::time::Duration;
 use actix_web::{App, HttpServer};
 use anyhow::{Context, Result};
 use stowage_core::Engine as EngineKind;
+use stowage_node::reconcile::{self, Reconciler};
 use stowage_node::registry::{Limits, Registry};
-use stowage_node::spec::ModelSpec;
-use stowage_node::startup::{load_all, LoadOptions};
-use tracing::{info, warn};
+use stowage_node::spec::{NodeSet, SpecSource};
+use stowage_node::startup::{LoadOptions, Loader};
+use tracing::{error, info, warn};
 
+use crate::http::admin::AdminState;
 use crate::http::state::{AppState, ServeConfig};
+
+/// The admin API's listener (`--admin-port`) and its bearer token.
+pub struct AdminOptions {
+    pub host: String,
+    pub port: u16,
+    pub token: Option<String>,
+}
+
+/// How long a reload waits after the first file event, so that a plan and catalog written
+/// together are read together.
+pub const RELOAD_SETTLE: Duration = Duration::from_millis(250);
 
 /// Everything `stowage serve` needs.
 pub struct ServeOptions {
@@ -24,7 +37,12 @@ pub struct ServeOptions {
     pub workers: usize,
     /// Client connections held open at most (default: from the open-file limit).
     pub max_connections: Option<usize>,
-    pub specs: Vec<ModelSpec>,
+    /// Where the node's models are named (read again at every reload), and what it read at start.
+    pub source: SpecSource,
+    pub initial: NodeSet,
+    /// Reload when the plan or catalog files change (else only on SIGHUP or the admin API).
+    pub watch: bool,
+    pub admin: Option<AdminOptions>,
     pub limits: Limits,
     pub config: ServeConfig,
     pub load: LoadOptions,
@@ -38,7 +56,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     // Requests already run in parallel; the tokenizer's own rayon pool would only wake more
     // threads per request on the cores the engines need.
     tokenizers::utils::parallelism::set_parallelism(false);
-    let wants = |kind: EngineKind| opts.specs.iter().any(|s| s.engine == kind);
+    let wants = |kind: EngineKind| opts.initial.specs.iter().any(|s| s.engine == kind);
     if wants(EngineKind::Ort) || wants(EngineKind::Auto) {
         // A missing library fails the ort models (with the reason in /models), not the node; auto
         // models then run on tract, or fail with both reasons when tract cannot run them.
@@ -50,7 +68,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             }
         }
     }
-    let registry = Arc::new(Registry::new(opts.specs, opts.limits));
+    let registry = Arc::new(Registry::new(opts.initial.specs.clone(), opts.limits));
     let state = Arc::new(AppState::new(registry.clone(), opts.config).context("cannot start the inference threads")?);
     actix_web::rt::System::new().block_on(async move {
         let app_state = state.clone();
@@ -71,17 +89,78 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         }
         let server = server.run();
         let handle = server.handle();
-        // Downloads, hashing and loading run on their own runtime and threads, never delaying probes.
-        let loader = tokio::runtime::Builder::new_multi_thread()
+        // Downloads, hashing, loading and reloads run on their own runtime and threads, never
+        // delaying probes.
+        let loader_rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("stowage-fetch")
             .enable_all()
             .build()
             .context("cannot start the loader runtime")?;
-        let (reg, load) = (registry.clone(), opts.load);
+        let reconciler = {
+            let _in = loader_rt.enter();
+            Reconciler::new(registry.clone(), Loader::new(opts.load), opts.source.clone(), &opts.initial, opts.drain)
+        };
+        let trigger = Arc::new(tokio::sync::Notify::new());
+        let watcher = if opts.watch {
+            let files = opts.source.files();
+            match reconcile::watch(&files, trigger.clone()) {
+                Ok(w) => {
+                    info!(files = ?files, "watching the plan and catalog; a change reloads the node");
+                    Some(w)
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot watch the plan and catalog; the node reloads on SIGHUP or POST /admin/reload only");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let admin = match opts.admin {
+            Some(a) => {
+                let state = Arc::new(AdminState::new(reconciler.clone(), loader_rt.handle().clone(), a.token.as_deref()));
+                let server = HttpServer::new(move || App::new().configure(crate::http::admin::configure(state.clone())))
+                    .workers(1)
+                    .disable_signals()
+                    .bind((a.host.as_str(), a.port))
+                    .with_context(|| format!("cannot listen on {}:{} (--admin-port)", a.host, a.port))?;
+                for addr in server.addrs() {
+                    info!(%addr, token = a.token.is_some(), "admin API listening");
+                }
+                let server = server.run();
+                let handle = server.handle();
+                actix_web::rt::spawn(async move {
+                    if let Err(e) = server.await {
+                        error!(error = %e, "admin API failed");
+                    }
+                });
+                Some(handle)
+            }
+            None => None,
+        };
+        let (rec, hup) = (reconciler.clone(), trigger.clone());
         std::thread::Builder::new()
             .name("stowage-loader".into())
-            .spawn(move || loader.block_on(load_all(reg, load)))
+            .spawn(move || {
+                loader_rt.block_on(async move {
+                    let _watching = watcher;
+                    tokio::spawn(async move {
+                        use tokio::signal::unix::{signal, SignalKind};
+                        match signal(SignalKind::hangup()) {
+                            Ok(mut s) => {
+                                while s.recv().await.is_some() {
+                                    info!("SIGHUP: reloading the plan and catalog");
+                                    hup.notify_one();
+                                }
+                            }
+                            Err(e) => warn!(error = %e, "cannot listen for SIGHUP"),
+                        }
+                    });
+                    rec.start().await;
+                    rec.run(trigger, RELOAD_SETTLE).await
+                })
+            })
             .context("cannot start the loader thread")?;
         let delay = opts.shutdown_delay;
         actix_web::rt::spawn(async move {
@@ -96,6 +175,9 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             }
             info!("shutting down: refusing new requests, draining in-flight ones");
             registry.begin_shutdown();
+            if let Some(a) = admin {
+                a.stop(false).await;
+            }
             handle.stop(true).await;
         });
         server.await.context("server failed")?;

@@ -15,6 +15,7 @@ mod hardening;
 mod http_api;
 mod kserve;
 mod layers;
+mod live_nodes;
 mod local_runtime;
 mod logs;
 mod s3;
