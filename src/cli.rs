@@ -282,7 +282,8 @@ pub struct ManifestsArgs {
 
     /// Deploy a plan's inf1 nodes anyway, as CPU pods: Stowage has no engine that runs on
     /// Inferentia (Neuron) yet, so they run ONNX Runtime on the instance's CPUs, request no Neuron
-    /// device, and their CPU requests come from the models' CPU (c5) footprints — while the plan
+    /// device, and their CPU requests come from the models' CPU (c5) footprints (at most the
+    /// type's compute × max_utilization) — while the plan
     /// assumed Inferentia speed. Without it a plan with inf1 nodes is refused.
     #[arg(long, env = "STOWAGE_ALLOW_CPU_ON_INF1")]
     pub allow_cpu_on_inf1: bool,

@@ -36,6 +36,8 @@ use crate::slices::{plan_slice, sha256, SliceError, Slicer};
 pub const PORT: i32 = 8080;
 const CONFIG_DIR: &str = "/etc/stowage";
 const CACHE_DIR: &str = "/var/cache/stowage";
+/// The node's admin API port, bound to the pod's loopback.
+pub const ADMIN_PORT: &str = "8081";
 /// The uid the images run as (docker/Dockerfile.*: `USER 10001`).
 pub const RUN_AS_USER: i64 = 10001;
 
@@ -261,6 +263,16 @@ fn cpu_hpa(metadata: ObjectMeta, target: &str, min: i32, max: i32) -> Horizontal
     }
 }
 
+/// What the plan's footprints say a node's models need on `family`.
+fn models_mib(node: &PlanNode, catalog: &Catalog, family: &str) -> f64 {
+    node.models
+        .iter()
+        .filter_map(|m| catalog.model(m))
+        .filter_map(|m| m.footprints.get(family))
+        .map(|f| f.memory_mib)
+        .sum()
+}
+
 fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deployment {
     let it = catalog.instance_type(&node.instance_type);
     let family = it.map_or(node.family.as_str(), |t| t.family.as_str());
@@ -285,37 +297,42 @@ fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deploy
     let (drain, delay) = (o.drain_seconds.to_string(), o.shutdown_delay_seconds.to_string());
     all.extend(["--port", "8080", "--drain-seconds", drain.as_str(), "--shutdown-delay-seconds", delay.as_str()]);
     all.extend(["--cache-dir", CACHE_DIR, "--json-logs"]);
+    // The admin API on the pod's loopback only: `kubectl port-forward` reaches it, nothing else.
+    all.extend(["--admin-port", ADMIN_PORT]);
 
-    // Memory: what the plan's footprints say the models need, plus the server's own; the limit is
-    // the instance's model memory, so a node can never crowd out its neighbours' pods.
-    let models_mib: f64 = node
-        .models
-        .iter()
-        .filter_map(|m| catalog.model(m))
-        .filter_map(|m| m.footprints.get(family))
-        .map(|f| f.memory_mib)
-        .sum();
-    // CPU: the planned utilization of the type's compute; on inf1, whose compute is NeuronCores
-    // the pod does not use, what the models need on CPUs (their c5 footprints, else their own).
-    let cores = if family == "inf1" {
-        node.models
+    // Resources come from the instance type alone, never from the node's models: a plan change
+    // that moves models only rewrites the node's ConfigMap (the node reloads it in place), and
+    // Kubernetes restarts nothing. The pod owns its instance: it requests the memory the planner
+    // lets models use there (`max_memory` of it) plus the server's own, with the instance's
+    // memory as the limit, so it can never crowd out its neighbours' pods; CPU is the planner's
+    // utilization limit of the type's compute.
+    let planned_mib =
+        it.map_or_else(|| models_mib(node, catalog, family), |t| t.memory_gib * 1024.0 * catalog.limits.max_memory);
+    let limit_mib = it.map_or(planned_mib + 512.0, |t| t.memory_gib * 1024.0);
+    // At most 85 % of the instance's memory: the kubelet and system daemons keep the rest
+    // (EKS reserves about 0.9 GiB on an 8 GiB c5.xlarge), and a request above what the node
+    // can allocate would never schedule.
+    let request_mib = (planned_mib + 256.0).min(limit_mib * 0.85);
+    let mut cores = compute * catalog.limits.max_utilization;
+    if family == "inf1" {
+        // CPU pods on inf1 (`--allow-cpu-on-inf1`): what their models need on CPUs (their c5
+        // footprints, else their own), at most the type's share. The one request that follows
+        // the models: such a node's pods restart when its models change.
+        let needed: f64 = node
+            .models
             .iter()
             .filter_map(|m| catalog.model(m))
             .filter_map(|m| {
                 m.footprints.get("c5").or_else(|| m.footprints.get(family)).map(|f| m.peak_rps * f.service_ms / 1000.0)
             })
-            .sum::<f64>()
-    } else {
-        node.usage.utilization * compute
-    };
+            .sum();
+        cores = cores.min(needed);
+    }
     let mut requests = BTreeMap::from([
-        ("memory".to_string(), mib(models_mib + 256.0)),
+        ("memory".to_string(), mib(request_mib)),
         ("cpu".to_string(), Quantity(format!("{}m", (cores.max(0.25) * 1000.0).ceil() as i64))),
     ]);
-    let mut limits = BTreeMap::from([(
-        "memory".to_string(),
-        mib(it.map_or(models_mib + 512.0, |t| t.memory_gib * 1024.0).max(models_mib + 256.0)),
-    )]);
+    let mut limits = BTreeMap::from([("memory".to_string(), mib(limit_mib))]);
     let tolerate = |key: &str| Toleration {
         key: Some(key.into()),
         operator: Some("Exists".into()),
@@ -349,9 +366,10 @@ fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deploy
         security_context: Some(hardened()),
         ..Default::default()
     };
-    // Models and tokenizers land in the cache: room for the node's models, with a margin for a
-    // download in flight; beyond, the kubelet evicts the pod instead of filling the node's disk.
-    let cache_limit = mib(models_mib * 1.5 + 1024.0);
+    // Models and tokenizers land in the cache: room for as many models as the type holds, with a
+    // margin for downloads in flight (a reload fetches the new models beside the old ones);
+    // beyond, the kubelet evicts the pod instead of filling the node's disk.
+    let cache_limit = mib(planned_mib * 1.5 + 1024.0);
     let pod = PodSpec {
         service_account_name: Some("stowage".into()),
         // Nothing in the pod talks to the Kubernetes API: no token unless IRSA needs one.

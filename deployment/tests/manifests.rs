@@ -279,3 +279,29 @@ fn a_multi_gpu_node_uses_every_gpu_it_requests() {
     let gpu = &files.iter().find(|f| f.name.starts_with("node-g4dn")).unwrap().yaml;
     assert!(gpu.contains("nvidia.com/gpu: '4'") && gpu.contains("- 0,1,2,3\n"), "{gpu}");
 }
+
+#[test]
+fn a_node_whose_models_change_keeps_its_deployment_and_only_its_configmap_changes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../planner/tests/data");
+    let plan_json = std::fs::read_to_string(dir.join("small.plan.json")).unwrap();
+    let plan = Plan::parse("small.plan.json", &plan_json).unwrap();
+    let catalog = Catalog::load(dir.join("small.toml")).unwrap();
+    let toml = std::fs::read_to_string(dir.join("small.toml")).unwrap();
+    // The same plan with one model moved from the c5 node to the g4dn node.
+    let mut moved = plan.clone();
+    let (from, to) = (0, 1);
+    let m = moved.nodes[from].models.pop().unwrap();
+    moved.nodes[to].models.push(m);
+    let before = render(&plan, &catalog, &plan_json, &toml, &opts()).unwrap();
+    let after = render(&moved, &catalog, &moved.to_json(), &toml, &opts()).unwrap();
+    let docs = |files: &[stowage_deployment::manifests::ManifestFile], node: &str| -> Vec<String> {
+        let f = files.iter().find(|f| f.name == format!("node-{node}.yaml")).unwrap();
+        f.yaml.split("---\n").map(str::to_string).collect()
+    };
+    for i in [from, to] {
+        let id = &plan.nodes[i].id;
+        let (b, a) = (docs(&before, id), docs(&after, id));
+        assert!(b[0].contains("kind: ConfigMap") && b[0] != a[0], "{id}: its ConfigMap holds the new slice");
+        assert_eq!(&b[1..], &a[1..], "{id}: Deployment, Service, PDB unchanged");
+    }
+}
