@@ -4,7 +4,11 @@
 # local (default): one `stowage serve` per node of the plan on free 127.0.0.1 ports, waits until
 #   every node is ready, writes DIR/routes.json (model id → node URL) for the load tests, and
 #   starts one `stowage gateway` in front of them (every model at one address, written to
-#   DIR/gateway.url; it re-reads routes.json when it changes).
+#   DIR/gateway.url; it re-reads routes.json when it changes). On a running deployment it
+#   reconciles in place: starts new nodes, rewrites changed nodes' plan slices (they reload
+#   themselves; a moving model is served by both nodes until the routes switch), then rewrites
+#   routes.json and drains and stops the nodes the plan no longer has. The catalog (--catalog
+#   among EXTRA FLAGS, else models.toml beside PLAN) is read where it is: edit it in place.
 # kubernetes: `stowage manifests` into DIR/manifests, then `kubectl apply -k`; routes.json holds
 #   the in-cluster URLs http://<node>.<namespace>.svc.cluster.local:8080.
 # EXTRA FLAGS go to `stowage serve` (local) or `stowage manifests` (kubernetes).
@@ -20,7 +24,7 @@ while (($#)); do
     --runtime) runtime=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) plan=$1; shift ;;
   esac
 done
@@ -35,19 +39,23 @@ nodes=$(python3 -c 'import json,sys; print(" ".join(n["id"] for n in json.load(o
 
 case "$runtime" in
   local)
-    if [ -s "$out/nodes.tsv" ]; then
-      echo "deploy: $out already runs a plan; scripts/stop.sh --out $out first" >&2
-      exit 1
-    fi
-    echo local > "$out/runtime"
-    mkdir -p "$out/logs"
-    : > "$out/nodes.tsv"
-    for node in $nodes; do
-      port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-      setsid "$stowage" serve --plan "$plan" --node "$node" --host 127.0.0.1 --port "$port" "${extra[@]}" \
-        > "$out/logs/$node.log" 2>&1 < /dev/null &
-      printf '%s\t%s\t%s\n' "$node" "$!" "http://127.0.0.1:$port" >> "$out/nodes.tsv"
+    # The catalog: --catalog among the extra flags, else models.toml beside the plan. Nodes read
+    # it where it is (its relative artifact paths resolve from its folder) and their own slice of
+    # the plan from $out/nodes/<node>/plan.json; they reload when either changes.
+    catalog=""
+    rest=()
+    for ((i = 0; i < ${#extra[@]}; i++)); do
+      if [ "${extra[i]}" = --catalog ]; then
+        catalog=${extra[i + 1]}
+        i=$((i + 1))
+      else
+        rest+=("${extra[i]}")
+      fi
     done
+    extra=("${rest[@]+"${rest[@]}"}")
+    catalog=$(realpath "${catalog:-$(dirname "$plan")/models.toml}")
+    slices=(python3 scripts/plan_slices.py)
+    mkdir -p "$out/logs"
     deadline=$((SECONDS + ${STOWAGE_DEPLOY_TIMEOUT:-300}))
     # Waits until process PID answers URL/ready; else shows logs/NAME.log, stops everything, fails.
     wait_ready() {
@@ -62,15 +70,92 @@ case "$runtime" in
         sleep 0.2
       done
     }
+    # Starts node NAME on a free port and appends it to $out/nodes.next.
+    start_node() {
+      local node=$1 port
+      port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+      setsid "$stowage" serve --plan "$out/nodes/$node/plan.json" --catalog "$catalog" --node "$node" \
+        --host 127.0.0.1 --port "$port" "${extra[@]+"${extra[@]}"}" >> "$out/logs/$node.log" 2>&1 < /dev/null &
+      printf '%s\t%s\t%s\n' "$node" "$!" "http://127.0.0.1:$port" >> "$out/nodes.next"
+    }
+    # Writes routes.json for the plan from the node list $1, replacing the old one at once.
+    write_routes() {
+      "${slices[@]}" routes "$plan" "$1" > "$out/routes.json.tmp"
+      mv "$out/routes.json.tmp" "$out/routes.json"
+    }
+    : > "$out/nodes.next"
+    if [ -s "$out/nodes.tsv" ]; then
+      # A running deployment: reconcile in place. New nodes start; nodes whose models change get
+      # their new slice (first with their old models too, so a model that moves is served by both
+      # until the routes switch); nodes no longer in the plan drain and stop; the rest is untouched.
+      if [ "$(cat "$out/catalog" 2> /dev/null)" != "$catalog" ]; then
+        echo "deploy: $out runs catalog $(cat "$out/catalog" 2> /dev/null); edit that file in place, or scripts/stop.sh --out $out and deploy again" >&2
+        exit 1
+      fi
+      previous=$out/plan.json
+      changes=$("${slices[@]}" write "$plan" "$out" --catalog "$catalog" --union "$previous")
+      started=0 reloaded=0 same=0
+      for node in $nodes; do
+        line=$(awk -F'\t' -v n="$node" '$1 == n' "$out/nodes.tsv")
+        pid=$(cut -f2 <<< "$line")
+        if [ -n "$line" ] && kill -0 "$pid" 2> /dev/null; then
+          echo "$line" >> "$out/nodes.next"
+        else
+          start_node "$node"
+          started=$((started + 1))
+        fi
+      done
+      while IFS=$'\t' read -r node pid url; do
+        wait_ready "$node" "$pid" "$url"
+        "${slices[@]}" wait "$url" "$plan" "$node" $((deadline - SECONDS)) --union "$previous" --catalog "$catalog" || exit 1
+      done < "$out/nodes.next"
+      write_routes "$out/nodes.next"
+      if [ -s "$out/gateway.url" ]; then
+        "${slices[@]}" gateway "$(cat "$out/gateway.url")" "$out/routes.json" $((deadline - SECONDS)) || exit 1
+      fi
+      # The routes point at the new places: drop what moved away, stop the nodes that are gone.
+      changes+=$'\n'$("${slices[@]}" write "$plan" "$out")
+      while IFS=$'\t' read -r node _ url; do
+        "${slices[@]}" wait "$url" "$plan" "$node" $((deadline - SECONDS)) || exit 1
+      done < "$out/nodes.next"
+      stopped=0
+      while IFS=$'\t' read -r node pid _; do
+        if ! grep -q "^$node	" "$out/nodes.next"; then
+          kill -TERM "$pid" 2> /dev/null || true
+          gone=$((SECONDS + ${STOWAGE_STOP_TIMEOUT:-40}))
+          while kill -0 "$pid" 2> /dev/null; do
+            ((SECONDS < gone)) || { kill -KILL "$pid" 2> /dev/null || true; break; }
+            sleep 0.1
+          done
+          rm -rf "${out:?}/nodes/$node"
+          stopped=$((stopped + 1))
+        fi
+      done < "$out/nodes.tsv"
+      for node in $nodes; do
+        if grep -q "^$node	changed" <<< "$changes"; then
+          reloaded=$((reloaded + 1))
+        elif ! grep -q "^$node	new" <<< "$changes"; then
+          same=$((same + 1))
+        fi
+      done
+      mv "$out/nodes.next" "$out/nodes.tsv"
+      cp "$plan" "$out/plan.json"
+      echo "deploy: in place: $reloaded nodes reloaded, $started started, $stopped stopped, $same unchanged; routes in $out/routes.json; every model at $(cat "$out/gateway.url") (gateway)"
+      exit 0
+    fi
+    echo local > "$out/runtime"
+    echo "$catalog" > "$out/catalog"
+    rm -rf "$out/nodes"
+    "${slices[@]}" write "$plan" "$out" > /dev/null
+    cp "$plan" "$out/plan.json"
+    for node in $nodes; do
+      start_node "$node"
+    done
+    mv "$out/nodes.next" "$out/nodes.tsv"
     while IFS=$'\t' read -r node pid url; do
       wait_ready "$node" "$pid" "$url"
     done < "$out/nodes.tsv"
-    python3 - "$plan" "$out/nodes.tsv" > "$out/routes.json" <<'PY'
-import json, sys
-plan = json.load(open(sys.argv[1]))
-url = dict(line.split("\t")[0::2] for line in open(sys.argv[2]).read().split("\n") if line)
-print(json.dumps({m: url[n["id"]] for n in plan["nodes"] for m in n["models"]}, indent=1, sort_keys=True))
-PY
+    write_routes "$out/nodes.tsv"
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     setsid "$stowage" gateway --routes "$out/routes.json" --host 127.0.0.1 --port "$port" \
       > "$out/logs/gateway.log" 2>&1 < /dev/null &

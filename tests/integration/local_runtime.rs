@@ -1,7 +1,8 @@
 //! The local runtime end to end, through the scripts a user runs: synth models → a plan with
 //! several nodes → scripts/deploy.sh --runtime local → one prediction per model through the route
 //! map → scripts/status.sh → a short scripts/loadtest.sh sweep (the CI smoke run: report files) →
-//! scripts/stop.sh → no node process left behind.
+//! a second plan deployed in place under load through the gateway → scripts/stop.sh → no node
+//! process left behind.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -101,15 +102,77 @@ fn deploy_local_predict_every_model_and_stop() {
     assert!(report.contains(&format!("No answer from the route of: {ghost}.")), "{report}");
     assert!(d.join("lt-dead/report.md").is_file(), "the report lands in the working directory's lt-dead");
 
+    // Day 2, in place: plan B moves a model between two kept nodes and replaces the third node
+    // with a new one, while clients keep asking the gateway for every model.
+    let a: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    let mut b = a.clone();
+    let ids = |i: usize| -> Vec<String> {
+        a["nodes"][i]["models"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_string()).collect()
+    };
+    let (n0, n1, n2) = (ids(0), ids(1), ids(2));
+    assert_eq!((n0.len(), n1.len(), n2.len()), (3, 3, 1), "{a}");
+    b["nodes"][0]["models"] = serde_json::json!(n0[..2]);
+    b["nodes"][1]["models"] = serde_json::json!([n0[2].clone(), n1[0].clone(), n1[1].clone()]);
+    b["nodes"][2]["id"] = "local-small-009".into();
+    b["nodes"][2]["models"] = serde_json::json!([n1[2].clone(), n2[0].clone()]);
+    let plan_b = d.join("plan-b.json");
+    std::fs::write(&plan_b, serde_json::to_string_pretty(&b).unwrap()).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients = {
+        let (stop, gateway, models) = (stop.clone(), gateway.clone(), routes.keys().cloned().collect::<Vec<_>>());
+        std::thread::spawn(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for m in &models {
+                    match agent.get(&format!("{gateway}/predictions/{m}?text=day+two")).call() {
+                        Ok(r) if r.status() == 200 => ok += 1,
+                        Ok(r) => failed.push(format!("{m}: {}", r.status())),
+                        Err(e) => failed.push(format!("{m}: {e}")),
+                    }
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let said = run(Command::new(Path::new(ROOT).join("scripts/deploy.sh"))
+        .args(["--runtime", "local", "--out"])
+        .arg(&out)
+        .arg(&plan_b));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = clients.join().unwrap();
+    assert!(said.contains("in place: 2 nodes reloaded, 1 started, 1 stopped"), "{said}");
+    assert!(failed.is_empty() && ok > 20, "{ok} answered; failed through the gateway during the change: {failed:?}");
+    let nodes_b = std::fs::read_to_string(out.join("nodes.tsv")).unwrap();
+    let pids_b: Vec<String> = nodes_b.lines().map(|l| l.split('\t').nth(1).unwrap().to_string()).collect();
+    assert_eq!(pids_b[..2], pids[..2], "the kept nodes were not restarted");
+    assert!(!alive(&pids[2]), "the node plan B no longer has was stopped");
+    assert!(nodes_b.lines().nth(2).unwrap().starts_with("local-small-009\t"), "{nodes_b}");
+    let routes_b: BTreeMap<String, String> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("routes.json")).unwrap()).unwrap();
+    assert_eq!(routes_b[&n0[2]], routes[&n1[0]], "the moved model routes to its new node");
+    for (model, base) in &routes_b {
+        assert_eq!(ureq::get(&format!("{base}/predictions/{model}?text=hi")).call().unwrap().status(), 200, "{model}");
+    }
+    // The moved model left its old node.
+    let r = ureq::get(&format!("{}/predictions/{}?text=hi", routes[&n0[0]], n0[2]))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
     let said = run(Command::new(Path::new(ROOT).join("scripts/stop.sh")).arg("--out").arg(&out));
     assert!(said.contains("stopped 3 nodes"), "{said}");
-    for pid in &pids {
+    for pid in pids.iter().chain(&pids_b) {
         assert!(!alive(pid), "node pid {pid} still runs after stop.sh");
     }
     assert!(!alive(&gateway_pid), "the gateway still runs after stop.sh");
     assert!(!out.join("gateway.url").exists());
     let logs = std::fs::read_dir(out.join("logs")).unwrap().count();
-    assert_eq!(logs, 4, "three nodes and the gateway");
+    assert_eq!(logs, 5, "four nodes and the gateway");
     // Nothing left to stop.
     assert!(run(Command::new(Path::new(ROOT).join("scripts/stop.sh")).arg("--out").arg(&out)).contains("nothing"));
 }
