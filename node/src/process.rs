@@ -18,3 +18,15 @@ pub fn release_freed_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// Lowers the calling thread's CPU priority (nice 10) for the rest of its life, and that of the
+/// threads it starts: loading and optimizing a model is long CPU work that should yield to the
+/// inference threads of the models already serving (a reload while the node takes traffic).
+pub fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority only read the calling thread's id and set its nice value.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}

@@ -190,7 +190,11 @@ async fn bring_up(
     let Ok(_slot) = gates.1.acquire().await else { return t };
     let spec = entry.spec.clone();
     let before = rss_bytes();
-    let result = tokio::task::spawn_blocking(move || load::load_files(&spec, &files, &engine)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        crate::process::lower_thread_priority();
+        load::load_files(&spec, &files, &engine)
+    })
+    .await;
     match result {
         Ok(Ok(l)) => {
             let memory = rss_bytes().saturating_sub(before);

@@ -94,6 +94,8 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         let loader_rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("stowage-fetch")
+            // Fetching, hashing and loading yield to the inference threads of serving models.
+            .on_thread_start(stowage_node::process::lower_thread_priority)
             .enable_all()
             .build()
             .context("cannot start the loader runtime")?;
