@@ -6,7 +6,8 @@ REPLACED models with new ones and is written over the node's plan file. Measured
   - reload: from the write until every new model answers 200 (the node watches its plan);
   - restart: a new process on plan B, from its start until /ready (every model loaded);
   - the kept models' latency (P50/P99, errors) in the 10 s before the change and during it;
-  - the node's RSS after the reload, and a fresh node's on plan B.
+  - the node's RSS before the change (plan A), its highest during the reload, after it, and a
+    fresh node's on plan B.
 Prints a Markdown table for BENCHMARKS.md.
 
   python3 scripts/bench-reload.py [--count 20] [--replaced 5] [--preset mini] [--engine auto]
@@ -139,12 +140,25 @@ def main():
     kept = first[: a.kept_load]
     load = Load(base, kept)
     time.sleep(12)
+    old_rss = rss_mib(node.pid)
+    peak = [old_rss]
+    sampling = threading.Event()
+
+    def sample():
+        while not sampling.is_set():
+            peak[0] = max(peak[0], rss_mib(node.pid))
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     changed = time.monotonic()
     write(plan_path, plan(sha, second))
     new = ids[a.count:]
     while not all(status(f"{base}/predictions/{m}?text=hi") == 200 for m in new):
         time.sleep(0.05)
     reloaded = time.monotonic() - changed
+    sampling.set()
+    sampler.join()
     time.sleep(1)
     load.finish()
     before = load.window(changed - 10, changed)
@@ -164,6 +178,7 @@ def main():
     for name, w in (("10 s before the change", before), ("during the reload", during)):
         print(f"| kept models ({len(kept)} clients) {name}: requests, errors, P50 / P99 | "
               f"{w['requests']}, {w['errors']}, {w['p50']:.1f} / {w['p99']:.1f} ms |")
+    print(f"| RSS on plan A before the change; highest during the reload (sampled every 10 ms) | {old_rss:.0f} MiB; {peak[0]:.0f} MiB |")
     print(f"| RSS after the reload vs a fresh node on plan B | {reloaded_rss:.0f} MiB vs {fresh_rss:.0f} MiB |")
 
 

@@ -10,7 +10,10 @@
 #   routes.json and drains and stops the nodes the plan no longer has. The catalog (--catalog
 #   among EXTRA FLAGS, else models.toml beside PLAN) is read where it is: edit it in place.
 # kubernetes: `stowage manifests` into DIR/manifests, then `kubectl apply -k`; routes.json holds
-#   the in-cluster URLs http://<node>.<namespace>.svc.cluster.local:8080.
+#   the in-cluster URLs http://<node>.<namespace>.svc.cluster.local:8080. Applying a new plan
+#   changes only the ConfigMaps of nodes whose models change (they reload in place; no pod
+#   restarts), creates new nodes, and deletes the nodes the plan no longer has after
+#   STOWAGE_PRUNE_DELAY seconds (90: until the kubelets have handed out the new ConfigMaps).
 # EXTRA FLAGS go to `stowage serve` (local) or `stowage manifests` (kubernetes).
 # Stop with scripts/stop.sh, inspect with scripts/status.sh (same --out).
 set -euo pipefail
@@ -24,7 +27,7 @@ while (($#)); do
     --runtime) runtime=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) plan=$1; shift ;;
   esac
 done
@@ -176,6 +179,21 @@ import json, sys
 plan, ns = json.load(open(sys.argv[1])), sys.argv[2]
 print(json.dumps({m: f"http://{n['id']}.{ns}.svc.cluster.local:8080" for n in plan["nodes"] for m in n["models"]}, indent=1, sort_keys=True))
 PY
+    # Nodes of the previous plan that this one no longer has: their objects go, once the kubelets
+    # have had time to hand the new ConfigMaps to the nodes and the gateway (about a minute:
+    # the kubelet's sync period plus its ConfigMap cache), so that no route points at them.
+    if [ -f "$out/plan.json" ]; then
+      gone=$(python3 -c 'import json,sys; a={n["id"] for n in json.load(open(sys.argv[1]))["nodes"]}; b={n["id"] for n in json.load(open(sys.argv[2]))["nodes"]}; print(" ".join(sorted(a-b)))' "$out/plan.json" "$plan")
+      if [ -n "$gone" ]; then
+        echo "deploy: removing nodes no longer planned in ${STOWAGE_PRUNE_DELAY:-90} s: $gone"
+        sleep "${STOWAGE_PRUNE_DELAY:-90}"
+        for node in $gone; do
+          kubectl delete -n "$namespace" --ignore-not-found deployment/"$node" service/"$node" \
+            poddisruptionbudget/"$node" horizontalpodautoscaler/"$node" configmap/"$node-plan"
+        done
+      fi
+    fi
+    cp "$plan" "$out/plan.json"
     echo "deploy: applied $out/manifests; routes in $out/routes.json"
     ;;
   *) echo "deploy: --runtime is local or kubernetes" >&2; exit 2 ;;
