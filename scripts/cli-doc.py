@@ -21,7 +21,7 @@ for m in re.finditer(r'pub struct (\w+) \{(.*?)\n\}', s, re.S):
                 cur['field']=t[4:].split(':')[0]; fields.append(cur)
             cur=None; doc=[]
     structs[name]=fields
-order=[('(every command)','Cli'),('plan','PlanArgs'),('synth','SynthArgs'),('serve','ServeArgs'),('gateway','GatewayArgs'),('manifests','ManifestsArgs'),('targets','TargetsArgs'),('upload','UploadArgs'),('profile','ProfileArgs'),('attack','AttackArgs')]
+order=[('(every command)','Cli'),('plan','PlanArgs'),('diff','DiffArgs'),('synth','SynthArgs'),('serve','ServeArgs'),('gateway','GatewayArgs'),('manifests','ManifestsArgs'),('targets','TargetsArgs'),('upload','UploadArgs'),('profile','ProfileArgs'),('attack','AttackArgs')]
 rows=[]
 def first(doc):
     return re.split(r'(?<=[a-z)`])\. ', doc)[0].rstrip('.').replace('|', '\\|')

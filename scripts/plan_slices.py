@@ -7,7 +7,7 @@ plan with only that node), with the whole catalog; it reloads itself when that f
   plan_slices.py write PLAN DIR [--catalog C --union PREVIOUS]
       writes DIR/nodes/<node>/plan.json for every node of PLAN, each only if its content changed
       (a new file renamed over the old one, as the node's watch expects), and prints one line per
-      node: "<node>\t<new|changed|same>". With --union, a node of both plans also keeps the
+      node: "<node>\t<new|changed|rehashed|same>" (rehashed: only the catalog's sha256 changed). With --union, a node of both plans also keeps the
       models it had in PREVIOUS that catalog C still has: a model moving between nodes is then
       served by both until the routes switch (make before break).
   plan_slices.py routes PLAN NODES_TSV
@@ -51,7 +51,11 @@ def catalog_ids(path):
 def slice_of(plan, node, models):
     n = dict(next(n for n in plan["nodes"] if n["id"] == node))
     n["models"] = models
-    return {**plan, "cost_per_hour": n["price_per_hour"], "lower_bound_per_hour": n["price_per_hour"], "nodes": [n]}
+    # Nothing that changes when only other nodes do (solver time, the changes block): a node's
+    # file is rewritten only when its own models change.
+    solver = {"method": "slice", "seconds": 0.0, "proven_optimal": False, "gap": 0.0}
+    return {"format": plan["format"], "catalog_sha256": plan["catalog_sha256"], "cost_per_hour": n["price_per_hour"],
+            "lower_bound_per_hour": n["price_per_hour"], "solver": solver, "nodes": [n]}
 
 
 def flag(args, name):
@@ -80,7 +84,13 @@ def write(args):
         with open(path + ".tmp", "w") as f:
             f.write(text)
         os.replace(path + ".tmp", path)
-        print(f"{n['id']}\t{'new' if old is None else 'changed'}")
+        if old is None:
+            print(f"{n['id']}\tnew")
+        elif json.loads(old)["nodes"][0]["models"] == json.loads(text)["nodes"][0]["models"]:
+            # Only the catalog's hash changed: the node re-reads it and keeps every model.
+            print(f"{n['id']}\trehashed")
+        else:
+            print(f"{n['id']}\tchanged")
 
 
 def routes(args):

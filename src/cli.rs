@@ -37,6 +37,8 @@ pub struct Cli {
 pub enum Command {
     /// Pack every model of a catalog onto the cheapest set of instances; write plan.json.
     Plan(PlanArgs),
+    /// What changes from one plan to another: nodes and models added, removed, moved.
+    Diff(DiffArgs),
     /// Write synthetic BERT-style ONNX models (+ tokenizer.json, config.json) and a matching catalog.
     Synth(SynthArgs),
     /// Run one node: load its models and answer /predictions/<model_id>.
@@ -684,4 +686,38 @@ pub struct PlanArgs {
     /// Seed of the search's random choices.
     #[arg(long, env = "STOWAGE_PLAN_SEED", default_value_t = DEFAULT_SEED)]
     pub seed: u64,
+
+    /// The plan running now: start from its placement and move as few model bytes as the cost
+    /// budget allows; node ids of kept nodes stay, new nodes get ids never used before, and the
+    /// plan gets a `changes` block.
+    #[arg(long, env = "STOWAGE_PREVIOUS_PLAN")]
+    pub previous: Option<PathBuf>,
+
+    /// With --previous: the plan may cost up to this share more than a fresh plan of the catalog
+    /// (made in the same run) to move fewer models.
+    #[arg(long, env = "STOWAGE_MAX_COST_INCREASE", default_value_t = stowage_planner::replan::DEFAULT_MAX_COST_INCREASE, requires = "previous")]
+    pub max_cost_increase: f64,
+
+    /// With --previous: instead of the cost budget, move at most this many models to save money
+    /// (moves the limits force are not counted); the cost left on the table is reported.
+    #[arg(long, env = "STOWAGE_MAX_MOVES", requires = "previous")]
+    pub max_moves: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The plan before.
+    pub before: PathBuf,
+
+    /// The plan after.
+    pub after: PathBuf,
+
+    /// The catalog of the plan after, for the bytes to reload (default: models.toml beside it,
+    /// if it is that plan's catalog).
+    #[arg(long, env = "STOWAGE_CATALOG")]
+    pub catalog: Option<PathBuf>,
+
+    /// Print the changes as JSON (the plan's `changes` block) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }

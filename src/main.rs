@@ -6,6 +6,7 @@ fn main() -> std::process::ExitCode {
     init_logging(cli.json_logs);
     let result = match &cli.command {
         Command::Plan(args) => stowage::commands::plan::run(args),
+        Command::Diff(args) => stowage::commands::diff::run(args),
         Command::Synth(args) => stowage::commands::synth::run(args),
         Command::Serve(args) => stowage::commands::serve::run(args),
         Command::Gateway(args) => stowage::commands::gateway::run(args),

@@ -3,11 +3,13 @@
 //! them; this crate pulls in neither the solver nor the HTTP stack.
 
 pub mod catalog;
+pub mod changes;
 pub mod diagnostic;
 pub mod ident;
 pub mod plan;
 
 pub use catalog::{Catalog, CatalogError, Engine, Footprint, InstanceType, Limits, Model, UnknownEngine};
+pub use changes::{Changes, Move, Retype};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use ident::{is_dns_label, node_id};
 pub use plan::{Plan, PlanDefect, PlanError, PlanNode, SolverInfo, Usage, PLAN_FORMAT};

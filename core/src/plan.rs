@@ -19,6 +19,9 @@ pub struct Plan {
     pub lower_bound_per_hour: f64,
     pub solver: SolverInfo,
     pub nodes: Vec<PlanNode>,
+    /// What changed from the previous plan (`stowage plan --previous`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<crate::Changes>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,6 +195,7 @@ mod tests {
                 models: vec!["a".into(), "b".into()],
                 usage: Usage { memory: 0.5, utilization: 0.1 },
             }],
+            changes: None,
         }
     }
 

@@ -65,13 +65,17 @@ pub fn sha256(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-/// The plan with only `node`, made from the catalog slice whose sha256 is `catalog_sha256`.
+/// The plan with only `node`, made from the catalog slice whose sha256 is `catalog_sha256`. It
+/// holds nothing that changes when only other nodes do (no solver time, no `changes` block), so
+/// a re-plan rewrites the ConfigMaps of changed nodes only.
 pub fn plan_slice(plan: &Plan, node: &PlanNode, catalog_sha256: &str) -> Plan {
     Plan {
+        format: plan.format.clone(),
         catalog_sha256: catalog_sha256.to_string(),
         cost_per_hour: node.price_per_hour,
         lower_bound_per_hour: node.price_per_hour,
+        solver: stowage_core::SolverInfo { method: "slice".into(), seconds: 0.0, proven_optimal: false, gap: 0.0 },
         nodes: vec![node.clone()],
-        ..plan.clone()
+        changes: None,
     }
 }

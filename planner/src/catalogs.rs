@@ -166,3 +166,70 @@ pub fn reference78(seed: u64) -> String {
     }
     s
 }
+
+/// A day-2 change of a generated catalog: `retire` and `add` are shares of its models (at least
+/// one each when above 0), `double` the share whose traffic doubles. New models copy a random
+/// existing model's profile and traffic under ids `new-00001`…; the rest is unchanged.
+pub fn churn(toml: &str, retire: f64, add: f64, double: f64, seed: u64) -> String {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (head, models) = split_models(toml);
+    let n = models.len();
+    let count = |share: f64| if share <= 0.0 { 0 } else { ((share * n as f64).round() as usize).max(1) };
+    let mut order: Vec<usize> = (0..n).collect();
+    shuffle(&mut order, &mut rng);
+    let gone: std::collections::HashSet<usize> = order[..count(retire).min(n)].iter().copied().collect();
+    let mut kept: Vec<String> = (0..n).filter(|i| !gone.contains(i)).map(|i| models[i].clone()).collect();
+    let mut order: Vec<usize> = (0..kept.len()).collect();
+    shuffle(&mut order, &mut rng);
+    for &i in &order[..count(double).min(kept.len())] {
+        kept[i] = kept[i]
+            .lines()
+            .map(|l| match l.strip_prefix("peak_rps = ").and_then(|v| v.parse::<f64>().ok()) {
+                Some(rps) => format!("peak_rps = {}", (rps * 200.0).round() / 100.0),
+                None => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+    }
+    let mut out = head;
+    for m in &kept {
+        out.push_str(m);
+    }
+    for j in 0..count(add) {
+        let template = &models[rng.random_range(0..n)];
+        let id = template.lines().find_map(|l| l.strip_prefix("id = \"")).and_then(|l| l.strip_suffix('"'));
+        let new = format!("new-{:05}", j + 1);
+        out.push_str(&id.map_or_else(|| template.clone(), |id| template.replace(id, &new)));
+    }
+    out
+}
+
+/// The catalog without instance type `name` (its `[instance_types."name"]` table).
+pub fn without_type(toml: &str, name: &str) -> String {
+    let header = format!("[instance_types.\"{name}\"]");
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in toml.lines() {
+        if line.starts_with('[') {
+            skipping = line == header;
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The text before the first `[[models]]`, and each `[[models]]` block (with its leading newline).
+fn split_models(toml: &str) -> (String, Vec<String>) {
+    let mut parts = toml.split("\n[[models]]");
+    let head = parts.next().unwrap_or_default().to_string();
+    (head, parts.map(|b| format!("\n[[models]]{b}")).collect())
+}
+
+fn shuffle(v: &mut [usize], rng: &mut ChaCha8Rng) {
+    for i in (1..v.len()).rev() {
+        v.swap(i, rng.random_range(0..=i));
+    }
+}

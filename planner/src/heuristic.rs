@@ -22,16 +22,16 @@ pub struct Bin {
 }
 
 impl Bin {
-    fn new(t: usize) -> Self {
+    pub(crate) fn new(t: usize) -> Self {
         Self { t, items: Vec::new(), load: [0.0; 2] }
     }
 
     #[inline]
-    fn fits(&self, d: [f64; 2]) -> bool {
+    pub(crate) fn fits(&self, d: [f64; 2]) -> bool {
         self.load[0] + d[0] <= 1.0 + EPS && self.load[1] + d[1] <= 1.0 + EPS
     }
 
-    fn add(&mut self, i: usize, d: [f64; 2]) {
+    pub(crate) fn add(&mut self, i: usize, d: [f64; 2]) {
         self.items.push(i);
         self.load[0] += d[0];
         self.load[1] += d[1];
@@ -136,12 +136,12 @@ pub struct Infeasible {
 }
 
 /// Per item: its LP price (cheapest over types) and its types ordered by LP price.
-struct Prices {
+pub(crate) struct Prices {
     value: Vec<f64>,
     pref: Vec<Vec<usize>>,
 }
 
-fn prices(p: &Problem, lb: &LpBound) -> Prices {
+pub(crate) fn prices(p: &Problem, lb: &LpBound) -> Prices {
     prices_by(p, lb, Preference::Dual)
 }
 
@@ -197,12 +197,18 @@ fn weights(lb: &LpBound, t: usize) -> [f64; 2] {
 
 /// Size of an item for ordering: its larger share of a node.
 #[inline]
-fn size(d: [f64; 2]) -> f64 {
+pub(crate) fn size(d: [f64; 2]) -> f64 {
     d[0].max(d[1])
 }
 
 /// Best-fit: among `cands`, the bin that item i fits in with the least weighted space left.
-fn best_fit(p: &Problem, lb: &LpBound, bins: &[Bin], cands: impl Iterator<Item = usize>, i: usize) -> Option<usize> {
+pub(crate) fn best_fit(
+    p: &Problem,
+    lb: &LpBound,
+    bins: &[Bin],
+    cands: impl Iterator<Item = usize>,
+    i: usize,
+) -> Option<usize> {
     let mut best: Option<(f64, usize)> = None;
     for k in cands {
         let b = &bins[k];
@@ -305,7 +311,7 @@ pub fn first_fit_decreasing(p: &Problem) -> Result<Packing, Infeasible> {
 }
 
 /// Loads of `items` on type t, or None if one of them cannot run there or they overflow it.
-fn loads_on(p: &Problem, items: &[usize], t: usize) -> Option<[f64; 2]> {
+pub(crate) fn loads_on(p: &Problem, items: &[usize], t: usize) -> Option<[f64; 2]> {
     let mut l = [0.0; 2];
     for &i in items {
         let d = p.demand(i, t)?;
@@ -390,7 +396,13 @@ impl Journal {
 
 /// Opens new bins for `items` (none fit the existing ones): while some type holds all that is
 /// left, the cheapest such; otherwise the type that packs the most LP value per dollar.
-fn open_bins(p: &Problem, pr: &Prices, pk: &mut Packing, counts: &mut [usize], mut items: Vec<usize>) -> bool {
+pub(crate) fn open_bins(
+    p: &Problem,
+    pr: &Prices,
+    pk: &mut Packing,
+    counts: &mut [usize],
+    mut items: Vec<usize>,
+) -> bool {
     items.sort_by(|&a, &b| pr.value[b].total_cmp(&pr.value[a]).then(a.cmp(&b)));
     while !items.is_empty() {
         let mut all: Option<(f64, usize)> = None;

@@ -9,6 +9,7 @@ pub mod catalogs;
 pub mod heuristic;
 pub mod milp;
 pub mod problem;
+pub mod replan;
 pub mod report;
 pub mod solve;
 pub mod svg;

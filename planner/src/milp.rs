@@ -128,3 +128,79 @@ pub fn solve_exact(p: &Problem, incumbent: &Packing, seconds: f64, max_nodes: Op
     };
     MilpResult { packing, proven_optimal, bound }
 }
+
+/// Reassigns the items of `bins` among those same bins (their types fixed) so that the weight of
+/// the items away from their home bin (`home(item)`: an index into `bins`) is least, every bin
+/// within its limits. Items without a home go wherever they fit. None when CBC finds nothing
+/// better within its node budget (`max_nodes` keeps the answer the same on every machine).
+pub fn min_moves(
+    p: &Problem,
+    bins: &[Bin],
+    home: impl Fn(usize) -> Option<usize>,
+    weight: impl Fn(usize) -> f64,
+    max_nodes: usize,
+) -> Option<Vec<Bin>> {
+    let items: Vec<usize> = bins.iter().flat_map(|b| b.items.iter().copied()).collect();
+    let away = |assign: &dyn Fn(usize) -> usize| -> f64 {
+        items.iter().filter(|&&i| home(i).is_some_and(|h| h != assign(i))).map(|&i| weight(i)).sum()
+    };
+    let now: BTreeMap<usize, usize> =
+        bins.iter().enumerate().flat_map(|(b, bin)| bin.items.iter().map(move |&i| (i, b))).collect();
+    let before = away(&|i| now[&i]);
+    if before <= 0.0 {
+        return None;
+    }
+    let mut vars = ProblemVariables::new();
+    let mut x: BTreeMap<(usize, usize), Variable> = BTreeMap::new();
+    for &i in &items {
+        for (b, bin) in bins.iter().enumerate() {
+            if p.demand(i, bin.t).is_some() {
+                x.insert((i, b), vars.add(variable().binary()));
+            }
+        }
+    }
+    let objective: Expression =
+        items.iter().filter_map(|&i| home(i).and_then(|h| x.get(&(i, h))).map(|&v| weight(i) * v)).sum();
+    let mut model = vars.maximise(objective).using(good_lp::coin_cbc);
+    model.set_parameter("log", "0");
+    model.set_parameter("slogLevel", "0");
+    model.set_parameter("randomSeed", "42");
+    model.set_parameter("randomCbcSeed", "42");
+    model.set_parameter("maxNodes", &max_nodes.to_string());
+    model.set_parameter("sec", "5");
+    for &i in &items {
+        let s: Expression = x.range((i, 0)..(i + 1, 0)).map(|(_, &v)| v).sum();
+        model = model.with(constraint!(s == 1));
+    }
+    for (b, bin) in bins.iter().enumerate() {
+        let (mut mem, mut cpu) = (Expression::from(0.0), Expression::from(0.0));
+        for &i in &items {
+            if let (Some(&v), Some(d)) = (x.get(&(i, b)), p.demand(i, bin.t)) {
+                mem += d[0] * v;
+                cpu += d[1] * v;
+            }
+        }
+        model = model.with(constraint!(mem <= 1.0));
+        model = model.with(constraint!(cpu <= 1.0));
+    }
+    let sol = model.solve().ok()?;
+    let mut out: Vec<Bin> = bins.iter().map(|b| Bin { t: b.t, items: Vec::new(), load: [0.0; 2] }).collect();
+    let mut placed: BTreeMap<usize, usize> = BTreeMap::new();
+    for (&(i, b), &v) in &x {
+        if sol.value(v) > 0.5 && placed.insert(i, b).is_none() {
+            out[b].items.push(i);
+        }
+    }
+    if placed.len() != items.len() {
+        return None;
+    }
+    let mut pk = Packing { bins: out };
+    for b in &mut pk.bins {
+        for &i in &b.items.clone() {
+            let d = p.demand(i, b.t)?;
+            b.load = [b.load[0] + d[0], b.load[1] + d[1]];
+        }
+    }
+    let within = pk.bins.iter().all(|b| b.load[0] <= 1.0 + 1e-6 && b.load[1] <= 1.0 + 1e-6);
+    (within && away(&|i| placed[&i]) < before - 1e-9).then_some(pk.bins)
+}

@@ -192,6 +192,7 @@ pub fn to_plan(catalog: &Catalog, p: &Problem, s: &Solved) -> Plan {
             gap: if cost > 0.0 { round6((cost - s.lower_bound).max(0.0) / cost) } else { 0.0 },
         },
         nodes,
+        changes: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! One module per subcommand; each exposes `run(args)`.
 
 pub mod attack;
+pub mod diff;
 pub mod gateway;
 pub mod manifests;
 pub mod plan;

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use stowage_core::Catalog;
+use stowage_core::{Catalog, Plan};
+use stowage_planner::replan::{replan, Budget};
 use stowage_planner::{report, svg, Options};
 
 use crate::cli::PlanArgs;
@@ -30,8 +31,22 @@ pub fn run(args: &PlanArgs) -> Result<()> {
         seed: args.seed,
         progress: Some(Arc::new(move |it, cost| bar.set_message(format!("search iteration {it}: ${cost:.3}/h")))),
     };
-    let plan =
-        stowage_planner::plan(&catalog, &opts).with_context(|| format!("cannot pack {}", args.catalog.display()))?;
+    let previous = match &args.previous {
+        Some(path) => Some(Plan::load(path)?),
+        None => None,
+    };
+    ensure!(
+        args.max_cost_increase.is_finite() && args.max_cost_increase >= 0.0,
+        "--max-cost-increase must be a share of at least 0 (0.01 is 1 %)"
+    );
+    let plan = match &previous {
+        Some(prev) => {
+            let budget = Budget { max_cost_increase: args.max_cost_increase, max_moves: args.max_moves };
+            replan(&catalog, prev, &opts, budget)
+        }
+        None => stowage_planner::plan(&catalog, &opts),
+    }
+    .with_context(|| format!("cannot pack {}", args.catalog.display()))?;
     spinner.finish_and_clear();
 
     std::fs::write(&args.out, plan.to_json()).with_context(|| format!("cannot write {}", args.out.display()))?;
@@ -40,6 +55,18 @@ pub fn run(args: &PlanArgs) -> Result<()> {
         std::fs::write(path, picture).with_context(|| format!("cannot write {}", path.display()))?;
     }
     print!("{}", report::cost_table(&plan));
+    if let (Some(prev), Some(c)) = (&previous, &plan.changes) {
+        println!("changes: {}", c.summary());
+        let fresh = c.fresh_cost_per_hour.unwrap_or(plan.cost_per_hour);
+        let over = if fresh > 0.0 { (plan.cost_per_hour / fresh - 1.0) * 100.0 } else { 0.0 };
+        println!(
+            "cost ${:.2}/h (previous ${:.2}/h; a fresh plan of this catalog: ${fresh:.2}/h, {over:+.2} %)",
+            plan.cost_per_hour, prev.cost_per_hour
+        );
+        if args.max_moves.is_some() && over > 0.005 {
+            println!("left on the table by --max-moves: ${:.2}/h", plan.cost_per_hour - fresh);
+        }
+    }
     println!(
         "wrote {}{}",
         args.out.display(),

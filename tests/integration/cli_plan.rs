@@ -65,3 +65,98 @@ fn missing_catalog_is_named() {
     assert!(stderr.contains("cannot read catalog /nonexistent/models.toml: No such file"), "{stderr}");
     assert_eq!(stderr.matches("No such file").count(), 1, "the reason said once: {stderr}");
 }
+
+/// Day 2 as a user runs it: plan, change the catalog (one model retired, one added, one model's
+/// traffic doubled), `plan --previous`, `stowage diff`.
+#[test]
+fn plan_previous_moves_nothing_it_need_not_and_diff_says_what_changed() {
+    let dir = tmp("previous");
+    let catalog = dir.join("models.toml");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models.toml")).unwrap();
+    std::fs::write(&catalog, &text).unwrap();
+    let (a, b, again) = (dir.join("a.json"), dir.join("b.json"), dir.join("again.json"));
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = stowage().args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{args:?}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    run(&[&os("plan"), &os("--catalog"), catalog.as_os_str(), &os("--out"), a.as_os_str()]);
+    // Unchanged catalog: nothing moves, same ids, same cost.
+    let said = run(&[
+        &os("plan"),
+        &os("--catalog"),
+        catalog.as_os_str(),
+        &os("--previous"),
+        a.as_os_str(),
+        &os("--out"),
+        again.as_os_str(),
+    ]);
+    assert!(said.contains("changes: 0 nodes changed") && said.contains("0 models moved (0.0 GiB to reload)"), "{said}");
+    let (pa, pagain) = (stowage_core::Plan::load(&a).unwrap(), stowage_core::Plan::load(&again).unwrap());
+    assert_eq!(pa.nodes, pagain.nodes);
+
+    // One model retired, one added (a copy of another's entry), one model's traffic doubled.
+    let first = stowage_planner::catalogs::churn(&text, 1e-9, 1e-9, 1e-9, 3);
+    std::fs::write(&catalog, &first).unwrap();
+    let said = run(&[
+        &os("plan"),
+        &os("--catalog"),
+        catalog.as_os_str(),
+        &os("--previous"),
+        a.as_os_str(),
+        &os("--out"),
+        b.as_os_str(),
+    ]);
+    assert!(said.contains("1 added, 1 removed") && said.contains("a fresh plan of this catalog: $"), "{said}");
+    let pb = stowage_core::Plan::load(&b).unwrap();
+    let changes = pb.changes.clone().expect("a changes block");
+    assert_eq!((changes.models_added.len(), changes.models_removed.len()), (1, 1));
+    // The cost budget (1 % over a fresh plan) is held; the moves it takes stay few.
+    let fresh = changes.fresh_cost_per_hour.unwrap();
+    assert!(pb.cost_per_hour <= fresh * 1.01 + 1e-9, "{} vs {fresh}", pb.cost_per_hour);
+    assert!(changes.models_moved.len() <= 30, "{:?}", changes.models_moved);
+    let kept: std::collections::BTreeSet<_> = pa.nodes.iter().map(|n| &n.id).collect();
+    assert!(pb.nodes.iter().filter(|n| kept.contains(&n.id)).count() >= pa.nodes.len() - 2, "kept node ids stay");
+    // A bigger budget buys no moves at all; --max-moves 0 none either, and says what it costs.
+    let (wide, capped) = (dir.join("wide.json"), dir.join("capped.json"));
+    run(&[
+        &os("plan"),
+        &os("--catalog"),
+        catalog.as_os_str(),
+        &os("--previous"),
+        a.as_os_str(),
+        &os("--max-cost-increase"),
+        &os("0.05"),
+        &os("--out"),
+        wide.as_os_str(),
+    ]);
+    let w = stowage_core::Plan::load(&wide).unwrap().changes.unwrap();
+    assert!(w.models_moved.is_empty(), "{:?}", w.models_moved);
+    let said = run(&[
+        &os("plan"),
+        &os("--catalog"),
+        catalog.as_os_str(),
+        &os("--previous"),
+        a.as_os_str(),
+        &os("--max-moves"),
+        &os("0"),
+        &os("--out"),
+        capped.as_os_str(),
+    ]);
+    assert!(stowage_core::Plan::load(&capped).unwrap().changes.unwrap().models_moved.is_empty());
+    if !changes.models_moved.is_empty() {
+        assert!(said.contains("left on the table by --max-moves: $"), "{said}");
+    }
+
+    // `stowage diff` says the same, plus a line per node that changed.
+    let diff = run(&[&os("diff"), a.as_os_str(), b.as_os_str()]);
+    assert!(diff.starts_with(&format!("changes: {}", changes.summary())), "{diff}\n{}", changes.summary());
+    let lines = diff.lines().filter(|l| l.starts_with("~ ") || l.starts_with("+ ") || l.starts_with("- ")).count();
+    assert_eq!(lines, changes.nodes_changed.len() + changes.nodes_added.len() + changes.nodes_removed.len(), "{diff}");
+    let json = run(&[&os("diff"), &os("--json"), a.as_os_str(), b.as_os_str()]);
+    let parsed: stowage_core::Changes = serde_json::from_str(&json).unwrap();
+    assert_eq!(parsed.models_moved, changes.models_moved);
+    assert_eq!(parsed.moved_bytes, changes.moved_bytes);
+}

@@ -1,0 +1,150 @@
+//! `plan --previous`: properties on random generated catalogs (every model once, every limit
+//! held, an unchanged catalog moves nothing, re-planning is idempotent) and the day-2 scenarios
+//! of BENCHMARKS.md on 3,000 and 10,000 models.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use proptest::prelude::*;
+use stowage_core::{Catalog, Plan};
+use stowage_planner::catalogs::{churn, heterogeneous, without_type};
+use stowage_planner::replan::{replan, Budget};
+use stowage_planner::{plan, Method, Options};
+
+fn opts() -> Options {
+    Options { method: Method::Heuristic, lns_iterations: 300, ..Options::default() }
+}
+
+fn catalog(toml: &str) -> Catalog {
+    Catalog::parse("models.toml", toml).unwrap()
+}
+
+/// Every catalog model on exactly one node, on a type it can run on, within the limits.
+fn assert_valid(c: &Catalog, p: &Plan) {
+    let mut seen = BTreeSet::new();
+    for n in &p.nodes {
+        let it = c.instance_type(&n.instance_type).unwrap_or_else(|| panic!("{} not in the catalog", n.instance_type));
+        let (mut mem, mut util) = (0.0, 0.0);
+        for m in &n.models {
+            assert!(seen.insert(m.clone()), "{m} twice");
+            let model = c.model(m).unwrap_or_else(|| panic!("{m} not in the catalog"));
+            let d = c.demand(model, it).unwrap_or_else(|| panic!("{m} cannot run on {}", it.name));
+            mem += d.memory;
+            util += d.utilization;
+        }
+        assert!(mem <= 1.0 + 1e-6 && util <= 1.0 + 1e-6, "{} over its limits: {mem} {util}", n.id);
+    }
+    assert_eq!(seen.len(), c.models.len(), "every model placed");
+    assert!(p.validate().is_ok());
+}
+
+fn ids(p: &Plan) -> Vec<String> {
+    p.nodes.iter().map(|n| n.id.clone()).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    #[test]
+    fn an_unchanged_catalog_moves_nothing_and_replanning_is_idempotent(n in 20usize..400, seed in 0u64..1000) {
+        let c = catalog(&heterogeneous(n, seed));
+        let first = plan(&c, &opts()).unwrap();
+        let again = replan(&c, &first, &opts(), Budget::default()).unwrap();
+        let ch = again.changes.clone().unwrap();
+        prop_assert!(ch.models_moved.is_empty() && ch.nodes_changed.is_empty(), "{:?}", ch);
+        prop_assert_eq!(ids(&again), ids(&first));
+        prop_assert!((again.cost_per_hour - first.cost_per_hour).abs() < 1e-9);
+        let third = replan(&c, &again, &opts(), Budget::default()).unwrap();
+        prop_assert_eq!(&third.nodes, &again.nodes);
+    }
+
+    #[test]
+    fn a_changed_catalog_is_packed_validly_within_the_budget(
+        n in 20usize..250, seed in 0u64..1000, retire in 0.0f64..0.3, add in 0.0f64..0.3, double in 0.0f64..0.3,
+    ) {
+        let before = heterogeneous(n, seed);
+        let first = plan(&catalog(&before), &opts()).unwrap();
+        let c = catalog(&churn(&before, retire, add, double, seed));
+        let next = replan(&c, &first, &opts(), Budget::default()).unwrap();
+        assert_valid(&c, &next);
+        let ch = next.changes.clone().unwrap();
+        let fresh = ch.fresh_cost_per_hour.unwrap();
+        prop_assert!(next.cost_per_hour <= fresh * 1.01 + 1e-6, "{} vs fresh {fresh}", next.cost_per_hour);
+        // Kept node ids are the previous plan's; new ones were never used there.
+        let old: BTreeSet<String> = ids(&first).into_iter().collect();
+        for id in &ch.nodes_added {
+            prop_assert!(!old.contains(id), "{id} reused");
+        }
+        // Deterministic, and idempotent on its own output.
+        let again = replan(&c, &first, &opts(), Budget::default()).unwrap();
+        prop_assert_eq!(&again.nodes, &next.nodes);
+        let third = replan(&c, &next, &opts(), Budget::default()).unwrap();
+        prop_assert!(third.changes.unwrap().models_moved.is_empty());
+    }
+}
+
+/// One scenario: (moved models, moved GiB, changed nodes, cost ÷ fresh, seconds), printed for
+/// BENCHMARKS.md.
+fn scenario(name: &str, before: &str, after: &str) -> (Plan, Plan, f64) {
+    let first = plan(&catalog(before), &Options::default()).unwrap();
+    let c = catalog(after);
+    let start = Instant::now();
+    let next = replan(&c, &first, &Options::default(), Budget::default()).unwrap();
+    let seconds = start.elapsed().as_secs_f64();
+    assert_valid(&c, &next);
+    let ch = next.changes.as_ref().unwrap();
+    let fresh = ch.fresh_cost_per_hour.unwrap();
+    eprintln!(
+        "{name}: {} models moved ({:.1} GiB), {} nodes changed of {}, cost {:.3} = {:.4} × fresh {fresh:.3}, {seconds:.2} s ({})",
+        ch.models_moved.len(),
+        ch.moved_bytes as f64 / (1u64 << 30) as f64,
+        ch.nodes_changed.len(),
+        first.nodes.len(),
+        next.cost_per_hour,
+        next.cost_per_hour / fresh,
+        next.solver.method
+    );
+    (first, next, fresh)
+}
+
+fn scenarios(n: usize) {
+    let base = heterogeneous(n, 1);
+    // (i) one retired, one added: no kept model moves (no limit forces one).
+    let (_, next, _) = scenario(&format!("{n} (i)"), &base, &churn(&base, 1e-9, 1e-9, 0.0, 7));
+    let ch = next.changes.unwrap();
+    assert_eq!((ch.models_added.len(), ch.models_removed.len()), (1, 1));
+    assert!(ch.models_moved.is_empty(), "{:?}", ch.models_moved);
+    // (ii) 5 % retired, 5 % added, 10 % traffic doubled: at most 5 % of kept models move, cost
+    // within 1 % of a fresh plan.
+    let (_, next, fresh) = scenario(&format!("{n} (ii)"), &base, &churn(&base, 0.05, 0.05, 0.10, 7));
+    let ch = next.changes.unwrap();
+    let kept = n - ch.models_removed.len();
+    assert!(ch.models_moved.len() * 20 <= kept, "{} of {kept} kept models moved", ch.models_moved.len());
+    assert!(next.cost_per_hour <= fresh * 1.01 + 1e-6);
+    // (iii) 20 % / 20 % / 20 %.
+    let (_, next, fresh) = scenario(&format!("{n} (iii)"), &base, &churn(&base, 0.20, 0.20, 0.20, 7));
+    assert!(next.cost_per_hour <= fresh * 1.01 + 1e-6);
+    // (iv) the least used instance type of the plan leaves the catalog: its nodes' models move.
+    let first = plan(&catalog(&base), &Options::default()).unwrap();
+    let mut used: BTreeMap<&str, usize> = BTreeMap::new();
+    for node in &first.nodes {
+        *used.entry(node.instance_type.as_str()).or_default() += 1;
+    }
+    let (&gone, _) = used.iter().min_by_key(|(t, c)| (**c, **t)).unwrap();
+    let (_, next, _) = scenario(&format!("{n} (iv) without {gone}"), &base, &without_type(&base, gone));
+    assert!(next.nodes.iter().all(|node| node.instance_type != gone));
+    let ch = next.changes.unwrap();
+    let forced: usize =
+        first.nodes.iter().filter(|node| node.instance_type == gone).map(|node| node.models.len()).sum();
+    assert!(ch.models_moved.len() >= forced);
+}
+
+#[test]
+fn day_two_scenarios_on_3000_models() {
+    scenarios(3000);
+}
+
+#[test]
+fn day_two_scenarios_on_10000_models() {
+    scenarios(10_000);
+}
