@@ -233,3 +233,54 @@ fn shuffle(v: &mut [usize], rng: &mut ChaCha8Rng) {
         v.swap(i, rng.random_range(0..=i));
     }
 }
+
+/// More instance types than `INSTANCE_TYPES` (14: the inf1, g4dn and c5 sizes from the smallest
+/// to the largest) and a wide spread of model sizes (memory log-uniform from 40 MiB to 3 GiB on
+/// inf1, each model with its own inline footprints), with skewed traffic: the harder shape for
+/// the planner's speed. Traffic is ten times `heterogeneous`'s, so that compute binds on many nodes.
+pub fn wide(n: usize, seed: u64) -> String {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut s = String::from(LIMITS);
+    s.push('\n');
+    for (name, family, price, memory, compute) in [
+        ("inf1.xlarge", "inf1", 0.228, 7, 4),
+        ("inf1.2xlarge", "inf1", 0.362, 15, 4),
+        ("inf1.6xlarge", "inf1", 1.180, 47, 16),
+        ("inf1.24xlarge", "inf1", 4.721, 191, 64),
+        ("g4dn.xlarge", "g4dn", 0.526, 15, 1),
+        ("g4dn.2xlarge", "g4dn", 0.752, 15, 1),
+        ("g4dn.4xlarge", "g4dn", 1.204, 15, 1),
+        ("g4dn.12xlarge", "g4dn", 3.912, 60, 4),
+        ("c5.large", "c5", 0.085, 3, 2),
+        ("c5.xlarge", "c5", 0.170, 7, 4),
+        ("c5.2xlarge", "c5", 0.340, 15, 8),
+        ("c5.4xlarge", "c5", 0.680, 31, 16),
+        ("c5.9xlarge", "c5", 1.530, 71, 36),
+        ("c5.18xlarge", "c5", 3.060, 143, 72),
+    ] {
+        let _ = write!(
+            s,
+            "[instance_types.\"{name}\"]\nfamily = \"{family}\"\nprice_per_hour = {price}\nmemory_gib = {memory}\ncompute = {compute}\n\n"
+        );
+    }
+    for i in 0..n {
+        let mem: f64 = rng.random_range(40.0_f64.ln()..3072.0_f64.ln()).exp().round();
+        // Busy time grows with size: about 1 ms per 100 MiB on inf1, 1.3× on g4dn, 15× on c5.
+        let svc = (mem / 100.0 * rng.random_range(0.7..1.4) * 10.0).round().max(1.0) / 10.0;
+        let rank = rng.random_range(1..=n) as f64;
+        let rps = (2.0 + 600.0 / rank.powf(0.8) + rng.random_range(0.0..20.0) * 100.0).round() / 100.0;
+        let id = format!("model-{:05}", i + 1);
+        let _ = write!(
+            s,
+            "[[models]]\nid = \"{id}\"\nartifact = \"s3://stowage-models/{id}/model.onnx\"\npeak_rps = {rps}\n\
+             [models.footprint.inf1]\nmemory_mib = {mem}\nservice_ms = {svc}\n\
+             [models.footprint.g4dn]\nmemory_mib = {}\nservice_ms = {}\n\
+             [models.footprint.c5]\nmemory_mib = {}\nservice_ms = {}\n\n",
+            (mem * 1.3).round(),
+            (svc * 1.3 * 10.0).round() / 10.0,
+            (mem * 1.2).round(),
+            (svc * 15.0 * 10.0).round() / 10.0
+        );
+    }
+    s
+}

@@ -498,6 +498,9 @@ fn wfill(lb: &LpBound, t: usize, load: [f64; 2]) -> f64 {
     w[0] * load[0] + w[1] * load[1]
 }
 
+/// Pairs of bins one `consolidate` sweep looks at, about.
+const CONSOLIDATE_PAIRS: usize = 150_000;
+
 /// Pairwise shifts and 1-1 swaps that make fuller nodes fuller (Σ fill² up), so that slack gathers
 /// in few nodes, where elimination and the tail solver can use it. Returns the number of moves.
 pub fn consolidate(p: &Problem, lb: &LpBound, pk: &mut Packing, sweeps: usize, deadline: Option<Instant>) -> usize {
@@ -508,11 +511,17 @@ pub fn consolidate(p: &Problem, lb: &LpBound, pk: &mut Packing, sweeps: usize, d
         let fill = |pk: &Packing, k: usize| wfill(lb, pk.bins[k].t, pk.bins[k].load);
         order.sort_by(|&a, &b| fill(pk, b).total_cmp(&fill(pk, a)).then(a.cmp(&b)));
         let before = moves;
+        // Each bin takes from the least filled bins below it only, as many as keep a sweep near
+        // CONSOLIDATE_PAIRS pairs (all pairs up to about 550 nodes, at least 64 sinks): slack
+        // gathers there, and a sweep stays linear in the number of nodes (all pairs is
+        // quadratic: 13 million pairs at 100,000 models).
+        let sinks = (CONSOLIDATE_PAIRS / order.len().max(1)).max(64);
+        let sinks_from = order.len().saturating_sub(sinks);
         for (ai, &a) in order.iter().enumerate() {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return moves;
             }
-            for &b in order[ai + 1..].iter().rev() {
+            for &b in order[(ai + 1).max(sinks_from)..].iter().rev() {
                 moves += improve_pair(p, lb, pk, a, b);
             }
         }
