@@ -148,3 +148,66 @@ fn day_two_scenarios_on_3000_models() {
 fn day_two_scenarios_on_10000_models() {
     scenarios(10_000);
 }
+
+#[test]
+fn a_node_on_a_dearer_type_than_it_needs_is_retyped_keeping_its_id() {
+    let toml = r#"[limits]
+max_memory = 0.9
+max_utilization = 0.9
+
+[instance_types."big.x"]
+family = "x"
+price_per_hour = 1.0
+memory_gib = 10
+compute = 4
+
+[instance_types."small.x"]
+family = "x"
+price_per_hour = 0.3
+memory_gib = 3
+compute = 4
+
+[[models]]
+id = "a"
+artifact = "a.onnx"
+peak_rps = 1.0
+[models.footprint.x]
+memory_mib = 1024
+service_ms = 5
+
+[[models]]
+id = "b"
+artifact = "b.onnx"
+peak_rps = 1.0
+[models.footprint.x]
+memory_mib = 1024
+service_ms = 5
+"#;
+    let c = catalog(toml);
+    let previous = Plan::parse(
+        "previous.json",
+        &format!(
+            r#"{{"format": "stowage-plan/v1", "catalog_sha256": "{}", "cost_per_hour": 1.0, "lower_bound_per_hour": 0.3,
+                "solver": {{"method": "hand", "seconds": 0.0, "proven_optimal": false, "gap": 0.7}},
+                "nodes": [{{"id": "big-x-000", "instance_type": "big.x", "family": "x", "price_per_hour": 1.0,
+                           "models": ["a", "b"], "usage": {{"memory": 0.2, "utilization": 0.01}}}}]}}"#,
+            c.sha256
+        ),
+    )
+    .unwrap();
+    let next = replan(&c, &previous, &opts(), Budget::default()).unwrap();
+    assert_valid(&c, &next);
+    assert_eq!(ids(&next), ["big-x-000"], "the node keeps its id");
+    assert_eq!(next.nodes[0].instance_type, "small.x");
+    let ch = next.changes.unwrap();
+    assert_eq!(ch.nodes_retyped.len(), 1);
+    assert_eq!((ch.nodes_retyped[0].from.as_str(), ch.nodes_retyped[0].to.as_str()), ("big.x", "small.x"));
+    // Its pod restarts on another machine: both models load again.
+    assert_eq!(ch.models_moved.len(), 2);
+    assert_eq!(ch.moved_bytes, 2 << 30);
+    assert_eq!(ch.nodes_changed, ["big-x-000"]);
+    // With --max-moves 0 it stays where it is, and costs what it did.
+    let capped = replan(&c, &previous, &opts(), Budget { max_moves: Some(0), ..Budget::default() }).unwrap();
+    assert_eq!(capped.nodes[0].instance_type, "big.x");
+    assert!(capped.changes.unwrap().models_moved.is_empty());
+}
