@@ -30,7 +30,7 @@ print(json.dumps({'inputs': words} if sys.argv[1] == 'text' else {'inputs': 'is 
     t=$(curl -sf -o /dev/null -w '%{time_total}' --data-binary "@$body" "localhost:$port/predictions/tiny-0001")
     total=$(python3 -c "print($total + $t)")
   done
-  tok=$(curl -sf "localhost:$port/metrics" | awk '/^stowage_tokenization_duration_seconds_sum\{model="tiny-0001"/ {print $NF}')
+  tok=$(curl -sf "localhost:$port/metrics" | awk '/^stowage_tokenization_duration_seconds_sum / {print $NF}')
   python3 -c "print(f'{\"$form\":5} body $(stat -c %s "$body") bytes: request mean {$total / 5 * 1000:.1f} ms, tokenization mean {($tok - $before) / 5 * 1000:.2f} ms')"
   before=$tok
 done

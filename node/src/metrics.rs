@@ -109,10 +109,13 @@ pub fn install() -> PrometheusHandle {
             let fine = [1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1];
             let waits =
                 [1e-4, 2.5e-4, 5e-4, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+            // The one per-model histogram: few buckets, so that a model has at most ~25 series.
+            let request = [0.005, 0.01, 0.025, 0.1, 0.5, 2.5];
             let installed = PrometheusBuilder::new()
                 .set_buckets(&buckets)
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(TOKENIZATION_DURATION.into()), &fine))
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_WAIT.into()), &waits))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &request))
                 .expect("static buckets are valid")
                 .install_recorder();
             let handle = match installed {
@@ -145,15 +148,19 @@ fn describe() {
     describe_gauge!(BUILD_INFO, Unit::Count, "Always 1; its version label is the stowage version this process runs");
     describe_counter!(REQUESTS, Unit::Count, "Prediction requests answered, by model and HTTP status code");
     describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Request received to response written, per model");
-    describe_histogram!(INFERENCE_DURATION, Unit::Seconds, "Engine time per request (tokenization excluded)");
-    describe_histogram!(QUEUE_WAIT, Unit::Seconds, "Time a request waited for a free slot of its model");
+    describe_histogram!(
+        INFERENCE_DURATION,
+        Unit::Seconds,
+        "Engine time per request (tokenization excluded), node-wide, by engine"
+    );
+    describe_histogram!(QUEUE_WAIT, Unit::Seconds, "Time a request waited for a free slot of its model, node-wide");
     describe_gauge!(INFLIGHT, Unit::Count, "Requests admitted and not yet answered, per model");
     describe_counter!(
         REJECTED,
         Unit::Count,
         "Requests rejected before inference (queue_full, queue_timeout, not_ready, too_large)"
     );
-    describe_histogram!(LOAD_DURATION, Unit::Seconds, "Model start-up time per phase (fetch, load, warmup)");
+    describe_histogram!(LOAD_DURATION, Unit::Seconds, "Model load time per phase (fetch, load, warmup), node-wide");
     describe_gauge!(MODEL_MEMORY, Unit::Bytes, "Resident memory the model added when it loaded");
     describe_gauge!(MODELS, Unit::Count, "Models by state (loading, ready, failed)");
     describe_counter!(FETCHED_BYTES, Unit::Bytes, "Model file bytes brought to local disk, by source (s3, cache)");
@@ -225,14 +232,17 @@ impl ModelMetrics {
     pub fn new(model: &str, backend: Option<&str>) -> Self {
         install();
         let m = model.to_string();
+        // Per model: requests by code, the request histogram (few buckets), in-flight, batches.
+        // Where a request's time went (queue, batch wait, tokenization, engine) is node-wide:
+        // per model those would be ~70 series each, and a node holds hundreds of models.
         let handles = Self {
             ok: metrics::counter!(REQUESTS, "model" => m.clone(), "code" => "200"),
             request_duration: metrics::histogram!(REQUEST_DURATION, "model" => m.clone()),
             inference_duration: OnceLock::new(),
-            queue_wait: metrics::histogram!(QUEUE_WAIT, "model" => m.clone()),
+            queue_wait: metrics::histogram!(QUEUE_WAIT),
             inflight: metrics::gauge!(INFLIGHT, "model" => m.clone()),
-            tokenization: metrics::histogram!(TOKENIZATION_DURATION, "model" => m.clone()),
-            batch_wait: metrics::histogram!(BATCH_WAIT, "model" => m.clone()),
+            tokenization: metrics::histogram!(TOKENIZATION_DURATION),
+            batch_wait: metrics::histogram!(BATCH_WAIT),
             batches: metrics::counter!(BATCHES, "model" => m.clone()),
             batched_inputs: metrics::counter!(BATCHED_ROWS, "model" => m),
         };
@@ -242,11 +252,10 @@ impl ModelMetrics {
         handles
     }
 
-    /// Registers the inference histogram with the engine that runs the model (once).
-    pub fn engine_known(&self, model: &str, backend: &str) {
-        self.inference_duration.get_or_init(
-            || metrics::histogram!(INFERENCE_DURATION, "model" => model.to_string(), "backend" => backend.to_string()),
-        );
+    /// Registers the inference histogram of the engine that runs the model (once).
+    pub fn engine_known(&self, _model: &str, backend: &str) {
+        self.inference_duration
+            .get_or_init(|| metrics::histogram!(INFERENCE_DURATION, "backend" => backend.to_string()));
     }
 }
 

@@ -179,7 +179,7 @@ async fn bring_up(
     (t.info.fetched_bytes, t.info.cached_bytes) = (files.downloaded, files.reused);
     entry.set_info(t.info.clone());
     let fetch_s = t.info.fetch_seconds;
-    ::metrics::histogram!(metrics::LOAD_DURATION, "model" => id.clone(), "phase" => "fetch").record(fetch_s);
+    ::metrics::histogram!(metrics::LOAD_DURATION, "phase" => "fetch").record(fetch_s);
     if files.downloaded + files.reused > 0 {
         let source = if files.downloaded > 0 { "s3" } else { "cache" };
         ::metrics::counter!(metrics::FETCHED_BYTES, "source" => source).increment(files.downloaded + files.reused);
@@ -199,10 +199,8 @@ async fn bring_up(
         Ok(Ok(l)) => {
             let memory = rss_bytes().saturating_sub(before);
             t.ok = true;
-            ::metrics::histogram!(metrics::LOAD_DURATION, "model" => id.clone(), "phase" => "load")
-                .record(l.load_seconds);
-            ::metrics::histogram!(metrics::LOAD_DURATION, "model" => id.clone(), "phase" => "warmup")
-                .record(l.warmup_seconds);
+            ::metrics::histogram!(metrics::LOAD_DURATION, "phase" => "load").record(l.load_seconds);
+            ::metrics::histogram!(metrics::LOAD_DURATION, "phase" => "warmup").record(l.warmup_seconds);
             ::metrics::gauge!(metrics::MODEL_MEMORY, "model" => id.clone()).set(memory as f64);
             let backend = l.model.model.backend().to_string();
             let choice = l.model.engine_reason.as_deref().unwrap_or("named in the catalog or by --engine");
