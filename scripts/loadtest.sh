@@ -71,7 +71,9 @@ if command -v vegeta > /dev/null; then
 else
   for c in $steps; do
     echo "loadtest: stowage attack, concurrency $c for ${duration}s" >&2
-    "$stowage" attack --targets "$out/targets.json" --concurrency "$c" --duration "$duration" > "$out/steps/c-$c.json"
+    # Also vegeta's CSV results: `vegeta report` and `vegeta plot` read them where vegeta is.
+    "$stowage" attack --targets "$out/targets.json" --concurrency "$c" --duration "$duration" \
+      --vegeta-results "$out/steps/c-$c.results.csv" > "$out/steps/c-$c.json"
   done
 fi
 python3 scripts/loadtest_report.py --plan "$plan" --dir "$out" --slo-ms "$slo" --client-cpu-max "$cpu_max"

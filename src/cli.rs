@@ -147,6 +147,12 @@ pub struct AttackArgs {
     /// Per-request timeout, in seconds.
     #[arg(long, env = "STOWAGE_TIMEOUT", default_value_t = 30.0)]
     pub timeout: f64,
+
+    /// Also write every request's result here in vegeta's CSV results format (send time in ns,
+    /// code, latency in ns, bytes out, bytes in, error, body, attack, seq), which `vegeta report`
+    /// and `vegeta plot` read as they read their own.
+    #[arg(long, env = "STOWAGE_VEGETA_RESULTS")]
+    pub vegeta_results: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

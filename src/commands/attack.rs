@@ -31,6 +31,40 @@ struct Prepared {
     body: Vec<u8>,
 }
 
+/// One request's result.
+struct Sample {
+    ms: f64,
+    /// The HTTP status, or `error: …` when none came.
+    code: String,
+    seq: usize,
+    sent: std::time::SystemTime,
+    bytes_out: usize,
+    bytes_in: usize,
+    error: Option<String>,
+}
+
+/// Results in vegeta's CSV format (its `NewCSVDecoder`: nine columns — send time in ns since the
+/// epoch, status code (0 when none came), latency in ns, bytes out, bytes in, error, base64 body
+/// (left empty), attack name, sequence number), which `vegeta report` and `vegeta plot` detect.
+fn vegeta_csv(samples: &[Sample]) -> String {
+    let quote = |s: &str| {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    };
+    let mut out = String::with_capacity(samples.len() * 64);
+    for s in samples {
+        let ns = s.sent.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let code: u16 = s.code.parse().unwrap_or(0);
+        let latency = (s.ms * 1e6).round() as u64;
+        let error = quote(s.error.as_deref().unwrap_or(""));
+        out.push_str(&format!("{ns},{code},{latency},{},{},{error},,stowage,{}\n", s.bytes_out, s.bytes_in, s.seq));
+    }
+    out
+}
+
 /// CPU seconds this process has used (user + system).
 fn cpu_seconds() -> f64 {
     // SAFETY: getrusage writes into the zeroed struct we own.
@@ -73,9 +107,11 @@ pub fn run(args: &AttackArgs) -> Result<()> {
         .map(|_| {
             let (targets, next, agent) = (targets.clone(), next.clone(), agent.clone());
             std::thread::spawn(move || {
-                let mut seen: Vec<(f64, String)> = Vec::new();
+                let mut seen: Vec<Sample> = Vec::new();
                 while Instant::now() < deadline {
-                    let t = &targets[next.fetch_add(1, Ordering::Relaxed) % targets.len()];
+                    let seq = next.fetch_add(1, Ordering::Relaxed);
+                    let t = &targets[seq % targets.len()];
+                    let sent = std::time::SystemTime::now();
                     let began = Instant::now();
                     let result = if t.method == "GET" {
                         let mut r = agent.get(&t.url);
@@ -90,30 +126,42 @@ pub fn run(args: &AttackArgs) -> Result<()> {
                         }
                         r.send(&t.body[..])
                     };
-                    let code = match result {
+                    let (code, bytes_in, error) = match result {
                         Ok(mut resp) => {
-                            let _ = resp.body_mut().read_to_vec();
-                            resp.status().as_u16().to_string()
+                            let n = resp.body_mut().read_to_vec().map_or(0, |b| b.len());
+                            (resp.status().as_u16().to_string(), n, None)
                         }
-                        Err(e) => format!("error: {e}"),
+                        Err(e) => (format!("error: {e}"), 0, Some(e.to_string())),
                     };
-                    seen.push((began.elapsed().as_secs_f64() * 1000.0, code));
+                    seen.push(Sample {
+                        ms: began.elapsed().as_secs_f64() * 1000.0,
+                        code,
+                        seq,
+                        sent,
+                        bytes_out: t.body.len(),
+                        bytes_in,
+                        error,
+                    });
                 }
                 seen
             })
         })
         .collect();
-    let mut all: Vec<(f64, String)> = Vec::new();
+    let mut all: Vec<Sample> = Vec::new();
     for w in workers {
         all.extend(w.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))?);
+    }
+    if let Some(path) = &args.vegeta_results {
+        all.sort_by_key(|s| s.seq);
+        std::fs::write(path, vegeta_csv(&all)).with_context(|| format!("cannot write {}", path.display()))?;
     }
     let wall = start.elapsed().as_secs_f64();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let mut codes: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, c) in &all {
-        *codes.entry(c.clone()).or_default() += 1;
+    for s in &all {
+        *codes.entry(s.code.clone()).or_default() += 1;
     }
-    let mut lat: Vec<f64> = all.iter().map(|x| x.0).collect();
+    let mut lat: Vec<f64> = all.iter().map(|x| x.ms).collect();
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| {
         if lat.is_empty() {

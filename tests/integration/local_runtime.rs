@@ -77,6 +77,21 @@ fn deploy_local_predict_every_model_and_stop() {
         serde_json::from_str(&std::fs::read_to_string(lt.join("report.json")).unwrap()).unwrap();
     assert!(json["steps"][1]["throughput"].as_f64().unwrap() > 0.0);
     assert!(json["steps"][0]["codes"]["200"].as_u64().unwrap() > 0);
+    // Each step's results also in vegeta's CSV results format: nine columns (send time ns, code,
+    // latency ns, bytes out, bytes in, error, body, attack, seq), one row per request.
+    let csv = std::fs::read_to_string(lt.join("steps/c-4.results.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    let counted: u64 = json["steps"][1]["codes"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(rows.len() as u64, counted, "one row per request");
+    let mut seqs = std::collections::BTreeSet::new();
+    for r in &rows {
+        assert_eq!(r.len(), 9, "{r:?}");
+        assert!(r[0].parse::<u64>().unwrap() > 1_700_000_000_000_000_000, "{r:?}");
+        assert_eq!(r[1], "200");
+        assert!(r[2].parse::<u64>().unwrap() > 0 && r[4].parse::<u64>().unwrap() > 0, "{r:?}");
+        assert_eq!(r[7], "stowage");
+        assert!(seqs.insert(r[8].parse::<u64>().unwrap()), "seq {} twice", r[8]);
+    }
     let svg = std::fs::read_to_string(lt.join("plot.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
     // Latency on a log axis, and each step's error rate drawn below it.
