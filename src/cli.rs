@@ -320,6 +320,26 @@ pub struct ManifestsArgs {
     #[arg(long, env = "STOWAGE_HPA_MAX_REPLICAS")]
     pub hpa_max_replicas: Option<i32>,
 
+    /// Also write monitoring.yaml: PodMonitors for the nodes and the gateway (Prometheus
+    /// Operator) and a Grafana dashboard (a ConfigMap labelled grafana_dashboard: "1" for
+    /// Grafana's sidecar); the NetworkPolicy lets --prometheus-namespace scrape the nodes.
+    #[arg(long, env = "STOWAGE_MONITORING")]
+    pub monitoring: bool,
+
+    /// The namespace Prometheus scrapes from (with --monitoring).
+    #[arg(long, env = "STOWAGE_PROMETHEUS_NAMESPACE", default_value = stowage_deployment::monitoring::DEFAULT_PROMETHEUS_NAMESPACE)]
+    pub prometheus_namespace: String,
+
+    /// Scale each node on load instead of CPU: a KEDA ScaledObject (Prometheus trigger) adds pods,
+    /// up to --hpa-max-replicas, while the node's pods hold more than this many requests each
+    /// (in flight and waiting for a thread). Needs --monitoring, --hpa-max-replicas and KEDA.
+    #[arg(long, env = "STOWAGE_KEDA_INFLIGHT", requires_all = ["monitoring", "hpa_max_replicas"])]
+    pub keda_inflight: Option<f64>,
+
+    /// Prometheus as KEDA queries it (with --keda-inflight).
+    #[arg(long, env = "STOWAGE_PROMETHEUS_URL", default_value = stowage_deployment::monitoring::DEFAULT_PROMETHEUS_URL)]
+    pub prometheus_url: String,
+
     /// Also write loadtest.yaml: a Job of this many vegeta client pods attacking every model
     /// in-cluster (apply it separately; gather with scripts/loadtest-gather.sh).
     #[arg(long, env = "STOWAGE_LOADTEST_CLIENTS")]

@@ -3,5 +3,6 @@
 //! packing (`stowage-planner`) or serving (`stowage-node`).
 
 pub mod manifests;
+pub mod monitoring;
 pub mod slices;
 pub mod targets;

@@ -73,6 +73,8 @@ pub struct ManifestOptions {
     /// namespace and of the nodes' own (a gateway, the load-test clients), and these CIDRs (an
     /// ALB with `target-type: ip` comes from the VPC's). `None`: no NetworkPolicy.
     pub network_policy: Option<NetworkAccess>,
+    /// PodMonitors and a Grafana dashboard (`monitoring.yaml`); KEDA autoscaling on load.
+    pub monitoring: Option<crate::monitoring::MonitoringOptions>,
 }
 
 /// Who may reach the nodes.
@@ -554,6 +556,10 @@ fn network_policy(o: &ManifestOptions, access: &NetworkAccess) -> NetworkPolicy 
         ..Default::default()
     };
     let mut from = vec![namespace(&access.ingress_namespace), namespace(&o.namespace)];
+    if let Some(m) = &o.monitoring {
+        // Prometheus scrapes /metrics on the same port.
+        from.push(namespace(&m.prometheus_namespace));
+    }
     from.extend(access.cidrs.iter().map(|cidr| NetworkPolicyPeer {
         ip_block: Some(IPBlock { cidr: cidr.clone(), except: None }),
         ..Default::default()
@@ -635,9 +641,16 @@ pub fn render(
             serde_yaml_ng::to_string(&pdb(n, o)).expect("serializes"),
         ];
         if let Some(max) = o.hpa_max_replicas.filter(|&m| m > o.replicas) {
-            docs.push(serde_yaml_ng::to_string(&hpa(n, o, max)).expect("serializes"));
+            match o.monitoring.as_ref().and_then(|m| m.keda.as_ref()) {
+                // KEDA makes (and owns) the node's HPA, on load instead of CPU.
+                Some(keda) => docs.push(crate::monitoring::scaled_object(n, o, keda, o.replicas, max)),
+                None => docs.push(serde_yaml_ng::to_string(&hpa(n, o, max)).expect("serializes")),
+            }
         }
         files.push(ManifestFile { name: format!("node-{}.yaml", n.id), yaml: docs.join("---\n") });
+    }
+    if o.monitoring.is_some() {
+        files.push(ManifestFile { name: "monitoring.yaml".into(), yaml: crate::monitoring::monitoring_yaml(o) });
     }
     let resources: Vec<String> = files.iter().map(|f| format!("  - {}\n", f.name)).collect();
     files.push(ManifestFile {

@@ -27,6 +27,7 @@ fn opts() -> ManifestOptions {
             ingress_namespace: "ingress-nginx".into(),
             cidrs: vec!["10.0.0.0/16".into()],
         }),
+        monitoring: None,
     }
 }
 
@@ -304,4 +305,135 @@ fn a_node_whose_models_change_keeps_its_deployment_and_only_its_configmap_change
         assert!(b[0].contains("kind: ConfigMap") && b[0] != a[0], "{id}: its ConfigMap holds the new slice");
         assert_eq!(&b[1..], &a[1..], "{id}: Deployment, Service, PDB unchanged");
     }
+}
+
+#[test]
+fn monitoring_watches_nodes_and_gateway_and_its_dashboard_reads_documented_metrics() {
+    use stowage_deployment::monitoring::{panels, KedaOptions, MonitoringOptions, NODE_LABEL};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../planner/tests/data");
+    let plan_json = std::fs::read_to_string(dir.join("small.plan.json")).unwrap();
+    let plan = Plan::parse("small.plan.json", &plan_json).unwrap();
+    let catalog = Catalog::load(dir.join("small.toml")).unwrap();
+    let toml = std::fs::read_to_string(dir.join("small.toml")).unwrap();
+    let keda = KedaOptions { prometheus_url: "http://prometheus.monitoring:9090".into(), inflight_per_pod: 8.0 };
+    let o = ManifestOptions {
+        hpa_max_replicas: Some(4),
+        monitoring: Some(MonitoringOptions { prometheus_namespace: "monitoring".into(), keda: Some(keda) }),
+        ..opts()
+    };
+    let files = render(&plan, &catalog, &plan_json, &toml, &o).unwrap();
+    let file = |name: &str| files.iter().find(|f| f.name == name).unwrap_or_else(|| panic!("no {name}")).yaml.clone();
+    let docs = |text: &str| -> Vec<serde_json::Value> {
+        text.split("---\n").map(|d| serde_yaml_ng::from_str(d).unwrap()).collect()
+    };
+    assert!(file("kustomization.yaml").contains("  - monitoring.yaml\n"));
+    let monitoring = docs(&file("monitoring.yaml"));
+    assert_eq!(monitoring.iter().filter(|d| d["kind"] == "PodMonitor").count(), 2);
+
+    // Each PodMonitor selects pods that exist, by labels their pod templates carry, on a named
+    // container port, with /metrics; every series gets the node's name.
+    let pods: Vec<serde_json::Value> = files
+        .iter()
+        .filter(|f| f.name.starts_with("node-") || f.name == "gateway.yaml")
+        .flat_map(|f| docs(&f.yaml))
+        .filter(|d| d["kind"] == "Deployment")
+        .map(|d| d["spec"]["template"].clone())
+        .collect();
+    for pm in monitoring.iter().filter(|d| d["kind"] == "PodMonitor") {
+        assert_eq!(pm["apiVersion"], "monitoring.coreos.com/v1");
+        let want = pm["spec"]["selector"]["matchLabels"].as_object().unwrap();
+        let matched: Vec<&serde_json::Value> =
+            pods.iter().filter(|t| want.iter().all(|(k, v)| &t["metadata"]["labels"][k] == v)).collect();
+        assert!(!matched.is_empty(), "{} selects no pod", pm["metadata"]["name"]);
+        let endpoint = &pm["spec"]["podMetricsEndpoints"][0];
+        assert_eq!(endpoint["path"], "/metrics");
+        for t in matched {
+            let ports = t["spec"]["containers"][0]["ports"].as_array().unwrap();
+            assert!(ports.iter().any(|p| p["name"] == endpoint["port"]), "{t}");
+        }
+        assert_eq!(endpoint["relabelings"][0]["targetLabel"], NODE_LABEL);
+    }
+    // The dashboard, for Grafana's sidecar: valid JSON with a panel per query set, each query
+    // reading only metrics docs/metrics.md lists.
+    let cm = monitoring.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let dashboard: serde_json::Value = serde_json::from_str(cm["data"]["stowage.json"].as_str().unwrap()).unwrap();
+    assert_eq!(dashboard["panels"].as_array().unwrap().len(), panels("stowage").len());
+    let listed = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/metrics.md")).unwrap();
+    let mut exprs = Vec::new();
+    for p in dashboard["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            exprs.push(t["expr"].as_str().unwrap().to_string());
+        }
+    }
+    for (_, _, queries) in panels("stowage") {
+        exprs.extend(queries.into_iter().map(|(e, _)| e));
+    }
+    let scaled: Vec<serde_json::Value> = files
+        .iter()
+        .filter(|f| f.name.starts_with("node-"))
+        .flat_map(|f| docs(&f.yaml))
+        .filter(|d| d["kind"] == "ScaledObject" || d["kind"] == "HorizontalPodAutoscaler")
+        .collect();
+    // KEDA scales each node on load instead of the CPU HPA.
+    assert_eq!(scaled.len(), plan.nodes.len());
+    for so in &scaled {
+        assert_eq!(so["kind"], "ScaledObject");
+        assert_eq!(so["spec"]["scaleTargetRef"]["name"], so["metadata"]["name"]);
+        assert_eq!(
+            (so["spec"]["minReplicaCount"].as_i64(), so["spec"]["maxReplicaCount"].as_i64()),
+            (Some(1), Some(4))
+        );
+        let trigger = &so["spec"]["triggers"][0];
+        assert_eq!(
+            (trigger["type"].as_str(), trigger["metadata"]["threshold"].as_str()),
+            (Some("prometheus"), Some("8"))
+        );
+        exprs.push(trigger["metadata"]["query"].as_str().unwrap().to_string());
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for e in &exprs {
+        let mut rest = e.as_str();
+        while let Some(i) = rest.find(|c: char| c.is_ascii_lowercase()) {
+            rest = &rest[i..];
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            let word = &rest[..end];
+            if word.starts_with("stowage_") || word.starts_with("process_") {
+                let base = ["_bucket", "_sum", "_count"].iter().fold(word, |w, s| w.strip_suffix(s).unwrap_or(w));
+                names.insert(base.to_string());
+            }
+            rest = &rest[end..];
+        }
+    }
+    names.remove(NODE_LABEL);
+    assert!(names.len() >= 10, "{names:?}");
+    for n in &names {
+        assert!(listed.contains(&format!("`{n}`")), "the dashboard reads {n}, which docs/metrics.md does not list");
+    }
+    // Prometheus itself parses every query (promtool, as recording rules).
+    let rules: String = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            format!("      - record: stowage:check_{i}\n        expr: {}\n", serde_json::to_string(e).unwrap())
+        })
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("rules.yaml");
+    std::fs::write(&path, format!("groups:\n  - name: dashboard\n    rules:\n{rules}")).unwrap();
+    match std::process::Command::new("promtool").args(["check", "rules"]).arg(&path).output() {
+        Ok(out) => assert!(
+            out.status.success(),
+            "promtool check rules:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => {
+            assert!(std::env::var("CI").is_err(), "promtool required in CI: {e}");
+            eprintln!("skipped promtool: {e}");
+        }
+    }
+    // Prometheus may scrape the nodes through the NetworkPolicy.
+    let policy = file("networkpolicy.yaml");
+    assert!(policy.contains("kubernetes.io/metadata.name: monitoring"), "{policy}");
 }

@@ -3,6 +3,7 @@
 use anyhow::{ensure, Context, Result};
 use stowage_core::{is_dns_label, Plan};
 use stowage_deployment::manifests::{loadtest, render, LoadtestOptions, ManifestOptions, NetworkAccess};
+use stowage_deployment::monitoring::{KedaOptions, MonitoringOptions};
 use stowage_deployment::targets::{targets, BaseUrls, Order};
 
 use crate::cli::ManifestsArgs;
@@ -59,7 +60,16 @@ pub fn run(args: &ManifestsArgs) -> Result<()> {
             ingress_namespace: args.ingress_namespace.clone(),
             cidrs: args.allow_cidrs.clone(),
         }),
+        monitoring: args.monitoring.then(|| MonitoringOptions {
+            prometheus_namespace: args.prometheus_namespace.clone(),
+            keda: args
+                .keda_inflight
+                .map(|n| KedaOptions { prometheus_url: args.prometheus_url.clone(), inflight_per_pod: n }),
+        }),
     };
+    if let Some(n) = args.keda_inflight {
+        ensure!(n.is_finite() && n > 0.0, "--keda-inflight must be a positive number of requests per pod");
+    }
     let mut files = render(&plan, &catalog, &plan_json, &catalog_toml, &opts)
         .with_context(|| catalog.path.display().to_string())?;
     if let Some(clients) = args.loadtest_clients {
