@@ -58,8 +58,11 @@ fn pod_monitor(name: &str, namespace: &str, component: &str) -> Value {
     })
 }
 
-/// The dashboard's panels: (title, unit, PromQL queries with their legends).
-pub fn panels(namespace: &str) -> Vec<(&'static str, &'static str, Vec<(String, String)>)> {
+/// One dashboard panel: title, unit, PromQL queries with their legends.
+pub type Panel = (&'static str, &'static str, Vec<(String, String)>);
+
+/// The dashboard's panels.
+pub fn panels(namespace: &str) -> Vec<Panel> {
     let ns = format!("namespace=\"{namespace}\"");
     let by_node = format!("{{{{{NODE_LABEL}}}}}");
     let q = |expr: String, legend: &str| (expr, legend.to_string());
