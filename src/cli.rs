@@ -518,6 +518,13 @@ pub struct ServeArgs {
     #[arg(long, env = "STOWAGE_SHUTDOWN_DELAY_SECONDS", default_value_t = 0)]
     pub shutdown_delay_seconds: u64,
 
+    /// Memory the node's cold models share, in MiB: instead of the plan's `cold_pool_mib`, or
+    /// without a plan (--catalog) for the catalog's cold models (`residency = "cold"`, or `auto`
+    /// below `cold_below_rps`). A cold model loads on its first request and the least recently
+    /// used idle ones are evicted when the pool is full. 0: every model hot.
+    #[arg(long, env = "STOWAGE_COLD_POOL_MIB")]
+    pub cold_pool_mib: Option<f64>,
+
     /// Do not watch the plan and catalog files: the node reloads only on SIGHUP or
     /// POST /admin/reload.
     #[arg(long, env = "STOWAGE_NO_WATCH")]

@@ -18,11 +18,41 @@ pub const DEFAULT_MAX_MEMORY: f64 = 0.90;
 /// Cmax default: share of an instance type's compute that models may use at peak traffic.
 pub const DEFAULT_MAX_UTILIZATION: f64 = 0.83;
 
-/// Node-wide limits (Mmax, Cmax).
+/// Default of `[limits] cold_below_rps`: an `auto` model with less peak traffic is cold.
+pub const DEFAULT_COLD_BELOW_RPS: f64 = 0.05;
+/// Default of `[limits] cold_window_seconds`: the cold pool keeps a model about this long after its
+/// last request (the characteristic time of its LRU cache).
+pub const DEFAULT_COLD_WINDOW_SECONDS: f64 = 60.0;
+
+/// Node-wide limits (Mmax, Cmax) and when models are cold.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
     pub max_memory: f64,
     pub max_utilization: f64,
+    pub cold_below_rps: f64,
+    pub cold_window_seconds: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_memory: DEFAULT_MAX_MEMORY,
+            max_utilization: DEFAULT_MAX_UTILIZATION,
+            cold_below_rps: DEFAULT_COLD_BELOW_RPS,
+            cold_window_seconds: DEFAULT_COLD_WINDOW_SECONDS,
+        }
+    }
+}
+
+/// Whether a model holds memory all the time (`hot`) or shares its node's cold pool, loaded on
+/// its first request and evicted when idle (`cold`); `auto`: cold below `cold_below_rps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Residency {
+    #[default]
+    Auto,
+    Hot,
+    Cold,
 }
 
 /// One instance type that may be bought.
@@ -45,6 +75,21 @@ pub struct Footprint {
     pub memory_mib: f64,
     /// Busy time of one compute unit per request (batch 1).
     pub service_ms: f64,
+    /// Time to load the model from the node's local disk and warm it up (`stowage profile`
+    /// measures it); else `estimated_load_ms` of the memory.
+    pub load_ms: Option<f64>,
+}
+
+/// The load time assumed for a model of `memory_mib` when its footprint gives none: 100 ms and
+/// 5 ms per MiB (a synthetic mini model, 87 MiB, loads and warms up in about 0.5 s on tract).
+pub fn estimated_load_ms(memory_mib: f64) -> f64 {
+    100.0 + 5.0 * memory_mib
+}
+
+impl Footprint {
+    pub fn load_ms(&self) -> f64 {
+        self.load_ms.unwrap_or_else(|| estimated_load_ms(self.memory_mib))
+    }
 }
 
 /// Inference engine that runs a model.
@@ -100,6 +145,18 @@ pub struct Model {
     pub peak_rps: f64,
     pub engine: Option<Engine>,
     pub sha256: Option<String>,
+    pub residency: Residency,
+}
+
+impl Model {
+    /// Whether the model is cold under `limits` (its own `residency`, or `auto` by traffic).
+    pub fn is_cold(&self, limits: &Limits) -> bool {
+        match self.residency {
+            Residency::Cold => true,
+            Residency::Hot => false,
+            Residency::Auto => self.peak_rps < limits.cold_below_rps,
+        }
+    }
 }
 
 /// A validated catalog.
@@ -216,6 +273,8 @@ struct RawCatalog {
 struct RawLimits {
     max_memory: Option<Spanned<f64>>,
     max_utilization: Option<Spanned<f64>>,
+    cold_below_rps: Option<Spanned<f64>>,
+    cold_window_seconds: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -233,6 +292,7 @@ struct RawInstanceType {
 struct RawFootprint {
     memory_mib: Option<Spanned<f64>>,
     service_ms: Option<Spanned<f64>>,
+    load_ms: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -248,6 +308,7 @@ struct RawModel {
     peak_rps: Option<Spanned<f64>>,
     engine: Option<Spanned<String>>,
     sha256: Option<Spanned<String>>,
+    residency: Option<Spanned<String>>,
 }
 
 // ---- validation ------------------------------------------------------------------------------
@@ -301,8 +362,13 @@ impl Validator<'_> {
         let raw = raw.get_ref();
         let memory_mib =
             self.number(raw.memory_mib.as_ref(), span.clone(), &format!("{field}.memory_mib"), Sign::Positive);
-        let service_ms = self.number(raw.service_ms.as_ref(), span, &format!("{field}.service_ms"), Sign::Positive);
-        Some(Footprint { memory_mib: memory_mib?, service_ms: service_ms? })
+        let service_ms =
+            self.number(raw.service_ms.as_ref(), span.clone(), &format!("{field}.service_ms"), Sign::Positive);
+        let load_ms = match &raw.load_ms {
+            None => Some(None),
+            Some(v) => self.number(Some(v), span, &format!("{field}.load_ms"), Sign::Positive).map(Some),
+        };
+        Some(Footprint { memory_mib: memory_mib?, service_ms: service_ms?, load_ms: load_ms? })
     }
 
     fn family_known(&mut self, families: &BTreeSet<String>, family: &Spanned<String>, field: &str) -> bool {
@@ -359,8 +425,7 @@ impl Validator<'_> {
         Catalog {
             path: path.to_path_buf(),
             sha256: hex::encode(Sha256::digest(text.as_bytes())),
-            limits: limits
-                .unwrap_or(Limits { max_memory: DEFAULT_MAX_MEMORY, max_utilization: DEFAULT_MAX_UTILIZATION }),
+            limits: limits.unwrap_or_default(),
             instance_types,
             index: models.iter().enumerate().map(|(i, m)| (m.id.clone(), i)).collect(),
             models,
@@ -369,7 +434,7 @@ impl Validator<'_> {
 
     fn limits(&mut self, raw: Option<RawLimits>) -> Option<Limits> {
         let Some(raw) = raw else {
-            return Some(Limits { max_memory: DEFAULT_MAX_MEMORY, max_utilization: DEFAULT_MAX_UTILIZATION });
+            return Some(Limits::default());
         };
         let mut fraction = |v: Option<Spanned<f64>>, field: &str, default: f64| match v {
             None => Some(default),
@@ -377,7 +442,24 @@ impl Validator<'_> {
         };
         let max_memory = fraction(raw.max_memory, "limits.max_memory", DEFAULT_MAX_MEMORY);
         let max_utilization = fraction(raw.max_utilization, "limits.max_utilization", DEFAULT_MAX_UTILIZATION);
-        Some(Limits { max_memory: max_memory?, max_utilization: max_utilization? })
+        let mut positive = |v: Option<Spanned<f64>>, field: &str, default: f64, sign: Sign| match v {
+            None => Some(default),
+            Some(v) => self.number(Some(&v), v.span(), field, sign),
+        };
+        let cold_below_rps =
+            positive(raw.cold_below_rps, "limits.cold_below_rps", DEFAULT_COLD_BELOW_RPS, Sign::NonNegative);
+        let cold_window_seconds = positive(
+            raw.cold_window_seconds,
+            "limits.cold_window_seconds",
+            DEFAULT_COLD_WINDOW_SECONDS,
+            Sign::Positive,
+        );
+        Some(Limits {
+            max_memory: max_memory?,
+            max_utilization: max_utilization?,
+            cold_below_rps: cold_below_rps?,
+            cold_window_seconds: cold_window_seconds?,
+        })
     }
 
     fn instance_types(&mut self, raw: &BTreeMap<Spanned<String>, Spanned<RawInstanceType>>) -> Vec<InstanceType> {
@@ -560,6 +642,23 @@ impl Validator<'_> {
             }
         };
 
+        let residency = match &r.residency {
+            None => Some(Residency::Auto),
+            Some(v) => match v.get_ref().as_str() {
+                "auto" => Some(Residency::Auto),
+                "hot" => Some(Residency::Hot),
+                "cold" => Some(Residency::Cold),
+                other => {
+                    self.error(
+                        Some(v.span()),
+                        &at("residency"),
+                        format!("unknown residency {other:?}: expected \"auto\", \"hot\" or \"cold\""),
+                    );
+                    None
+                }
+            },
+        };
+
         if !footprint_ok {
             return None;
         }
@@ -573,6 +672,7 @@ impl Validator<'_> {
             peak_rps: peak_rps?,
             engine: engine?,
             sha256: sha256?,
+            residency: residency?,
         })
     }
 

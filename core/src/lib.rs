@@ -8,7 +8,7 @@ pub mod diagnostic;
 pub mod ident;
 pub mod plan;
 
-pub use catalog::{Catalog, CatalogError, Engine, Footprint, InstanceType, Limits, Model, UnknownEngine};
+pub use catalog::{Catalog, CatalogError, Engine, Footprint, InstanceType, Limits, Model, Residency, UnknownEngine};
 pub use changes::{Changes, Move, Retype};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use ident::{is_dns_label, node_id};

@@ -47,9 +47,20 @@ pub struct PlanNode {
     #[serde(default)]
     pub family: String,
     pub price_per_hour: f64,
-    /// Model ids, sorted.
+    /// Model ids, sorted: every model the node serves, hot or cold.
     pub models: Vec<String>,
     pub usage: Usage,
+    /// The models of `models` that are cold: loaded on their first request into the node's cold
+    /// pool, evicted when it is full (least recently used first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cold_models: Vec<String>,
+    /// Memory the cold models share, in MiB (0 without cold models).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cold_pool_mib: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// Share of the node's memory and compute that its models use (of the whole node, not of the limit).
@@ -194,6 +205,8 @@ mod tests {
                 price_per_hour: 1.18,
                 models: vec!["a".into(), "b".into()],
                 usage: Usage { memory: 0.5, utilization: 0.1 },
+                cold_models: vec![],
+                cold_pool_mib: 0.0,
             }],
             changes: None,
         }

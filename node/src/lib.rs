@@ -9,6 +9,7 @@
 
 pub mod admission;
 pub mod batch;
+pub mod cold;
 pub mod load;
 pub mod metrics;
 pub mod pool;

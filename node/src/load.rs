@@ -42,6 +42,8 @@ pub enum LoadError {
     Warmup(EngineError),
     #[error("warm-up: the model's output is not finite ({0}): its weights are broken")]
     NotFinite(String),
+    #[error("the loader crashed (see the node's log)")]
+    Crashed,
 }
 
 impl LoadError {
@@ -63,7 +65,7 @@ impl LoadError {
                 name(tokenizer),
                 name(artifact)
             ),
-            WarmupInput(_) | Warmup(_) | NotFinite(_) => self.to_string(),
+            WarmupInput(_) | Warmup(_) | NotFinite(_) | Crashed => self.to_string(),
         }
     }
 }

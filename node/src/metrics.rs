@@ -28,6 +28,11 @@ pub const BATCH_WAIT: &str = "stowage_batch_wait_seconds";
 pub const MALFORMED: &str = "stowage_malformed_requests_total";
 pub const BUILD_INFO: &str = "stowage_build_info";
 pub const RELOADS: &str = "stowage_reloads_total";
+pub const COLD_LOADS: &str = "stowage_cold_loads_total";
+pub const COLD_LOAD_DURATION: &str = "stowage_cold_load_duration_seconds";
+pub const COLD_EVICTIONS: &str = "stowage_cold_evictions_total";
+pub const COLD_RESIDENT_BYTES: &str = "stowage_cold_resident_bytes";
+pub const COLD_POOL_BYTES: &str = "stowage_cold_pool_bytes";
 pub const PLAN_INFO: &str = "stowage_plan_info";
 pub const GATEWAY_REQUESTS: &str = "stowage_gateway_requests_total";
 pub const GATEWAY_UPSTREAM_DURATION: &str = "stowage_gateway_upstream_duration_seconds";
@@ -188,6 +193,19 @@ fn describe() {
         Unit::Count,
         "Reloads of the node's plan and catalog, by result (applied, unchanged, refused)"
     );
+    describe_counter!(
+        COLD_LOADS,
+        Unit::Count,
+        "Loads of cold models on a request, by result (loaded, failed, pool_full)"
+    );
+    describe_histogram!(
+        COLD_LOAD_DURATION,
+        Unit::Seconds,
+        "A cold model's load on its first request: from local disk to warm"
+    );
+    describe_counter!(COLD_EVICTIONS, Unit::Count, "Idle cold models unloaded to make room in the cold pool");
+    describe_gauge!(COLD_RESIDENT_BYTES, Unit::Bytes, "Cold pool bytes held by the cold models loaded now");
+    describe_gauge!(COLD_POOL_BYTES, Unit::Bytes, "The cold pool's size (0 without cold models)");
     describe_gauge!(
         PLAN_INFO,
         Unit::Count,

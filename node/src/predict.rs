@@ -57,12 +57,32 @@ pub struct Node {
     pub registry: Arc<Registry>,
     pub pool: Arc<Pool>,
     pub config: Config,
+    /// The cold pool, when the node has cold models (set once the loader runs).
+    pub cold: std::sync::OnceLock<Arc<crate::cold::ColdPool>>,
 }
 
-/// A model that takes requests now.
+/// A model that takes requests now. While one exists its model counts as in use (a cold model
+/// is not evicted).
 pub struct Target {
     pub entry: Arc<Entry>,
     pub model: Arc<LoadedModel>,
+    _use: InUse,
+}
+
+/// Counts a request in `Entry::active` until dropped.
+struct InUse(Arc<Entry>);
+
+impl InUse {
+    fn new(entry: &Arc<Entry>) -> Self {
+        entry.active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(entry.clone())
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Counts an admitted request in `stowage_inflight_requests` until dropped: also when the client
@@ -104,23 +124,57 @@ impl Node {
     pub fn new(registry: Arc<Registry>, config: Config) -> std::io::Result<Self> {
         let pool = Arc::new(Pool::new(config.inference_threads)?);
         metrics::install();
-        Ok(Self { registry, pool, config })
+        Ok(Self { registry, pool, config, cold: std::sync::OnceLock::new() })
     }
 
-    /// Checks the node and the model (so an unknown model is a 404 whatever the request).
+    /// Checks the node and the model (so an unknown model is a 404 whatever the request); a cold
+    /// model that is not loaded is `NotReady` here: `acquire` loads it.
     pub fn target(&self, id: &str) -> Result<Target, PredictError> {
         let reg = &self.registry;
         if reg.shutting_down() {
             return Err(PredictError::ShuttingDown);
         }
         let entry = reg.get(id).ok_or_else(|| PredictError::UnknownModel(id.to_string()))?;
+        let used = InUse::new(&entry);
         match entry.state() {
-            State::Ready(model) => Ok(Target { entry, model }),
-            State::Loading => {
+            State::Ready(model) => {
+                if let Some(pool) = self.cold.get() {
+                    pool.touch(&entry);
+                }
+                Ok(Target { entry, model, _use: used })
+            }
+            State::Loading | State::Cold => {
                 metrics::rejected(id, "not_ready");
                 Err(PredictError::NotReady(id.to_string()))
             }
             State::Failed(reason) => Err(PredictError::ModelFailed { id: id.to_string(), reason }),
+        }
+    }
+
+    /// `target`, loading a cold model first (its first request, or after an eviction), within
+    /// `--queue-timeout-ms`.
+    pub async fn acquire(&self, id: &str) -> Result<Target, PredictError> {
+        let entry = match self.registry.get(id) {
+            Some(e) if e.cold.is_some() && !self.registry.shutting_down() => e,
+            _ => return self.target(id),
+        };
+        let Some(pool) = self.cold.get() else { return self.target(id) };
+        let used = InUse::new(&entry);
+        let loaded = match self.config.queue_timeout {
+            None => pool.ensure(&entry).await,
+            Some(t) => match tokio::time::timeout(t, pool.ensure(&entry)).await {
+                Ok(r) => r,
+                Err(_) => return Err(PredictError::timed_out(id, t)),
+            },
+        };
+        match loaded {
+            Ok(model) => Ok(Target { entry, model, _use: used }),
+            Err(e) => {
+                if matches!(e, PredictError::PoolFull(_)) {
+                    metrics::rejected(id, "cold_pool_full");
+                }
+                Err(e)
+            }
         }
     }
 

@@ -22,6 +22,9 @@ pub enum State {
     Loading,
     Ready(Arc<LoadedModel>),
     Failed(String),
+    /// A cold model whose files are on local disk, not loaded: its first request loads it
+    /// (`cold.rs`), and it comes back here when evicted.
+    Cold,
 }
 
 impl State {
@@ -30,6 +33,7 @@ impl State {
             State::Loading => "loading",
             State::Ready(_) => "ready",
             State::Failed(_) => "failed",
+            State::Cold => "cold",
         }
     }
 }
@@ -60,6 +64,24 @@ pub struct Entry {
     /// Added by a reload, not at start-up: while it loads (or if it fails) it does not hold the
     /// node's readiness back, so the models already serving keep their traffic.
     pub late: bool,
+    /// A cold model's side: its files, its last use, its one load at a time.
+    pub cold: Option<ColdSlot>,
+    /// Requests that hold this model now (from `Node::acquire` until answered): a cold model is
+    /// never evicted while any does.
+    pub active: std::sync::atomic::AtomicUsize,
+}
+
+/// What a cold model keeps while it is not loaded.
+#[derive(Default)]
+pub struct ColdSlot {
+    /// Its files on local disk (fetched at start: a load never waits for S3).
+    pub files: std::sync::Mutex<Option<crate::load::Files>>,
+    /// Milliseconds since the node started, at its last request (LRU order).
+    pub last_used: std::sync::atomic::AtomicU64,
+    /// Held while it loads: concurrent first requests wait here, and the first loads it once.
+    pub loading: tokio::sync::Mutex<()>,
+    /// Pool bytes it holds while loaded.
+    pub reserved: std::sync::atomic::AtomicU64,
 }
 
 impl Entry {
@@ -73,8 +95,10 @@ impl Entry {
             metrics,
             state: RwLock::new(State::Loading),
             info: RwLock::new(LoadInfo::default()),
+            cold: spec.cold.then(ColdSlot::default),
             spec,
             late,
+            active: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -209,8 +233,10 @@ impl Registry {
         let mut c = (0, 0, 0);
         for e in self.models.iter() {
             match e.state() {
+                State::Loading if e.cold.is_some() => c.1 += 1,
                 State::Loading => c.0 += 1,
-                State::Ready(_) => c.1 += 1,
+                // A cold model serves: its first request loads it.
+                State::Ready(_) | State::Cold => c.1 += 1,
                 State::Failed(_) => c.2 += 1,
             }
         }
@@ -220,7 +246,7 @@ impl Registry {
     /// Models that count for readiness: those of the start-up set, and those added by a reload
     /// once they are ready (one still loading, or failed, never takes a serving node out).
     pub fn readiness_base(&self) -> usize {
-        self.models.iter().filter(|e| !e.late || matches!(e.state(), State::Ready(_))).count()
+        self.models.iter().filter(|e| !e.late || matches!(e.state(), State::Ready(_) | State::Cold)).count()
     }
 
     pub fn len(&self) -> usize {

@@ -73,6 +73,8 @@ pub enum PredictError {
     Invalid(String),
     #[error("model {0:?} has a full queue; retry later")]
     QueueFull(String),
+    #[error("model {0:?} is cold and the node's cold pool has no room for it now (every loaded cold model is in use); retry later")]
+    PoolFull(String),
     #[error("model {id:?} did not take the request within {} ms; retry later", limit.as_millis())]
     QueueTimeout { id: String, limit: Duration },
     /// The engine failed or gave an answer that cannot be sent (the node's fault).

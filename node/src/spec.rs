@@ -21,6 +21,8 @@ pub struct ModelSpec {
     /// The config was not named in the catalog: the one beside the artifact is used if it exists.
     pub config_optional: bool,
     pub sha256: Option<String>,
+    /// Cold: loaded on its first request into the node's cold pool (`cold.rs`), not at start.
+    pub cold: bool,
 }
 
 /// Why a node's models cannot be named.
@@ -68,6 +70,7 @@ impl ModelSpec {
             config,
             config_optional,
             sha256: m.sha256.clone(),
+            cold: false,
         })
     }
 }
@@ -86,6 +89,7 @@ pub fn node_models(
         catalog: catalog.map(Path::to_path_buf),
         models: ids.to_vec(),
         engine,
+        cold_pool_mib: None,
     };
     Ok(source.read()?.specs)
 }
@@ -100,6 +104,8 @@ pub struct SpecSource {
     pub models: Vec<String>,
     /// For models whose catalog entry names no engine.
     pub engine: EngineKind,
+    /// `--cold-pool-mib`: the cold pool, instead of the plan's (0: every model hot).
+    pub cold_pool_mib: Option<f64>,
 }
 
 /// What a node serves, as read from its files at one moment.
@@ -111,6 +117,8 @@ pub struct NodeSet {
     pub catalog_sha256: String,
     /// The plan's entry for this node.
     pub node: Option<PlanNode>,
+    /// Memory the cold models share (0: none is cold).
+    pub cold_pool_mib: f64,
 }
 
 impl SpecSource {
@@ -149,8 +157,20 @@ impl SpecSource {
                 }
             };
         let ids = if ids.is_empty() { catalog.models.iter().map(|m| m.id.clone()).collect() } else { ids };
-        let specs =
-            ids.iter().map(|id| ModelSpec::from_catalog(&catalog, id, self.engine)).collect::<Result<_, _>>()?;
-        Ok(NodeSet { specs, plan_sha256, catalog_sha256: catalog.sha256.clone(), node: plan_node })
+        // Cold models: the plan's, or (without a plan) the catalog's by residency and traffic;
+        // only with a cold pool to put them in.
+        let pool = self.cold_pool_mib.or(plan_node.as_ref().map(|n| n.cold_pool_mib)).unwrap_or(0.0).max(0.0);
+        let cold = |id: &str| {
+            pool > 0.0
+                && match &plan_node {
+                    Some(n) => n.cold_models.iter().any(|m| m == id),
+                    None => catalog.model(id).is_some_and(|m| m.is_cold(&catalog.limits)),
+                }
+        };
+        let specs = ids
+            .iter()
+            .map(|id| ModelSpec::from_catalog(&catalog, id, self.engine).map(|s| ModelSpec { cold: cold(id), ..s }))
+            .collect::<Result<_, _>>()?;
+        Ok(NodeSet { specs, plan_sha256, catalog_sha256: catalog.sha256.clone(), node: plan_node, cold_pool_mib: pool })
     }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use stowage_engine::EngineOptions;
 use tracing::{error, info, Instrument};
 
-use crate::load::{self, LoadError};
+use crate::load::{self, LoadError, LoadedModel};
 use crate::metrics;
 use crate::process::{release_freed_memory, rss_bytes};
 use crate::registry::{Entry, LoadInfo, Registry, State};
@@ -127,6 +127,37 @@ impl Loader {
     }
 }
 
+impl Loader {
+    /// Loads cold `entry` from its files on local disk (on a blocking thread, within
+    /// `--load-parallelism`) and marks it ready.
+    pub async fn load_cold(&self, entry: &Arc<Entry>, files: load::Files) -> Result<Arc<LoadedModel>, LoadError> {
+        let _slot = self.gates.1.acquire().await.map_err(|_| LoadError::Crashed)?;
+        let i = self.brought.fetch_add(1, Ordering::Relaxed);
+        let devices = &self.opts.cuda_devices;
+        let device = (!devices.is_empty()).then(|| devices[i % devices.len()]);
+        let engine = EngineOptions { ort_cuda_device: device.or(self.opts.engine.ort_cuda_device), ..self.opts.engine };
+        let spec = entry.spec.clone();
+        let l = tokio::task::spawn_blocking(move || {
+            crate::process::lower_thread_priority();
+            load::load_files(&spec, &files, &engine)
+        })
+        .await
+        .map_err(|_| LoadError::Crashed)??;
+        let backend = l.model.model.backend().to_string();
+        entry.metrics.engine_known(&entry.spec.id, &backend);
+        let mut info = entry.info();
+        (info.weights_bytes, info.load_seconds, info.warmup_seconds) =
+            (l.weights_bytes, l.load_seconds, l.warmup_seconds);
+        entry.set_info(info);
+        if let Some(n) = l.model.model.concurrency_limit() {
+            entry.cap_calls(n);
+        }
+        let model = Arc::new(l.model);
+        entry.set_state(State::Ready(model.clone()));
+        Ok(model)
+    }
+}
+
 /// Loads every model of the registry (see `Loader`); never fails as a whole: a model that cannot
 /// be fetched or loaded is marked failed with its reason. Ends with the start-up summary.
 pub async fn load_all(registry: Arc<Registry>, opts: LoadOptions) {
@@ -187,6 +218,16 @@ async fn bring_up(
         info!(model = %id, source, mib = format!("{mib:.1}"), seconds = format!("{fetch_s:.2}"), mib_per_s = format!("{:.0}", mib / fetch_s.max(1e-6)), "fetched");
     }
 
+    if let Some(cold) = &entry.cold {
+        // A cold model waits on local disk for its first request (`cold.rs`).
+        if let Ok(mut f) = cold.files.lock() {
+            *f = Some(files);
+        }
+        entry.set_state(State::Cold);
+        registry.publish_counts();
+        t.ok = true;
+        return t;
+    }
     let Ok(_slot) = gates.1.acquire().await else { return t };
     let spec = entry.spec.clone();
     let before = rss_bytes();

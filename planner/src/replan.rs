@@ -661,6 +661,8 @@ fn to_plan(catalog: &Catalog, st: &State, previous: &Plan, lower_bound: f64) -> 
                 memory: round6(n.bin.load[0] * lim.max_memory),
                 utilization: round6(n.bin.load[1] * lim.max_utilization),
             },
+            cold_models: vec![],
+            cold_pool_mib: 0.0,
         });
     }
     let cost: f64 = nodes.iter().map(|n| n.price_per_hour).sum();

@@ -176,6 +176,8 @@ pub fn to_plan(catalog: &Catalog, p: &Problem, s: &Solved) -> Plan {
                     memory: round6(b.load[0] * lim.max_memory),
                     utilization: round6(b.load[1] * lim.max_utilization),
                 },
+                cold_models: vec![],
+                cold_pool_mib: 0.0,
             }
         })
         .collect::<Vec<_>>();

@@ -21,7 +21,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         catalog: args.catalog.clone(),
         models: args.models.clone(),
         engine: args.engine.engine,
+        cold_pool_mib: args.cold_pool_mib,
     };
+    if let Some(mib) = args.cold_pool_mib {
+        ensure!(mib.is_finite() && mib >= 0.0, "--cold-pool-mib must be a number of MiB, at least 0");
+    }
     let initial = source.read()?;
     let admin = match args.admin_port {
         Some(port) => Some(AdminOptions { host: args.admin_host.clone(), port, token: admin_token(args)? }),

@@ -30,6 +30,8 @@ pub enum Code {
     Unauthorized,
     /// A reload whose plan and catalog cannot be served (unreadable, inconsistent, no such node).
     ReloadRefused,
+    /// A cold model that cannot be loaded now: the cold pool is held by models in use.
+    ColdPoolFull,
 }
 
 impl Code {
@@ -53,6 +55,7 @@ impl Code {
             Code::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", None),
             Code::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             Code::ReloadRefused => (StatusCode::CONFLICT, "reload_refused", None),
+            Code::ColdPoolFull => (StatusCode::SERVICE_UNAVAILABLE, "cold_pool_full", Some(1)),
         }
     }
 }
@@ -79,6 +82,7 @@ impl From<PredictError> for ApiError {
             PredictError::ModelFailed { .. } => Code::ModelFailed,
             PredictError::Invalid(_) => Code::InvalidInput,
             PredictError::QueueFull(_) => Code::QueueFull,
+            PredictError::PoolFull(_) => Code::ColdPoolFull,
             PredictError::QueueTimeout { .. } => Code::QueueTimeout,
             PredictError::Inference(_) => Code::InferenceFailed,
         };

@@ -39,7 +39,11 @@ fn describe(e: &Entry) -> Value {
             v["max_length"] = json!(m.text.max_length);
         }
         State::Failed(reason) => v["error"] = json!(reason),
-        State::Loading => {}
+        State::Loading | State::Cold => {}
+    }
+    v["residency"] = json!(if e.cold.is_some() { "cold" } else { "hot" });
+    if e.cold.is_some() {
+        v["resident"] = json!(matches!(e.state(), State::Ready(_)));
     }
     v
 }

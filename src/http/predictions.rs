@@ -111,7 +111,7 @@ struct Answered<'a> {
 /// Checks the node and the model first (so an unknown model is a 404 whatever the request), then
 /// the request, then hands it to the node.
 async fn predict(state: &AppState, id: &str, req: Result<Request, ApiError>) -> Result<Answer, ApiError> {
-    let target = state.node.target(id)?;
+    let target = state.node.acquire(id).await?;
     Ok(state.node.predict(&target, req?).await?)
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use actix_web::{App, HttpServer};
 use anyhow::{Context, Result};
 use stowage_core::Engine as EngineKind;
+use stowage_node::cold::ColdPool;
 use stowage_node::reconcile::{self, Reconciler};
 use stowage_node::registry::{Limits, Registry};
 use stowage_node::spec::{NodeSet, SpecSource};
@@ -99,9 +100,19 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             .enable_all()
             .build()
             .context("cannot start the loader runtime")?;
+        let loader = {
+            let _in = loader_rt.enter();
+            Loader::new(opts.load)
+        };
+        let cold = opts.initial.specs.iter().filter(|s| s.cold).count();
+        if cold > 0 {
+            let pool = ColdPool::new(opts.initial.cold_pool_mib, registry.clone(), loader.clone(), loader_rt.handle().clone());
+            info!(cold_models = cold, pool_mib = opts.initial.cold_pool_mib, "cold models load on their first request");
+            let _ = state.node.cold.set(pool);
+        }
         let reconciler = {
             let _in = loader_rt.enter();
-            Reconciler::new(registry.clone(), Loader::new(opts.load), opts.source.clone(), &opts.initial, opts.drain)
+            Reconciler::new(registry.clone(), loader, opts.source.clone(), &opts.initial, opts.drain)
         };
         let trigger = Arc::new(tokio::sync::Notify::new());
         let watcher = if opts.watch {

@@ -46,14 +46,14 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn model_ready(state: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
-    match state.node.target(&id) {
+    match state.node.acquire(&id).await {
         Ok(_) => HttpResponse::Ok().json(json!({"name": id.as_str(), "ready": true})),
         Err(e) => ApiError::from(e).v2_response(),
     }
 }
 
 pub async fn model_metadata(state: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
-    let model = match state.node.target(&id) {
+    let model = match state.node.acquire(&id).await {
         Ok(target) => target.model,
         Err(e) => return ApiError::from(e).v2_response(),
     };
@@ -252,7 +252,7 @@ pub async fn infer(
     let started = Instant::now();
     let result = async {
         let body = body::read_for_model(&state, &id, &http, &mut payload).await?;
-        let target = state.node.target(&id)?;
+        let target = state.node.acquire(&id).await?;
         let json_len = match http.headers().get(HEADER_LENGTH) {
             Some(v) => {
                 v.to_str().ok().and_then(|v| v.parse::<usize>().ok()).filter(|&n| n <= body.len()).ok_or_else(|| {

@@ -81,7 +81,7 @@ fn inline_footprint_overrides_profile() {
 fn limits_default_when_absent() {
     let text = GOOD.replace("[limits]\nmax_memory = 0.9\nmax_utilization = 0.83\n", "");
     let c = Catalog::parse("m.toml", &text).unwrap();
-    assert_eq!(c.limits, Limits { max_memory: DEFAULT_MAX_MEMORY, max_utilization: DEFAULT_MAX_UTILIZATION });
+    assert_eq!(c.limits, Limits::default());
 }
 
 #[test]

@@ -1,0 +1,167 @@
+//! The cold pool: a node's rarely used models share a fixed amount of memory. A cold model's
+//! files are fetched to local disk at start; its first request loads it (one load per model at a
+//! time: concurrent requests wait for it), evicting the least recently used idle cold models
+//! when the pool is full — never a hot model, never one with requests in flight. A load that
+//! cannot fit answers 503 `cold_pool_full` with Retry-After, never an out-of-memory.
+//!
+//! A model takes `COLD_BYTES_PER_WEIGHT_BYTE` × its ONNX file of the pool while loaded: what a
+//! loaded model keeps resident is about 1.1 × its weights on both engines (BENCHMARKS.md).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use crate::load::LoadedModel;
+use crate::metrics;
+use crate::process::release_freed_memory;
+use crate::registry::{Entry, Registry, State};
+use crate::request::PredictError;
+use crate::startup::Loader;
+
+/// Pool bytes a loaded cold model holds per byte of its ONNX file.
+pub const COLD_BYTES_PER_WEIGHT_BYTE: f64 = 1.15;
+
+pub struct ColdPool {
+    capacity: u64,
+    /// Held while room is made and reserved (the bytes in use are the cold models' own
+    /// reservations, so a model a reload removes gives its bytes back with it).
+    reserving: Mutex<()>,
+    registry: Arc<Registry>,
+    loader: Arc<Loader>,
+    /// The loader's runtime: cold loads run there, never on the HTTP workers.
+    runtime: tokio::runtime::Handle,
+    start: Instant,
+}
+
+impl ColdPool {
+    pub fn new(mib: f64, registry: Arc<Registry>, loader: Arc<Loader>, runtime: tokio::runtime::Handle) -> Arc<Self> {
+        let capacity = (mib.max(0.0) * 1048576.0) as u64;
+        ::metrics::gauge!(metrics::COLD_POOL_BYTES).set(capacity as f64);
+        Arc::new(Self { capacity, reserving: Mutex::new(()), registry, loader, runtime, start: Instant::now() })
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Pool bytes the loaded (or loading) cold models hold.
+    pub fn used(&self) -> u64 {
+        self.registry.entries().iter().filter_map(|e| e.cold.as_ref()).map(|c| c.reserved.load(Ordering::SeqCst)).sum()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Marks a cold model used now (LRU order).
+    pub fn touch(&self, entry: &Entry) {
+        if let Some(c) = &entry.cold {
+            c.last_used.store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// The loaded model of cold `entry`, loading it first if it is not (once, however many
+    /// requests ask at the same time).
+    pub async fn ensure(&self, entry: &Arc<Entry>) -> Result<Arc<LoadedModel>, PredictError> {
+        let id = entry.spec.id.clone();
+        let slot = entry.cold.as_ref().ok_or_else(|| PredictError::NotReady(id.clone()))?;
+        self.touch(entry);
+        if let State::Ready(m) = entry.state() {
+            return Ok(m);
+        }
+        let _one = slot.loading.lock().await;
+        match entry.state() {
+            State::Ready(m) => return Ok(m),
+            State::Failed(reason) => return Err(PredictError::ModelFailed { id, reason }),
+            State::Loading | State::Cold => {}
+        }
+        let files = slot.files.lock().ok().and_then(|f| f.clone()).ok_or_else(|| PredictError::NotReady(id.clone()))?;
+        let weights = std::fs::metadata(&files.artifact).map_or(0, |m| m.len());
+        let need = (weights as f64 * COLD_BYTES_PER_WEIGHT_BYTE) as u64;
+        if !self.make_room(entry, need) {
+            ::metrics::counter!(metrics::COLD_LOADS, "result" => "pool_full").increment(1);
+            return Err(PredictError::PoolFull(id));
+        }
+        entry.set_state(State::Loading);
+        let (loader, e, started) = (self.loader.clone(), entry.clone(), Instant::now());
+        let loaded = self.runtime.spawn(async move { loader.load_cold(&e, files).await }).await;
+        let seconds = started.elapsed().as_secs_f64();
+        match loaded {
+            Ok(Ok(model)) => {
+                ::metrics::counter!(metrics::COLD_LOADS, "result" => "loaded").increment(1);
+                ::metrics::histogram!(metrics::COLD_LOAD_DURATION).record(seconds);
+                self.publish();
+                info!(model = %id, seconds = format!("{seconds:.3}"), pool_used_mib = self.used() / 1048576, "cold model loaded");
+                Ok(model)
+            }
+            failed => {
+                self.release(entry);
+                entry.set_state(State::Cold);
+                ::metrics::counter!(metrics::COLD_LOADS, "result" => "failed").increment(1);
+                let reason = match failed {
+                    Ok(Err(e)) => e.public(),
+                    _ => "the loader crashed (see the node's log)".into(),
+                };
+                warn!(model = %id, %reason, "cold model failed to load");
+                Err(PredictError::ModelFailed { id, reason })
+            }
+        }
+    }
+
+    /// Reserves `need` bytes for `entry`, evicting idle cold models (least recently used first)
+    /// until they fit; false when they cannot (the rest is held by models in use or loading).
+    fn make_room(&self, entry: &Entry, need: u64) -> bool {
+        if need > self.capacity {
+            return false;
+        }
+        let Ok(_reserving) = self.reserving.lock() else { return false };
+        // Loaded, idle cold models, least recently used first.
+        let mut victims: Vec<(u64, Arc<Entry>)> = self
+            .registry
+            .entries()
+            .into_iter()
+            .filter(|e| e.spec.id != entry.spec.id && matches!(e.state(), State::Ready(_)))
+            .filter_map(|e| e.cold.as_ref().map(|c| (c.last_used.load(Ordering::Relaxed), e.clone())))
+            .collect();
+        victims.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.spec.id.cmp(&b.1.spec.id)));
+        let mut victims = victims.into_iter().map(|(_, e)| e);
+        loop {
+            if self.used() + need <= self.capacity {
+                if let Some(c) = &entry.cold {
+                    c.reserved.store(need, Ordering::SeqCst);
+                }
+                return true;
+            }
+            let Some(victim) = victims.next() else { return false };
+            self.evict(&victim);
+        }
+    }
+
+    /// Unloads an idle cold model and gives its pool bytes back.
+    fn evict(&self, entry: &Arc<Entry>) {
+        // A request may have taken it since it was picked: then it stays.
+        let Some(slot) = &entry.cold else { return };
+        let Ok(_one) = slot.loading.try_lock() else { return };
+        if entry.active.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        entry.set_state(State::Cold);
+        self.release(entry);
+        release_freed_memory();
+        ::metrics::counter!(metrics::COLD_EVICTIONS).increment(1);
+        self.publish();
+        info!(model = %entry.spec.id, pool_used_mib = self.used() / 1048576, "cold model evicted");
+    }
+
+    fn release(&self, entry: &Entry) {
+        if let Some(slot) = &entry.cold {
+            slot.reserved.store(0, Ordering::SeqCst);
+        }
+    }
+
+    fn publish(&self) {
+        ::metrics::gauge!(metrics::COLD_RESIDENT_BYTES).set(self.used() as f64);
+    }
+}
