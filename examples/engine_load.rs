@@ -35,6 +35,7 @@ fn main() -> anyhow::Result<()> {
         config: Some(dir.join("config.json").into()),
         config_optional: true,
         sha256: None,
+        cold: false,
     };
     let loaded = Arc::new(load::load(&spec, &EngineOptions::default())?.model);
     let batch: usize = std::env::var("BATCH").ok().map(|b| b.parse()).transpose()?.unwrap_or(1);

@@ -74,6 +74,7 @@ fn tract_and_ort_match_the_onnxruntime_reference() {
             config: None,
             config_optional: false,
             sha256: None,
+            cold: false,
         };
         let loaded = load::load(&spec, &EngineOptions::default()).unwrap();
         let x = loaded.model.text.encode(&texts, None).unwrap();

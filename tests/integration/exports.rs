@@ -39,6 +39,7 @@ fn spec(dir: &Path, engine: Engine) -> ModelSpec {
         config: Some(dir.join("config.json").into()),
         config_optional: false,
         sha256: None,
+        cold: false,
     }
 }
 

@@ -55,6 +55,7 @@ fn spec(id: &str) -> ModelSpec {
         config: Some(dir.join("config.json")).filter(|p| p.exists()).map(Into::into),
         config_optional: false,
         sha256: None,
+        cold: false,
     }
 }
 

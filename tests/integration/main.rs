@@ -5,6 +5,7 @@ mod cli_env;
 mod cli_manifests;
 mod cli_plan;
 mod cli_profile;
+mod cold_models;
 mod common;
 mod conformance;
 mod dockerfiles;
