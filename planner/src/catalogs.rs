@@ -284,3 +284,31 @@ pub fn wide(n: usize, seed: u64) -> String {
     }
     s
 }
+
+/// A long tail: `n` models of `heterogeneous`'s sizes where a fifth carry its skewed traffic and
+/// the rest see 0.36 to 180 requests an hour (log-uniform 0.0001–0.05 rps), below the default
+/// `cold_below_rps`: cold under `residency = "auto"`. `cold_below_rps` overrides the limit (0:
+/// every model hot, the comparison).
+pub fn long_tail(n: usize, seed: u64, cold_below_rps: f64) -> String {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let limits = format!("[limits]\nmax_memory = 0.90\nmax_utilization = 0.83\ncold_below_rps = {cold_below_rps}\n");
+    let mut s = format!("{limits}\n{INSTANCE_TYPES}\n{PROFILES}");
+    for i in 0..n {
+        let r: f64 = rng.random();
+        let profile = match r {
+            r if r < 0.40 => "minilm",
+            r if r < 0.70 => "distilbert",
+            r if r < 0.95 => "bert-base",
+            _ => "bert-large",
+        };
+        let rps = if rng.random_bool(0.2) {
+            let rank = rng.random_range(1..=n) as f64;
+            ((5.0 + 60.0 / rank.powf(0.9) + rng.random_range(0.0..2.0) * 100.0).round() / 100.0).max(0.05)
+        } else {
+            let x: f64 = rng.random_range(0.0001_f64.ln()..0.05_f64.ln());
+            (x.exp() * 1e5).round() / 1e5
+        };
+        model_entry(&mut s, &format!("model-{:05}", i + 1), profile, rps);
+    }
+    s
+}

@@ -1,7 +1,9 @@
 //! The numeric packing problem built from a catalog: items (models) with a two-dimensional demand
 //! per instance type, normalized so that a node of that type holds at most 1.0 in each dimension.
 
-use stowage_core::catalog::{demand, Catalog};
+use std::collections::HashSet;
+
+use stowage_core::catalog::{demand, Catalog, Limits, Model};
 
 /// Slack allowed on a capacity of 1.0, for float noise only.
 pub const EPS: f64 = 1e-9;
@@ -28,8 +30,38 @@ pub struct Problem {
     demand: Vec<Option<[f64; 2]>>,
 }
 
+/// How a cold model weighs on a node (docs/formats.md, "Cold models"). The cold pool is an LRU
+/// cache; by Che's approximation, with a characteristic time T (`cold_window_seconds`) a model
+/// of Poisson traffic λ is resident with probability p = 1 − e^(−λT), and a request finds it
+/// evicted at the rate λ·e^(−λT). A cold model counts `share` of its memory (1.5 p + 0.02, at
+/// most 1: the expected resident memory with a 50 % margin, and 2 % of every cold model), and
+/// its traffic plus its expected reloads (misses × load time) as compute.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ColdWeight {
+    pub share: f64,
+    /// Reloads per second the pool is expected to make for the model.
+    pub misses_per_second: f64,
+}
+
+impl ColdWeight {
+    pub fn of(model: &Model, limits: &Limits) -> Self {
+        let rate = model.peak_rps.max(0.0);
+        let resident = 1.0 - (-rate * limits.cold_window_seconds).exp();
+        Self {
+            share: (1.5 * resident + 0.02).min(1.0),
+            misses_per_second: rate * (-rate * limits.cold_window_seconds).exp(),
+        }
+    }
+}
+
 impl Problem {
     pub fn from_catalog(c: &Catalog) -> Self {
+        Self::from_catalog_pinned(c, &HashSet::new())
+    }
+
+    /// The problem where the cold models in `pinned` count all their memory (so that their
+    /// node's pool can hold the largest of them).
+    pub fn from_catalog_pinned(c: &Catalog, pinned: &HashSet<String>) -> Self {
         let types: Vec<BinType> = c
             .instance_types
             .iter()
@@ -41,13 +73,24 @@ impl Problem {
                 grain: (t.memory_gib * 1024.0 * c.limits.max_memory).clamp(100.0, 200_000.0),
             })
             .collect();
-        let mut d = Vec::with_capacity(c.models.len() * types.len());
+        let mut dvec = Vec::with_capacity(c.models.len() * types.len());
         for m in &c.models {
+            let cold = m.is_cold(&c.limits).then(|| ColdWeight::of(m, &c.limits));
             for it in &c.instance_types {
-                d.push(demand(&c.limits, m, it).filter(|d| d.fits()).map(|d| [d.memory, d.utilization]));
+                let d = demand(&c.limits, m, it).filter(|d| d.fits()).map(|d| match cold {
+                    None => [d.memory, d.utilization],
+                    Some(w) => {
+                        let fp = m.footprints[&it.family];
+                        let share = if pinned.contains(&m.id) { 1.0 } else { w.share };
+                        let reloads =
+                            w.misses_per_second * fp.load_ms() / 1000.0 / it.compute / c.limits.max_utilization;
+                        [d.memory * share, d.utilization + reloads]
+                    }
+                });
+                dvec.push(d.filter(|x| x[0] <= 1.0 + EPS && x[1] <= 1.0 + EPS));
             }
         }
-        Self { types, items: c.models.iter().map(|m| m.id.clone()).collect(), demand: d }
+        Self { types, items: c.models.iter().map(|m| m.id.clone()).collect(), demand: dvec }
     }
 
     /// A problem from raw numbers (tests and benches).

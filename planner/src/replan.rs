@@ -26,7 +26,7 @@ use stowage_core::{node_id, Catalog, Changes};
 use crate::bound::lp_bound;
 use crate::heuristic::{best_fit, loads_on, open_bins, prices, size, Bin, Packing};
 use crate::problem::Problem;
-use crate::solve::{solve_problem, Options, SolveError};
+use crate::solve::{Options, SolveError};
 
 /// Default of `--max-cost-increase`: 1 % over a fresh plan.
 pub const DEFAULT_MAX_COST_INCREASE: f64 = 0.01;
@@ -98,8 +98,7 @@ impl State<'_> {
 /// Plans `catalog` starting from `previous`; the result carries its `changes` block.
 pub fn replan(catalog: &Catalog, previous: &Plan, opts: &Options, budget: Budget) -> Result<Plan, SolveError> {
     let start = std::time::Instant::now();
-    let p = Problem::from_catalog(catalog);
-    let fresh = solve_problem(&p, opts)?;
+    let (p, fresh) = crate::solve::plan_problem(catalog, opts)?;
     let fresh_cost = fresh.packing.cost(&p);
     let lb = lp_bound(&p);
     let pr = prices(&p, &lb);
@@ -187,11 +186,26 @@ pub fn replan(catalog: &Catalog, previous: &Plan, opts: &Options, budget: Budget
     }
 
     // 4. The fresh plan, matched, when the budget could not be met.
-    let within = budget.max_moves.is_some() || st.cost() <= target + 1e-9;
+    // Every node's cold pool must hold its largest cold model beside its hot ones.
+    let pools_fit = |st: &State| {
+        st.nodes.iter().filter(|n| !n.bin.items.is_empty()).all(|n| {
+            let ty = &p.types[n.bin.t];
+            let limit = catalog
+                .instance_type(&ty.name)
+                .map_or(f64::INFINITY, |it| it.memory_gib * 1024.0 * catalog.limits.max_memory);
+            let (_, pool, hot) = crate::solve::cold_pool(catalog, &p, n.bin.t, &n.bin.items);
+            hot + pool <= limit + 0.01
+        })
+    };
+    let within = pools_fit(&st) && (budget.max_moves.is_some() || st.cost() <= target + 1e-9);
     let method = if within {
         format!("replan from previous ({})", fresh.method)
     } else {
-        st = matched(&p, &fresh.packing, previous, st.mib.clone());
+        st = matched(&p, &fresh.packing, previous, st.mib.clone(), true);
+        if !pools_fit(&st) {
+            // Models sent home broke a cold pool: the fresh plan as it is, only renamed.
+            st = matched(&p, &fresh.packing, previous, st.mib.clone(), false);
+        }
         format!("fresh plan matched to previous ({})", fresh.method)
     };
     let mut plan = to_plan(catalog, &st, previous, fresh.lower_bound);
@@ -551,7 +565,7 @@ fn empty_into_others(
 
 /// The fresh packing, each bin given the id of the previous node of its type it shares the most
 /// model bytes with (greedily, largest overlap first).
-fn matched<'a>(p: &'a Problem, fresh: &Packing, previous: &Plan, mib: Vec<Vec<f64>>) -> State<'a> {
+fn matched<'a>(p: &'a Problem, fresh: &Packing, previous: &Plan, mib: Vec<Vec<f64>>, send_home: bool) -> State<'a> {
     let item_index: HashMap<&str, usize> = p.items.iter().enumerate().map(|(i, m)| (m.as_str(), i)).collect();
     let mut was: Vec<Option<usize>> = vec![None; p.n_items()];
     for (n, prev) in previous.nodes.iter().enumerate() {
@@ -594,6 +608,9 @@ fn matched<'a>(p: &'a Problem, fresh: &Packing, previous: &Plan, mib: Vec<Vec<f6
     }
     for i in 0..p.n_items() {
         st.origin[i] = was[i].map(|n| node_of_prev[n]);
+    }
+    if !send_home {
+        return st;
     }
     let mut bins: Vec<Bin> = st.nodes.iter().map(|n| n.bin.clone()).collect();
     let origin = st.origin.clone();
@@ -651,6 +668,7 @@ fn to_plan(catalog: &Catalog, st: &State, previous: &Plan, lower_bound: f64) -> 
         };
         let mut models: Vec<String> = n.bin.items.iter().map(|&i| p.items[i].clone()).collect();
         models.sort();
+        let (cold_models, cold_pool_mib, _) = crate::solve::cold_pool(catalog, p, n.bin.t, &n.bin.items);
         nodes.push(PlanNode {
             id,
             instance_type: ty.name.clone(),
@@ -661,8 +679,8 @@ fn to_plan(catalog: &Catalog, st: &State, previous: &Plan, lower_bound: f64) -> 
                 memory: round6(n.bin.load[0] * lim.max_memory),
                 utilization: round6(n.bin.load[1] * lim.max_utilization),
             },
-            cold_models: vec![],
-            cold_pool_mib: 0.0,
+            cold_models,
+            cold_pool_mib,
         });
     }
     let cost: f64 = nodes.iter().map(|n| n.price_per_hour).sum();

@@ -9,6 +9,7 @@ use stowage_core::Plan;
 struct Row {
     nodes: usize,
     models: usize,
+    cold: usize,
     price: f64,
     cost: f64,
     memory: f64,
@@ -22,17 +23,21 @@ pub fn cost_table(plan: &Plan) -> String {
         let r = rows.entry(n.instance_type.as_str()).or_default();
         r.nodes += 1;
         r.models += n.models.len();
+        r.cold += n.cold_models.len();
         r.price = n.price_per_hour;
         r.cost += n.price_per_hour;
         r.memory += n.usage.memory;
         r.utilization += n.usage.utilization;
     }
     let mut s = String::new();
-    let _ = writeln!(
+    // A `cold` column (the models of `models` that are cold) only when the plan has any.
+    let with_cold = plan.nodes.iter().any(|n| !n.cold_models.is_empty());
+    let _ = write!(
         s,
         "{:<16} {:>6} {:>7} {:>10} {:>10} {:>12} {:>8} {:>8}",
         "instance type", "nodes", "models", "$/h each", "$/h", "$/model-h", "memory", "util"
     );
+    let _ = writeln!(s, "{}", if with_cold { format!(" {:>6}", "cold") } else { String::new() });
     let per_model = |cost: f64, models: usize| {
         if models == 0 {
             0.0
@@ -41,7 +46,7 @@ pub fn cost_table(plan: &Plan) -> String {
         }
     };
     for (ty, r) in &rows {
-        let _ = writeln!(
+        let _ = write!(
             s,
             "{:<16} {:>6} {:>7} {:>10.3} {:>10.3} {:>12.5} {:>7.1}% {:>7.1}%",
             ty,
@@ -53,6 +58,7 @@ pub fn cost_table(plan: &Plan) -> String {
             100.0 * r.memory / r.nodes as f64,
             100.0 * r.utilization / r.nodes as f64
         );
+        let _ = writeln!(s, "{}", if with_cold { format!(" {:>6}", r.cold) } else { String::new() });
     }
     let models = plan.model_count();
     let _ = writeln!(

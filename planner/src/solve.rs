@@ -140,9 +140,68 @@ pub fn solve_problem(p: &Problem, opts: &Options) -> Result<Solved, SolveError> 
 
 /// Plans a whole catalog.
 pub fn plan(catalog: &Catalog, opts: &Options) -> Result<Plan, SolveError> {
-    let p = Problem::from_catalog(catalog);
-    let s = solve_problem(&p, opts)?;
+    let (p, s) = plan_problem(catalog, opts)?;
     Ok(to_plan(catalog, &p, &s))
+}
+
+/// The node's cold models, its cold pool and its hot models' memory, in MiB: the pool holds the
+/// cold models' shares (`ColdWeight`) and at least the largest of them.
+pub fn cold_pool(catalog: &Catalog, p: &Problem, t: usize, items: &[usize]) -> (Vec<String>, f64, f64) {
+    let ty = &p.types[t];
+    let limit_mib =
+        catalog.instance_type(&ty.name).map_or(0.0, |it| it.memory_gib * 1024.0 * catalog.limits.max_memory);
+    let (mut cold, mut shares, mut largest, mut hot) = (Vec::new(), 0.0_f64, 0.0_f64, 0.0);
+    for &i in items {
+        let m = &catalog.models[i];
+        let mib = p.demand(i, t).map_or(0.0, |d| d[0]) * limit_mib;
+        if m.is_cold(&catalog.limits) {
+            cold.push(m.id.clone());
+            shares += mib;
+            largest = largest.max(m.footprints.get(&ty.family).map_or(0.0, |f| f.memory_mib));
+        } else {
+            hot += mib;
+        }
+    }
+    cold.sort();
+    let pool = if cold.is_empty() { 0.0 } else { (shares.max(largest) * 100.0).ceil() / 100.0 };
+    (cold, pool, hot)
+}
+
+/// Solves the catalog's problem; where a node's pool must grow to hold its largest cold model
+/// beyond the node's memory, that model is pinned (it counts all its memory) and the catalog is
+/// solved again (a few rounds at most).
+pub fn plan_problem(catalog: &Catalog, opts: &Options) -> Result<(Problem, Solved), SolveError> {
+    let mut pinned = std::collections::HashSet::new();
+    for round in 0.. {
+        let p = Problem::from_catalog_pinned(catalog, &pinned);
+        let s = solve_problem(&p, opts)?;
+        let (mut more, mut over) = (Vec::new(), false);
+        for b in s.packing.bins.iter().filter(|b| !b.items.is_empty()) {
+            let limit = catalog
+                .instance_type(&p.types[b.t].name)
+                .map_or(f64::INFINITY, |it| it.memory_gib * 1024.0 * catalog.limits.max_memory);
+            let (cold, pool, hot) = cold_pool(catalog, &p, b.t, &b.items);
+            let shares: f64 = b.items.iter().filter_map(|&i| p.demand(i, b.t)).map(|d| d[0]).sum::<f64>() * limit - hot;
+            over |= hot + pool > limit + 0.01;
+            // A pool larger than its models' shares (few cold models on the node): a pool does
+            // not pay there, so they count in full from now on.
+            if hot + pool > limit + 0.01 || shares + 1e-6 < pool {
+                more.extend(cold.into_iter().filter(|m| !pinned.contains(m)));
+            }
+        }
+        if !over {
+            return Ok((p, s));
+        }
+        if round >= 2 || more.is_empty() {
+            // The last round: every cold model counts in full (always within the limits).
+            pinned.extend(catalog.models.iter().filter(|m| m.is_cold(&catalog.limits)).map(|m| m.id.clone()));
+            let p = Problem::from_catalog_pinned(catalog, &pinned);
+            let s = solve_problem(&p, opts)?;
+            return Ok((p, s));
+        }
+        pinned.extend(more);
+    }
+    unreachable!("the rounds end when no node is over its limit")
 }
 
 /// Names and orders nodes deterministically: by type, fullest first, then by first model id.
@@ -166,6 +225,7 @@ pub fn to_plan(catalog: &Catalog, p: &Problem, s: &Solved) -> Plan {
             index[b.t] += 1;
             let mut models: Vec<String> = b.items.iter().map(|&i| p.items[i].clone()).collect();
             models.sort();
+            let (cold_models, cold_pool_mib, _) = cold_pool(catalog, p, b.t, &b.items);
             PlanNode {
                 id,
                 instance_type: ty.name.clone(),
@@ -176,8 +236,8 @@ pub fn to_plan(catalog: &Catalog, p: &Problem, s: &Solved) -> Plan {
                     memory: round6(b.load[0] * lim.max_memory),
                     utilization: round6(b.load[1] * lim.max_utilization),
                 },
-                cold_models: vec![],
-                cold_pool_mib: 0.0,
+                cold_models,
+                cold_pool_mib,
             }
         })
         .collect::<Vec<_>>();

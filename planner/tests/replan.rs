@@ -19,19 +19,33 @@ fn catalog(toml: &str) -> Catalog {
     Catalog::parse("models.toml", toml).unwrap()
 }
 
-/// Every catalog model on exactly one node, on a type it can run on, within the limits.
+/// Every catalog model on exactly one node, on a type it can run on, within the limits: hot
+/// models with all their memory, cold ones in the node's pool, which holds the largest of them.
 fn assert_valid(c: &Catalog, p: &Plan) {
     let mut seen = BTreeSet::new();
     for n in &p.nodes {
         let it = c.instance_type(&n.instance_type).unwrap_or_else(|| panic!("{} not in the catalog", n.instance_type));
-        let (mut mem, mut util) = (0.0, 0.0);
+        let (mut mem, mut util, mut largest_cold) = (0.0, 0.0, 0.0_f64);
         for m in &n.models {
             assert!(seen.insert(m.clone()), "{m} twice");
             let model = c.model(m).unwrap_or_else(|| panic!("{m} not in the catalog"));
             let d = c.demand(model, it).unwrap_or_else(|| panic!("{m} cannot run on {}", it.name));
-            mem += d.memory;
+            let cold = model.is_cold(&c.limits);
+            assert_eq!(cold, n.cold_models.contains(m), "{m}: cold in the catalog, cold in the plan");
+            if cold {
+                largest_cold = largest_cold.max(model.footprints[&it.family].memory_mib);
+            } else {
+                mem += d.memory;
+            }
             util += d.utilization;
         }
+        assert!(
+            n.cold_pool_mib >= largest_cold,
+            "{}: pool {} < its largest cold model {largest_cold}",
+            n.id,
+            n.cold_pool_mib
+        );
+        mem += n.cold_pool_mib / (it.memory_gib * 1024.0 * c.limits.max_memory);
         assert!(mem <= 1.0 + 1e-6 && util <= 1.0 + 1e-6, "{} over its limits: {mem} {util}", n.id);
     }
     assert_eq!(seen.len(), c.models.len(), "every model placed");
@@ -210,4 +224,27 @@ service_ms = 5
     let capped = replan(&c, &previous, &opts(), Budget { max_moves: Some(0), ..Budget::default() }).unwrap();
     assert_eq!(capped.nodes[0].instance_type, "big.x");
     assert!(capped.changes.unwrap().models_moved.is_empty());
+}
+
+#[test]
+fn a_long_tail_packs_its_cold_models_into_shared_pools_at_about_half_the_cost() {
+    let auto = catalog(&stowage_planner::catalogs::long_tail(600, 3, 0.05));
+    let hot = catalog(&stowage_planner::catalogs::long_tail(600, 3, 0.0));
+    let with_cold = plan(&auto, &opts()).unwrap();
+    let all_hot = plan(&hot, &opts()).unwrap();
+    assert_valid(&auto, &with_cold);
+    assert_valid(&hot, &all_hot);
+    let cold: usize = with_cold.nodes.iter().map(|n| n.cold_models.len()).sum();
+    assert!(cold > 400, "{cold} cold models");
+    assert!(all_hot.nodes.iter().all(|n| n.cold_models.is_empty() && n.cold_pool_mib == 0.0));
+    let ratio = with_cold.cost_per_hour / all_hot.cost_per_hour;
+    eprintln!(
+        "600-model long tail: {} $/h with cold models, {} $/h all hot ({ratio:.3} ×)",
+        with_cold.cost_per_hour, all_hot.cost_per_hour
+    );
+    assert!(ratio < 0.65, "{ratio}");
+    // Re-planning keeps the pools valid.
+    let again = replan(&auto, &with_cold, &opts(), Budget::default()).unwrap();
+    assert_valid(&auto, &again);
+    assert!(again.changes.unwrap().models_moved.is_empty());
 }

@@ -55,6 +55,9 @@ pub fn run(args: &PlanArgs) -> Result<()> {
         std::fs::write(path, picture).with_context(|| format!("cannot write {}", path.display()))?;
     }
     print!("{}", report::cost_table(&plan));
+    if let Some(line) = cold_summary(&catalog, &plan) {
+        println!("{line}");
+    }
     if let (Some(prev), Some(c)) = (&previous, &plan.changes) {
         println!("changes: {}", c.summary());
         let fresh = c.fresh_cost_per_hour.unwrap_or(plan.cost_per_hour);
@@ -73,4 +76,23 @@ pub fn run(args: &PlanArgs) -> Result<()> {
         args.svg.as_ref().map(|p| format!(" and {}", p.display())).unwrap_or_default()
     );
     Ok(())
+}
+
+/// `cold: N models on M nodes share X GiB of cold pools; about Y cold starts an hour expected`:
+/// each cold model of traffic λ misses the pool at λ·e^(−λT) (T: `cold_window_seconds`).
+fn cold_summary(catalog: &Catalog, plan: &Plan) -> Option<String> {
+    let nodes = plan.nodes.iter().filter(|n| !n.cold_models.is_empty()).count();
+    if nodes == 0 {
+        return None;
+    }
+    let window = catalog.limits.cold_window_seconds;
+    let (mut models, mut starts) = (0, 0.0);
+    for m in plan.nodes.iter().flat_map(|n| &n.cold_models).filter_map(|id| catalog.model(id)) {
+        models += 1;
+        starts += m.peak_rps * (-m.peak_rps * window).exp() * 3600.0;
+    }
+    let gib: f64 = plan.nodes.iter().map(|n| n.cold_pool_mib).sum::<f64>() / 1024.0;
+    Some(format!(
+        "cold: {models} models on {nodes} nodes share {gib:.1} GiB of cold pools; about {starts:.0} cold starts an hour expected (a {window:.0} s window)"
+    ))
 }

@@ -177,3 +177,30 @@ fn load_names_a_missing_file() {
     let err = Catalog::load("/nonexistent/models.toml").unwrap_err().to_string();
     assert!(err.contains("/nonexistent/models.toml"), "{err}");
 }
+
+#[test]
+fn residency_is_auto_hot_or_cold_and_auto_follows_the_traffic() {
+    let base =
+        "[instance_types.\"c5.xlarge\"]\nfamily = \"c5\"\nprice_per_hour = 0.17\nmemory_gib = 7\ncompute = 4\n\n\
+                [limits]\ncold_below_rps = 0.1\n\n";
+    let model = |id: &str, rps: f64, residency: &str| {
+        format!("[[models]]\nid = \"{id}\"\nartifact = \"{id}.onnx\"\npeak_rps = {rps}\n{residency}\n[models.footprint.c5]\nmemory_mib = 100\nservice_ms = 5\nload_ms = 250\n\n")
+    };
+    let text = format!(
+        "{base}{}{}{}{}",
+        model("quiet", 0.05, ""),
+        model("busy", 2.0, ""),
+        model("pinned-hot", 0.01, "residency = \"hot\""),
+        model("pinned-cold", 5.0, "residency = \"cold\"")
+    );
+    let c = Catalog::parse("models.toml", &text).unwrap();
+    let cold: Vec<bool> = ["quiet", "busy", "pinned-hot", "pinned-cold"]
+        .iter()
+        .map(|id| c.model(id).unwrap().is_cold(&c.limits))
+        .collect();
+    assert_eq!(cold, [true, false, false, true]);
+    assert_eq!(c.model("quiet").unwrap().footprints["c5"].load_ms(), 250.0);
+    let bad = format!("{base}{}", model("x", 1.0, "residency = \"lukewarm\""));
+    let err = Catalog::parse("models.toml", &bad).unwrap_err().to_string();
+    assert!(err.contains("models[0].residency") && err.contains("lukewarm"), "{err}");
+}
