@@ -643,14 +643,17 @@ pub fn render(
         if let Some(max) = o.hpa_max_replicas.filter(|&m| m > o.replicas) {
             match o.monitoring.as_ref().and_then(|m| m.keda.as_ref()) {
                 // KEDA makes (and owns) the node's HPA, on load instead of CPU.
-                Some(keda) => docs.push(crate::monitoring::scaled_object(n, o, keda, o.replicas, max)),
+                Some(keda) => docs.push(crate::monitoring::scaled_object(n, &o.namespace, keda, o.replicas, max)),
                 None => docs.push(serde_yaml_ng::to_string(&hpa(n, o, max)).expect("serializes")),
             }
         }
         files.push(ManifestFile { name: format!("node-{}.yaml", n.id), yaml: docs.join("---\n") });
     }
     if o.monitoring.is_some() {
-        files.push(ManifestFile { name: "monitoring.yaml".into(), yaml: crate::monitoring::monitoring_yaml(o) });
+        files.push(ManifestFile {
+            name: "monitoring.yaml".into(),
+            yaml: crate::monitoring::monitoring_yaml(&o.namespace, GATEWAY),
+        });
     }
     let resources: Vec<String> = files.iter().map(|f| format!("  - {}\n", f.name)).collect();
     files.push(ManifestFile {

@@ -10,8 +10,6 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 use stowage_core::PlanNode;
 
-use crate::manifests::{ManifestOptions, GATEWAY};
-
 /// The label the PodMonitors give every series: the node (Deployment) a pod belongs to.
 pub const NODE_LABEL: &str = "stowage_node";
 
@@ -189,17 +187,18 @@ pub fn dashboard(namespace: &str) -> Value {
     })
 }
 
-/// `monitoring.yaml`: the two PodMonitors and the dashboard's ConfigMap.
-pub fn monitoring_yaml(o: &ManifestOptions) -> String {
-    let dashboard = serde_json::to_string_pretty(&dashboard(&o.namespace)).expect("serializes");
+/// `monitoring.yaml` for a deployment in `namespace` whose gateway is `gateway`: the two
+/// PodMonitors and the dashboard's ConfigMap.
+pub fn monitoring_yaml(namespace: &str, gateway: &str) -> String {
+    let dashboard = serde_json::to_string_pretty(&dashboard(namespace)).expect("serializes");
     let config_map = json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": "stowage-dashboard", "namespace": o.namespace,
+        "metadata": {"name": "stowage-dashboard", "namespace": namespace,
                      "labels": {"grafana_dashboard": "1", "app.kubernetes.io/name": "stowage", "app.kubernetes.io/part-of": "stowage"}},
         "data": {"stowage.json": dashboard},
     });
-    [pod_monitor("stowage-nodes", &o.namespace, "node"), pod_monitor(GATEWAY, &o.namespace, "gateway"), config_map]
+    [pod_monitor("stowage-nodes", namespace, "node"), pod_monitor(gateway, namespace, "gateway"), config_map]
         .iter()
         .map(|v| serde_yaml_ng::to_string(v).expect("serializes"))
         .collect::<Vec<_>>()
@@ -207,10 +206,10 @@ pub fn monitoring_yaml(o: &ManifestOptions) -> String {
 }
 
 /// The KEDA ScaledObject of node `n`: from `min` to `max` replicas on the requests its pods hold.
-pub fn scaled_object(n: &PlanNode, o: &ManifestOptions, keda: &KedaOptions, min: i32, max: i32) -> String {
+pub fn scaled_object(n: &PlanNode, namespace: &str, keda: &KedaOptions, min: i32, max: i32) -> String {
     let query = format!(
-        "sum(stowage_inflight_requests{{namespace=\"{}\", {NODE_LABEL}=\"{}\"}}) + sum(stowage_inference_backlog{{namespace=\"{}\", {NODE_LABEL}=\"{}\"}})",
-        o.namespace, n.id, o.namespace, n.id
+        "sum(stowage_inflight_requests{{namespace=\"{namespace}\", {NODE_LABEL}=\"{}\"}}) + sum(stowage_inference_backlog{{namespace=\"{namespace}\", {NODE_LABEL}=\"{}\"}})",
+        n.id, n.id
     );
     let labels: BTreeMap<&str, &str> = BTreeMap::from([
         ("app.kubernetes.io/name", "stowage"),
@@ -220,7 +219,7 @@ pub fn scaled_object(n: &PlanNode, o: &ManifestOptions, keda: &KedaOptions, min:
     let v = json!({
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
-        "metadata": {"name": n.id, "namespace": o.namespace, "labels": labels},
+        "metadata": {"name": n.id, "namespace": namespace, "labels": labels},
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": n.id},
             "minReplicaCount": min,

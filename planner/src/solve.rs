@@ -172,6 +172,18 @@ pub fn cold_pool(catalog: &Catalog, p: &Problem, t: usize, items: &[usize]) -> (
 /// solved again (a few rounds at most).
 pub fn plan_problem(catalog: &Catalog, opts: &Options) -> Result<(Problem, Solved), SolveError> {
     let mut pinned = std::collections::HashSet::new();
+    // Pools pay where a node holds many cold models. With a few per node (a catalog with a few
+    // quiet models) they count in full from the start: nodes ≈ the catalog's memory in nodes.
+    let full = Problem::from_catalog_pinned(catalog, &catalog.models.iter().map(|m| m.id.clone()).collect());
+    let nodes: f64 = (0..full.n_items())
+        .map(|i| full.allowed(i).map(|(_, d)| d[0].max(d[1])).fold(f64::INFINITY, f64::min))
+        .filter(|x| x.is_finite())
+        .sum();
+    let cold: Vec<String> =
+        catalog.models.iter().filter(|m| m.is_cold(&catalog.limits)).map(|m| m.id.clone()).collect();
+    if (cold.len() as f64) < 4.0 * nodes.max(1.0) {
+        pinned.extend(cold);
+    }
     for round in 0.. {
         let p = Problem::from_catalog_pinned(catalog, &pinned);
         let s = solve_problem(&p, opts)?;
@@ -192,7 +204,14 @@ pub fn plan_problem(catalog: &Catalog, opts: &Options) -> Result<(Problem, Solve
         if !over {
             return Ok((p, s));
         }
-        if round >= 2 || more.is_empty() {
+        // Pools pay where a node holds many cold models; with a few per node (a catalog with a
+        // few quiet models) they would only come back round after round.
+        let (nodes, cold) = s.packing.bins.iter().filter(|b| !b.items.is_empty()).fold((0, 0), |(n, c), b| {
+            let k = b.items.iter().filter(|&&i| catalog.models[i].is_cold(&catalog.limits)).count();
+            (n + usize::from(k > 0), c + k)
+        });
+        let few = cold < 4 * nodes.max(1);
+        if round >= 2 || more.is_empty() || few {
             // The last round: every cold model counts in full (always within the limits).
             pinned.extend(catalog.models.iter().filter(|m| m.is_cold(&catalog.limits)).map(|m| m.id.clone()));
             let p = Problem::from_catalog_pinned(catalog, &pinned);
