@@ -26,6 +26,8 @@ pub struct Measured {
     pub memory_bytes: u64,
     pub service_ms_p50: f64,
     pub service_ms_p90: f64,
+    /// Load from local disk and warm-up (what a cold model's first request waits for).
+    pub load_ms: f64,
     pub tokens: usize,
     /// The catalog asked for `auto` and this engine ran the model fastest: written into the
     /// catalog as the model's `engine`.
@@ -149,7 +151,9 @@ pub fn measure(
 ) -> Result<Measured> {
     release_freed_memory();
     let before = rss_bytes();
+    let started = Instant::now();
     let loaded = load::load_files(spec, files, engine)?;
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
     release_freed_memory();
     let memory = rss_bytes().saturating_sub(before);
     let inputs = typical_input(&loaded.model, tokens)?;
@@ -170,6 +174,7 @@ pub fn measure(
         memory_bytes: memory,
         service_ms_p50: at(0.5),
         service_ms_p90: at(0.9),
+        load_ms,
         tokens: inputs.seq,
         chosen: false,
     })
@@ -228,6 +233,7 @@ pub fn write_footprints(text: &str, from: &Path, to: &Path, family: &str, measur
         let fp = fp.as_table_mut().with_context(|| format!("footprint.{family} must be a table"))?;
         fp["memory_mib"] = toml_edit::value(m.memory_bytes.div_ceil(1 << 20).max(1) as i64);
         fp["service_ms"] = toml_edit::value((m.service_ms_p50 * 100.0).ceil() / 100.0);
+        fp["load_ms"] = toml_edit::value(m.load_ms.ceil().max(1.0) as i64);
         if m.chosen {
             table["engine"] = toml_edit::value(m.engine.as_str());
         }

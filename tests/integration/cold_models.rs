@@ -79,6 +79,7 @@ fn a_pool_of_three_serves_seven_cold_models_in_rotation_and_loads_each_once_per_
 
     // Seven cold models in rotation through a pool of three, the hot one between them.
     let pool_bytes = metric(&base, "stowage_cold_pool_bytes");
+    let rss_before = metric(&base, "process_resident_memory_bytes");
     for round in 0..3 {
         for i in 1..=7 {
             let (status, _, body) = get(&format!("{base}/predictions/tiny-000{i}?text=round+{round}"));
@@ -87,6 +88,13 @@ fn a_pool_of_three_serves_seven_cold_models_in_rotation_and_loads_each_once_per_
             assert_eq!(get(&format!("{base}/predictions/tiny-0008?text=hot")).0, 200);
         }
     }
+    // Resident memory stays within the pool, beside the process, the hot model and the one cold
+    // model loaded before (a stated 32 MiB for allocator slack and the metrics' own growth).
+    let rss_after = metric(&base, "process_resident_memory_bytes");
+    assert!(
+        rss_after <= rss_before + pool_bytes + 32.0 * 1048576.0,
+        "RSS {rss_before} → {rss_after} with a pool of {pool_bytes} bytes"
+    );
     let evictions = metric(&base, "stowage_cold_evictions_total");
     let loads = metric(&base, r#"stowage_cold_loads_total{result="loaded"}"#);
     assert!(evictions >= 15.0 && loads >= 18.0, "{evictions} evictions, {loads} loads");
