@@ -130,11 +130,15 @@ impl Node {
     /// Checks the node and the model (so an unknown model is a 404 whatever the request); a cold
     /// model that is not loaded is `NotReady` here: `acquire` loads it.
     pub fn target(&self, id: &str) -> Result<Target, PredictError> {
-        let reg = &self.registry;
-        if reg.shutting_down() {
+        let entry = self.registry.get(id);
+        self.target_of(id, entry)
+    }
+
+    fn target_of(&self, id: &str, entry: Option<Arc<Entry>>) -> Result<Target, PredictError> {
+        if self.registry.shutting_down() {
             return Err(PredictError::ShuttingDown);
         }
-        let entry = reg.get(id).ok_or_else(|| PredictError::UnknownModel(id.to_string()))?;
+        let entry = entry.ok_or_else(|| PredictError::UnknownModel(id.to_string()))?;
         let used = InUse::new(&entry);
         match entry.state() {
             State::Ready(model) => {
@@ -156,9 +160,9 @@ impl Node {
     pub async fn acquire(&self, id: &str) -> Result<Target, PredictError> {
         let entry = match self.registry.get(id) {
             Some(e) if e.cold.is_some() && !self.registry.shutting_down() => e,
-            _ => return self.target(id),
+            other => return self.target_of(id, other),
         };
-        let Some(pool) = self.cold.get() else { return self.target(id) };
+        let Some(pool) = self.cold.get() else { return self.target_of(id, Some(entry)) };
         let used = InUse::new(&entry);
         let loaded = match self.config.queue_timeout {
             None => pool.ensure(&entry).await,
