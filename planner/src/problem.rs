@@ -75,13 +75,15 @@ impl Problem {
             .collect();
         let mut dvec = Vec::with_capacity(c.models.len() * types.len());
         for m in &c.models {
-            let cold = m.is_cold(&c.limits).then(|| ColdWeight::of(m, &c.limits));
+            // A pinned cold model counts in full: its pool holds it whenever it is loaded, so it is
+            // never evicted and never reloads — as a hot model weighs.
+            let cold = (m.is_cold(&c.limits) && !pinned.contains(&m.id)).then(|| ColdWeight::of(m, &c.limits));
             for it in &c.instance_types {
                 let d = demand(&c.limits, m, it).filter(|d| d.fits()).map(|d| match cold {
                     None => [d.memory, d.utilization],
                     Some(w) => {
                         let fp = m.footprints[&it.family];
-                        let share = if pinned.contains(&m.id) { 1.0 } else { w.share };
+                        let share = w.share;
                         let reloads =
                             w.misses_per_second * fp.load_ms() / 1000.0 / it.compute / c.limits.max_utilization;
                         [d.memory * share, d.utilization + reloads]

@@ -211,6 +211,11 @@ pub fn plan_problem(catalog: &Catalog, opts: &Options) -> Result<(Problem, Solve
             (n + usize::from(k > 0), c + k)
         });
         let few = cold < 4 * nodes.max(1);
+        let all_pinned = catalog.models.iter().all(|m| !m.is_cold(&catalog.limits) || pinned.contains(&m.id));
+        if all_pinned {
+            // Nothing left to pin: the nodes are within their limits up to rounding.
+            return Ok((p, s));
+        }
         if round >= 2 || more.is_empty() || few {
             // The last round: every cold model counts in full (always within the limits).
             pinned.extend(catalog.models.iter().filter(|m| m.is_cold(&catalog.limits)).map(|m| m.id.clone()));
