@@ -15,31 +15,12 @@ Prints a Markdown table.
 import argparse
 import json
 import os
-import socket
 import subprocess
 import threading
 import time
-import urllib.error
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def status(url):
-    try:
-        with urllib.request.urlopen(url, timeout=120) as r:
-            r.read()
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return 0
+from benchlib import ROOT, free_port, status
 
 
 def timed(url):

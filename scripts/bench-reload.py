@@ -16,31 +16,12 @@ import argparse
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import threading
 import time
-import urllib.error
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def status(url):
-    try:
-        with urllib.request.urlopen(url, timeout=30) as r:
-            r.read()
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return 0
+from benchlib import ROOT, free_port, rss_mib, status
 
 
 def plan(catalog_sha, ids):
@@ -73,12 +54,6 @@ def serve(stowage, plan_path, catalog, engine, log):
         time.sleep(0.05)
     return proc, base, time.monotonic() - start
 
-
-def rss_mib(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Load:

@@ -122,19 +122,24 @@ pub fn uniform(n: usize) -> String {
     s
 }
 
+/// A profile drawn from the mix of `heterogeneous`: 40 % minilm, 30 % distilbert, 25 % bert-base,
+/// 5 % bert-large.
+fn mixed_profile(rng: &mut ChaCha8Rng) -> &'static str {
+    match rng.random::<f64>() {
+        r if r < 0.40 => "minilm",
+        r if r < 0.70 => "distilbert",
+        r if r < 0.95 => "bert-base",
+        _ => "bert-large",
+    }
+}
+
 /// `n` models of mixed sizes (40% minilm, 30% distilbert, 25% bert-base, 5% bert-large) with
 /// skewed traffic: a few hot models (Zipf over a random rank) on a floor of cold ones.
 pub fn heterogeneous(n: usize, seed: u64) -> String {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut s = format!("{LIMITS}\n{INSTANCE_TYPES}\n{PROFILES}");
     for i in 0..n {
-        let r: f64 = rng.random();
-        let profile = match r {
-            r if r < 0.40 => "minilm",
-            r if r < 0.70 => "distilbert",
-            r if r < 0.95 => "bert-base",
-            _ => "bert-large",
-        };
+        let profile = mixed_profile(&mut rng);
         let rank = rng.random_range(1..=n) as f64;
         let rps = (0.2 + 60.0 / rank.powf(0.9) + rng.random_range(0.0..2.0) * 100.0).round() / 100.0;
         model_entry(&mut s, &format!("model-{:05}", i + 1), profile, rps);
@@ -294,13 +299,7 @@ pub fn long_tail(n: usize, seed: u64, cold_below_rps: f64) -> String {
     let limits = format!("[limits]\nmax_memory = 0.90\nmax_utilization = 0.83\ncold_below_rps = {cold_below_rps}\n");
     let mut s = format!("{limits}\n{INSTANCE_TYPES}\n{PROFILES}");
     for i in 0..n {
-        let r: f64 = rng.random();
-        let profile = match r {
-            r if r < 0.40 => "minilm",
-            r if r < 0.70 => "distilbert",
-            r if r < 0.95 => "bert-base",
-            _ => "bert-large",
-        };
+        let profile = mixed_profile(&mut rng);
         let rps = if rng.random_bool(0.2) {
             let rank = rng.random_range(1..=n) as f64;
             ((5.0 + 60.0 / rank.powf(0.9) + rng.random_range(0.0..2.0) * 100.0).round() / 100.0).max(0.05)

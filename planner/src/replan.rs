@@ -20,13 +20,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use stowage_core::changes::model_bytes;
-use stowage_core::plan::{Plan, PlanNode, SolverInfo, Usage, PLAN_FORMAT};
+use stowage_core::plan::{Plan, SolverInfo, PLAN_FORMAT};
 use stowage_core::{node_id, Catalog, Changes};
 
 use crate::bound::lp_bound;
 use crate::heuristic::{best_fit, loads_on, open_bins, prices, size, Bin, Packing};
 use crate::problem::Problem;
-use crate::solve::{Options, SolveError};
+use crate::solve::{round6, Options, SolveError};
 
 /// Default of `--max-cost-increase`: 1 % over a fresh plan.
 pub const DEFAULT_MAX_COST_INCREASE: f64 = 0.01;
@@ -652,7 +652,6 @@ fn solve_subset(p: &Problem, items: &[usize], counts: &[usize]) -> Option<Packin
 /// with ids never used before.
 fn to_plan(catalog: &Catalog, st: &State, previous: &Plan, lower_bound: f64) -> Plan {
     let p = st.p;
-    let lim = catalog.limits;
     let mut next = next_indices(previous, previous);
     let mut nodes = Vec::new();
     for n in st.nodes.iter().filter(|n| !n.bin.items.is_empty()) {
@@ -666,22 +665,7 @@ fn to_plan(catalog: &Catalog, st: &State, previous: &Plan, lower_bound: f64) -> 
                 id
             }
         };
-        let mut models: Vec<String> = n.bin.items.iter().map(|&i| p.items[i].clone()).collect();
-        models.sort();
-        let (cold_models, cold_pool_mib, _) = crate::solve::cold_pool(catalog, p, n.bin.t, &n.bin.items);
-        nodes.push(PlanNode {
-            id,
-            instance_type: ty.name.clone(),
-            family: ty.family.clone(),
-            price_per_hour: ty.price,
-            models,
-            usage: Usage {
-                memory: round6(n.bin.load[0] * lim.max_memory),
-                utilization: round6(n.bin.load[1] * lim.max_utilization),
-            },
-            cold_models,
-            cold_pool_mib,
-        });
+        nodes.push(crate::solve::plan_node(catalog, p, &n.bin, id));
     }
     let cost: f64 = nodes.iter().map(|n| n.price_per_hour).sum();
     Plan {
@@ -706,8 +690,4 @@ fn next_indices(previous: &Plan, plan: &Plan) -> BTreeMap<String, usize> {
         *e = (*e).max(index + 1);
     }
     next
-}
-
-fn round6(x: f64) -> f64 {
-    (x * 1e6).round() / 1e6
 }

@@ -240,29 +240,12 @@ pub fn to_plan(catalog: &Catalog, p: &Problem, s: &Solved) -> Plan {
             .then_with(|| first_id(a).cmp(first_id(b)))
     });
     let mut index = vec![0usize; p.n_types()];
-    let lim = catalog.limits;
     let nodes = bins
         .into_iter()
         .map(|b| {
-            let ty = &p.types[b.t];
-            let id = node_id(&ty.name, index[b.t]);
+            let id = node_id(&p.types[b.t].name, index[b.t]);
             index[b.t] += 1;
-            let mut models: Vec<String> = b.items.iter().map(|&i| p.items[i].clone()).collect();
-            models.sort();
-            let (cold_models, cold_pool_mib, _) = cold_pool(catalog, p, b.t, &b.items);
-            PlanNode {
-                id,
-                instance_type: ty.name.clone(),
-                family: ty.family.clone(),
-                price_per_hour: ty.price,
-                models,
-                usage: Usage {
-                    memory: round6(b.load[0] * lim.max_memory),
-                    utilization: round6(b.load[1] * lim.max_utilization),
-                },
-                cold_models,
-                cold_pool_mib,
-            }
+            plan_node(catalog, p, b, id)
         })
         .collect::<Vec<_>>();
     let cost: f64 = nodes.iter().map(|n| n.price_per_hour).sum();
@@ -282,6 +265,29 @@ pub fn to_plan(catalog: &Catalog, p: &Problem, s: &Solved) -> Plan {
     }
 }
 
-fn round6(x: f64) -> f64 {
+/// The plan's entry for bin `b` under node id `id`: its type, sorted models, usage of the whole
+/// node, and its cold models and pool.
+pub(crate) fn plan_node(catalog: &Catalog, p: &Problem, b: &crate::heuristic::Bin, id: String) -> PlanNode {
+    let ty = &p.types[b.t];
+    let lim = catalog.limits;
+    let mut models: Vec<String> = b.items.iter().map(|&i| p.items[i].clone()).collect();
+    models.sort();
+    let (cold_models, cold_pool_mib, _) = cold_pool(catalog, p, b.t, &b.items);
+    PlanNode {
+        id,
+        instance_type: ty.name.clone(),
+        family: ty.family.clone(),
+        price_per_hour: ty.price,
+        models,
+        usage: Usage {
+            memory: round6(b.load[0] * lim.max_memory),
+            utilization: round6(b.load[1] * lim.max_utilization),
+        },
+        cold_models,
+        cold_pool_mib,
+    }
+}
+
+pub(crate) fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
