@@ -104,12 +104,14 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             let _in = loader_rt.enter();
             Loader::new(opts.load)
         };
+        // The cold pool is sized at start (0 without cold models: a reload that brings some
+        // answers them 503 cold_pool_full until the node restarts with a pool).
         let cold = opts.initial.specs.iter().filter(|s| s.cold).count();
+        let pool = ColdPool::new(opts.initial.cold_pool_mib, registry.clone(), loader.clone(), loader_rt.handle().clone());
         if cold > 0 {
-            let pool = ColdPool::new(opts.initial.cold_pool_mib, registry.clone(), loader.clone(), loader_rt.handle().clone());
             info!(cold_models = cold, pool_mib = opts.initial.cold_pool_mib, "cold models load on their first request");
-            let _ = state.node.cold.set(pool);
         }
+        let _ = state.node.cold.set(pool);
         let reconciler = {
             let _in = loader_rt.enter();
             Reconciler::new(registry.clone(), loader, opts.source.clone(), &opts.initial, opts.drain)
