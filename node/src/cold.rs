@@ -15,7 +15,6 @@ use tracing::{info, warn};
 
 use crate::load::LoadedModel;
 use crate::metrics;
-use crate::process::release_freed_memory;
 use crate::registry::{Entry, Registry, State};
 use crate::request::PredictError;
 use crate::startup::Loader;
@@ -149,7 +148,8 @@ impl ColdPool {
         }
         entry.set_state(State::Cold);
         self.release(entry);
-        release_freed_memory();
+        // No malloc_trim here: the load that asked for the room reuses the freed heap at once,
+        // and a trim locks every malloc arena while the inference threads allocate.
         ::metrics::counter!(metrics::COLD_EVICTIONS).increment(1);
         self.publish();
         info!(model = %entry.spec.id, pool_used_mib = self.used() / 1048576, "cold model evicted");
