@@ -242,17 +242,21 @@ fn place(
     });
     items.dedup();
     let mut left = Vec::new();
+    // The bins as best_fit reads them, and which nodes already hold a model from elsewhere; both
+    // kept up to date as models are placed (not rebuilt for every model).
+    let mut bins: Vec<Bin> = st.nodes.iter().map(|n| n.bin.clone()).collect();
+    let mut changed: Vec<bool> = (0..bins.len())
+        .map(|k| bins[k].items.iter().any(|&j| st.origin[j] != Some(k)) || st.nodes[k].id.is_none())
+        .collect();
     for i in items {
-        let bins: Vec<Bin> = st.nodes.iter().map(|n| n.bin.clone()).collect();
-        let changed =
-            |k: usize| st.nodes[k].bin.items.iter().any(|&j| st.origin[j] != Some(k)) || st.nodes[k].id.is_none();
-        let touched: Vec<usize> = (0..bins.len()).filter(|&k| changed(k)).collect();
-        let k = best_fit(p, lb, &bins, touched.iter().copied(), i)
-            .or_else(|| best_fit(p, lb, &bins, (0..bins.len()).filter(|k| !touched.contains(k)), i));
+        let k = best_fit(p, lb, &bins, (0..bins.len()).filter(|&k| changed[k]), i)
+            .or_else(|| best_fit(p, lb, &bins, (0..bins.len()).filter(|&k| !changed[k]), i));
         match k {
             Some(k) => {
-                let d = p.demand(i, st.nodes[k].bin.t).expect("best_fit checks the type");
+                let d = p.demand(i, bins[k].t).expect("best_fit checks the type");
+                bins[k].add(i, d);
                 st.nodes[k].bin.add(i, d);
+                changed[k] |= st.origin[i] != Some(k);
             }
             None => left.push(i),
         }
