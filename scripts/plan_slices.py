@@ -103,42 +103,45 @@ def routes(args):
     print(json.dumps({m: url[n["id"]] for n in plan["nodes"] for m in n["models"]}, indent=1, sort_keys=True))
 
 
+def poll(url, done, seconds, every):
+    """GETs url (JSON) until done(body) holds, at most `seconds`; True if it did. The last body
+    read (or None) is kept in poll.seen for the message."""
+    deadline = time.monotonic() + seconds
+    poll.seen = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                poll.seen = json.load(r)
+            if done(poll.seen):
+                return True
+        except OSError:
+            pass
+        time.sleep(every)
+    return False
+
+
 def wait(args):
     base, plan, node, seconds = args[0], load(args[1]), args[2], float(args[3])
     union, catalog = flag(args, "--union"), flag(args, "--catalog")
     want = node_models(plan, node, load(union) if union else None, catalog)
-    deadline = time.monotonic() + seconds
-    seen = None
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{base}/models", timeout=5) as r:
-                models = json.load(r)["models"]
-            seen = {m["id"]: m["state"] for m in models}
-            if sorted(seen) == want and "loading" not in seen.values():
-                failed = [m for m, s in seen.items() if s == "failed"]
-                if failed:
-                    print(f"deploy: {node}: failed to load {', '.join(failed)} (GET {base}/models says why)", file=sys.stderr)
-                return 0
-        except OSError:
-            pass
-        time.sleep(0.2)
-    print(f"deploy: {node} did not take its new models in {seconds:.0f} s (serves {seen}, wants {want})", file=sys.stderr)
-    return 1
+    states = lambda body: {m["id"]: m["state"] for m in body["models"]}
+    if not poll(f"{base}/models", lambda b: sorted(states(b)) == want and "loading" not in states(b).values(), seconds, 0.2):
+        seen = states(poll.seen) if poll.seen else None
+        print(f"deploy: {node} did not take its new models in {seconds:.0f} s (serves {seen}, wants {want})", file=sys.stderr)
+        return 1
+    failed = [m for m, s in states(poll.seen).items() if s == "failed"]
+    if failed:
+        print(f"deploy: {node}: failed to load {', '.join(failed)} (GET {base}/models says why)", file=sys.stderr)
+    return 0
 
 
 def gateway(args):
     base, want, seconds = args[0], load(args[1]), float(args[2])
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{base}/models", timeout=5) as r:
-                if {m["id"]: m["url"] for m in json.load(r)["models"]} == want:
-                    return 0
-        except OSError:
-            pass
-        time.sleep(0.1)
-    print(f"deploy: the gateway at {base} did not take the new routes in {seconds:.0f} s", file=sys.stderr)
-    return 1
+    routes = lambda body: {m["id"]: m["url"] for m in body["models"]}
+    if not poll(f"{base}/models", lambda b: routes(b) == want, seconds, 0.1):
+        print(f"deploy: the gateway at {base} did not take the new routes in {seconds:.0f} s", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
