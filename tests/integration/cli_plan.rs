@@ -83,16 +83,15 @@ fn plan_previous_moves_nothing_it_need_not_and_diff_says_what_changed() {
     };
     let os = |s: &str| std::ffi::OsString::from(s);
     run(&[&os("plan"), &os("--catalog"), catalog.as_os_str(), &os("--out"), a.as_os_str()]);
+    // `stowage plan --catalog CATALOG --previous A [EXTRA] --out OUT`.
+    let replan = |out: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![os("plan"), os("--catalog"), catalog.clone().into(), os("--previous"), a.clone().into()];
+        args.extend(extra.iter().map(|e| os(e)));
+        args.extend([os("--out"), out.into()]);
+        run(&args.iter().map(|a| a.as_os_str()).collect::<Vec<_>>())
+    };
     // Unchanged catalog: nothing moves, same ids, same cost.
-    let said = run(&[
-        &os("plan"),
-        &os("--catalog"),
-        catalog.as_os_str(),
-        &os("--previous"),
-        a.as_os_str(),
-        &os("--out"),
-        again.as_os_str(),
-    ]);
+    let said = replan(&again, &[]);
     assert!(said.contains("changes: 0 nodes changed") && said.contains("0 models moved (0.0 GiB to reload)"), "{said}");
     let (pa, pagain) = (stowage_core::Plan::load(&a).unwrap(), stowage_core::Plan::load(&again).unwrap());
     assert_eq!(pa.nodes, pagain.nodes);
@@ -100,15 +99,7 @@ fn plan_previous_moves_nothing_it_need_not_and_diff_says_what_changed() {
     // One model retired, one added (a copy of another's entry), one model's traffic doubled.
     let first = stowage_planner::catalogs::churn(&text, 1e-9, 1e-9, 1e-9, 3);
     std::fs::write(&catalog, &first).unwrap();
-    let said = run(&[
-        &os("plan"),
-        &os("--catalog"),
-        catalog.as_os_str(),
-        &os("--previous"),
-        a.as_os_str(),
-        &os("--out"),
-        b.as_os_str(),
-    ]);
+    let said = replan(&b, &[]);
     assert!(said.contains("1 added, 1 removed") && said.contains("a fresh plan of this catalog: $"), "{said}");
     let pb = stowage_core::Plan::load(&b).unwrap();
     let changes = pb.changes.clone().expect("a changes block");
@@ -121,30 +112,10 @@ fn plan_previous_moves_nothing_it_need_not_and_diff_says_what_changed() {
     assert!(pb.nodes.iter().filter(|n| kept.contains(&n.id)).count() >= pa.nodes.len() - 2, "kept node ids stay");
     // A bigger budget buys no moves at all; --max-moves 0 none either, and says what it costs.
     let (wide, capped) = (dir.join("wide.json"), dir.join("capped.json"));
-    run(&[
-        &os("plan"),
-        &os("--catalog"),
-        catalog.as_os_str(),
-        &os("--previous"),
-        a.as_os_str(),
-        &os("--max-cost-increase"),
-        &os("0.05"),
-        &os("--out"),
-        wide.as_os_str(),
-    ]);
+    replan(&wide, &["--max-cost-increase", "0.05"]);
     let w = stowage_core::Plan::load(&wide).unwrap().changes.unwrap();
     assert!(w.models_moved.is_empty(), "{:?}", w.models_moved);
-    let said = run(&[
-        &os("plan"),
-        &os("--catalog"),
-        catalog.as_os_str(),
-        &os("--previous"),
-        a.as_os_str(),
-        &os("--max-moves"),
-        &os("0"),
-        &os("--out"),
-        capped.as_os_str(),
-    ]);
+    let said = replan(&capped, &["--max-moves", "0"]);
     assert!(stowage_core::Plan::load(&capped).unwrap().changes.unwrap().models_moved.is_empty());
     if !changes.models_moved.is_empty() {
         assert!(said.contains("left on the table by --max-moves: $"), "{said}");
