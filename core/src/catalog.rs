@@ -23,6 +23,9 @@ pub const DEFAULT_COLD_BELOW_RPS: f64 = 0.05;
 /// Default of `[limits] cold_window_seconds`: the cold pool keeps a model about this long after its
 /// last request (the characteristic time of its LRU cache).
 pub const DEFAULT_COLD_WINDOW_SECONDS: f64 = 60.0;
+/// Default of `[limits] cold_pool_margin`: a node's cold pool holds its cold models' expected
+/// resident memory (Che's approximation at `cold_window_seconds`) times 1 + this.
+pub const DEFAULT_COLD_POOL_MARGIN: f64 = 0.25;
 
 /// Node-wide limits (Mmax, Cmax) and when models are cold.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -31,6 +34,7 @@ pub struct Limits {
     pub max_utilization: f64,
     pub cold_below_rps: f64,
     pub cold_window_seconds: f64,
+    pub cold_pool_margin: f64,
 }
 
 impl Default for Limits {
@@ -40,6 +44,7 @@ impl Default for Limits {
             max_utilization: DEFAULT_MAX_UTILIZATION,
             cold_below_rps: DEFAULT_COLD_BELOW_RPS,
             cold_window_seconds: DEFAULT_COLD_WINDOW_SECONDS,
+            cold_pool_margin: DEFAULT_COLD_POOL_MARGIN,
         }
     }
 }
@@ -275,6 +280,7 @@ struct RawLimits {
     max_utilization: Option<Spanned<f64>>,
     cold_below_rps: Option<Spanned<f64>>,
     cold_window_seconds: Option<Spanned<f64>>,
+    cold_pool_margin: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -454,11 +460,14 @@ impl Validator<'_> {
             DEFAULT_COLD_WINDOW_SECONDS,
             Sign::Positive,
         );
+        let cold_pool_margin =
+            positive(raw.cold_pool_margin, "limits.cold_pool_margin", DEFAULT_COLD_POOL_MARGIN, Sign::NonNegative);
         Some(Limits {
             max_memory: max_memory?,
             max_utilization: max_utilization?,
             cold_below_rps: cold_below_rps?,
             cold_window_seconds: cold_window_seconds?,
+            cold_pool_margin: cold_pool_margin?,
         })
     }
 

@@ -186,18 +186,18 @@ pub fn plan_problem(catalog: &Catalog, opts: &Options) -> Result<(Problem, Solve
     }
     for round in 0.. {
         let p = Problem::from_catalog_pinned(catalog, &pinned);
-        let s = solve_problem(&p, opts)?;
+        let mut s = solve_problem(&p, opts)?;
+        rehome_cold(catalog, &p, &mut s.packing);
         let (mut more, mut over) = (Vec::new(), false);
         for b in s.packing.bins.iter().filter(|b| !b.items.is_empty()) {
-            let limit = catalog
-                .instance_type(&p.types[b.t].name)
-                .map_or(f64::INFINITY, |it| it.memory_gib * 1024.0 * catalog.limits.max_memory);
+            let limit = limit_mib(catalog, &p, b.t);
             let (cold, pool, hot) = cold_pool(catalog, &p, b.t, &b.items);
             let shares: f64 = b.items.iter().filter_map(|&i| p.demand(i, b.t)).map(|d| d[0]).sum::<f64>() * limit - hot;
             over |= hot + pool > limit + 0.01;
             // A pool larger than its models' shares (few cold models on the node): a pool does
-            // not pay there, so they count in full from now on.
-            if hot + pool > limit + 0.01 || shares + 1e-6 < pool {
+            // not pay there, so they count in full from now on. (The pool is rounded up to
+            // 0.01 MiB: that alone is not larger.)
+            if hot + pool > limit + 0.01 || shares + 0.011 < pool {
                 more.extend(cold.into_iter().filter(|m| !pinned.contains(m)));
             }
         }
@@ -226,6 +226,58 @@ pub fn plan_problem(catalog: &Catalog, opts: &Options) -> Result<(Problem, Solve
         pinned.extend(more);
     }
     unreachable!("the rounds end when no node is over its limit")
+}
+
+/// The memory limit of a node of type t, in MiB.
+fn limit_mib(catalog: &Catalog, p: &Problem, t: usize) -> f64 {
+    catalog
+        .instance_type(&p.types[t].name)
+        .map_or(f64::INFINITY, |it| it.memory_gib * 1024.0 * catalog.limits.max_memory)
+}
+
+/// Where the packing left a node whose pool must be larger than its cold models' shares (it
+/// must hold its largest cold model) and the node has no room for that, moves those cold models
+/// to nodes with room for them whose pool then still holds its largest cold model. What cannot
+/// move is left for `plan_problem`'s next round (which counts it in full).
+fn rehome_cold(catalog: &Catalog, p: &Problem, packing: &mut Packing) {
+    let over = |b: &crate::heuristic::Bin| {
+        let (_, pool, hot) = cold_pool(catalog, p, b.t, &b.items);
+        hot + pool > limit_mib(catalog, p, b.t) + 0.01
+    };
+    for k in 0..packing.bins.len() {
+        if packing.bins[k].items.is_empty() || !over(&packing.bins[k]) {
+            continue;
+        }
+        let cold: Vec<usize> =
+            packing.bins[k].items.iter().copied().filter(|&i| catalog.models[i].is_cold(&catalog.limits)).collect();
+        for i in cold {
+            let target = (0..packing.bins.len()).find(|&j| {
+                let b = &packing.bins[j];
+                if j == k || b.items.is_empty() {
+                    return false;
+                }
+                let Some(d) = p.demand(i, b.t) else { return false };
+                if !b.fits(d) {
+                    return false;
+                }
+                let mut with = b.clone();
+                with.add(i, d);
+                !over(&with)
+            });
+            if let Some(j) = target {
+                let d = p.demand(i, packing.bins[j].t).expect("checked above");
+                packing.bins[j].add(i, d);
+                let from = &mut packing.bins[k];
+                from.items.retain(|&x| x != i);
+                let d = p.demand(i, from.t).expect("it was placed there");
+                from.load = [from.load[0] - d[0], from.load[1] - d[1]];
+            }
+            if !over(&packing.bins[k]) {
+                break;
+            }
+        }
+    }
+    packing.normalize(p);
 }
 
 /// Names and orders nodes deterministically: by type, fullest first, then by first model id.

@@ -248,3 +248,41 @@ fn a_long_tail_packs_its_cold_models_into_shared_pools_at_about_half_the_cost() 
     assert_valid(&auto, &again);
     assert!(again.changes.unwrap().models_moved.is_empty());
 }
+
+#[test]
+fn a_smaller_cold_pool_margin_never_costs_more_and_a_node_that_cannot_hold_a_pool_sends_its_cold_models_away() {
+    // With no margin a cold model weighs little, so the packing fills hot nodes' last few MiB with
+    // cold models whose pool must still hold the largest of them: those move to nodes with a pool
+    // (before, re-solving with them counted in full pushed every cold model back to full size).
+    let text = stowage_planner::catalogs::long_tail(3000, 1, 0.05);
+    let with_margin = |m: f64| {
+        let c = catalog(&text.replacen(
+            "cold_below_rps = 0.05",
+            &format!("cold_below_rps = 0.05\ncold_pool_margin = {m}"),
+            1,
+        ));
+        assert_eq!(c.limits.cold_pool_margin, m);
+        let p = plan(&c, &opts()).unwrap();
+        assert_valid(&c, &p);
+        assert!(p.nodes.iter().map(|n| n.cold_models.len()).sum::<usize>() > 2000);
+        p.cost_per_hour
+    };
+    let costs: Vec<f64> = [0.0, 0.25, 1.0].into_iter().map(with_margin).collect();
+    let all_hot = plan(&catalog(&stowage_planner::catalogs::long_tail(3000, 1, 0.0)), &opts()).unwrap().cost_per_hour;
+    eprintln!("3,000-model long tail, margins 0 / 0.25 / 1: {costs:?} $/h; all hot {all_hot} $/h");
+    assert!(costs[0] <= costs[1] + 1e-9 && costs[1] <= costs[2] + 1e-9, "{costs:?}");
+    assert!(costs[2] < 0.7 * all_hot, "{costs:?} against {all_hot}");
+}
+
+#[test]
+fn a_pools_characteristic_time_fills_it_by_ches_approximation() {
+    use stowage_planner::characteristic_time;
+    // Two 100 MiB models at 0.01/s: a 100 MiB pool holds each half the time: 1 − e^(−0.01 T) = ½.
+    let t = characteristic_time(&[(100.0, 0.01), (100.0, 0.01)], 100.0);
+    assert!((t - 2f64.ln() / 0.01).abs() < 1e-6, "{t}");
+    // A pool that holds them all never evicts.
+    assert_eq!(characteristic_time(&[(100.0, 0.01), (100.0, 0.01)], 200.0), f64::INFINITY);
+    // A bigger pool keeps them longer.
+    let models = [(150.0, 0.002), (565.0, 0.0004), (330.0, 0.03)];
+    assert!(characteristic_time(&models, 300.0) < characteristic_time(&models, 500.0));
+}

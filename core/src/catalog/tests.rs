@@ -204,3 +204,19 @@ fn residency_is_auto_hot_or_cold_and_auto_follows_the_traffic() {
     let err = Catalog::parse("models.toml", &bad).unwrap_err().to_string();
     assert!(err.contains("models[0].residency") && err.contains("lukewarm"), "{err}");
 }
+
+#[test]
+fn cold_pool_margin_defaults_to_a_quarter_and_refuses_a_negative_one() {
+    let base = "[instance_types.\"c5.xlarge\"]\nfamily = \"c5\"\nprice_per_hour = 0.17\nmemory_gib = 7\ncompute = 4\n\n\
+                [[models]]\nid = \"m\"\nartifact = \"m.onnx\"\npeak_rps = 1\n[models.footprint.c5]\nmemory_mib = 100\nservice_ms = 5\n\n";
+    let c = Catalog::parse("models.toml", &format!("{base}[limits]\ncold_below_rps = 0.1\n")).unwrap();
+    assert_eq!(c.limits.cold_pool_margin, 0.25);
+    let c = Catalog::parse("models.toml", &format!("{base}[limits]\ncold_pool_margin = 0.5\n")).unwrap();
+    assert_eq!(c.limits.cold_pool_margin, 0.5);
+    let err =
+        Catalog::parse("models.toml", &format!("{base}[limits]\ncold_pool_margin = -0.1\n")).unwrap_err().to_string();
+    assert!(
+        err.contains("models.toml:16:20") && err.contains("limits.cold_pool_margin") && err.contains(">= 0"),
+        "{err}"
+    );
+}
