@@ -7,7 +7,7 @@
 //! A model takes `COLD_BYTES_PER_WEIGHT_BYTE` × its ONNX file of the pool while loaded: what a
 //! loaded model keeps resident is about 1.1 × its weights on both engines (BENCHMARKS.md).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -23,7 +23,8 @@ use crate::startup::Loader;
 pub const COLD_BYTES_PER_WEIGHT_BYTE: f64 = 1.15;
 
 pub struct ColdPool {
-    capacity: u64,
+    /// Bytes; a reload may change it (`resize`).
+    capacity: AtomicU64,
     /// Held while room is made and reserved (the bytes in use are the cold models' own
     /// reservations, so a model a reload removes gives its bytes back with it).
     reserving: Mutex<()>,
@@ -36,13 +37,53 @@ pub struct ColdPool {
 
 impl ColdPool {
     pub fn new(mib: f64, registry: Arc<Registry>, loader: Arc<Loader>, runtime: tokio::runtime::Handle) -> Arc<Self> {
-        let capacity = (mib.max(0.0) * 1048576.0) as u64;
+        let capacity = bytes(mib);
         ::metrics::gauge!(metrics::COLD_POOL_BYTES).set(capacity as f64);
-        Arc::new(Self { capacity, reserving: Mutex::new(()), registry, loader, runtime, start: Instant::now() })
+        Arc::new(Self {
+            capacity: AtomicU64::new(capacity),
+            reserving: Mutex::new(()),
+            registry,
+            loader,
+            runtime,
+            start: Instant::now(),
+        })
     }
 
     pub fn capacity(&self) -> u64 {
-        self.capacity
+        self.capacity.load(Ordering::SeqCst)
+    }
+
+    /// Gives the pool a new size (a reload whose plan changed it). A smaller pool evicts idle cold
+    /// models, least recently used first, until the rest fit; a model in use stays until it is
+    /// idle and the next load needs its room. Returns the bytes still over the new size.
+    pub fn resize(&self, mib: f64) -> u64 {
+        let Ok(_reserving) = self.reserving.lock() else { return 0 };
+        let (before, after) = (self.capacity(), bytes(mib));
+        self.capacity.store(after, Ordering::SeqCst);
+        ::metrics::gauge!(metrics::COLD_POOL_BYTES).set(after as f64);
+        if before != after {
+            info!(pool_mib_before = before / 1048576, pool_mib = after / 1048576, "cold pool resized");
+        }
+        for victim in self.victims(None) {
+            if self.used() <= after {
+                break;
+            }
+            self.evict(&victim);
+        }
+        self.used().saturating_sub(after)
+    }
+
+    /// Loaded cold models other than `except`, least recently used first.
+    fn victims(&self, except: Option<&str>) -> Vec<Arc<Entry>> {
+        let mut victims: Vec<(u64, Arc<Entry>)> = self
+            .registry
+            .entries()
+            .into_iter()
+            .filter(|e| Some(e.spec.id.as_str()) != except && matches!(e.state(), State::Ready(_)))
+            .filter_map(|e| e.cold.as_ref().map(|c| (c.last_used.load(Ordering::Relaxed), e.clone())))
+            .collect();
+        victims.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.spec.id.cmp(&b.1.spec.id)));
+        victims.into_iter().map(|(_, e)| e).collect()
     }
 
     /// Pool bytes the loaded (or loading) cold models hold.
@@ -112,22 +153,15 @@ impl ColdPool {
     /// Reserves `need` bytes for `entry`, evicting idle cold models (least recently used first)
     /// until they fit; false when they cannot (the rest is held by models in use or loading).
     fn make_room(&self, entry: &Entry, need: u64) -> bool {
-        if need > self.capacity {
+        let Ok(_reserving) = self.reserving.lock() else { return false };
+        let capacity = self.capacity();
+        if need > capacity {
             return false;
         }
-        let Ok(_reserving) = self.reserving.lock() else { return false };
-        // Loaded, idle cold models, least recently used first.
-        let mut victims: Vec<(u64, Arc<Entry>)> = self
-            .registry
-            .entries()
-            .into_iter()
-            .filter(|e| e.spec.id != entry.spec.id && matches!(e.state(), State::Ready(_)))
-            .filter_map(|e| e.cold.as_ref().map(|c| (c.last_used.load(Ordering::Relaxed), e.clone())))
-            .collect();
-        victims.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.spec.id.cmp(&b.1.spec.id)));
-        let mut victims = victims.into_iter().map(|(_, e)| e);
+        // Loaded cold models, least recently used first (`evict` skips those in use).
+        let mut victims = self.victims(Some(&entry.spec.id)).into_iter();
         loop {
-            if self.used() + need <= self.capacity {
+            if self.used() + need <= capacity {
                 if let Some(c) = &entry.cold {
                     c.reserved.store(need, Ordering::SeqCst);
                 }
@@ -164,4 +198,8 @@ impl ColdPool {
     fn publish(&self) {
         ::metrics::gauge!(metrics::COLD_RESIDENT_BYTES).set(self.used() as f64);
     }
+}
+
+fn bytes(mib: f64) -> u64 {
+    (mib.max(0.0) * 1048576.0) as u64
 }

@@ -20,6 +20,7 @@ use serde::Serialize;
 use stowage_core::PlanNode;
 use tracing::{debug, error, info, warn};
 
+use crate::cold::ColdPool;
 use crate::metrics;
 use crate::process::release_freed_memory;
 use crate::registry::{Entry, Registry, State};
@@ -70,6 +71,8 @@ impl Outcome {
 pub struct Reconciler {
     registry: Arc<Registry>,
     loader: Arc<Loader>,
+    /// The node's cold pool: a plan that changes its size resizes it.
+    cold: Arc<ColdPool>,
     source: SpecSource,
     /// Longest a removed or replaced model may take to finish what it holds.
     drain: Duration,
@@ -89,13 +92,23 @@ impl Reconciler {
     pub fn new(
         registry: Arc<Registry>,
         loader: Arc<Loader>,
+        cold: Arc<ColdPool>,
         source: SpecSource,
         initial: &NodeSet,
         drain: Duration,
     ) -> Arc<Self> {
         let applied = Mutex::new(Self::describe(&source, initial));
         publish_plan(None, initial);
-        Arc::new(Self { registry, loader, source, drain, applied, busy: Default::default(), refused: Mutex::new(None) })
+        Arc::new(Self {
+            registry,
+            loader,
+            cold,
+            source,
+            drain,
+            applied,
+            busy: Default::default(),
+            refused: Mutex::new(None),
+        })
     }
 
     fn describe(source: &SpecSource, set: &NodeSet) -> Applied {
@@ -176,6 +189,13 @@ impl Reconciler {
         out.removed = leaving.iter().map(|e| e.spec.id.clone()).collect();
         self.registry.publish_counts();
         self.retire(leaving).await;
+        // A smaller cold pool gives its room back before anything new loads; a larger one takes
+        // it once the new models are in (so the node never holds both the old and new sizes).
+        let pool = (next.cold_pool_mib * 1048576.0) as u64;
+        if pool < self.cold.capacity() {
+            self.cold.resize(next.cold_pool_mib);
+            release_freed_memory();
+        }
 
         let added: Vec<Arc<Entry>> = to_add.into_iter().map(|s| self.registry.stage(s)).collect();
         for e in &added {
@@ -212,6 +232,9 @@ impl Reconciler {
         self.registry.publish_counts();
         self.drain_all(replaced_old).await;
         release_freed_memory();
+        if pool > self.cold.capacity() {
+            self.cold.resize(next.cold_pool_mib);
+        }
 
         publish_plan(Some(&before), &next);
         if let Ok(mut a) = self.applied.lock() {

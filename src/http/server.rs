@@ -104,17 +104,16 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             let _in = loader_rt.enter();
             Loader::new(opts.load)
         };
-        // The cold pool is sized at start (0 without cold models: a reload that brings some
-        // answers them 503 cold_pool_full until the node restarts with a pool).
+        // The cold pool: the plan's size (0 without cold models); a reload resizes it.
         let cold = opts.initial.specs.iter().filter(|s| s.cold).count();
         let pool = ColdPool::new(opts.initial.cold_pool_mib, registry.clone(), loader.clone(), loader_rt.handle().clone());
         if cold > 0 {
             info!(cold_models = cold, pool_mib = opts.initial.cold_pool_mib, "cold models load on their first request");
         }
-        let _ = state.node.cold.set(pool);
+        let _ = state.node.cold.set(pool.clone());
         let reconciler = {
             let _in = loader_rt.enter();
-            Reconciler::new(registry.clone(), loader, opts.source.clone(), &opts.initial, opts.drain)
+            Reconciler::new(registry.clone(), loader, pool, opts.source.clone(), &opts.initial, opts.drain)
         };
         let trigger = Arc::new(tokio::sync::Notify::new());
         let watcher = if opts.watch {
