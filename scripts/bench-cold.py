@@ -3,24 +3,29 @@
 and what the churn does to a hot model.
 
 A node serves COUNT cold models of PRESET (a pool that holds POOL of them) and one hot model.
-  1. the hot model alone under steady load (one client, next request when answered), 10 s;
-  2. the same load while a second client asks the cold models in rotation, so that each request
-     misses the pool and loads its model (evicting the least recently used): the cold requests'
-     latency is the cold start; the hot model's is what the churn costs it;
-  3. the node's RSS at the end against the pool and the hot set.
+One client keeps the hot model busy (next request when answered) for SECONDS in each phase:
+  1. alone;
+  2. for each INTERVAL (seconds; 0: back to back), while a second client — its own process, so
+     that the two never share an interpreter lock — asks the cold models in rotation, waiting
+     INTERVAL between requests; every cold request misses the pool and loads its model from
+     local disk (evicting the least recently used): its latency is the cold start, the hot
+     model's is what that rate of loads costs it;
+  3. alone again; then the node's RSS against the pool and the hot set.
 Prints a Markdown table.
 
-  python3 scripts/bench-cold.py [--count 6] [--pool 2] [--preset mini] [--seconds 10]
+  python3 scripts/bench-cold.py [--count 6] [--pool 2] [--preset mini] [--seconds 20] [--intervals 0,1,3,10]
 """
 import argparse
+import itertools
 import json
 import os
+import signal
 import subprocess
-import threading
+import sys
 import time
 import urllib.request
 
-from benchlib import ROOT, free_port, status
+from benchlib import ROOT, free_port, rss_mib, status
 
 
 def timed(url):
@@ -47,7 +52,8 @@ def main():
     ap.add_argument("--count", type=int, default=6)
     ap.add_argument("--pool", type=int, default=2)
     ap.add_argument("--preset", default="mini")
-    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--intervals", default="0,1,3,10")
     a = ap.parse_args()
     os.chdir(ROOT)
     subprocess.run(["cargo", "build", "--release", "--locked", "-q"], check=True)
@@ -78,44 +84,72 @@ def main():
         time.sleep(0.1)
     hot_url = f"{base}/predictions/{hot}?text=a+hot+model+under+steady+load"
 
-    def hot_load(seconds, out):
-        end = time.monotonic() + seconds
+    def hot_load(seconds):
+        out, end = [], time.monotonic() + seconds
         while time.monotonic() < end:
             out.append(timed(hot_url))
+        return out
 
-    alone = []
-    hot_load(a.seconds, alone)
-    during, cold_starts = [], []
-    stop = threading.Event()
-    t = threading.Thread(target=hot_load, args=(a.seconds, during))
-    t.start()
-    i = 0
-    while t.is_alive():
-        m = cold[i % len(cold)]
-        cold_starts.append(timed(f"{base}/predictions/{m}?text=a+cold+model"))
-        i += 1
-    t.join()
+    def churn(interval):
+        """The hot load while the cold client runs (in its own process) at `interval`."""
+        # The rotation goes on where the last phase left it: every cold request misses.
+        turn = cold[len(cold_starts) % len(cold):] + cold[:len(cold_starts) % len(cold)]
+        client = subprocess.Popen([sys.executable, __file__, "--cold-client", base, ",".join(turn), str(interval)],
+                                  stdout=subprocess.PIPE, text=True)
+        loads0 = metric(base, 'stowage_cold_loads_total{result="loaded"}')
+        started = time.monotonic()
+        during = hot_load(a.seconds)
+        client.terminate()
+        starts = [tuple(x) for x in json.loads(client.communicate()[0] or "[]")]
+        loads = metric(base, 'stowage_cold_loads_total{result="loaded"}') - loads0
+        return during, starts, loads / (time.monotonic() - started)
+
+    ok = lambda xs: [ms for code, ms in xs if code == 200]
+    errors = lambda xs: sum(1 for code, _ in xs if code != 200)
+    row = lambda what, xs: (f"| {what} | {pct(ok(xs), 0.5):.1f} / {pct(ok(xs), 0.99):.1f} ms "
+                            f"({len(xs)} requests), {errors(xs)} |")
+    rows = [row("alone", hot_load(a.seconds))]
+    cold_starts = []
+    for interval in [float(x) for x in a.intervals.split(",")]:
+        during, starts, rate = churn(interval)
+        cold_starts += starts
+        label = "back to back" if interval == 0 else f"{interval:g} s apart"
+        rows.append(row(f"cold requests {label}: {rate:.2f} loads/s", during))
+    rows.append(row("alone again", hot_load(a.seconds)))
     loads = metric(base, 'stowage_cold_loads_total{result="loaded"}')
     evictions = metric(base, "stowage_cold_evictions_total")
     resident = metric(base, "stowage_cold_resident_bytes") / 2**20
-    rss = 0.0
-    for line in open(f"/proc/{node.pid}/status"):
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) / 1024
+    rss = rss_mib(node.pid)
     node.terminate()
     node.wait()
-    ok = lambda xs: [ms for code, ms in xs if code == 200]
-    errors = lambda xs: sum(1 for code, _ in xs if code != 200)
-    print(f"| {a.count} cold {a.preset} models ({weights / 2**20:.0f} MiB of weights each), pool of {a.pool} ({pool_mib:.0f} MiB), 1 hot | |")
+    print(f"{a.count} cold {a.preset} models ({weights / 2**20:.0f} MiB of weights each), a pool of {a.pool} "
+          f"({pool_mib:.0f} MiB), 1 hot; {a.seconds:g} s a phase\n")
+    print(f"- cold requests (each a miss: a load from local disk + warm-up + the request): P50 / P99 "
+          f"{pct(ok(cold_starts), 0.5):.0f} / {pct(ok(cold_starts), 0.99):.0f} ms ({len(cold_starts)} requests), "
+          f"{errors(cold_starts)} errors; cold loads {loads:.0f}, evictions {evictions:.0f}")
+    print(f"- RSS at the end {rss:.0f} MiB; the pool's cold models then {resident:.0f} MiB\n")
+    print("| hot model (one client, next request when answered) | P50 / P99, errors |")
     print("| --- | --- |")
-    print(f"| cold requests (each a miss: a load from local disk + the request): P50 / P99, errors | "
-          f"{pct(ok(cold_starts), 0.5):.0f} / {pct(ok(cold_starts), 0.99):.0f} ms ({len(cold_starts)} requests), {errors(cold_starts)} |")
-    print(f"| cold loads, evictions (stowage_cold_*) | {loads:.0f}, {evictions:.0f} |")
-    print(f"| hot model alone: P50 / P99 ({len(alone)} requests) | {pct(ok(alone), 0.5):.1f} / {pct(ok(alone), 0.99):.1f} ms |")
-    print(f"| hot model during the cold churn: P50 / P99 ({len(during)} requests), errors | "
-          f"{pct(ok(during), 0.5):.1f} / {pct(ok(during), 0.99):.1f} ms, {errors(during)} |")
-    print(f"| RSS at the end; the pool's cold models now | {rss:.0f} MiB; {resident:.0f} MiB |")
+    print("\n".join(rows))
+
+
+def cold_client(base, ids, interval):
+    """Asks `ids` in rotation, `interval` seconds apart, until SIGTERM (the request in flight is
+    finished first); prints [[code, ms], …]."""
+    done, stop = [], []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    for i in itertools.count():
+        if stop:
+            break
+        done.append(timed(f"{base}/predictions/{ids[i % len(ids)]}?text=a+cold+model"))
+        end = time.monotonic() + interval
+        while not stop and time.monotonic() < end:
+            time.sleep(0.05)
+    print(json.dumps(done))
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 5 and sys.argv[1] == "--cold-client":
+        cold_client(sys.argv[2], sys.argv[3].split(","), float(sys.argv[4]))
+    else:
+        main()

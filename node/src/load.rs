@@ -198,17 +198,32 @@ pub fn load(spec: &ModelSpec, opts: &EngineOptions) -> Result<Loaded, LoadError>
 pub fn load_files(spec: &ModelSpec, files: &Files, opts: &EngineOptions) -> Result<Loaded, LoadError> {
     let start = Instant::now();
     let path = files.artifact.display().to_string();
-    let bytes =
-        std::fs::read(&files.artifact).map_err(|e| LoadError::Read { path: path.clone(), error: e.to_string() })?;
+    let read = |e: std::io::Error| LoadError::Read { path: path.clone(), error: e.to_string() };
+    // The node's own cached copy (downloaded) is mapped, not read: no second copy of the weights
+    // in memory while the engine parses them, and no page faults to fill it (a cold load from the
+    // cache is that much faster and disturbs the serving threads less). A file of the catalog's
+    // own folder is read: someone may rewrite it in place, and a mapped file that shrinks would
+    // kill the process.
+    let (_map, owned);
+    let bytes: &[u8] = if matches!(spec.artifact, Source::S3(_)) {
+        let file = std::fs::File::open(&files.artifact).map_err(read)?;
+        // SAFETY: the cache writes a file once and renames it into place, and never changes it
+        // after (it may unlink it, which leaves a mapped inode intact): the map sees fixed bytes.
+        _map = unsafe { memmap2::Mmap::map(&file) }.map_err(read)?;
+        &_map
+    } else {
+        owned = std::fs::read(&files.artifact).map_err(read)?;
+        &owned
+    };
     if let Some(want) = spec.sha256.as_ref().filter(|_| !files.sha256_checked) {
-        let got = hex::encode(Sha256::digest(&bytes));
+        let got = hex::encode(Sha256::digest(bytes));
         if !got.eq_ignore_ascii_case(want) {
             return Err(LoadError::Checksum { path, got, want: want.clone() });
         }
     }
     let in_engine = |error| LoadError::Engine { artifact: spec.artifact.to_string(), error };
-    let signature = engine::signature(&bytes).map_err(in_engine)?;
-    let chosen = engine::load(spec.engine, &bytes, &signature, opts).map_err(in_engine)?;
+    let signature = engine::signature(bytes).map_err(in_engine)?;
+    let chosen = engine::load(spec.engine, bytes, &signature, opts).map_err(in_engine)?;
     let tokenizer = Tokenizer::from_file(&files.tokenizer)
         .map_err(|e| LoadError::Tokenizer { tokenizer: spec.tokenizer.to_string(), error: e.to_string() })?;
     let (mut labels, positions) = read_config(files.config.as_deref())?;
