@@ -1,4 +1,6 @@
-//! The cost table `stowage plan` prints: per instance type, nodes, models, $/h, $/model-hour.
+//! The cost table `stowage plan` prints: per instance type, nodes, models, $/h, $/model-hour,
+//! and where the plan has cold models, how many of the models are hot and cold and the memory
+//! their nodes' cold pools take.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -10,6 +12,7 @@ struct Row {
     nodes: usize,
     models: usize,
     cold: usize,
+    pool_mib: f64,
     price: f64,
     cost: f64,
     memory: f64,
@@ -24,20 +27,26 @@ pub fn cost_table(plan: &Plan) -> String {
         r.nodes += 1;
         r.models += n.models.len();
         r.cold += n.cold_models.len();
+        r.pool_mib += n.cold_pool_mib;
         r.price = n.price_per_hour;
         r.cost += n.price_per_hour;
         r.memory += n.usage.memory;
         r.utilization += n.usage.utilization;
     }
     let mut s = String::new();
-    // A `cold` column (the models of `models` that are cold) only when the plan has any.
+    // `hot`, `cold` (the models of `models` that are hot and cold) and `pool GiB` (the cold pools
+    // of those nodes) only when the plan has cold models.
     let with_cold = plan.nodes.iter().any(|n| !n.cold_models.is_empty());
     let _ = write!(
         s,
         "{:<16} {:>6} {:>7} {:>10} {:>10} {:>12} {:>8} {:>8}",
         "instance type", "nodes", "models", "$/h each", "$/h", "$/model-h", "memory", "util"
     );
-    let _ = writeln!(s, "{}", if with_cold { format!(" {:>6}", "cold") } else { String::new() });
+    let _ = writeln!(
+        s,
+        "{}",
+        if with_cold { format!(" {:>6} {:>6} {:>9}", "hot", "cold", "pool GiB") } else { String::new() }
+    );
     let per_model = |cost: f64, models: usize| {
         if models == 0 {
             0.0
@@ -58,7 +67,8 @@ pub fn cost_table(plan: &Plan) -> String {
             100.0 * r.memory / r.nodes as f64,
             100.0 * r.utilization / r.nodes as f64
         );
-        let _ = writeln!(s, "{}", if with_cold { format!(" {:>6}", r.cold) } else { String::new() });
+        let cold = format!(" {:>6} {:>6} {:>9.1}", r.models - r.cold, r.cold, r.pool_mib / 1024.0);
+        let _ = writeln!(s, "{}", if with_cold { cold } else { String::new() });
     }
     let models = plan.model_count();
     let _ = writeln!(
@@ -81,4 +91,51 @@ pub fn cost_table(plan: &Plan) -> String {
         plan.solver.seconds
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stowage_core::plan::{PlanNode, SolverInfo, Usage, PLAN_FORMAT};
+
+    fn node(id: &str, models: &[&str], cold: &[&str], pool: f64) -> PlanNode {
+        PlanNode {
+            id: id.into(),
+            instance_type: "inf1.2xlarge".into(),
+            family: "inf1".into(),
+            price_per_hour: 0.362,
+            models: models.iter().map(|m| m.to_string()).collect(),
+            usage: Usage { memory: 0.5, utilization: 0.1 },
+            cold_models: cold.iter().map(|m| m.to_string()).collect(),
+            cold_pool_mib: pool,
+        }
+    }
+
+    fn plan(nodes: Vec<PlanNode>) -> Plan {
+        Plan {
+            format: PLAN_FORMAT.into(),
+            catalog_sha256: "x".into(),
+            cost_per_hour: 0.362 * nodes.len() as f64,
+            lower_bound_per_hour: 0.362,
+            solver: SolverInfo { method: "hand".into(), seconds: 0.0, proven_optimal: false, gap: 0.0 },
+            nodes,
+            changes: None,
+        }
+    }
+
+    #[test]
+    fn the_table_counts_hot_and_cold_models_and_their_pools_per_type_only_when_there_are_cold_ones() {
+        let with = cost_table(&plan(vec![
+            node("a", &["m1", "m2", "m3"], &["m2", "m3"], 1024.0),
+            node("b", &["m4", "m5"], &["m5"], 512.0),
+        ]));
+        let header = with.lines().next().unwrap();
+        assert!(header.ends_with("hot   cold  pool GiB"), "{with}");
+        let row: Vec<&str> = with.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(row[0], "inf1.2xlarge");
+        assert_eq!(row[1..3], ["2", "5"], "{with}");
+        assert_eq!(row[row.len() - 3..], ["2", "3", "1.5"], "{with}");
+        let without = cost_table(&plan(vec![node("a", &["m1"], &[], 0.0)]));
+        assert!(!without.contains("cold") && !without.contains("pool"), "{without}");
+    }
 }

@@ -24,23 +24,36 @@ fn color(id: &str) -> String {
     format!("hsl({},{}%,{}%)", h % 360, 45 + (h >> 9) % 30, 45 + (h >> 17) % 20)
 }
 
-/// Per-model shares of a node, when the caller knows them (memory, utilization as node fractions).
-pub type Shares = BTreeMap<String, (f64, f64)>;
+/// Per-model shares of a node (memory, utilization as node fractions), and each node's cold pool
+/// (memory as a node fraction), when the caller knows them. A cold model's memory is its node's
+/// pool's: it has no memory share of its own.
+#[derive(Debug, Clone, Default)]
+pub struct Shares {
+    pub models: BTreeMap<String, (f64, f64)>,
+    pub pools: BTreeMap<String, f64>,
+}
 
 /// Each planned model's share of its node, from the catalog's footprints.
 pub fn shares(catalog: &stowage_core::Catalog, plan: &Plan) -> Shares {
-    let mut out = Shares::new();
+    let mut out = Shares::default();
     for n in &plan.nodes {
         let Some(it) = catalog.instance_type(&n.instance_type) else {
             continue;
         };
         for m in &n.models {
             if let Some(d) = catalog.model(m).and_then(|m| catalog.demand(m, it)) {
-                out.insert(
+                let cold = n.cold_models.contains(m);
+                out.models.insert(
                     m.clone(),
-                    (d.memory * catalog.limits.max_memory, d.utilization * catalog.limits.max_utilization),
+                    (
+                        if cold { 0.0 } else { d.memory * catalog.limits.max_memory },
+                        d.utilization * catalog.limits.max_utilization,
+                    ),
                 );
             }
+        }
+        if n.cold_pool_mib > 0.0 {
+            out.pools.insert(n.id.clone(), n.cold_pool_mib / (it.memory_gib * 1024.0));
         }
     }
     out
@@ -71,16 +84,33 @@ pub fn render(plan: &Plan, limits: &Limits, shares: &Shares) -> String {
         let x0 = LEFT + 10.0 + step * k as f64;
         for (dim, x) in [(0, x0), (1, x0 + bw)] {
             let mut y = TOP + H;
+            if let Some(&pool) = shares.pools.get(&n.id).filter(|_| dim == 0) {
+                let h = pool * H;
+                y -= h;
+                let _ = writeln!(
+                    s,
+                    r##"<rect x="{x:.1}" y="{y:.2}" width="{bw}" height="{h:.2}" fill="url(#cold)" stroke="#88a" stroke-width="0.5"><title>{}: cold pool {:.0} MiB ({:.1}% memory) shared by {} cold models</title></rect>"##,
+                    esc(&n.id),
+                    n.cold_pool_mib,
+                    100.0 * pool,
+                    n.cold_models.len()
+                );
+            }
             for m in &n.models {
-                let v = shares.get(m).map_or(0.0, |s| if dim == 0 { s.0 } else { s.1 });
+                let cold = n.cold_models.contains(m);
+                if cold && dim == 0 {
+                    continue;
+                }
+                let v = shares.models.get(m).map_or(0.0, |s| if dim == 0 { s.0 } else { s.1 });
                 let h = v * H;
                 y -= h;
                 let _ = writeln!(
                     s,
-                    r#"<rect x="{x:.1}" y="{y:.2}" width="{bw}" height="{h:.2}" fill="{}" stroke="white" stroke-width="0.3"><title>{} on {}: {:.1}% {}</title></rect>"#,
+                    r#"<rect x="{x:.1}" y="{y:.2}" width="{bw}" height="{h:.2}" fill="{}" stroke="white" stroke-width="0.3"><title>{} on {}{}: {:.1}% {}</title></rect>"#,
                     color(m),
                     esc(m),
                     esc(&n.id),
+                    if cold { " (cold)" } else { "" },
                     100.0 * v,
                     if dim == 0 { "memory" } else { "utilization" }
                 );
@@ -116,12 +146,12 @@ pub fn render(plan: &Plan, limits: &Limits, shares: &Shares) -> String {
     s
 }
 
-const DETAILED: &str =
-    "each node: left bar memory, right bar utilization at peak, stacked by model; dashed lines: limits";
+const DETAILED: &str = "each node: left bar memory, right bar utilization at peak, stacked by model (hatched: the cold pool its cold models share); dashed lines: limits";
 
 fn header(width: f64, height: f64, title: &str, subtitle: &str) -> String {
     format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" viewBox=\"0 0 {width:.0} {height:.0}\" font-family=\"sans-serif\">\n\
+         <defs><pattern id=\"cold\" width=\"4\" height=\"4\" patternUnits=\"userSpaceOnUse\" patternTransform=\"rotate(45)\"><rect width=\"4\" height=\"4\" fill=\"#dde\"/><line x1=\"0\" y1=\"0\" x2=\"0\" y2=\"4\" stroke=\"#99b\" stroke-width=\"1.5\"/></pattern></defs>\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <text x=\"{LEFT}\" y=\"22\" font-size=\"14\" font-weight=\"bold\">{}</text>\n\
          <text x=\"{LEFT}\" y=\"42\" font-size=\"11\" fill=\"#555\">{}</text>\n",

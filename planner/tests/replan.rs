@@ -286,3 +286,22 @@ fn a_pools_characteristic_time_fills_it_by_ches_approximation() {
     let models = [(150.0, 0.002), (565.0, 0.0004), (330.0, 0.03)];
     assert!(characteristic_time(&models, 300.0) < characteristic_time(&models, 500.0));
 }
+
+#[test]
+fn the_picture_draws_a_nodes_cold_pool_once_not_its_cold_models_in_full() {
+    let c = catalog(&stowage_planner::catalogs::long_tail(600, 3, 0.05));
+    let p = plan(&c, &opts()).unwrap();
+    let n = p.nodes.iter().find(|n| n.cold_models.len() > 4).expect("a node with cold models");
+    let shares = stowage_planner::svg::shares(&c, &p);
+    let it = c.instance_type(&n.instance_type).unwrap();
+    // Hot models, the pool and nothing else make the node's memory.
+    let hot: f64 = n.models.iter().filter(|m| !n.cold_models.contains(m)).map(|m| shares.models[m].0).sum();
+    let pool = shares.pools[&n.id];
+    assert!((pool - n.cold_pool_mib / (it.memory_gib * 1024.0)).abs() < 1e-9);
+    assert!(n.cold_models.iter().all(|m| shares.models[m].0 == 0.0 && shares.models[m].1 > 0.0));
+    assert!((hot + pool - n.usage.memory).abs() < 0.01, "hot {hot} + pool {pool} against {}", n.usage.memory);
+    let svg = stowage_planner::svg::render(&p, &c.limits, &shares);
+    assert_eq!(svg.matches(&format!("{}: cold pool", n.id)).count(), 1);
+    assert!(svg.contains(&format!("shared by {} cold models", n.cold_models.len())));
+    assert!(svg.contains("(cold):"));
+}
