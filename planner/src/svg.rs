@@ -146,7 +146,8 @@ pub fn render(plan: &Plan, limits: &Limits, shares: &Shares) -> String {
     s
 }
 
-const DETAILED: &str = "each node: left bar memory, right bar utilization at peak, stacked by model (hatched: the cold pool its cold models share); dashed lines: limits";
+const DETAILED: &str =
+    "each node: memory, utilization at peak, stacked by model (hatched: the cold pool); dashed: limits";
 
 fn header(width: f64, height: f64, title: &str, subtitle: &str) -> String {
     format!(
