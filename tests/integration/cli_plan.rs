@@ -30,7 +30,13 @@ fn plans_the_repository_catalog() {
     assert!(p.cost_per_hour >= p.lower_bound_per_hour);
     let picture = std::fs::read_to_string(&svg).unwrap();
     assert!(picture.starts_with("<svg") && picture.trim_end().ends_with("</svg>"));
-    assert_eq!(picture.matches("% memory</title>").count(), 300, "one memory segment per model");
+    // One memory segment per hot model, one per cold pool (its cold models have none of their
+    // own), one utilization segment per model.
+    let cold: usize = p.nodes.iter().map(|n| n.cold_models.len()).sum();
+    let pools = p.nodes.iter().filter(|n| n.cold_pool_mib > 0.0).count();
+    assert!(cold > 0 && pools > 0, "the repository catalog has a few quiet models");
+    assert_eq!(picture.matches("% memory</title>").count(), 300 - cold, "one memory segment per hot model");
+    assert_eq!(picture.matches(": cold pool ").count(), pools, "one memory segment per cold pool");
     assert_eq!(picture.matches("% utilization</title>").count(), 300, "one utilization segment per model");
 }
 
