@@ -185,6 +185,17 @@ pub fn replan(catalog: &Catalog, previous: &Plan, opts: &Options, budget: Budget
         }
     }
 
+    // A node whose cold pool cannot hold its largest cold model beside its hot ones sends its
+    // cold models where a pool has room (or to a new node), as a fresh plan does.
+    let mut bins: Vec<Bin> = st.nodes.iter().map(|n| n.bin.clone()).collect();
+    crate::solve::rehome_cold_bins(catalog, &p, &mut bins);
+    for (k, bin) in bins.into_iter().enumerate() {
+        match st.nodes.get_mut(k) {
+            Some(n) => n.bin = bin,
+            None => st.nodes.push(Node { bin, id: None, was_type: None }),
+        }
+    }
+
     // 4. The fresh plan, matched, when the budget could not be met.
     // Every node's cold pool must hold its largest cold model beside its hot ones.
     let pools_fit = |st: &State| {

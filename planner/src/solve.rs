@@ -237,47 +237,66 @@ fn limit_mib(catalog: &Catalog, p: &Problem, t: usize) -> f64 {
 
 /// Where the packing left a node whose pool must be larger than its cold models' shares (it
 /// must hold its largest cold model) and the node has no room for that, moves those cold models
-/// to nodes with room for them whose pool then still holds its largest cold model. What cannot
-/// move is left for `plan_problem`'s next round (which counts it in full).
+/// to nodes with room for them whose pool then still holds its largest cold model, or, where no
+/// node has that room, to a new node (the cheapest type whose pool holds the model) that the
+/// next such models share. What cannot move is left for `plan_problem`'s next round (which
+/// counts it in full).
 fn rehome_cold(catalog: &Catalog, p: &Problem, packing: &mut Packing) {
-    let over = |b: &crate::heuristic::Bin| {
+    rehome_cold_bins(catalog, p, &mut packing.bins);
+    packing.normalize(p);
+}
+
+/// `rehome_cold` on bare bins (a re-plan's nodes): new nodes are appended, emptied ones stay.
+pub(crate) fn rehome_cold_bins(catalog: &Catalog, p: &Problem, bins: &mut Vec<crate::heuristic::Bin>) {
+    use crate::heuristic::Bin;
+    let over = |b: &Bin| {
         let (_, pool, hot) = cold_pool(catalog, p, b.t, &b.items);
         hot + pool > limit_mib(catalog, p, b.t) + 0.01
     };
-    for k in 0..packing.bins.len() {
-        if packing.bins[k].items.is_empty() || !over(&packing.bins[k]) {
+    // Whether cold model i may join bin b: room for its share, and the pool then still fits.
+    let takes = |b: &Bin, i: usize| {
+        let Some(d) = p.demand(i, b.t) else { return false };
+        if !b.fits(d) {
+            return false;
+        }
+        let mut with = b.clone();
+        with.add(i, d);
+        !over(&with)
+    };
+    for k in 0..bins.len() {
+        if bins[k].items.is_empty() || !over(&bins[k]) {
             continue;
         }
         let cold: Vec<usize> =
-            packing.bins[k].items.iter().copied().filter(|&i| catalog.models[i].is_cold(&catalog.limits)).collect();
+            bins[k].items.iter().copied().filter(|&i| catalog.models[i].is_cold(&catalog.limits)).collect();
         for i in cold {
-            let target = (0..packing.bins.len()).find(|&j| {
-                let b = &packing.bins[j];
-                if j == k || b.items.is_empty() {
-                    return false;
+            let mut target = (0..bins.len()).find(|&j| j != k && !bins[j].items.is_empty() && takes(&bins[j], i));
+            if target.is_none() {
+                let mut counts = vec![0usize; p.n_types()];
+                for b in bins.iter().filter(|b| !b.items.is_empty()) {
+                    counts[b.t] += 1;
                 }
-                let Some(d) = p.demand(i, b.t) else { return false };
-                if !b.fits(d) {
-                    return false;
+                let new = (0..p.n_types())
+                    .filter(|&t| counts[t] < p.types[t].max_count && takes(&Bin::new(t), i))
+                    .min_by(|&a, &b| p.types[a].price.total_cmp(&p.types[b].price).then(a.cmp(&b)));
+                if let Some(t) = new {
+                    bins.push(Bin::new(t));
+                    target = Some(bins.len() - 1);
                 }
-                let mut with = b.clone();
-                with.add(i, d);
-                !over(&with)
-            });
+            }
             if let Some(j) = target {
-                let d = p.demand(i, packing.bins[j].t).expect("checked above");
-                packing.bins[j].add(i, d);
-                let from = &mut packing.bins[k];
+                let d = p.demand(i, bins[j].t).expect("checked by takes");
+                bins[j].add(i, d);
+                let from = &mut bins[k];
                 from.items.retain(|&x| x != i);
                 let d = p.demand(i, from.t).expect("it was placed there");
                 from.load = [from.load[0] - d[0], from.load[1] - d[1]];
             }
-            if !over(&packing.bins[k]) {
+            if !over(&bins[k]) {
                 break;
             }
         }
     }
-    packing.normalize(p);
 }
 
 /// Names and orders nodes deterministically: by type, fullest first, then by first model id.

@@ -272,6 +272,23 @@ fn a_smaller_cold_pool_margin_never_costs_more_and_a_node_that_cannot_hold_a_poo
     eprintln!("3,000-model long tail, margins 0 / 0.25 / 1: {costs:?} $/h; all hot {all_hot} $/h");
     assert!(costs[0] <= costs[1] + 1e-9 && costs[1] <= costs[2] + 1e-9, "{costs:?}");
     assert!(costs[2] < 0.7 * all_hot, "{costs:?} against {all_hot}");
+    // The day after, with no margin: neither the fresh plan nor the re-plan falls back to counting
+    // every cold model in full, and the re-plan keeps its nodes.
+    let margin0 = text.replacen("cold_below_rps = 0.05", "cold_below_rps = 0.05\ncold_pool_margin = 0", 1);
+    let (c0, c1) = (catalog(&margin0), catalog(&stowage_planner::catalogs::churn(&margin0, 0.02, 0.02, 0.05, 7)));
+    let before = plan(&c0, &opts()).unwrap();
+    let fresh = plan(&c1, &opts()).unwrap();
+    assert_valid(&c1, &fresh);
+    let after = replan(&c1, &before, &opts(), Budget::default()).unwrap();
+    assert_valid(&c1, &after);
+    let moved = after.changes.as_ref().unwrap().models_moved.len();
+    eprintln!(
+        "churned, no margin: fresh {} $/h, re-plan {} $/h moving {moved}",
+        fresh.cost_per_hour, after.cost_per_hour
+    );
+    assert!(fresh.cost_per_hour < 0.6 * all_hot, "{} against {all_hot}", fresh.cost_per_hour);
+    assert!(after.solver.method.starts_with("replan from previous"), "{}", after.solver.method);
+    assert!(moved < 100, "{moved} models moved");
 }
 
 #[test]

@@ -98,8 +98,10 @@ fn cold_summary(catalog: &Catalog, plan: &Plan) -> Option<String> {
             .collect();
         let t = stowage_planner::characteristic_time(&cold, n.cold_pool_mib).max(window);
         models += cold.len();
-        starts += cold.iter().map(|&(_, l)| l * (-l * t).exp() * 3600.0).sum::<f64>();
-        most += cold.iter().map(|&(_, l)| l * (-l * window).exp() * 3600.0).sum::<f64>();
+        // λ·e^(−λT) an hour; nothing for a model without traffic (and 0 · e^(−0·∞) is no number).
+        let misses = |t: f64| cold.iter().filter(|m| m.1 > 0.0).map(|&(_, l)| l * (-l * t).exp() * 3600.0).sum::<f64>();
+        starts += misses(t);
+        most += misses(window);
     }
     let gib: f64 = plan.nodes.iter().map(|n| n.cold_pool_mib).sum::<f64>() / 1024.0;
     Some(format!(
