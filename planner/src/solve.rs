@@ -343,7 +343,19 @@ pub(crate) fn plan_node(catalog: &Catalog, p: &Problem, b: &crate::heuristic::Bi
     let lim = catalog.limits;
     let mut models: Vec<String> = b.items.iter().map(|&i| p.items[i].clone()).collect();
     models.sort();
-    let (cold_models, cold_pool_mib, _) = cold_pool(catalog, p, b.t, &b.items);
+    let (cold_models, planned, hot) = cold_pool(catalog, p, b.t, &b.items);
+    // The node's memory is bought whole: what its hot models and the planned pool leave free goes
+    // to the pool too (fewer cold starts at no cost), up to all its cold models.
+    let all_cold: f64 = b
+        .items
+        .iter()
+        .map(|&i| &catalog.models[i])
+        .filter(|m| m.is_cold(&lim))
+        .map(|m| m.footprints.get(&ty.family).map_or(0.0, |f| f.memory_mib))
+        .sum();
+    let free = limit_mib(catalog, p, b.t) - hot;
+    let cold_pool_mib =
+        if cold_models.is_empty() { 0.0 } else { planned.max((free.min(all_cold) * 100.0).floor() / 100.0) };
     PlanNode {
         id,
         instance_type: ty.name.clone(),

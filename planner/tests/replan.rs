@@ -316,7 +316,9 @@ fn the_picture_draws_a_nodes_cold_pool_once_not_its_cold_models_in_full() {
     let pool = shares.pools[&n.id];
     assert!((pool - n.cold_pool_mib / (it.memory_gib * 1024.0)).abs() < 1e-9);
     assert!(n.cold_models.iter().all(|m| shares.models[m].0 == 0.0 && shares.models[m].1 > 0.0));
-    assert!((hot + pool - n.usage.memory).abs() < 0.01, "hot {hot} + pool {pool} against {}", n.usage.memory);
+    // The pool is at least the planned shares, and takes what the node leaves free, within Mmax.
+    assert!(hot + pool >= n.usage.memory - 0.01, "hot {hot} + pool {pool} against {}", n.usage.memory);
+    assert!(hot + pool <= c.limits.max_memory + 1e-6, "hot {hot} + pool {pool}");
     let svg = stowage_planner::svg::render(&p, &c.limits, &shares);
     assert_eq!(svg.matches(&format!("{}: cold pool", n.id)).count(), 1);
     assert!(svg.contains(&format!("shared by {} cold models", n.cold_models.len())));

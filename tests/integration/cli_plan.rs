@@ -137,3 +137,27 @@ fn plan_previous_moves_nothing_it_need_not_and_diff_says_what_changed() {
     assert_eq!(parsed.models_moved, changes.models_moved);
     assert_eq!(parsed.moved_bytes, changes.moved_bytes);
 }
+
+#[test]
+fn the_cold_line_counts_models_without_traffic_as_never_starting() {
+    // A few quiet models, two with no traffic at all: the pool holds them all (they count in
+    // full), so none is ever evicted and the plan expects no cold start — a number, not NaN.
+    let dir = tmp("cold-line");
+    let catalog = dir.join("models.toml");
+    let mut text = String::from(
+        "[instance_types.\"c5.xlarge\"]\nfamily = \"c5\"\nprice_per_hour = 0.17\nmemory_gib = 7\ncompute = 4\n\n",
+    );
+    for (i, rps) in [0.0, 0.0, 0.01, 0.02, 5.0].iter().enumerate() {
+        text.push_str(&format!(
+            "[[models]]\nid = \"m{i}\"\nartifact = \"m{i}.onnx\"\npeak_rps = {rps}\n[models.footprint.c5]\nmemory_mib = 300\nservice_ms = 10\n\n"
+        ));
+    }
+    std::fs::write(&catalog, text).unwrap();
+    let out =
+        stowage().args(["plan", "--catalog"]).arg(&catalog).arg("--out").arg(dir.join("p.json")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let line = stdout.lines().find(|l| l.starts_with("cold: ")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains("cold: 4 models on 1 nodes") && line.contains("about 0 cold starts an hour"), "{line}");
+    assert!(!stdout.contains("NaN"), "{stdout}");
+}
