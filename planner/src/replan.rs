@@ -199,14 +199,10 @@ pub fn replan(catalog: &Catalog, previous: &Plan, opts: &Options, budget: Budget
     // 4. The fresh plan, matched, when the budget could not be met.
     // Every node's cold pool must hold its largest cold model beside its hot ones.
     let pools_fit = |st: &State| {
-        st.nodes.iter().filter(|n| !n.bin.items.is_empty()).all(|n| {
-            let ty = &p.types[n.bin.t];
-            let limit = catalog
-                .instance_type(&ty.name)
-                .map_or(f64::INFINITY, |it| it.memory_gib * 1024.0 * catalog.limits.max_memory);
-            let (_, pool, hot) = crate::solve::cold_pool(catalog, &p, n.bin.t, &n.bin.items);
-            hot + pool <= limit + 0.01
-        })
+        st.nodes
+            .iter()
+            .filter(|n| !n.bin.items.is_empty())
+            .all(|n| crate::solve::node_memory(catalog, &p, n.bin.t, &n.bin.items).fits())
     };
     let within = pools_fit(&st) && (budget.max_moves.is_some() || st.cost() <= target + 1e-9);
     let method = if within {

@@ -144,27 +144,54 @@ pub fn plan(catalog: &Catalog, opts: &Options) -> Result<Plan, SolveError> {
     Ok(to_plan(catalog, &p, &s))
 }
 
-/// The node's cold models, its cold pool and its hot models' memory, in MiB: the pool holds the
-/// cold models' shares (`ColdWeight`) and at least the largest of them.
-pub fn cold_pool(catalog: &Catalog, p: &Problem, t: usize, items: &[usize]) -> (Vec<String>, f64, f64) {
-    let ty = &p.types[t];
-    let limit_mib =
-        catalog.instance_type(&ty.name).map_or(0.0, |it| it.memory_gib * 1024.0 * catalog.limits.max_memory);
-    let (mut cold, mut shares, mut largest, mut hot) = (Vec::new(), 0.0_f64, 0.0_f64, 0.0);
+/// A node's memory as its cold pool sees it, in MiB.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeMemory {
+    /// Its cold models, sorted.
+    pub cold: Vec<String>,
+    /// The cold models' shares (`ColdWeight`), as planned.
+    pub shares: f64,
+    /// The pool: the shares, at least the largest cold model (rounded up to 0.01 MiB).
+    pub pool: f64,
+    /// Its hot models' memory.
+    pub hot: f64,
+    /// All its cold models in full.
+    pub cold_full: f64,
+    /// What models may use on the node (`max_memory` of its type).
+    pub limit: f64,
+}
+
+impl NodeMemory {
+    /// The hot models and the pool fit the node (up to rounding).
+    pub fn fits(&self) -> bool {
+        self.hot + self.pool <= self.limit + 0.01
+    }
+}
+
+/// Node memory of the items `items` on a node of type t.
+pub fn node_memory(catalog: &Catalog, p: &Problem, t: usize, items: &[usize]) -> NodeMemory {
+    let family = &p.types[t].family;
+    let limit = limit_mib(catalog, p, t);
+    let mut m = NodeMemory { cold: Vec::new(), shares: 0.0, pool: 0.0, hot: 0.0, cold_full: 0.0, limit };
+    let mut largest = 0.0_f64;
     for &i in items {
-        let m = &catalog.models[i];
-        let mib = p.demand(i, t).map_or(0.0, |d| d[0]) * limit_mib;
-        if m.is_cold(&catalog.limits) {
-            cold.push(m.id.clone());
-            shares += mib;
-            largest = largest.max(m.footprints.get(&ty.family).map_or(0.0, |f| f.memory_mib));
+        let model = &catalog.models[i];
+        let mib = p.demand(i, t).map_or(0.0, |d| d[0]) * limit;
+        if model.is_cold(&catalog.limits) {
+            let full = model.footprints.get(family).map_or(0.0, |f| f.memory_mib);
+            m.cold.push(model.id.clone());
+            m.shares += mib;
+            m.cold_full += full;
+            largest = largest.max(full);
         } else {
-            hot += mib;
+            m.hot += mib;
         }
     }
-    cold.sort();
-    let pool = if cold.is_empty() { 0.0 } else { (shares.max(largest) * 100.0).ceil() / 100.0 };
-    (cold, pool, hot)
+    m.cold.sort();
+    if !m.cold.is_empty() {
+        m.pool = (m.shares.max(largest) * 100.0).ceil() / 100.0;
+    }
+    m
 }
 
 /// Solves the catalog's problem; where a node's pool must grow to hold its largest cold model
@@ -190,15 +217,13 @@ pub fn plan_problem(catalog: &Catalog, opts: &Options) -> Result<(Problem, Solve
         rehome_cold(catalog, &p, &mut s.packing);
         let (mut more, mut over) = (Vec::new(), false);
         for b in s.packing.bins.iter().filter(|b| !b.items.is_empty()) {
-            let limit = limit_mib(catalog, &p, b.t);
-            let (cold, pool, hot) = cold_pool(catalog, &p, b.t, &b.items);
-            let shares: f64 = b.items.iter().filter_map(|&i| p.demand(i, b.t)).map(|d| d[0]).sum::<f64>() * limit - hot;
-            over |= hot + pool > limit + 0.01;
+            let m = node_memory(catalog, &p, b.t, &b.items);
+            over |= !m.fits();
             // A pool larger than its models' shares (few cold models on the node): a pool does
             // not pay there, so they count in full from now on. (The pool is rounded up to
             // 0.01 MiB: that alone is not larger.)
-            if hot + pool > limit + 0.01 || shares + 0.011 < pool {
-                more.extend(cold.into_iter().filter(|m| !pinned.contains(m)));
+            if !m.fits() || m.shares + 0.011 < m.pool {
+                more.extend(m.cold.into_iter().filter(|m| !pinned.contains(m)));
             }
         }
         if !over {
@@ -249,10 +274,7 @@ fn rehome_cold(catalog: &Catalog, p: &Problem, packing: &mut Packing) {
 /// `rehome_cold` on bare bins (a re-plan's nodes): new nodes are appended, emptied ones stay.
 pub(crate) fn rehome_cold_bins(catalog: &Catalog, p: &Problem, bins: &mut Vec<crate::heuristic::Bin>) {
     use crate::heuristic::Bin;
-    let over = |b: &Bin| {
-        let (_, pool, hot) = cold_pool(catalog, p, b.t, &b.items);
-        hot + pool > limit_mib(catalog, p, b.t) + 0.01
-    };
+    let over = |b: &Bin| !node_memory(catalog, p, b.t, &b.items).fits();
     // Whether cold model i may join bin b: room for its share, and the pool then still fits.
     let takes = |b: &Bin, i: usize| {
         let Some(d) = p.demand(i, b.t) else { return false };
@@ -343,19 +365,11 @@ pub(crate) fn plan_node(catalog: &Catalog, p: &Problem, b: &crate::heuristic::Bi
     let lim = catalog.limits;
     let mut models: Vec<String> = b.items.iter().map(|&i| p.items[i].clone()).collect();
     models.sort();
-    let (cold_models, planned, hot) = cold_pool(catalog, p, b.t, &b.items);
+    let m = node_memory(catalog, p, b.t, &b.items);
     // The node's memory is bought whole: what its hot models and the planned pool leave free goes
     // to the pool too (fewer cold starts at no cost), up to all its cold models.
-    let all_cold: f64 = b
-        .items
-        .iter()
-        .map(|&i| &catalog.models[i])
-        .filter(|m| m.is_cold(&lim))
-        .map(|m| m.footprints.get(&ty.family).map_or(0.0, |f| f.memory_mib))
-        .sum();
-    let free = limit_mib(catalog, p, b.t) - hot;
     let cold_pool_mib =
-        if cold_models.is_empty() { 0.0 } else { planned.max((free.min(all_cold) * 100.0).floor() / 100.0) };
+        if m.cold.is_empty() { 0.0 } else { m.pool.max(((m.limit - m.hot).min(m.cold_full) * 100.0).floor() / 100.0) };
     PlanNode {
         id,
         instance_type: ty.name.clone(),
@@ -366,7 +380,7 @@ pub(crate) fn plan_node(catalog: &Catalog, p: &Problem, b: &crate::heuristic::Bi
             memory: round6(b.load[0] * lim.max_memory),
             utilization: round6(b.load[1] * lim.max_utilization),
         },
-        cold_models,
+        cold_models: m.cold,
         cold_pool_mib,
     }
 }
