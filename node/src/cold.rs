@@ -53,24 +53,40 @@ impl ColdPool {
         self.capacity.load(Ordering::SeqCst)
     }
 
-    /// Gives the pool a new size (a reload whose plan changed it). A smaller pool evicts idle cold
-    /// models, least recently used first, until the rest fit; a model in use stays until it is
-    /// idle and the next load needs its room. Returns the bytes still over the new size.
-    pub fn resize(&self, mib: f64) -> u64 {
-        let Ok(_reserving) = self.reserving.lock() else { return 0 };
-        let (before, after) = (self.capacity(), bytes(mib));
+    /// Makes the pool smaller (a reload whose plan gave it less; nothing if not smaller): idle
+    /// cold models go, least recently used first, until the rest fit; a model in use stays until
+    /// it is idle and the next load needs its room. True when it shrank.
+    pub fn shrink_to(&self, mib: f64) -> bool {
+        self.resize(bytes(mib), |before, after| after < before)
+    }
+
+    /// Makes the pool larger (a reload whose plan gave it more; nothing if not larger).
+    pub fn grow_to(&self, mib: f64) {
+        self.resize(bytes(mib), |before, after| after > before);
+    }
+
+    fn resize(&self, after: u64, wanted: impl Fn(u64, u64) -> bool) -> bool {
+        let Ok(_reserving) = self.reserving.lock() else { return false };
+        let before = self.capacity();
+        if !wanted(before, after) {
+            return false;
+        }
         self.capacity.store(after, Ordering::SeqCst);
         ::metrics::gauge!(metrics::COLD_POOL_BYTES).set(after as f64);
-        if before != after {
-            info!(pool_mib_before = before / 1048576, pool_mib = after / 1048576, "cold pool resized");
-        }
         for victim in self.victims(None) {
             if self.used() <= after {
                 break;
             }
             self.evict(&victim);
         }
-        self.used().saturating_sub(after)
+        let over = self.used().saturating_sub(after);
+        info!(
+            pool_mib_before = before / 1048576,
+            pool_mib = after / 1048576,
+            in_use_over_mib = over / 1048576,
+            "cold pool resized"
+        );
+        true
     }
 
     /// Loaded cold models other than `except`, least recently used first.

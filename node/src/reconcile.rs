@@ -191,9 +191,7 @@ impl Reconciler {
         self.retire(leaving).await;
         // A smaller cold pool gives its room back before anything new loads; a larger one takes
         // it once the new models are in (so the node never holds both the old and new sizes).
-        let pool = (next.cold_pool_mib * 1048576.0) as u64;
-        if pool < self.cold.capacity() {
-            self.cold.resize(next.cold_pool_mib);
+        if self.cold.shrink_to(next.cold_pool_mib) {
             release_freed_memory();
         }
 
@@ -232,9 +230,7 @@ impl Reconciler {
         self.registry.publish_counts();
         self.drain_all(replaced_old).await;
         release_freed_memory();
-        if pool > self.cold.capacity() {
-            self.cold.resize(next.cold_pool_mib);
-        }
+        self.cold.grow_to(next.cold_pool_mib);
 
         publish_plan(Some(&before), &next);
         if let Ok(mut a) = self.applied.lock() {
