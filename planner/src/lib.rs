@@ -15,7 +15,7 @@ pub mod solve;
 pub mod svg;
 pub mod tail;
 
-pub use problem::characteristic_time;
+pub use problem::{characteristic_time, misses_per_second};
 pub use solve::{
     plan, solve_problem, Method, Options, SolveError, Solved, DEFAULT_EXACT_MAX_MODELS, DEFAULT_LNS_ITERATIONS,
     DEFAULT_SEED, DEFAULT_TIME_LIMIT_SECONDS,

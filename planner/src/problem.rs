@@ -49,8 +49,19 @@ impl ColdWeight {
         let resident = 1.0 - (-rate * limits.cold_window_seconds).exp();
         Self {
             share: ((1.0 + limits.cold_pool_margin) * resident + 0.02).min(1.0),
-            misses_per_second: rate * (-rate * limits.cold_window_seconds).exp(),
+            misses_per_second: misses_per_second(rate, limits.cold_window_seconds),
         }
+    }
+}
+
+/// By Che's approximation, how often requests of Poisson traffic λ (`rate`) find their model
+/// evicted from an LRU pool of characteristic time `t`: λ·e^(−λt); 0 without traffic (also for an
+/// infinite `t`, where 0 · e^(−0·∞) would be no number).
+pub fn misses_per_second(rate: f64, t: f64) -> f64 {
+    if rate > 0.0 {
+        rate * (-rate * t).exp()
+    } else {
+        0.0
     }
 }
 

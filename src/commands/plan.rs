@@ -98,8 +98,7 @@ fn cold_summary(catalog: &Catalog, plan: &Plan) -> Option<String> {
             .collect();
         let t = stowage_planner::characteristic_time(&cold, n.cold_pool_mib).max(window);
         models += cold.len();
-        // λ·e^(−λT) an hour; nothing for a model without traffic (and 0 · e^(−0·∞) is no number).
-        let misses = |t: f64| cold.iter().filter(|m| m.1 > 0.0).map(|&(_, l)| l * (-l * t).exp() * 3600.0).sum::<f64>();
+        let misses = |t: f64| cold.iter().map(|&(_, l)| stowage_planner::misses_per_second(l, t) * 3600.0).sum::<f64>();
         starts += misses(t);
         most += misses(window);
     }
