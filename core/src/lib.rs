@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod changes;
 pub mod diagnostic;
 pub mod ident;
+pub mod instance_types;
 pub mod plan;
 
 pub use catalog::{Catalog, CatalogError, Engine, Footprint, InstanceType, Limits, Model, Residency, UnknownEngine};

@@ -161,7 +161,7 @@ fn catalog(spec: &SynthSpec, models: &[SynthModel]) -> String {
         spec.count, spec.profile
     );
     let _ = writeln!(s, "[limits]\nmax_memory = 0.90\nmax_utilization = 0.83\n");
-    s.push_str(stowage_planner::catalogs::INSTANCE_TYPES);
+    s.push_str(stowage_core::instance_types::INSTANCE_TYPES);
     for (family, m, ms) in [
         ("c5", memory, cpu_ms),
         ("inf1", memory, (cpu_ms / 15.0).max(0.5)),
