@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stowage_engine::EngineOptions;
-use stowage_node::load;
-use stowage_node::spec::ModelSpec;
+use stowage_node::lifecycle::load;
+use stowage_node::lifecycle::spec::ModelSpec;
 
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().skip(1).collect();

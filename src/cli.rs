@@ -7,11 +7,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use stowage_engine::{EngineOptions, DEFAULT_ORT_INTRA_THREADS};
-use stowage_node::predict::{DEFAULT_MAX_BATCH, DEFAULT_READY_FRACTION, DEFAULT_REJECT_DELAY_MS};
-use stowage_node::registry::{DEFAULT_BATCH_INPUTS, DEFAULT_QUEUE_SIZE};
-use stowage_node::startup::{DEFAULT_FETCH_PARALLELISM, DEFAULT_LOAD_PARALLELISM};
-use stowage_node::storage::s3::{Timeouts, DEFAULT_READ_TIMEOUT_SECONDS};
-use stowage_node::storage::{FetchOptions, DEFAULT_FETCH_BACKOFF_MS, DEFAULT_FETCH_RETRIES};
+use stowage_node::lifecycle::registry::{DEFAULT_BATCH_INPUTS, DEFAULT_QUEUE_SIZE};
+use stowage_node::lifecycle::startup::{DEFAULT_FETCH_PARALLELISM, DEFAULT_LOAD_PARALLELISM};
+use stowage_node::lifecycle::storage::s3::{Timeouts, DEFAULT_READ_TIMEOUT_SECONDS};
+use stowage_node::lifecycle::storage::{FetchOptions, DEFAULT_FETCH_BACKOFF_MS, DEFAULT_FETCH_RETRIES};
+use stowage_node::serve::predict::{DEFAULT_MAX_BATCH, DEFAULT_READY_FRACTION, DEFAULT_REJECT_DELAY_MS};
 use stowage_planner::{
     Method, DEFAULT_EXACT_MAX_MODELS, DEFAULT_LNS_ITERATIONS, DEFAULT_SEED, DEFAULT_TIME_LIMIT_SECONDS,
 };

@@ -96,7 +96,7 @@ impl Signature {
     }
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EngineError {
     #[error("not a readable ONNX model: {0}")]
     Decode(String),

@@ -1,28 +1,22 @@
-//! A Stowage node, everything but HTTP: which models it serves (`spec`), where their files come
-//! from (`storage`: local disk, S3 into a cache), how each is loaded (`load`) and brought up at
-//! start (`startup`), the registry of their states (`registry`), and the request path:
-//! `predict` (admission, `admission`) → the model's queue of plain-data requests (`request`,
-//! `batch`) → an inference thread (`pool`) that tokenizes (`tokenize`), runs the engine
-//! (`stowage-engine`) and postprocesses (`postprocess`) → the answer back through the request's
-//! channel. Metrics are described in `metrics`. This crate has no HTTP dependency; the crate map
-//! and what each crate may depend on are in docs/architecture.md.
+//! A Stowage node, everything but HTTP, in two flows:
+//! - `serve/`, the request path: `predict` (find the model, admit the request, queue it as data
+//!   with the model's batcher) → an inference thread that tokenizes, runs the engine
+//!   (`stowage-engine`) and postprocesses → the answer back through the request's channel;
+//! - `lifecycle/`, a model's life: which models the node serves (`spec`), their files (`storage`:
+//!   local disk, S3 into a cache), loading (`load`, `startup`), the registry of their states, the
+//!   cold pool, and live reloads (`diff`, `reconcile`).
+//!
+//! `start` assembles a node from both (`start(options) -> RunningNode`); `error` is the one table
+//! of error codes; `metrics` describes every metric. This crate has no HTTP dependency; the crate
+//! map and what each crate may depend on are in docs/architecture.md.
 
-pub mod admission;
-pub mod batch;
-pub mod cold;
-pub mod load;
+pub mod error;
+pub mod lifecycle;
 pub mod metrics;
-pub mod pool;
-pub mod postprocess;
-pub mod predict;
 pub mod process;
-pub mod reconcile;
-pub mod registry;
-pub mod request;
-pub mod spec;
-pub mod startup;
-pub mod storage;
-pub mod tokenize;
+pub mod serve;
+pub mod start;
 
-pub use predict::{Config, Node, Target};
-pub use request::{Answer, PredictError, Prediction, Request};
+pub use serve::predict::{Config, Node, Target};
+pub use serve::request::{Answer, PredictError, Prediction, Request};
+pub use start::{start, NodeOptions, RunningNode, StartError};

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use stowage_node::predict::default_inference_threads;
+use stowage_node::serve::predict::default_inference_threads;
 
 use crate::cli::GatewayArgs;
 use crate::gateway::routes::Source;

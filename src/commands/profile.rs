@@ -10,10 +10,10 @@ use anyhow::{bail, Context, Result};
 use stowage_core::{Catalog, Engine};
 
 use stowage_engine::{EngineOptions, Inputs};
-use stowage_node::load::{self, LoadedModel};
+use stowage_node::lifecycle::load::{self, LoadedModel};
+use stowage_node::lifecycle::spec::ModelSpec;
+use stowage_node::lifecycle::storage::Fetcher;
 use stowage_node::process::{release_freed_memory, rss_bytes};
-use stowage_node::spec::ModelSpec;
-use stowage_node::storage::Fetcher;
 
 use crate::cli::ProfileArgs;
 

@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use stowage_node::predict::default_inference_threads;
-use stowage_node::registry::Limits;
-use stowage_node::spec::SpecSource;
-use stowage_node::startup::LoadOptions;
-use stowage_node::Config;
+use stowage_node::lifecycle::registry::Limits;
+use stowage_node::lifecycle::spec::SpecSource;
+use stowage_node::lifecycle::startup::LoadOptions;
+use stowage_node::serve::predict::default_inference_threads;
+use stowage_node::{Config, NodeOptions};
 
 use crate::cli::{ServeArgs, ADMIN_TOKEN_ENV};
 use crate::http::server::{self, AdminOptions, ServeOptions};
@@ -32,40 +32,46 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         None => None,
     };
     let threads = args.inference_threads.unwrap_or_else(default_inference_threads);
+    let config = Config {
+        max_batch: args.max_batch,
+        ready_fraction: args.ready_fraction,
+        inference_threads: threads,
+        queue_timeout: (args.queue_timeout_ms > 0).then(|| Duration::from_millis(args.queue_timeout_ms)),
+        reject_delay: Duration::from_millis(args.reject_delay_ms),
+    };
+    let drain = Duration::from_secs(args.drain_seconds);
     server::run(ServeOptions {
         host: args.host.clone(),
         port: args.port,
         workers: args.workers.unwrap_or_else(default_inference_threads),
         max_connections: args.max_connections,
-        source,
-        initial,
-        watch: !args.no_watch,
         admin,
-        limits: Limits {
-            concurrency: args.model_concurrency.unwrap_or(threads),
-            queue: args.queue_size,
-            batch: args.batch_inputs,
-        },
         config: ServeConfig {
             max_body_bytes: args.max_body_bytes,
             body_timeout: Duration::from_millis(args.body_timeout_ms),
-            node: Config {
-                max_batch: args.max_batch,
-                ready_fraction: args.ready_fraction,
-                inference_threads: threads,
-                queue_timeout: (args.queue_timeout_ms > 0).then(|| Duration::from_millis(args.queue_timeout_ms)),
-                reject_delay: Duration::from_millis(args.reject_delay_ms),
+            node: config.clone(),
+        },
+        node: NodeOptions {
+            source,
+            initial,
+            watch: !args.no_watch,
+            limits: Limits {
+                concurrency: args.model_concurrency.unwrap_or(threads),
+                queue: args.queue_size,
+                batch: args.batch_inputs,
             },
+            config,
+            load: LoadOptions {
+                engine: args.engine.options(),
+                cuda_devices: args.engine.ort_cuda_device.clone(),
+                parallelism: args.load_parallelism,
+                fetch_parallelism: args.s3.fetch_parallelism,
+                fetch: args.s3.fetch_options(),
+            },
+            ort_library: args.engine.ort_library.clone(),
+            drain,
         },
-        load: LoadOptions {
-            engine: args.engine.options(),
-            cuda_devices: args.engine.ort_cuda_device.clone(),
-            parallelism: args.load_parallelism,
-            fetch_parallelism: args.s3.fetch_parallelism,
-            fetch: args.s3.fetch_options(),
-        },
-        ort_library: args.engine.ort_library.clone(),
-        drain: Duration::from_secs(args.drain_seconds),
+        drain,
         shutdown_delay: Duration::from_secs(args.shutdown_delay_seconds),
     })
 }

@@ -11,8 +11,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use md5::Md5;
 use sha2::{Digest, Sha256};
 use stowage_core::Catalog;
-use stowage_node::spec::ModelSpec;
-use stowage_node::storage::{retrying, s3, unquote, S3Uri, Source, StorageError, DEFAULT_FETCH_BACKOFF_MS};
+use stowage_node::lifecycle::spec::ModelSpec;
+use stowage_node::lifecycle::storage::{retrying, s3, unquote, S3Uri, Source, StorageError, DEFAULT_FETCH_BACKOFF_MS};
 
 use crate::cli::UploadArgs;
 

@@ -48,7 +48,7 @@ pub async fn no_such_route(req: HttpRequest) -> HttpResponse {
         req.method(),
         req.path()
     );
-    ApiError::new(Code::NoSuchRoute, msg).error_response()
+    ApiError::new(Code::NotFound, msg).error_response()
 }
 
 pub async fn forward(

@@ -1,5 +1,5 @@
 //! The admin API (docs/http-api.md, "Admin API"): `POST /admin/reload` reads the plan and catalog
-//! again and moves the node to the set they name (`stowage_node::reconcile`), `GET /admin/plan`
+//! again and moves the node to the set they name (`stowage_node::lifecycle::reconcile`), `GET /admin/plan`
 //! shows what the node runs. It listens on its own port (`--admin-port`, loopback by default) and
 //! never on the serving port; with a bearer token (`--admin-token-file` or `STOWAGE_ADMIN_TOKEN`)
 //! every call must carry it.
@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use sha2::{Digest, Sha256};
-use stowage_node::reconcile::Reconciler;
+use stowage_node::lifecycle::reconcile::{Reconciler, ReloadResult};
 
 use crate::http::error::{ApiError, Code};
 
@@ -55,7 +55,7 @@ pub fn configure(state: Arc<AdminState>) -> impl FnOnce(&mut web::ServiceConfig)
                     req.method(),
                     req.path()
                 );
-                Err::<HttpResponse, _>(ApiError::new(Code::NoSuchRoute, msg))
+                Err::<HttpResponse, _>(ApiError::new(Code::NotFound, msg))
             }));
     }
 }
@@ -68,7 +68,7 @@ async fn reload(state: web::Data<AdminState>, req: HttpRequest) -> Result<HttpRe
         .spawn(async move { reconciler.reload("admin").await })
         .await
         .map_err(|e| ApiError::new(Code::InferenceFailed, format!("the reload crashed: {e}")))?;
-    if outcome.result == "refused" {
+    if outcome.result == ReloadResult::Refused {
         return Err(ApiError::new(Code::ReloadRefused, outcome.reason.unwrap_or_default()));
     }
     Ok(HttpResponse::Ok().json(outcome))

@@ -68,5 +68,5 @@ async fn no_such_route(req: HttpRequest) -> HttpResponse {
         req.method(),
         req.path()
     );
-    ApiError::new(Code::NoSuchRoute, msg).error_response()
+    ApiError::new(Code::NotFound, msg).error_response()
 }

@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
-use stowage_node::registry::{Entry, State};
+use stowage_node::lifecycle::registry::{Entry, State};
 
 use crate::http::error::ApiError;
 use crate::http::state::AppState;

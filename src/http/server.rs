@@ -3,19 +3,13 @@
 //! `--shutdown-delay-seconds` (while load balancers let go of it), then refuses new work with 503,
 //! drains what is in flight and exits 0 (the Kubernetes termination contract).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{App, HttpServer};
 use anyhow::{Context, Result};
-use stowage_core::Engine as EngineKind;
-use stowage_node::cold::ColdPool;
-use stowage_node::reconcile::{self, Reconciler};
-use stowage_node::registry::{Limits, Registry};
-use stowage_node::spec::{NodeSet, SpecSource};
-use stowage_node::startup::{LoadOptions, Loader};
-use tracing::{error, info, warn};
+use stowage_node::{NodeOptions, RunningNode};
+use tracing::{error, info};
 
 use crate::http::admin::AdminState;
 use crate::http::state::{AppState, ServeConfig};
@@ -27,51 +21,27 @@ pub struct AdminOptions {
     pub token: Option<String>,
 }
 
-/// How long a reload waits after the first file event, so that a plan and catalog written
-/// together are read together.
-pub const RELOAD_SETTLE: Duration = Duration::from_millis(250);
-
-/// Everything `stowage serve` needs.
+/// Everything `stowage serve` needs: the node's options and the HTTP side's.
 pub struct ServeOptions {
     pub host: String,
     pub port: u16,
     pub workers: usize,
     /// Client connections held open at most (default: from the open-file limit).
     pub max_connections: Option<usize>,
-    /// Where the node's models are named (read again at every reload), and what it read at start.
-    pub source: SpecSource,
-    pub initial: NodeSet,
-    /// Reload when the plan or catalog files change (else only on SIGHUP or the admin API).
-    pub watch: bool,
     pub admin: Option<AdminOptions>,
-    pub limits: Limits,
     pub config: ServeConfig,
-    pub load: LoadOptions,
-    pub ort_library: Option<PathBuf>,
+    pub node: NodeOptions,
+    /// How long in-flight requests may take to finish once the node stops accepting.
     pub drain: Duration,
     /// From SIGTERM to refusing new requests: serving on, not ready.
     pub shutdown_delay: Duration,
 }
 
 pub fn run(opts: ServeOptions) -> Result<()> {
-    // Requests already run in parallel; the tokenizer's own rayon pool would only wake more
-    // threads per request on the cores the engines need.
-    tokenizers::utils::parallelism::set_parallelism(false);
-    let wants = |kind: EngineKind| opts.initial.specs.iter().any(|s| s.engine == kind);
-    if wants(EngineKind::Ort) || wants(EngineKind::Auto) {
-        // A missing library fails the ort models (with the reason in /models), not the node; auto
-        // models then run on tract, or fail with both reasons when tract cannot run them.
-        if let Err(e) = stowage_engine::ort::init(opts.ort_library.as_deref()) {
-            if wants(EngineKind::Ort) {
-                warn!(error = %e, "ONNX Runtime is not available; models on the ort engine will fail to load");
-            } else {
-                info!(error = %e, "ONNX Runtime is not available; auto models run on tract only");
-            }
-        }
-    }
-    let registry = Arc::new(Registry::new(opts.initial.specs.clone(), opts.limits));
-    let state = Arc::new(AppState::new(registry.clone(), opts.config).context("cannot start the inference threads")?);
     actix_web::rt::System::new().block_on(async move {
+        let running = stowage_node::start(opts.node)?;
+        let state = Arc::new(AppState::new(running.node.clone(), opts.config));
+        let registry = running.node.registry.clone();
         let app_state = state.clone();
         let workers = opts.workers.max(1);
         let files = raise_open_file_limit();
@@ -90,92 +60,10 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         }
         let server = server.run();
         let handle = server.handle();
-        // Downloads, hashing, loading and reloads run on their own runtime and threads, never
-        // delaying probes.
-        let loader_rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("stowage-fetch")
-            // Fetching, hashing and loading yield to the inference threads of serving models.
-            .on_thread_start(stowage_node::process::lower_thread_priority)
-            .enable_all()
-            .build()
-            .context("cannot start the loader runtime")?;
-        let loader = {
-            let _in = loader_rt.enter();
-            Loader::new(opts.load)
-        };
-        // The cold pool: the plan's size (0 without cold models); a reload resizes it.
-        let cold = opts.initial.specs.iter().filter(|s| s.cold).count();
-        let pool = ColdPool::new(opts.initial.cold_pool_mib, registry.clone(), loader.clone(), loader_rt.handle().clone());
-        if cold > 0 {
-            info!(cold_models = cold, pool_mib = opts.initial.cold_pool_mib, "cold models load on their first request");
-        }
-        let _ = state.node.cold.set(pool.clone());
-        let reconciler = {
-            let _in = loader_rt.enter();
-            Reconciler::new(registry.clone(), loader, pool, opts.source.clone(), &opts.initial, opts.drain)
-        };
-        let trigger = Arc::new(tokio::sync::Notify::new());
-        let watcher = if opts.watch {
-            let files = opts.source.files();
-            match reconcile::watch(&files, trigger.clone()) {
-                Ok(w) => {
-                    info!(files = ?files, "watching the plan and catalog; a change reloads the node");
-                    Some(w)
-                }
-                Err(e) => {
-                    warn!(error = %e, "cannot watch the plan and catalog; the node reloads on SIGHUP or POST /admin/reload only");
-                    None
-                }
-            }
-        } else {
-            None
-        };
         let admin = match opts.admin {
-            Some(a) => {
-                let state = Arc::new(AdminState::new(reconciler.clone(), loader_rt.handle().clone(), a.token.as_deref()));
-                let server = HttpServer::new(move || App::new().configure(crate::http::admin::configure(state.clone())))
-                    .workers(1)
-                    .disable_signals()
-                    .bind((a.host.as_str(), a.port))
-                    .with_context(|| format!("cannot listen on {}:{} (--admin-port)", a.host, a.port))?;
-                for addr in server.addrs() {
-                    info!(%addr, token = a.token.is_some(), "admin API listening");
-                }
-                let server = server.run();
-                let handle = server.handle();
-                actix_web::rt::spawn(async move {
-                    if let Err(e) = server.await {
-                        error!(error = %e, "admin API failed");
-                    }
-                });
-                Some(handle)
-            }
+            Some(a) => Some(admin_server(&a, &running)?),
             None => None,
         };
-        let (rec, hup) = (reconciler.clone(), trigger.clone());
-        std::thread::Builder::new()
-            .name("stowage-loader".into())
-            .spawn(move || {
-                loader_rt.block_on(async move {
-                    let _watching = watcher;
-                    tokio::spawn(async move {
-                        use tokio::signal::unix::{signal, SignalKind};
-                        match signal(SignalKind::hangup()) {
-                            Ok(mut s) => {
-                                while s.recv().await.is_some() {
-                                    info!("SIGHUP: reloading the plan and catalog");
-                                    hup.notify_one();
-                                }
-                            }
-                            Err(e) => warn!(error = %e, "cannot listen for SIGHUP"),
-                        }
-                    });
-                    rec.start().await;
-                    rec.run(trigger, RELOAD_SETTLE).await
-                })
-            })
-            .context("cannot start the loader thread")?;
         let delay = opts.shutdown_delay;
         actix_web::rt::spawn(async move {
             wait_for_signal().await;
@@ -198,6 +86,27 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         info!("stopped");
         Ok(())
     })
+}
+
+/// Binds the admin API on its own listener and runs it beside the node's.
+fn admin_server(a: &AdminOptions, running: &RunningNode) -> Result<actix_web::dev::ServerHandle> {
+    let state = Arc::new(AdminState::new(running.reconciler.clone(), running.runtime.clone(), a.token.as_deref()));
+    let server = HttpServer::new(move || App::new().configure(crate::http::admin::configure(state.clone())))
+        .workers(1)
+        .disable_signals()
+        .bind((a.host.as_str(), a.port))
+        .with_context(|| format!("cannot listen on {}:{} (--admin-port)", a.host, a.port))?;
+    for addr in server.addrs() {
+        info!(%addr, token = a.token.is_some(), "admin API listening");
+    }
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        if let Err(e) = server.await {
+            error!(error = %e, "admin API failed");
+        }
+    });
+    Ok(handle)
 }
 
 /// Raises the soft limit on open files to the hard limit (where the system lets it), and returns

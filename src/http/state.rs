@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use stowage_node::registry::Registry;
 use stowage_node::{Config, Node};
 
 /// Default of `--max-body-bytes`.
@@ -39,9 +38,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Fails only when the operating system refuses to start the inference threads.
-    pub fn new(registry: Arc<Registry>, config: ServeConfig) -> std::io::Result<Self> {
-        let node = Arc::new(Node::new(registry, config.node.clone())?);
-        Ok(Self { node, metrics: stowage_node::metrics::install(), config })
+    /// The handlers' view of `node` (assembled by `stowage_node::start`, or by a test).
+    pub fn new(node: Arc<Node>, config: ServeConfig) -> Self {
+        Self { node, metrics: stowage_node::metrics::install(), config }
     }
 }

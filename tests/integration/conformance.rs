@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 use stowage::synth::{self, Preset, SynthSpec};
 use stowage_core::Engine;
 use stowage_engine::{self as backend, EngineOptions, Inputs};
-use stowage_node::load;
-use stowage_node::spec::ModelSpec;
+use stowage_node::lifecycle::load;
+use stowage_node::lifecycle::spec::ModelSpec;
 
 const TOLERANCE: f32 = 1e-4;
 

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use stowage_core::Engine;
 use stowage_engine::EngineOptions;
-use stowage_node::load::{self, LoadedModel};
-use stowage_node::spec::ModelSpec;
+use stowage_node::lifecycle::load::{self, LoadedModel};
+use stowage_node::lifecycle::spec::ModelSpec;
 
 use crate::common::{free_port, ort_available, stowage, wait_ok, Proc};
 

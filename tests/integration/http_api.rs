@@ -10,11 +10,11 @@ use stowage::http::state::{AppState, ServeConfig};
 use stowage::synth::{self, Preset, SynthSpec};
 use stowage_core::Engine;
 use stowage_engine::{EngineError, EngineOptions};
-use stowage_node::load::{self, LoadedModel};
-use stowage_node::registry::{Limits, Registry, State};
-use stowage_node::spec::ModelSpec;
-use stowage_node::startup::{load_all, LoadOptions};
-use stowage_node::Config;
+use stowage_node::lifecycle::load::{self, LoadedModel};
+use stowage_node::lifecycle::registry::{Limits, Registry, State};
+use stowage_node::lifecycle::spec::ModelSpec;
+use stowage_node::lifecycle::startup::{load_all, LoadOptions};
+use stowage_node::{Config, Node};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -69,7 +69,8 @@ async fn state_of(specs: Vec<ModelSpec>, limits: Limits, config: ServeConfig, lo
     if load {
         load_all(reg.clone(), LoadOptions { parallelism: 2, ..LoadOptions::default() }).await;
     }
-    Arc::new(AppState::new(reg, config).expect("inference threads"))
+    let node = Node::new(reg, config.node.clone(), None).expect("inference threads");
+    Arc::new(AppState::new(Arc::new(node), config))
 }
 
 async fn state() -> Arc<AppState> {

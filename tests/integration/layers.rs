@@ -151,6 +151,66 @@ fn the_engine_and_node_crates_keep_their_dependencies() {
     forbidden("stowage-node", &["actix", "stowage-planner", "stowage-deployment", "good_lp", "k8s-openapi"]);
     forbidden("stowage-core", &["actix", "aws-", "tract", "ort", "good_lp", "tokio"]);
     forbidden("stowage-planner", &["actix", "aws-", "tract", "ort", "tokio", "k8s-openapi"]);
+    // Synthetic models need no solver: the instance types they are planned on live in core.
+    forbidden("stowage-synth", &["stowage-planner", "good_lp", "coin_cbc", "actix", "tokio"]);
+}
+
+/// `crate::…` modules named by the code of every file under `dir` (relative to `src`).
+fn imports_under(src: &Path, dir: &str) -> Vec<(String, Vec<String>)> {
+    let mut files = Vec::new();
+    rust_files(&src.join(dir), &mut files);
+    let mut out = Vec::new();
+    for f in files {
+        let from = module_of(src, &f);
+        for path in references(&code(&std::fs::read_to_string(&f).unwrap()), &from) {
+            out.push((from.join("::"), path));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_node_crate_keeps_its_two_flows_apart() {
+    let src = Path::new(ROOT).join("node/src");
+    for dir in ["serve", "lifecycle"] {
+        assert!(src.join(dir).join("mod.rs").is_file(), "node/src/{dir}/mod.rs is missing");
+    }
+    let mut problems = Vec::new();
+    // The request path uses a model's entry, its loaded engine and the cold pool that loads it
+    // on demand; never the machinery that names, fetches or reloads models.
+    for (from, to) in imports_under(&src, "serve") {
+        if to.first().is_some_and(|m| m == "lifecycle")
+            && !matches!(to.get(1).map(String::as_str), Some("load" | "registry" | "cold"))
+        {
+            problems.push(format!("{from} → {}", to.join("::")));
+        }
+    }
+    // A model's life holds the data requests are made of (its queue, admission, tokenizer),
+    // never the request call itself or the threads that run it.
+    for (from, to) in imports_under(&src, "lifecycle") {
+        if to.first().is_some_and(|m| m == "serve") && matches!(to.get(1).map(String::as_str), Some("predict" | "pool"))
+        {
+            problems.push(format!("{from} → {}", to.join("::")));
+        }
+    }
+    assert!(problems.is_empty(), "imports across the node's flows:\n{}", problems.join("\n"));
+}
+
+#[test]
+fn the_http_layer_constructs_no_part_of_the_node() {
+    // The node is assembled by stowage_node::start; src/http/ binds, routes and renders.
+    let mut files = Vec::new();
+    rust_files(&Path::new(ROOT).join("src/http"), &mut files);
+    let mut found = Vec::new();
+    for f in files {
+        let code = code(&std::fs::read_to_string(&f).unwrap());
+        for part in ["Registry::new", "Node::new", "Pool::new", "Reconciler::new", "ColdPool::new", "Loader::new"] {
+            if code.contains(part) {
+                found.push(format!("{}: {part}", f.display()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "construction in the HTTP layer:\n{}", found.join("\n"));
 }
 
 #[test]

@@ -13,11 +13,11 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use crate::load::LoadedModel;
+use crate::lifecycle::load::LoadedModel;
+use crate::lifecycle::registry::{Entry, Registry, State};
+use crate::lifecycle::startup::Loader;
 use crate::metrics;
-use crate::registry::{Entry, Registry, State};
-use crate::request::PredictError;
-use crate::startup::Loader;
+use crate::serve::request::PredictError;
 
 /// Pool bytes a loaded cold model holds per byte of its ONNX file.
 pub const COLD_BYTES_PER_WEIGHT_BYTE: f64 = 1.15;
@@ -193,7 +193,7 @@ impl ColdPool {
         // A request may have taken it since it was picked: then it stays.
         let Some(slot) = &entry.cold else { return };
         let Ok(_one) = slot.loading.try_lock() else { return };
-        if entry.active.load(Ordering::SeqCst) > 0 {
+        if entry.holders() > 0 {
             return;
         }
         entry.set_state(State::Cold);

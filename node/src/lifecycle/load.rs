@@ -10,9 +10,9 @@ use sha2::{Digest, Sha256};
 use stowage_engine::{self as engine, EngineError, EngineOptions, Model, OutputKind, Signature};
 use tokenizers::Tokenizer;
 
-use crate::spec::ModelSpec;
-use crate::storage::{Fetcher, Source, StorageError};
-use crate::tokenize::{TextEncoder, TokenizerError};
+use crate::lifecycle::spec::ModelSpec;
+use crate::lifecycle::storage::{Fetcher, Source, StorageError};
+use crate::serve::tokenize::{TextEncoder, TokenizerError};
 
 /// Why a model could not be brought up.
 #[derive(Debug, Clone, thiserror::Error)]

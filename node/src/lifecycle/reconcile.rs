@@ -12,7 +12,7 @@
 //! replaced while the plan is not yet, a plan without this node) changes nothing: one log line
 //! names the reason, the node serves on, and the next change is tried again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,12 +20,13 @@ use serde::Serialize;
 use stowage_core::PlanNode;
 use tracing::{debug, error, info, warn};
 
-use crate::cold::ColdPool;
+use crate::lifecycle::cold::ColdPool;
+use crate::lifecycle::diff::diff;
+use crate::lifecycle::registry::{Entry, Registry, State};
+use crate::lifecycle::spec::{NodeSet, SpecSource};
+use crate::lifecycle::startup::Loader;
 use crate::metrics;
 use crate::process::release_freed_memory;
-use crate::registry::{Entry, Registry, State};
-use crate::spec::{NodeSet, SpecSource};
-use crate::startup::Loader;
 
 /// What the node runs now: `GET /admin/plan`.
 #[derive(Debug, Clone, Serialize)]
@@ -42,11 +43,34 @@ pub struct Applied {
     pub applied_at: f64,
 }
 
+/// How a reload ended, in one word: the `result` of `POST /admin/reload` and of
+/// `stowage_reloads_total`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadResult {
+    /// The node moved to the set the files name.
+    #[default]
+    Applied,
+    /// The plan and catalog are the ones the node runs: nothing to do.
+    Unchanged,
+    /// The files cannot be served (unreadable, inconsistent, no such node): nothing changed.
+    Refused,
+}
+
+impl ReloadResult {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReloadResult::Applied => "applied",
+            ReloadResult::Unchanged => "unchanged",
+            ReloadResult::Refused => "refused",
+        }
+    }
+}
+
 /// How a reload ended: `POST /admin/reload` answers it, and the log has it in one line.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Outcome {
-    /// `applied`, `unchanged` or `refused`.
-    pub result: &'static str,
+    pub result: ReloadResult,
     /// Why a reload was refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -63,7 +87,7 @@ pub struct Outcome {
 
 impl Outcome {
     fn refused(reason: String) -> Self {
-        Self { result: "refused", reason: Some(reason), ..Self::default() }
+        Self { result: ReloadResult::Refused, reason: Some(reason), ..Self::default() }
     }
 }
 
@@ -134,7 +158,7 @@ impl Reconciler {
     /// Loads the start-up set; reloads wait until it is done.
     pub async fn start(&self) {
         let _one = self.busy.lock().await;
-        crate::startup::start_up(self.registry.clone(), self.loader.clone()).await;
+        crate::lifecycle::startup::start_up(self.registry.clone(), self.loader.clone()).await;
     }
 
     /// Reloads whenever `trigger` fires (file changes, SIGHUP), a short pause after the first
@@ -160,32 +184,17 @@ impl Reconciler {
         };
         let before = self.applied();
         if before.plan_sha256 == next.plan_sha256 && before.catalog_sha256 == next.catalog_sha256 {
-            metrics::reload_result("unchanged");
+            metrics::reload_result(ReloadResult::Unchanged.name());
             debug!(trigger, "reload: plan and catalog unchanged");
-            return Outcome { result: "unchanged", kept: self.registry.len(), ..Outcome::default() };
+            return Outcome { result: ReloadResult::Unchanged, kept: self.registry.len(), ..Outcome::default() };
         }
         if let Ok(mut r) = self.refused.lock() {
             *r = None;
         }
-        let mut out = Outcome { result: "applied", ..Outcome::default() };
-        let wanted: HashMap<&str, _> = next.specs.iter().map(|s| (s.id.as_str(), s)).collect();
-        let mut to_add = Vec::new();
-        let mut to_replace = Vec::new();
-        for spec in &next.specs {
-            match self.registry.get(&spec.id) {
-                None => to_add.push(spec.clone()),
-                Some(e) if e.spec != *spec => to_replace.push(spec.clone()),
-                Some(_) => out.kept += 1,
-            }
-        }
+        let change = diff(&self.registry.specs(), &next.specs);
+        let mut out = Outcome { kept: change.kept.len(), ..Outcome::default() };
         // Unload first: what leaves stops admitting now and is dropped before anything new loads.
-        let leaving: Vec<Arc<Entry>> = self
-            .registry
-            .ids()
-            .iter()
-            .filter(|id| !wanted.contains_key(id.as_str()))
-            .filter_map(|id| self.registry.remove(id))
-            .collect();
+        let leaving: Vec<Arc<Entry>> = change.removed.iter().filter_map(|id| self.registry.remove(id)).collect();
         out.removed = leaving.iter().map(|e| e.spec.id.clone()).collect();
         self.registry.publish_counts();
         self.retire(leaving).await;
@@ -195,13 +204,13 @@ impl Reconciler {
             release_freed_memory();
         }
 
-        let added: Vec<Arc<Entry>> = to_add.into_iter().map(|s| self.registry.stage(s)).collect();
+        let added: Vec<Arc<Entry>> = change.added.into_iter().map(|s| self.registry.stage(s)).collect();
         for e in &added {
             metrics::revive("model", &e.spec.id);
             self.registry.add(e.clone());
         }
         out.added = added.iter().map(|e| e.spec.id.clone()).collect();
-        let staged: Vec<Arc<Entry>> = to_replace.into_iter().map(|s| self.registry.stage(s)).collect();
+        let staged: Vec<Arc<Entry>> = change.replaced.into_iter().map(|s| self.registry.stage(s)).collect();
         out.replaced = staged.iter().map(|e| e.spec.id.clone()).collect();
         self.registry.reorder(&next.specs.iter().map(|s| s.id.clone()).collect::<Vec<_>>());
         if !(added.is_empty() && staged.is_empty()) {
@@ -237,7 +246,7 @@ impl Reconciler {
             *a = Self::describe(&self.source, &next);
         }
         out.seconds = start.elapsed().as_secs_f64();
-        metrics::reload_result("applied");
+        metrics::reload_result(ReloadResult::Applied.name());
         info!(
             trigger,
             added = out.added.len(),
@@ -254,7 +263,7 @@ impl Reconciler {
 
     /// Logs a refused change once per reason (again only at debug level) and counts it.
     fn refuse(&self, trigger: &str, reason: String) -> Outcome {
-        metrics::reload_result("refused");
+        metrics::reload_result(ReloadResult::Refused.name());
         let repeated = self.refused.lock().map(|mut r| r.replace(reason.clone()).as_ref() == Some(&reason));
         if repeated.unwrap_or(false) {
             debug!(trigger, %reason, "reload refused again; serving the models already loaded");
@@ -274,16 +283,13 @@ impl Reconciler {
         release_freed_memory();
     }
 
-    /// Waits until nothing but this holds each entry (every request it admitted is answered), at
-    /// most `drain`, then lets them go.
+    /// Waits until no request holds each entry (every request it admitted is answered), at most
+    /// `drain` in all, then lets them go.
     async fn drain_all(&self, entries: Vec<Arc<Entry>>) {
-        let deadline = Instant::now() + self.drain;
+        let deadline = tokio::time::Instant::now() + self.drain;
         for e in entries {
-            while Arc::strong_count(&e) > 1 && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            if Arc::strong_count(&e) > 1 {
-                warn!(model = %e.spec.id, "reload: requests still hold the old model after the drain time; it goes when they finish");
+            if !e.idle_by(deadline).await {
+                warn!(model = %e.spec.id, holders = e.holders(), "reload: requests still hold the old model after the drain time; it goes when they finish");
             }
             e.set_state(State::Failed("removed".into()));
         }

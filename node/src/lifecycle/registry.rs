@@ -10,11 +10,11 @@ use dashmap::DashMap;
 use serde::Serialize;
 use stowage_core::Engine as EngineKind;
 
-use crate::admission::Admission;
-use crate::batch::Batcher;
-use crate::load::LoadedModel;
+use crate::lifecycle::load::LoadedModel;
+use crate::lifecycle::spec::ModelSpec;
 use crate::metrics::ModelMetrics;
-use crate::spec::ModelSpec;
+use crate::serve::admission::Admission;
+use crate::serve::batch::Batcher;
 
 /// Where a model is in its life.
 #[derive(Clone)]
@@ -67,15 +67,29 @@ pub struct Entry {
     /// A cold model's side: its files, its last use, its one load at a time.
     pub cold: Option<ColdSlot>,
     /// Requests that hold this model now (from `Node::acquire` until answered): a cold model is
-    /// never evicted while any does.
-    pub active: std::sync::atomic::AtomicUsize,
+    /// never evicted while any does, and a drain waits until none does.
+    active: std::sync::atomic::AtomicUsize,
+    /// Woken when the last request that held the model lets go.
+    idle: tokio::sync::Notify,
+}
+
+/// A request's hold on a model (`Entry::hold`), counted until dropped: also when the client goes
+/// away and the HTTP server drops the request mid-wait.
+pub struct Hold(Arc<Entry>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// What a cold model keeps while it is not loaded.
 #[derive(Default)]
 pub struct ColdSlot {
     /// Its files on local disk (fetched at start: a load never waits for S3).
-    pub files: std::sync::Mutex<Option<crate::load::Files>>,
+    pub files: std::sync::Mutex<Option<crate::lifecycle::load::Files>>,
     /// Milliseconds since the node started, at its last request (LRU order).
     pub last_used: std::sync::atomic::AtomicU64,
     /// Held while it loads: concurrent first requests wait here, and the first loads it once.
@@ -99,6 +113,34 @@ impl Entry {
             spec,
             late,
             active: std::sync::atomic::AtomicUsize::new(0),
+            idle: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Counts a request as holding this model until the returned hold is dropped.
+    pub fn hold(self: &Arc<Self>) -> Hold {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        Hold(self.clone())
+    }
+
+    /// Requests that hold the model now.
+    pub fn holders(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no request holds the model, at most until `deadline`; true when none does.
+    pub async fn idle_by(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            // Registered before the count is read: a hold let go in between still wakes it.
+            notified.as_mut().enable();
+            if self.holders() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.holders() == 0;
+            }
         }
     }
 
@@ -147,12 +189,23 @@ pub struct Limits {
     pub batch: usize,
 }
 
+/// Where the node is in its life, as far as requests are concerned. Only moves forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Phase {
+    Serving = 0,
+    /// From SIGTERM on: not ready, still serving while load balancers let go.
+    Leaving = 1,
+    /// Refusing new requests (503 `shutting_down`); those admitted finish.
+    ShuttingDown = 2,
+}
+
 pub struct Registry {
     models: DashMap<String, Arc<Entry>>,
     /// Model ids in plan order.
     order: RwLock<Vec<String>>,
     limits: Limits,
-    /// 0 serving, 1 leaving (not ready, still serving), 2 shutting down (refusing new requests).
+    /// A `Phase`, as its number.
     phase: AtomicU8,
 }
 
@@ -161,7 +214,12 @@ impl Registry {
         let order = specs.iter().map(|s| s.id.clone()).collect();
         let models =
             specs.into_iter().map(|spec| (spec.id.clone(), Arc::new(Entry::new(spec, limits, false)))).collect();
-        Self { models, order: RwLock::new(order), limits, phase: AtomicU8::new(0) }
+        Self { models, order: RwLock::new(order), limits, phase: AtomicU8::new(Phase::Serving as u8) }
+    }
+
+    /// The specs of the models served now, in plan order.
+    pub fn specs(&self) -> Vec<ModelSpec> {
+        self.entries().iter().map(|e| e.spec.clone()).collect()
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
@@ -260,20 +318,32 @@ impl Registry {
     /// The node is about to stop: `/ready` fails so that load balancers let go of it, while
     /// requests still reach it and are served.
     pub fn begin_leaving(&self) {
-        self.phase.fetch_max(1, Ordering::SeqCst);
+        self.enter(Phase::Leaving);
     }
 
     /// New requests are refused (503 `shutting_down`); those admitted finish.
     pub fn begin_shutdown(&self) {
-        self.phase.fetch_max(2, Ordering::SeqCst);
+        self.enter(Phase::ShuttingDown);
+    }
+
+    fn enter(&self, phase: Phase) {
+        self.phase.fetch_max(phase as u8, Ordering::SeqCst);
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::SeqCst) {
+            0 => Phase::Serving,
+            1 => Phase::Leaving,
+            _ => Phase::ShuttingDown,
+        }
     }
 
     pub fn leaving(&self) -> bool {
-        self.phase.load(Ordering::SeqCst) >= 1
+        self.phase() >= Phase::Leaving
     }
 
     pub fn shutting_down(&self) -> bool {
-        self.phase.load(Ordering::SeqCst) >= 2
+        self.phase() >= Phase::ShuttingDown
     }
 
     pub fn publish_counts(&self) {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use stowage_core::{Catalog, CatalogError, Engine as EngineKind, Plan, PlanError, PlanNode};
 
-use crate::storage::{Source, StorageError};
+use crate::lifecycle::storage::{Source, StorageError};
 
 /// What the node needs to know to load one model. Two specs that are equal load the same model:
 /// a reload keeps a model whose spec did not change, and loads anew one whose did (a new

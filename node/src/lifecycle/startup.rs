@@ -9,11 +9,11 @@ use std::time::Instant;
 use stowage_engine::EngineOptions;
 use tracing::{error, info, Instrument};
 
-use crate::load::{self, LoadError, LoadedModel};
+use crate::lifecycle::load::{self, LoadError, LoadedModel};
+use crate::lifecycle::registry::{Entry, LoadInfo, Registry, State};
+use crate::lifecycle::storage::{FetchOptions, Fetcher};
 use crate::metrics;
 use crate::process::{release_freed_memory, rss_bytes};
-use crate::registry::{Entry, LoadInfo, Registry, State};
-use crate::storage::{FetchOptions, Fetcher};
 
 /// Default of `--load-parallelism`.
 pub const DEFAULT_LOAD_PARALLELISM: usize = 2;

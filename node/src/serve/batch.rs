@@ -19,11 +19,11 @@ use std::time::Instant;
 use stowage_engine::{EngineError, Inputs, Output};
 use tokio::sync::oneshot;
 
-use crate::load::LoadedModel;
+use crate::lifecycle::load::LoadedModel;
 use crate::metrics::ModelMetrics;
-use crate::pool::{Lost, Pool};
-use crate::request::{Answer, PredictError, Queued};
-use crate::{postprocess, tokenize};
+use crate::serve::pool::{Lost, Pool};
+use crate::serve::request::{Answer, PredictError, Queued};
+use crate::serve::{postprocess, tokenize};
 
 type Reply = oneshot::Sender<Result<Answer, PredictError>>;
 
@@ -192,7 +192,7 @@ impl Batcher {
 /// Answers one request from its rows of the engine's output (`x` are its own inputs).
 fn answer(engine: &LoadedModel, x: &Inputs, out: Result<Output, EngineError>, secs: f64, reply: Reply) {
     let answer = out
-        .map_err(|e| PredictError::Inference(e.to_string()))
+        .map_err(PredictError::Engine)
         .and_then(|out| postprocess::predictions(engine.signature.kind, &engine.labels, x, &out))
         .map(|predictions| Answer { predictions, backend: engine.model.backend(), engine_seconds: secs });
     let _ = reply.send(answer);
@@ -241,7 +241,7 @@ fn slice_output(o: &Output, from: usize, rows: usize) -> Output {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::Request;
+    use crate::serve::request::Request;
 
     fn inputs(rows: &[&[i64]]) -> Inputs {
         let seq = rows[0].len();

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use stowage_engine::{Inputs, Output, OutputKind};
 
-use crate::request::{PredictError, Prediction};
+use crate::serve::request::{PredictError, Prediction};
 
 fn softmax(row: &[f32]) -> Vec<f64> {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;

@@ -7,11 +7,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::load::LoadedModel;
+use crate::lifecycle::cold::ColdPool;
+use crate::lifecycle::load::LoadedModel;
+use crate::lifecycle::registry::{Entry, Hold, Registry, State};
 use crate::metrics;
-use crate::pool::{Lost, Pool};
-use crate::registry::{Entry, Registry, State};
-use crate::request::{Answer, PredictError, Queued, Request};
+use crate::serve::pool::{Lost, Pool};
+use crate::serve::request::{Answer, PredictError, Queued, Request};
 
 /// Default of `--max-batch`: most inputs in one request.
 pub const DEFAULT_MAX_BATCH: usize = 32;
@@ -57,8 +58,9 @@ pub struct Node {
     pub registry: Arc<Registry>,
     pub pool: Arc<Pool>,
     pub config: Config,
-    /// The cold pool, when the node has cold models (set once the loader runs).
-    pub cold: std::sync::OnceLock<Arc<crate::cold::ColdPool>>,
+    /// The cold pool that loads cold models on their first request (every running node has one,
+    /// empty without cold models; a node made without a loader, in tests, has none).
+    pub cold: Option<Arc<ColdPool>>,
 }
 
 /// A model that takes requests now. While one exists its model counts as in use (a cold model
@@ -66,23 +68,7 @@ pub struct Node {
 pub struct Target {
     pub entry: Arc<Entry>,
     pub model: Arc<LoadedModel>,
-    _use: InUse,
-}
-
-/// Counts a request in `Entry::active` until dropped.
-struct InUse(Arc<Entry>);
-
-impl InUse {
-    fn new(entry: &Arc<Entry>) -> Self {
-        entry.active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Self(entry.clone())
-    }
-}
-
-impl Drop for InUse {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
+    _use: Hold,
 }
 
 /// Counts an admitted request in `stowage_inflight_requests` until dropped: also when the client
@@ -120,11 +106,12 @@ impl Readiness {
 }
 
 impl Node {
-    /// Starts the inference threads; fails only when the operating system refuses them.
-    pub fn new(registry: Arc<Registry>, config: Config) -> std::io::Result<Self> {
+    /// Starts the inference threads; fails only when the operating system refuses them. A node
+    /// that serves is assembled by `stowage_node::start`, with its cold pool.
+    pub fn new(registry: Arc<Registry>, config: Config, cold: Option<Arc<ColdPool>>) -> std::io::Result<Self> {
         let pool = Arc::new(Pool::new(config.inference_threads)?);
         metrics::install();
-        Ok(Self { registry, pool, config, cold: std::sync::OnceLock::new() })
+        Ok(Self { registry, pool, config, cold })
     }
 
     /// Checks the node and the model (so an unknown model is a 404 whatever the request); a cold
@@ -139,10 +126,10 @@ impl Node {
             return Err(PredictError::ShuttingDown);
         }
         let entry = entry.ok_or_else(|| PredictError::UnknownModel(id.to_string()))?;
-        let used = InUse::new(&entry);
+        let used = entry.hold();
         match entry.state() {
             State::Ready(model) => {
-                if let Some(pool) = self.cold.get() {
+                if let Some(pool) = &self.cold {
                     pool.touch(&entry);
                 }
                 Ok(Target { entry, model, _use: used })
@@ -162,8 +149,8 @@ impl Node {
             Some(e) if e.cold.is_some() && !self.registry.shutting_down() => e,
             other => return self.target_of(id, other),
         };
-        let Some(pool) = self.cold.get() else { return self.target_of(id, Some(entry)) };
-        let used = InUse::new(&entry);
+        let Some(pool) = &self.cold else { return self.target_of(id, Some(entry)) };
+        let used = entry.hold();
         let loaded = match self.config.queue_timeout {
             None => pool.ensure(&entry).await,
             Some(t) => match tokio::time::timeout(t, pool.ensure(&entry)).await {

@@ -56,8 +56,7 @@ pub struct Answer {
     pub engine_seconds: f64,
 }
 
-/// Why a request got no answer. The HTTP layer maps each variant to its status and code in one
-/// table (`http/error.rs`).
+/// Why a request got no answer. Each variant has its code in the one table (`error.rs`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PredictError {
     #[error("the node is shutting down")]
@@ -77,7 +76,11 @@ pub enum PredictError {
     PoolFull(String),
     #[error("model {id:?} did not take the request within {} ms; retry later", limit.as_millis())]
     QueueTimeout { id: String, limit: Duration },
-    /// The engine failed or gave an answer that cannot be sent (the node's fault).
+    /// The engine failed: its error, kept as the source.
+    #[error(transparent)]
+    Engine(#[from] stowage_engine::EngineError),
+    /// The engine gave an answer that cannot be sent, or the inference threads are gone (the
+    /// node's fault).
     #[error("{0}")]
     Inference(String),
 }

@@ -4,7 +4,7 @@
 use stowage_engine::{Inputs, Row};
 use tokenizers::Tokenizer;
 
-use crate::request::{PredictError, Request};
+use crate::serve::request::{PredictError, Request};
 
 /// What turns a model's texts into its inputs: its tokenizer, set up for the model.
 #[derive(Clone)]
