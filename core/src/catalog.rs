@@ -215,14 +215,26 @@ impl Catalog {
 
     /// Validates catalog text; `path` names it in messages.
     pub fn parse(path: impl AsRef<Path>, text: &str) -> Result<Self, Diagnostics> {
+        Self::parse_with(path.as_ref(), text, true)
+    }
+
+    /// Reads a catalog whose models may have no footprint yet (what `stowage profile` measures):
+    /// everything else is validated as `load` does.
+    pub fn load_unmeasured(path: impl AsRef<Path>) -> Result<Self, CatalogError> {
         let path = path.as_ref();
+        let text =
+            std::fs::read_to_string(path).map_err(|error| CatalogError::Io { path: path.to_path_buf(), error })?;
+        Ok(Self::parse_with(path, &text, false)?)
+    }
+
+    fn parse_with(path: &Path, text: &str, footprints_required: bool) -> Result<Self, Diagnostics> {
         let file = path.display().to_string();
         let map = SourceMap::new(&file, text);
         let raw: RawCatalog = toml::from_str(text).map_err(|e| {
             let message = e.message().trim_end().to_string();
             Diagnostics(vec![map.at(e.span(), "", message)])
         })?;
-        let mut v = Validator { map: &map, errors: Vec::new() };
+        let mut v = Validator { map: &map, errors: Vec::new(), footprints_required };
         let catalog = v.catalog(raw, path, text);
         if v.errors.is_empty() {
             Ok(catalog)
@@ -243,6 +255,24 @@ impl Catalog {
     /// Folder that relative artifact paths are resolved against.
     pub fn base_dir(&self) -> &Path {
         self.path.parent().unwrap_or_else(|| Path::new("."))
+    }
+
+    /// Local files the catalog names (artifacts, and tokenizers and configs it names explicitly)
+    /// that are not on this machine, as (model id, path). `s3://` objects are not checked.
+    pub fn missing_local_files(&self) -> Vec<(String, PathBuf)> {
+        let mut missing = Vec::new();
+        for m in &self.models {
+            for uri in std::iter::once(&m.artifact).chain(&m.tokenizer).chain(&m.config) {
+                if uri.starts_with("s3://") {
+                    continue;
+                }
+                let path = self.base_dir().join(uri.strip_prefix("file://").unwrap_or(uri));
+                if !path.exists() {
+                    missing.push((m.id.clone(), path));
+                }
+            }
+        }
+        missing
     }
 
     /// What `model` uses of one node of type `it`, or `None` when it has no footprint there.
@@ -322,6 +352,8 @@ struct RawModel {
 struct Validator<'a> {
     map: &'a SourceMap<'a>,
     errors: Vec<Diagnostic>,
+    /// A model without any footprint is an error (else it waits for `stowage profile`).
+    footprints_required: bool,
 }
 
 /// How a number must compare with zero.
@@ -418,7 +450,9 @@ impl Validator<'_> {
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         for (i, m) in raw.models.iter().enumerate() {
             if let Some(model) = self.model(i, m, &profiles, &families, &mut seen) {
-                if let Some(limits) = &limits {
+                // A model not measured yet fits nowhere until it is.
+                let measured = !model.footprints.is_empty() || self.footprints_required;
+                if let (Some(limits), true) = (&limits, measured) {
                     self.check_fits(i, m.span(), &model, limits, &instance_types);
                 }
                 models.push(model);
@@ -603,7 +637,7 @@ impl Validator<'_> {
                 None => footprint_ok = false,
             }
         }
-        if footprint_ok && footprints.is_empty() {
+        if footprint_ok && footprints.is_empty() && self.footprints_required {
             self.error(
                 Some(span.clone()),
                 &at("profile"),

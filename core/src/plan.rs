@@ -59,6 +59,29 @@ pub struct PlanNode {
     pub cold_pool_mib: f64,
 }
 
+/// Why `text` is some other kind of file than a plan (a catalog, another JSON document), if it
+/// clearly is; a plan with a defect is left to the parser's line-and-column errors.
+fn not_a_plan(text: &str) -> Option<String> {
+    let start = text.trim_start();
+    if start.is_empty() {
+        return Some("the file is empty".into());
+    }
+    if !start.starts_with('{') {
+        let catalog = ["[[models]]", "[instance_types", "[limits]", "[profiles"].iter().any(|s| text.contains(s));
+        return Some(if catalog {
+            "it is a catalog (TOML); plan it first: stowage plan --catalog FILE --out plan.json".into()
+        } else {
+            "it is not a JSON object".into()
+        });
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(o)) if !o.contains_key("format") => {
+            Some("it has no \"format\" field (plans have \"format\": \"stowage-plan/v1\")".into())
+        }
+        _ => None,
+    }
+}
+
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
 }
@@ -81,9 +104,14 @@ pub enum PlanError {
     Json { path: String, line: usize, column: usize, message: String },
     #[error("{path}: {defect}")]
     Invalid { path: String, defect: PlanDefect },
+    #[error("{path}: not a plan: {why} (a plan is the JSON file that `stowage plan --out` writes)")]
+    NotAPlan { path: String, why: String },
     #[error(transparent)]
     Catalog(#[from] crate::CatalogError),
-    #[error("{catalog}: not the catalog {plan} was planned from (sha256 {got} vs {want}); pass the right --catalog")]
+    #[error(
+        "{catalog}: not the catalog {plan} was planned from (the catalog's sha256 is {got}, the plan's catalog_sha256 {want}); \
+         if the catalog was edited, re-plan it (stowage plan --catalog {catalog} --previous {plan}), else pass the catalog the plan was made from (--catalog)"
+    )]
     WrongCatalog { catalog: String, plan: String, got: String, want: String },
 }
 
@@ -109,6 +137,9 @@ impl Plan {
     }
 
     pub fn parse(name: &str, text: &str) -> Result<Self, PlanError> {
+        if let Some(why) = not_a_plan(text) {
+            return Err(PlanError::NotAPlan { path: name.to_string(), why });
+        }
         let plan: Plan = serde_json::from_str(text).map_err(|e| PlanError::Json {
             path: name.to_string(),
             line: e.line(),
@@ -233,5 +264,16 @@ mod tests {
         assert!(err.starts_with("p.json:2:"), "{err}");
         let err = Plan::parse("p.json", "{bad").unwrap_err().to_string();
         assert_eq!(err, "p.json:1:2: key must be a string", "the place said once");
+    }
+
+    #[test]
+    fn other_files_are_named_for_what_they_are() {
+        let catalog = "[limits]\nmax_memory = 0.9\n\n[[models]]\nid = \"a\"\n";
+        let err = Plan::parse("models.toml", catalog).unwrap_err().to_string();
+        assert!(err.starts_with("models.toml: not a plan: it is a catalog (TOML)"), "{err}");
+        let err = Plan::parse("x.json", "{\"models\": []}").unwrap_err().to_string();
+        assert!(err.contains("not a plan: it has no \"format\" field"), "{err}");
+        assert!(Plan::parse("x", "   ").unwrap_err().to_string().contains("the file is empty"));
+        assert!(Plan::parse("x", "[1, 2]").unwrap_err().to_string().contains("not a JSON object"));
     }
 }

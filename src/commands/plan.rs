@@ -13,6 +13,7 @@ use crate::cli::PlanArgs;
 pub fn run(args: &PlanArgs) -> Result<()> {
     ensure!(args.time_limit.is_finite() && args.time_limit > 0.0, "--time-limit must be a positive number of seconds");
     let catalog = Catalog::load(&args.catalog)?;
+    warn_missing_files(&catalog);
 
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_style(indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("static template"));
@@ -76,6 +77,25 @@ pub fn run(args: &PlanArgs) -> Result<()> {
         args.svg.as_ref().map(|p| format!(" and {}", p.display())).unwrap_or_default()
     );
     Ok(())
+}
+
+/// Warns (on stderr) about model files the catalog names on local disk that are not there: the
+/// plan is made all the same, but a node would fail to load those models.
+fn warn_missing_files(catalog: &Catalog) {
+    let missing = catalog.missing_local_files();
+    if missing.is_empty() {
+        return;
+    }
+    let models: std::collections::BTreeSet<&str> = missing.iter().map(|(m, _)| m.as_str()).collect();
+    let shown: Vec<String> = missing.iter().take(3).map(|(m, p)| format!("{m}: {}", p.display())).collect();
+    let more =
+        if missing.len() > shown.len() { format!(", and {} more", missing.len() - shown.len()) } else { String::new() };
+    eprintln!(
+        "warning: {}: {} models name local files that are not on this machine ({}{more}); nodes will fail to load them",
+        catalog.path.display(),
+        models.len(),
+        shown.join("; ")
+    );
 }
 
 /// `cold: N models on M nodes share X GiB of cold pools; about Y cold starts an hour expected`:

@@ -35,7 +35,7 @@ pub struct Measured {
 }
 
 pub fn run(args: &ProfileArgs) -> Result<()> {
-    let catalog = Catalog::load(&args.catalog)?;
+    let catalog = Catalog::load_unmeasured(&args.catalog)?;
     let families: Vec<&str> = catalog.instance_types.iter().map(|t| t.family.as_str()).collect();
     if !families.contains(&args.family.as_str()) {
         bail!(

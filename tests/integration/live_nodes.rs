@@ -192,7 +192,9 @@ fn a_node_takes_a_new_plan_in_place_without_failing_a_kept_request() {
         assert_eq!(predict(&node.base, &tiny(3)).0, 200);
     }
     let log = std::fs::read_to_string(&node.log).unwrap();
-    for reason in ["plan.json:1:", "not the catalog", "no node \"n1\""] {
+    // A catalog edited in place: the hint says which hash is which and to re-plan.
+    let hint = "the plan's catalog_sha256 0000000000000000000000000000000000000000000000000000000000000000); if the catalog was edited, re-plan it (stowage plan --catalog";
+    for reason in ["plan.json:1:", "not the catalog", hint, "no node \"n1\""] {
         assert!(log.lines().any(|l| l.contains("reload refused") && l.contains(reason)), "{reason} in\n{log}");
     }
 

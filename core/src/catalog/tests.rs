@@ -220,3 +220,26 @@ fn cold_pool_margin_defaults_to_a_quarter_and_refuses_a_negative_one() {
         "{err}"
     );
 }
+
+#[test]
+fn a_catalog_not_measured_yet_loads_for_profiling_only() {
+    let unmeasured = with_model("id = \"new\"\nartifact = \"new/model.onnx\"\npeak_rps = 1");
+    assert!(errors(&unmeasured).iter().any(|e| e.contains("no footprint")));
+    let dir = tempfile_dir();
+    let path = dir.join("models.toml");
+    std::fs::write(&path, &unmeasured).unwrap();
+    let c = Catalog::load_unmeasured(&path).unwrap();
+    assert!(c.model("new").unwrap().footprints.is_empty());
+    // Everything else is still checked.
+    std::fs::write(&path, with_model("id = \"New\"\nartifact = \"new/model.onnx\"\npeak_rps = 1")).unwrap();
+    assert!(Catalog::load_unmeasured(&path).unwrap_err().to_string().contains("not a DNS label"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A fresh folder under the system's temporary directory (core has no tempfile dependency).
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("stowage-core-{}-{:?}", std::process::id(), std::thread::current().id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
