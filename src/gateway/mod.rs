@@ -11,15 +11,16 @@ use std::net::ToSocketAddrs;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
 use anyhow::{Context, Result};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tracing::info;
 
 use self::routes::{Source, Table};
+use crate::http::error::{ApiError, Code};
 use crate::http::health::ping;
-use crate::http::v2::server_metadata;
+use crate::http::v2::{live, server_metadata};
 
 /// Default of `--upstream-timeout-ms`.
 pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 30_000;
@@ -70,8 +71,8 @@ pub fn configure(state: Arc<GatewayState>) -> impl FnOnce(&mut web::ServiceConfi
             .service(web::resource("/metrics").get(metrics))
             .service(web::resource("/models").get(models))
             .service(web::resource("/v2").get(server_metadata))
-            .service(web::resource("/v2/health/live").get(ping))
-            .service(web::resource("/v2/health/ready").get(ready))
+            .service(web::resource("/v2/health/live").get(live))
+            .service(web::resource("/v2/health/ready").get(v2_ready))
             .service(web::resource("/predictions/{model_id}").to(proxy::forward))
             .service(web::resource("/v2/models/{model_id}").to(proxy::forward))
             .service(web::resource("/v2/models/{model_id}/{action}").to(proxy::forward))
@@ -79,15 +80,33 @@ pub fn configure(state: Arc<GatewayState>) -> impl FnOnce(&mut web::ServiceConfi
     }
 }
 
-/// Ready when it has routes: whether a node answers is for the node's own readiness to say.
+/// Ready when it has routes: whether a node answers is for the node's own readiness to say. The
+/// same bodies as a node's `/ready` (docs/http-api.md, "The gateway"): `{"status": "ready", …}`,
+/// else 503 `not_ready`.
 async fn ready(state: web::Data<GatewayState>) -> HttpResponse {
-    let models = state.routes.get().models.len();
-    if models > 0 {
-        HttpResponse::Ok().json(json!({"status": "ready", "models": models}))
-    } else {
-        HttpResponse::ServiceUnavailable()
-            .insert_header(("retry-after", "5"))
-            .json(json!({"error": "the gateway has no routes", "code": "not_ready"}))
+    match routed(&state) {
+        Ok((models, nodes)) => {
+            HttpResponse::Ok().json(json!({"status": "ready", "routes": {"models": models, "nodes": nodes}}))
+        }
+        Err(e) => e.error_response(),
+    }
+}
+
+/// KServe v2 readiness, with the node's bodies: `{"ready": true}`, else 503 `{"error"}`.
+async fn v2_ready(state: web::Data<GatewayState>) -> HttpResponse {
+    match routed(&state) {
+        Ok(_) => HttpResponse::Ok().json(json!({"ready": true})),
+        Err(e) => e.v2_response(),
+    }
+}
+
+/// (models, nodes) the gateway routes to, or `not_ready` when it has no routes.
+fn routed(state: &GatewayState) -> Result<(usize, usize), ApiError> {
+    let routes = state.routes.get();
+    let nodes: std::collections::HashSet<&str> = routes.models.values().map(|u| u.node.as_str()).collect();
+    match routes.models.len() {
+        0 => Err(ApiError::new(Code::NotReady, "the gateway has no routes")),
+        models => Ok((models, nodes.len())),
     }
 }
 

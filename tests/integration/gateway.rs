@@ -79,6 +79,17 @@ fn one_address_for_every_model_of_a_plan() {
     let gw = format!("http://127.0.0.1:{port}");
     wait_ok(&format!("{gw}/ready"), &mut gateway);
 
+    // Health bodies are the node's (docs/http-api.md): the same liveness and KServe v2 answers, and
+    // a /ready of the same status with what the gateway routes.
+    let node_base = &nodes[0].1;
+    for path in ["/ping", "/v2/health/live", "/v2/health/ready"] {
+        assert_eq!(get(&format!("{gw}{path}")), get(&format!("{node_base}{path}")), "{path}");
+    }
+    let (status, ready) = get(&format!("{gw}/ready"));
+    assert_eq!((status, ready["status"].as_str()), (200, Some("ready")), "{ready}");
+    assert_eq!(ready["routes"]["models"], routes.len(), "{ready}");
+    assert_eq!(ready["routes"]["nodes"], nodes.len(), "{ready}");
+
     // Every model, through the gateway, answers what its node answers.
     let body = serde_json::json!({"inputs": ["I love this product", "slow delivery"]});
     for (n, base, _) in &nodes {
