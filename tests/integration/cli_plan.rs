@@ -161,3 +161,26 @@ fn the_cold_line_counts_models_without_traffic_as_never_starting() {
     assert!(line.contains("cold: 4 models on 1 nodes") && line.contains("about 0 cold starts an hour"), "{line}");
     assert!(!stdout.contains("NaN"), "{stdout}");
 }
+
+#[test]
+fn plan_warns_of_missing_local_files_and_diff_names_a_file_that_is_not_a_plan() {
+    let dir = tmp("missing");
+    crate::common::run(stowage().args(["synth", "--count", "2", "--out"]).arg(&dir));
+    std::fs::remove_file(dir.join("tiny-0002/model.onnx")).unwrap();
+    let plan = dir.join("plan.json");
+    let out =
+        stowage().arg("plan").arg("--catalog").arg(dir.join("models.toml")).arg("--out").arg(&plan).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the plan is made all the same: {err}");
+    assert!(
+        err.contains("warning:") && err.contains("1 models name local files") && err.contains("tiny-0002"),
+        "{err}"
+    );
+    assert!(!err.contains("tiny-0001:"), "{err}");
+    // `stowage diff plan.json models.toml`: the second file is a catalog, and says so.
+    let out = stowage().arg("diff").arg(&plan).arg(dir.join("models.toml")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("models.toml: not a plan: it is a catalog (TOML)"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

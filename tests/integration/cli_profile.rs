@@ -86,3 +86,23 @@ fn profile_writes_the_engine_that_runs_a_real_export() {
     assert!(err.contains("tract") && err.contains("cannot run it") && err.contains("Flatten"), "{err}");
     assert_eq!(Catalog::load(&catalog).unwrap().models[0].engine, Some(Engine::Ort));
 }
+
+#[test]
+fn profile_measures_a_catalog_that_has_no_footprints_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    run(stowage().args(["synth", "--count", "1", "--out"]).arg(dir.path()));
+    // A catalog as a new user writes it: instance types and models, nothing measured.
+    let catalog = dir.path().join("models.toml");
+    std::fs::write(
+        &catalog,
+        "[instance_types.\"c5.large\"]\nfamily = \"c5\"\nprice_per_hour = 0.085\nmemory_gib = 3\ncompute = 2\n\n\
+         [[models]]\nid = \"tiny-0001\"\nartifact = \"tiny-0001/model.onnx\"\npeak_rps = 1\n",
+    )
+    .unwrap();
+    let refused = stowage().arg("plan").arg("--catalog").arg(&catalog).output().unwrap();
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no footprint"), "plan needs footprints");
+    run(stowage().args(["profile", "--family", "c5", "--iterations", "1", "--in-place", "--catalog"]).arg(&catalog));
+    let measured = Catalog::load(&catalog).unwrap();
+    assert!(measured.models[0].footprints["c5"].service_ms > 0.0);
+    run(stowage().arg("plan").arg("--catalog").arg(&catalog).arg("--out").arg(dir.path().join("plan.json")));
+}
