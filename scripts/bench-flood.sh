@@ -6,7 +6,10 @@
 #   scripts/bench-flood.sh [SECONDS] [PRESET] [ENGINE]      e.g. scripts/bench-flood.sh 15 mini tract
 # SERVE_ARGS adds flags to the node.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+positional_only "$@"
+cd "$root"
 seconds=${1:-15}
 preset=${2:-mini}
 engine=${3:-tract}
@@ -16,14 +19,13 @@ server_cpus=${SERVER_CPUS:-0-$((last - 1))}
 client_cpus=${CLIENT_CPUS:-$last}
 command -v wrk >/dev/null || { sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo; $sudo apt-get install -y -qq wrk >/dev/null; }
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(scripts/ort-lib.sh)}
-cargo build --release --locked -q
-stowage=./target/release/stowage
+stowage=$(release_binary)
 read -r -a serve_args <<< "${SERVE_ARGS:-}"
 dir=out/bench/$preset
-[ -f "$dir/$preset-0001/model.onnx" ] || $stowage synth --out "$dir" --count 1 --preset "$preset" >/dev/null
+[ -f "$dir/$preset-0001/model.onnx" ] || "$stowage" synth --out "$dir" --count 1 --preset "$preset" >/dev/null
 export WRK_BODY='{"inputs": "I love this product, the delivery was fast and the support team was very helpful"}'
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-RUST_LOG=warn taskset -c "$server_cpus" $stowage serve --catalog "$dir/models.toml" --engine "$engine" \
+RUST_LOG=warn taskset -c "$server_cpus" "$stowage" serve --catalog "$dir/models.toml" --engine "$engine" \
   --host 127.0.0.1 --port "$port" "${serve_args[@]}" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT

@@ -6,7 +6,10 @@
 # alternating which side runs first; medians.
 #   scripts/bench-gateway.sh [SECONDS] [PRESET] [ROUNDS]      e.g. scripts/bench-gateway.sh 6 mini 3
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+positional_only "$@"
+cd "$root"
 seconds=${1:-6}
 preset=${2:-mini}
 rounds=${3:-3}
@@ -16,14 +19,13 @@ node_cpus=${NODE_CPUS:-0}
 client_cpus=${CLIENT_CPUS:-$last}
 command -v wrk >/dev/null || { sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo; $sudo apt-get install -y -qq wrk >/dev/null; }
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(scripts/ort-lib.sh)}
-cargo build --release --locked -q
-stowage=./target/release/stowage
+stowage=$(release_binary)
 dir=out/bench/$preset
-[ -f "$dir/$preset-0001/model.onnx" ] || $stowage synth --out "$dir" --count 1 --preset "$preset" >/dev/null
+[ -f "$dir/$preset-0001/model.onnx" ] || "$stowage" synth --out "$dir" --count 1 --preset "$preset" >/dev/null
 free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 node_port=$(free)
 gw_port=$(free)
-RUST_LOG=warn taskset -c "$node_cpus" $stowage serve --catalog "$dir/models.toml" --engine tract \
+RUST_LOG=warn taskset -c "$node_cpus" "$stowage" serve --catalog "$dir/models.toml" --engine tract \
   --host 127.0.0.1 --port "$node_port" --queue-size 256 &
 node=$!
 routes=$(mktemp)
@@ -31,7 +33,7 @@ runs=out/bench/gateway-runs.txt
 trap 'kill -TERM $node ${gw:-} 2>/dev/null; wait 2>/dev/null || true; rm -f "$routes"' EXIT
 until curl -sf "localhost:$node_port/ready" >/dev/null; do kill -0 $node; sleep 0.2; done
 echo "{\"$preset-0001\": \"http://127.0.0.1:$node_port\"}" > "$routes"
-RUST_LOG=warn taskset -c "$client_cpus" $stowage gateway --routes "$routes" --host 127.0.0.1 --port "$gw_port" --workers 1 &
+RUST_LOG=warn taskset -c "$client_cpus" "$stowage" gateway --routes "$routes" --host 127.0.0.1 --port "$gw_port" --workers 1 &
 gw=$!
 until curl -sf "localhost:$gw_port/ready" >/dev/null; do kill -0 $gw; sleep 0.2; done
 export WRK_BODY='{"inputs": "I love this product, the delivery was fast and the support team was very helpful"}'

@@ -5,8 +5,11 @@
 # request time seen by curl and the mean tokenization time from the node's own metric.
 #   scripts/bench-long-text.sh [STOWAGE_BINARY]      (default: a release build of this tree)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-bin=${1:-}
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+positional_only "$@"
+cd "$root"
+bin=${1:+$(from_caller "$1")}
 if [ -z "$bin" ]; then
   cargo build --release --locked -q
   bin=./target/release/stowage

@@ -3,7 +3,10 @@
 # first-fit decreasing. Prints a Markdown table (used in BENCHMARKS.md).
 #   scripts/bench-plan.sh [SIZES] [SEEDS]     e.g. scripts/bench-plan.sh "3000 10000" "1 2 3 4 5"
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+positional_only "$@"
+cd "$root"
 sizes=${1:-"3000 10000"}
 seeds=${2:-"1 2 3 4 5"}
 cargo build --release --locked -q -p stowage-planner --example catalog

@@ -6,7 +6,10 @@
 # Scenarios: (i) one model retired, one added; (ii) 5 % retired, 5 % added, 10 % of models'
 # traffic doubled; (iii) 20 % / 20 % / 20 %; (iv) the plan's least used instance type removed.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+positional_only "$@"
+cd "$root"
 sizes=${1:-"3000 10000"}
 seed=${2:-1}
 cargo build --release --locked -q -p stowage-planner --example catalog

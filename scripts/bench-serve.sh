@@ -19,7 +19,10 @@
 #   those CPUs once the node is ready: the inference keeps SERVER_CPUS to itself, as on a node with
 #   cores to spare for HTTP (the engine alone still gets SERVER_CPUS only).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+positional_only "$@"
+cd "$root"
 seconds=${1:-10}
 presets=${2:-"mini base"}
 rounds=${3:-3}
@@ -56,11 +59,11 @@ mem=$(mktemp)
 trap 'rm -f "$mem"' EXIT
 for preset in $presets; do
   dir=out/bench/$preset
-  [ -f "$dir/$preset-0001/model.onnx" ] || $stowage synth --out "$dir" --count 1 --preset "$preset" >/dev/null
+  [ -f "$dir/$preset-0001/model.onnx" ] || "$stowage" synth --out "$dir" --count 1 --preset "$preset" >/dev/null
   weights=$(stat -c %s "$dir/$preset-0001/model.onnx")
   for engine in tract ort; do
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    RUST_LOG=warn taskset -c "$server_cpus" $stowage serve --catalog "$dir/models.toml" --engine "$engine" \
+    RUST_LOG=warn taskset -c "$server_cpus" "$stowage" serve --catalog "$dir/models.toml" --engine "$engine" \
       --host 127.0.0.1 --port "$port" --queue-size 256 "${serve_args[@]}" &
     pid=$!
     until curl -sf "localhost:$port/ready" >/dev/null; do kill -0 $pid; sleep 0.2; done

@@ -6,20 +6,22 @@
 # Prints a Markdown table (used in BENCHMARKS.md).
 #   scripts/bench-startup.sh [COUNT] [PRESET] [ENGINE]      e.g. scripts/bench-startup.sh 20 base ort
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+positional_only "$@"
+cd "$root"
 count=${1:-20}
 preset=${2:-base}
 engine=${3:-ort}
 parallel=${FETCH_PARALLELISM:-4}
-command -v moto_server >/dev/null || python3 -m pip install -q --disable-pip-version-check 'moto[server]==5.2.1'
+PATH="$(scripts/venv.sh)":$PATH  # moto_server, from the project's virtual environment
 if [ "$engine" = ort ]; then export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(scripts/ort-lib.sh)}; fi
-cargo build --release --locked -q
-stowage=./target/release/stowage
+stowage=$(release_binary)
 work=out/bench-startup
 models=$work/$preset-$count
 if [ "$(grep -c '^\[\[models\]\]' "$models/models.toml" 2>/dev/null)" != "$count" ]; then
   rm -rf "$models"
-  $stowage synth --out "$models" --count "$count" --preset "$preset" >/dev/null
+  "$stowage" synth --out "$models" --count "$count" --preset "$preset" >/dev/null
 fi
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -32,7 +34,7 @@ moto=$!
 pid=""
 trap 'kill $moto $pid 2>/dev/null || true' EXIT
 until curl -s -o /dev/null "$endpoint"; do sleep 0.2; done
-$stowage upload --catalog "$models" --bucket bench --create-bucket --s3-endpoint "$endpoint" \
+"$stowage" upload --catalog "$models" --bucket bench --create-bucket --s3-endpoint "$endpoint" \
   --out "$work/s3.toml" 2>/dev/null
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 now() { date +%s.%N; }
@@ -65,7 +67,7 @@ start_node() {
   drop_caches
   local s
   s=$(now)
-  RUST_LOG=info $stowage serve --catalog "$work/s3.toml" --engine "$engine" --host 127.0.0.1 --port "$p" \
+  RUST_LOG=info "$stowage" serve --catalog "$work/s3.toml" --engine "$engine" --host 127.0.0.1 --port "$p" \
     --cache-dir "$work/cache" --s3-endpoint "$endpoint" --fetch-parallelism "$parallel" 2>"$log" &
   pid=$!
   until curl -sf "127.0.0.1:$p/ready" >/dev/null; do kill -0 $pid; sleep 0.1; done

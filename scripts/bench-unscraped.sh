@@ -4,15 +4,17 @@
 # The node on CPU 0, wrk on CPU 1, a tiny model, SECONDS of closed-loop load at 4 connections.
 #   scripts/bench-unscraped.sh [SECONDS]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+positional_only "$@"
+cd "$root"
 seconds=${1:-60}
 command -v wrk >/dev/null || { sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo; $sudo apt-get install -y -qq wrk >/dev/null; }
-cargo build --release --locked -q
-stowage=./target/release/stowage
+stowage=$(release_binary)
 dir=out/bench/unscraped
-[ -f "$dir/tiny-0001/model.onnx" ] || $stowage synth --out "$dir" --count 1 >/dev/null
+[ -f "$dir/tiny-0001/model.onnx" ] || "$stowage" synth --out "$dir" --count 1 >/dev/null
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-RUST_LOG=warn taskset -c 0 $stowage serve --catalog "$dir/models.toml" --host 127.0.0.1 --port "$port" 2>/dev/null &
+RUST_LOG=warn taskset -c 0 "$stowage" serve --catalog "$dir/models.toml" --host 127.0.0.1 --port "$port" 2>/dev/null &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
 until curl -sf "localhost:$port/ready" >/dev/null; do kill -0 $pid; sleep 0.2; done

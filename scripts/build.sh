@@ -3,7 +3,9 @@
 #   scripts/build.sh --registry REGISTRY [--tag TAG] [--families cpu,gpu,inf] [--push]
 # For an ECR registry (ACCOUNT.dkr.ecr.REGION.amazonaws.com) it logs in with the AWS CLI first.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+cd "$root"
 registry=""
 tag=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 families=cpu,gpu,inf
@@ -14,10 +16,11 @@ while (($#)); do
     --tag) tag=$2; shift 2 ;;
     --families) families=$2; shift 2 ;;
     --push) push=true; shift ;;
-    *) echo "build: unknown argument $1" >&2; exit 2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) refuse "unknown argument $1" ;;
   esac
 done
-[ -n "$registry" ] || { echo "build: --registry is required" >&2; exit 2; }
+[ -n "$registry" ] || refuse "--registry is required"
 if $push && [[ $registry =~ ^[0-9]+\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com ]]; then
   aws ecr get-login-password --region "${BASH_REMATCH[1]}" | docker login --username AWS --password-stdin "$registry"
 fi

@@ -3,25 +3,30 @@
 #   1. plan the example catalog (models.toml) → out/plan.json, out/plan.svg
 #   2. synth 6 small BERT-style models → out/demo/, plan them, start their node with `stowage serve`
 #   3. curl a classification and an embedding from it, print them, stop the node (SIGTERM → drain)
+# Takes no arguments; writes under out/ in the repository. The first run builds stowage in release
+# mode first (about 15 CPU-minutes; Cargo shows its progress).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+positional_only "$@"
+(($# == 0)) || refuse "takes no arguments"
+cd "$root"
 scripts/setup.sh
-cargo build --release --locked -q
-stowage=./target/release/stowage
+stowage=$(release_binary)
 mkdir -p out
 
 echo "== stowage plan --catalog models.toml"
-$stowage plan --catalog models.toml --out out/plan.json --svg out/plan.svg
+"$stowage" plan --catalog models.toml --out out/plan.json --svg out/plan.svg
 
 echo; echo "== stowage synth + plan (embedded default: 6 synthetic models on local disk)"
 rm -rf out/demo
-$stowage synth --out out/demo --count 6 --embedding-every 3 --preset tiny
-$stowage plan --catalog out/demo/models.toml --out out/demo/plan.json --svg out/demo/plan.svg
+"$stowage" synth --out out/demo --count 6 --embedding-every 3 --preset tiny
+"$stowage" plan --catalog out/demo/models.toml --out out/demo/plan.json --svg out/demo/plan.svg
 node=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["nodes"][0]["id"])' out/demo/plan.json)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
 echo; echo "== stowage serve --plan out/demo/plan.json --node $node --port $port"
-RUST_LOG=${RUST_LOG:-warn} $stowage serve --plan out/demo/plan.json --node "$node" --host 127.0.0.1 --port "$port" &
+RUST_LOG=${RUST_LOG:-warn} "$stowage" serve --plan out/demo/plan.json --node "$node" --host 127.0.0.1 --port "$port" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 300); do

@@ -1,42 +1,52 @@
 #!/usr/bin/env bash
-# Deploys a plan.
-#   scripts/deploy.sh [--runtime local|kubernetes] [--out DIR] [-- EXTRA FLAGS] PLAN
+# Deploys a plan:
+#   scripts/deploy.sh [--runtime local|kubernetes] [--out DIR] PLAN [-- EXTRA FLAGS]
 # local (default): one `stowage serve` per node of the plan on free 127.0.0.1 ports, waits until
 #   every node is ready, writes DIR/routes.json (model id → node URL) for the load tests, and
 #   starts one `stowage gateway` in front of them (every model at one address, written to
-#   DIR/gateway.url; it re-reads routes.json when it changes). On a running deployment it
-#   reconciles in place: starts new nodes, rewrites changed nodes' plan slices (they reload
-#   themselves; a moving model is served by both nodes until the routes switch), then rewrites
-#   routes.json and drains and stops the nodes the plan no longer has. The catalog (--catalog
-#   among EXTRA FLAGS, else models.toml beside PLAN) is read where it is: edit it in place.
+#   DIR/gateway.url; it re-reads routes.json when it changes). A node whose model fails to load
+#   stops the deployment at once, with the node's reason. On a running deployment it reconciles in
+#   place: starts new nodes, rewrites changed nodes' plan slices (they reload themselves; a moving
+#   model is served by both nodes until the routes switch), then rewrites routes.json and drains
+#   and stops the nodes the plan no longer has. The catalog (--catalog among EXTRA FLAGS, else
+#   models.toml beside PLAN) is read where it is: edit it in place.
 # kubernetes: `stowage manifests` into DIR/manifests, then `kubectl apply -k`; routes.json holds
 #   the in-cluster URLs http://<node>.<namespace>.svc.cluster.local:8080. Applying a new plan
 #   changes only the ConfigMaps of nodes whose models change (they reload in place; no pod
 #   restarts), creates new nodes, and deletes the nodes the plan no longer has after
 #   STOWAGE_PRUNE_DELAY seconds (90: until the kubelets have handed out the new ConfigMaps).
-# EXTRA FLAGS go to `stowage serve` (local) or `stowage manifests` (kubernetes).
-# Stop with scripts/stop.sh, inspect with scripts/status.sh (same --out).
+# EXTRA FLAGS go to `stowage serve` (local) or `stowage manifests` (kubernetes). Paths (PLAN, DIR,
+# --catalog) are read from the folder the script is called from; DIR defaults to out/deploy in the
+# repository. Stop with scripts/stop.sh, inspect with scripts/status.sh (same --out).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 runtime=local
-out=out/deploy
+out=$root/out/deploy
 extra=()
 plan=""
 while (($#)); do
   case "$1" in
-    --runtime) runtime=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
+    --runtime) [ $# -ge 2 ] || refuse "--runtime needs local or kubernetes"; runtime=$2; shift 2 ;;
+    --out) [ $# -ge 2 ] || refuse "--out needs a folder"; out=$(from_caller "$2"); shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
-    *) plan=$1; shift ;;
+    -h | --help) usage; exit 0 ;;
+    -*) refuse "unknown option $1" ;;
+    *) [ -z "$plan" ] || refuse "one plan at a time (got $plan and $1)"; plan=$(from_caller "$1"); shift ;;
   esac
 done
+case "$runtime" in local | kubernetes) ;; *) refuse "--runtime is local or kubernetes, not $runtime" ;; esac
 if [ -z "$plan" ] || [ ! -f "$plan" ]; then
-  echo "deploy: give a plan.json (got '${plan}')" >&2
-  exit 2
+  refuse "give a plan.json (got '${plan}')"
 fi
-stowage=${STOWAGE_BIN:-./target/release/stowage}
-[ -x "$stowage" ] || cargo build --release --locked -q
+# Paths among the extra flags are the caller's too.
+for ((i = 0; i < ${#extra[@]}; i++)); do
+  case "${extra[i]}" in
+    --catalog | --cache-dir | --admin-token-file | --ort-library) [ $((i + 1)) -lt ${#extra[@]} ] && extra[i + 1]=$(from_caller "${extra[i + 1]}") ;;
+  esac
+done
+stowage=$(release_binary)
+cd "$root"
 mkdir -p "$out"
 nodes=$(python3 -c 'import json,sys; print(" ".join(n["id"] for n in json.load(open(sys.argv[1]))["nodes"]))' "$plan")
 
@@ -60,16 +70,32 @@ case "$runtime" in
     slices=(python3 scripts/plan_slices.py)
     mkdir -p "$out/logs"
     deadline=$((SECONDS + ${STOWAGE_DEPLOY_TIMEOUT:-300}))
-    # Waits until process PID answers URL/ready; else shows logs/NAME.log, stops everything, fails.
+    # Stops everything that runs from $out and fails, after saying why (and the log's tail).
+    give_up() {
+      local name=$1
+      echo "deploy: $2; the end of $out/logs/$name.log:" >&2
+      tail -n 20 "$out/logs/$name.log" >&2
+      scripts/stop.sh --out "$out" >&2
+      exit 1
+    }
+    # Waits until process PID answers URL/ready. A model that failed to load, a process that
+    # exited or the deadline (STOWAGE_DEPLOY_TIMEOUT, 300 s) stops everything with the reason.
     wait_ready() {
-      local name=$1 pid=$2 url=$3
-      until curl -sf "$url/ready" > /dev/null; do
-        if ! kill -0 "$pid" 2> /dev/null || ((SECONDS > deadline)); then
-          echo "deploy: $name did not become ready; its log:" >&2
-          tail -n 20 "$out/logs/$name.log" >&2
-          scripts/stop.sh --out "$out" >&2
-          exit 1
-        fi
+      local name=$1 pid=$2 url=$3 ready failed
+      while true; do
+        ready=$(curl -s "$url/ready" || true)
+        case "$ready" in *'"status":"ready"'*) return ;; esac
+        failed=$(curl -sf "$url/models" 2> /dev/null | python3 -c 'import json, sys
+try:
+    models = json.load(sys.stdin)["models"]
+except Exception:
+    sys.exit()
+for m in models:
+    if m.get("state") == "failed":
+        print("model %s failed to load: %s" % (m["id"], m.get("error", "(no reason)")))' || true)
+        [ -z "$failed" ] || give_up "$name" "$name: $failed"
+        kill -0 "$pid" 2> /dev/null || give_up "$name" "$name exited before it was ready"
+        ((SECONDS <= deadline)) || give_up "$name" "$name was not ready within ${STOWAGE_DEPLOY_TIMEOUT:-300} s"
         sleep 0.2
       done
     }

@@ -4,15 +4,17 @@
 # undocumented status, no connection dropped without an answer, /ping answering at the end.
 #   scripts/fuzz.sh [COUNT] [SEED]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+positional_only "$@"
+cd "$root"
 count=${1:-20000}
 seed=${2:-1}
-cargo build --release --locked -q
-stowage=./target/release/stowage
+stowage=$(release_binary)
 dir=out/fuzz
-[ -f "$dir/tiny-0001/model.onnx" ] || $stowage synth --out "$dir" --count 1 --embedding-every 0 >/dev/null
+[ -f "$dir/tiny-0001/model.onnx" ] || "$stowage" synth --out "$dir" --count 1 --embedding-every 0 >/dev/null
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-RUST_LOG=warn $stowage serve --catalog "$dir/models.toml" --host 127.0.0.1 --port "$port" --max-batch 8 \
+RUST_LOG=warn "$stowage" serve --catalog "$dir/models.toml" --host 127.0.0.1 --port "$port" --max-batch 8 \
   --body-timeout-ms 2000 2> "$dir/node.log" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT

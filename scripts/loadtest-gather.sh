@@ -4,6 +4,9 @@
 # results and reports them together.
 #   scripts/loadtest-gather.sh [NAMESPACE] [OUT_DIR]
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+positional_only "$@"
 ns=${1:-stowage}
 out=${2:-out/loadtest-cluster}
 mkdir -p "$out"

@@ -9,12 +9,12 @@
 #     step whose P90 stays under the SLO; steps where the client used more than --client-cpu-max of
 #     the machine are marked client-bound and never reported as the server's capacity.
 # Routes come from scripts/deploy.sh (default out/deploy/routes.json). Paths are read from the
-# working directory; a route that does not answer is reported and the run goes on.
+# caller's folder; a route that does not answer is reported and the run goes on.
 set -euo pipefail
-here=$PWD
-cd "$(dirname "$0")/.."
-routes=out/deploy/routes.json
-out=out/loadtest
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+routes=$root/out/deploy/routes.json
+out=$root/out/loadtest
 steps="1 2 4 8 16"
 rates="50 100 200 400"
 duration=10
@@ -24,24 +24,25 @@ cpu_max=0.5
 plan=""
 while (($#)); do
   case "$1" in
-    --routes) routes=$(realpath -m -- "$here/$2"); [[ $2 = /* ]] && routes=$2; shift 2 ;;
-    --out) out=$(realpath -m -- "$here/$2"); [[ $2 = /* ]] && out=$2; shift 2 ;;
+    --routes) routes=$(from_caller "$2"); shift 2 ;;
+    --out) out=$(from_caller "$2"); shift 2 ;;
     --steps) steps=$2; shift 2 ;;
     --rates) rates=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --slo-ms) slo=$2; shift 2 ;;
     --order) order=$2; shift 2 ;;
     --client-cpu-max) cpu_max=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
-    *) plan=$(realpath -m -- "$here/$1"); [[ $1 = /* ]] && plan=$1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    -*) refuse "unknown option $1" ;;
+    *) [ -z "$plan" ] || refuse "one plan at a time (got $plan and $1)"; plan=$(from_caller "$1"); shift ;;
   esac
 done
 if [ -z "$plan" ] || [ ! -f "$plan" ] || [ ! -f "$routes" ]; then
   echo "loadtest: give a plan.json and its routes (scripts/deploy.sh writes $routes)" >&2
   exit 2
 fi
-stowage=${STOWAGE_BIN:-./target/release/stowage}
-[ -x "$stowage" ] || cargo build --release --locked -q
+stowage=$(release_binary)
+cd "$root"
 rm -rf "$out"
 mkdir -p "$out/steps"
 body='{"inputs": "I love this product, the delivery was fast"}'

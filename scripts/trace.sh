@@ -10,8 +10,13 @@
 # PyTorch, transformers, onnx and onnxruntime go into a virtual environment (STOWAGE_TRACE_VENV,
 # default .venv-trace; several GB, since PyPI's torch wheels bring the CUDA libraries).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-venv=${STOWAGE_TRACE_VENV:-.venv-trace}
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+case "${1:-}" in
+  "") usage >&2; exit 2 ;;
+  -h | --help) usage; exit 0 ;;
+esac
+venv=${STOWAGE_TRACE_VENV:-$root/.venv-trace}
 if ! "$venv/bin/python" -c 'import torch, transformers, onnx, onnxruntime, onnxconverter_common' 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check 'torch>=2.4' 'transformers>=4.44,<6' 'onnx>=1.16' \
@@ -19,17 +24,19 @@ if ! "$venv/bin/python" -c 'import torch, transformers, onnx, onnxruntime, onnxc
 fi
 py=$venv/bin/python
 
-if [ "${1:-}" != --local-demo ]; then
-  exec "$py" scripts/trace.py "$@"
+if [ "$1" != --local-demo ]; then
+  # From the caller's folder, so that MODEL and OUT are read there (trace.py parses its arguments).
+  exec "$py" "$root/scripts/trace.py" "$@"
 fi
 
-out=${2:?usage: scripts/trace.sh --local-demo OUT}
-stowage=${STOWAGE_BIN:-./target/release/stowage}
-[ -x "$stowage" ] || { cargo build --release --locked -q; stowage=./target/release/stowage; }
+[ $# -eq 2 ] || refuse "--local-demo takes one folder: scripts/trace.sh --local-demo OUT"
+out=$(from_caller "$2")
+stowage=$(release_binary)
+cd "$root"
 rm -rf "$out"
 mkdir -p "$out"
 # A WordPiece tokenizer from `stowage synth`, and a random 2-layer BERT classifier around it.
-$stowage synth --out "$out/synth" --count 1 >/dev/null
+"$stowage" synth --out "$out/synth" --count 1 >/dev/null
 "$py" - "$out" <<'PY'
 import sys, torch
 from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
@@ -51,7 +58,7 @@ PY
   sed 's/^peak_rps/profile = "synth-tiny"\npeak_rps/' "$out/entry.toml"
 } > "$out/models.toml"
 port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-RUST_LOG=warn $stowage serve --catalog "$out/models.toml" --host 127.0.0.1 --port "$port" &
+RUST_LOG=warn "$stowage" serve --catalog "$out/models.toml" --host 127.0.0.1 --port "$port" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 until curl -sf "127.0.0.1:$port/ready" >/dev/null; do

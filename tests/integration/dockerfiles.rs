@@ -45,8 +45,7 @@ fn the_build_context_holds_every_workspace_crate() {
 
 #[test]
 fn dockerfiles_match_the_code() {
-    let ort_version =
-        read("scripts/ort-lib.sh").split("ORT_VERSION:-").nth(1).unwrap().split('}').next().unwrap().to_string();
+    let ort_version = read("scripts/requirements-ort.txt").split("onnxruntime==").nth(1).unwrap().trim().to_string();
     let toolchain =
         read("rust-toolchain.toml").split("channel = \"").nth(1).unwrap().split('"').next().unwrap().to_string();
     let user = stowage_deployment::manifests::RUN_AS_USER.to_string();

@@ -61,6 +61,22 @@ fn deploy_local_predict_every_model_and_stop() {
     let status = run(Command::new(Path::new(ROOT).join("scripts/status.sh")).arg("--out").arg(&out));
     assert_eq!(status.matches("\"status\":\"ready\"").count(), 3, "{status}");
 
+    // --help prints the usage and touches nothing; an unknown argument is refused (exit 2), and
+    // the deployment serves on.
+    for script in ["stop", "status"] {
+        let path = Path::new(ROOT).join(format!("scripts/{script}.sh"));
+        let help = run(Command::new(&path).arg("--help").env("STOWAGE_STOP_TIMEOUT", "1"));
+        assert!(help.contains(&format!("scripts/{script}.sh [--out DIR]")), "{script} --help: {help}");
+        let refused = Command::new(&path).args(["--bogus", "--out"]).arg(&out).output().unwrap();
+        assert_eq!(refused.status.code(), Some(2), "{script} --bogus");
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown argument --bogus"));
+    }
+    for model in routes.keys() {
+        let r = ureq::get(&format!("{gateway}/predictions/{model}?text=still+here")).call().unwrap();
+        assert_eq!(r.status(), 200, "{model} after stop.sh --help");
+    }
+    assert!(pids.iter().chain([&gateway_pid]).all(|p| alive(p)), "a process stopped after --help");
+
     // The CI smoke run of the load test: a short sweep produces the report files.
     let lt = d.join("loadtest");
     let report = run(Command::new(Path::new(ROOT).join("scripts/loadtest.sh"))
@@ -190,4 +206,34 @@ fn deploy_local_predict_every_model_and_stop() {
     assert_eq!(logs, 5, "four nodes and the gateway");
     // Nothing left to stop.
     assert!(run(Command::new(Path::new(ROOT).join("scripts/stop.sh")).arg("--out").arg(&out)).contains("nothing"));
+}
+
+#[test]
+fn deploy_fails_fast_with_the_nodes_reason_when_a_model_cannot_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run(crate::common::stowage().args(["synth", "--count", "2", "--out"]).arg(d));
+    crate::common::local_catalog(d);
+    std::fs::write(d.join("tiny-0002/model.onnx"), b"not a model").unwrap();
+    let plan = d.join("plan.json");
+    run(crate::common::stowage().arg("plan").arg("--catalog").arg(d.join("models.toml")).arg("--out").arg(&plan));
+    // From the plan's folder, with relative paths: they are read there.
+    let started = std::time::Instant::now();
+    let out = Command::new(Path::new(ROOT).join("scripts/deploy.sh"))
+        .current_dir(d)
+        .args(["--out", "deploy", "plan.json"])
+        .env("STOWAGE_BIN", env!("CARGO_BIN_EXE_stowage"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("model tiny-0002 failed to load: model.onnx: not a readable ONNX model"), "{said}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "it waited for the deadline: {said}");
+    assert!(d.join("deploy/logs").is_dir(), "the deployment is in the caller's folder");
+    assert!(!d.join("deploy/nodes.tsv").exists(), "everything was stopped");
+    // An unknown option and a second plan are refused before anything starts.
+    for args in [&["--bogus", "plan.json"][..], &["plan.json", "plan.json"][..]] {
+        let out = Command::new(Path::new(ROOT).join("scripts/deploy.sh")).current_dir(d).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }
