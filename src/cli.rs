@@ -681,6 +681,11 @@ pub struct SynthArgs {
     #[arg(long, env = "STOWAGE_PEAK_RPS", default_value_t = 2.0)]
     pub peak_rps: f64,
 
+    /// Plan the models onto one small local instance type, `local.small`, that holds N of them,
+    /// instead of the AWS types: a plan of several nodes for `scripts/deploy.sh --runtime local`.
+    #[arg(long, env = "STOWAGE_PER_NODE", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub per_node: Option<usize>,
+
     /// Seed of the random weights.
     #[arg(long, env = "STOWAGE_SYNTH_SEED", default_value_t = 1)]
     pub seed: u64,

@@ -24,6 +24,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         embedding_every: args.embedding_every,
         seed: args.seed,
         peak_rps: args.peak_rps,
+        local_per_node: args.per_node,
     };
     let models = synth::write(&spec)?;
     let bytes: u64 = models.iter().map(|m| m.bytes).sum();

@@ -78,6 +78,9 @@ pub struct SynthSpec {
     pub embedding_every: usize,
     pub seed: u64,
     pub peak_rps: f64,
+    /// Plan onto one small local instance type (`local.small`) that holds this many of the models,
+    /// instead of the AWS types: for multi-node deployments on one machine.
+    pub local_per_node: Option<usize>,
 }
 
 /// One generated model.
@@ -161,12 +164,27 @@ fn catalog(spec: &SynthSpec, models: &[SynthModel]) -> String {
         spec.count, spec.profile
     );
     let _ = writeln!(s, "[limits]\nmax_memory = 0.90\nmax_utilization = 0.83\n");
-    s.push_str(stowage_core::instance_types::INSTANCE_TYPES);
-    for (family, m, ms) in [
-        ("c5", memory, cpu_ms),
-        ("inf1", memory, (cpu_ms / 15.0).max(0.5)),
-        ("g4dn", memory + 200.0, (cpu_ms / 12.0).max(0.5)),
-    ] {
+    let profiles: Vec<(&str, f64, f64)> = match spec.local_per_node {
+        Some(n) => {
+            // Room for n models and half of one more under max_memory: the planner puts n a node.
+            let gib = ((n as f64 + 0.5) * memory / 1024.0 / 0.9 * 1000.0).ceil() / 1000.0;
+            let _ = writeln!(
+                s,
+                "# One local instance type that holds {n} of these models (stowage synth --per-node {n}).\n\
+                 [instance_types.\"local.small\"]\nfamily = \"local\"\nprice_per_hour = 0.1\nmemory_gib = {gib}\ncompute = 2"
+            );
+            vec![("local", memory, cpu_ms)]
+        }
+        None => {
+            s.push_str(stowage_core::instance_types::INSTANCE_TYPES);
+            vec![
+                ("c5", memory, cpu_ms),
+                ("inf1", memory, (cpu_ms / 15.0).max(0.5)),
+                ("g4dn", memory + 200.0, (cpu_ms / 12.0).max(0.5)),
+            ]
+        }
+    };
+    for (family, m, ms) in profiles {
         let _ = writeln!(s, "\n[profiles.\"{}\".{family}]\nmemory_mib = {m}\nservice_ms = {ms}", spec.profile);
     }
     for m in models {

@@ -34,6 +34,7 @@ fn models() -> tempfile::TempDir {
         embedding_every: 2,
         seed: 11,
         peak_rps: 2.0,
+        local_per_node: None,
     })
     .unwrap();
     dir

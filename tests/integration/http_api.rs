@@ -36,6 +36,7 @@ fn fixture() -> &'static Fixture {
             embedding_every: 3,
             seed: 7,
             peak_rps: 1.0,
+            local_per_node: None,
         })
         .unwrap();
         std::fs::create_dir_all(root.join("broken")).unwrap();
@@ -564,6 +565,7 @@ async fn a_model_with_the_tokenizer_of_a_larger_vocabulary_fails_to_load() {
         embedding_every: 0,
         seed: 9,
         peak_rps: 1.0,
+        local_per_node: None,
     };
     synth::write(&small).unwrap();
     let small = |tokenizer: PathBuf| ModelSpec {
