@@ -641,7 +641,7 @@ impl Validator<'_> {
             self.error(
                 Some(span.clone()),
                 &at("profile"),
-                "no footprint: give a profile or [models.footprint.<family>]",
+                "no footprint: give a profile or [models.footprint.<family>] (stowage profile measures them)",
             );
             footprint_ok = false;
         }

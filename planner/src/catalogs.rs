@@ -116,7 +116,7 @@ pub fn reference78(seed: u64) -> String {
         let rps: f64 = (rng.random_range(0.5_f64.ln()..150.0_f64.ln()).exp() * 10.0).round() / 10.0;
         let _ = write!(
             s,
-            "[[models]]\nid = \"m{i:02}\"\nartifact = \"m{i:02}.onnx\"\npeak_rps = {rps}\n[models.footprint.inf1]\nmemory_mib = {mem}\nservice_ms = {svc}\n[models.footprint.g4dn]\nmemory_mib = {}\nservice_ms = {}\n\n",
+            "[[models]]\nid = \"m{i:02}\"\nartifact = \"s3://stowage-models/m{i:02}/model.onnx\"\npeak_rps = {rps}\n[models.footprint.inf1]\nmemory_mib = {mem}\nservice_ms = {svc}\n[models.footprint.g4dn]\nmemory_mib = {}\nservice_ms = {}\n\n",
             (mem * 1.3).round(),
             (svc * 1.2 * 10.0).round() / 10.0
         );

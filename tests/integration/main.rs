@@ -19,6 +19,7 @@ mod layers;
 mod live_nodes;
 mod local_runtime;
 mod logs;
+mod readme;
 mod repository;
 mod s3;
 mod shutdown;
