@@ -10,13 +10,14 @@ const MAX_BYTES: u64 = 1 << 20;
 #[test]
 fn no_archive_wheel_or_large_file_is_tracked() {
     let out = Command::new("git").current_dir(ROOT).args(["ls-files", "-z"]).output();
-    let Ok(out) = out.filter(|o| o.status.success()) else {
+    let Some(out) = out.ok().filter(|o| o.status.success()) else {
         eprintln!("skipping: not a git checkout");
         return;
     };
     let mut found = Vec::new();
     for path in String::from_utf8_lossy(&out.stdout).split('\0').filter(|p| !p.is_empty()) {
-        let archive = [".whl", ".tar.gz", ".tgz", ".zip", ".tar", ".so", ".deb", ".jar"].iter().any(|e| path.ends_with(e));
+        let archive =
+            [".whl", ".tar.gz", ".tgz", ".zip", ".tar", ".so", ".deb", ".jar"].iter().any(|e| path.ends_with(e));
         // A file deleted in the work tree but not yet from the index has no size to check.
         let size = std::fs::metadata(format!("{ROOT}/{path}")).map_or(0, |m| m.len());
         if archive || size > MAX_BYTES {
