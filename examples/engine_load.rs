@@ -25,7 +25,7 @@ fn main() -> anyhow::Result<()> {
         .cloned()
         .unwrap_or_else(|| "I love this product, the delivery was fast and the support team was very helpful".into());
     if engine == stowage_core::Engine::Ort {
-        stowage_engine::ort::init(None)?;
+        stowage_engine::ort::init(None, stowage_engine::default_ort_intra_threads())?;
     }
     let spec = ModelSpec {
         id: "bench".into(),
@@ -36,6 +36,7 @@ fn main() -> anyhow::Result<()> {
         config_optional: true,
         sha256: None,
         cold: false,
+        request_tokens: stowage_core::catalog::DEFAULT_REQUEST_TOKENS,
     };
     let loaded = Arc::new(load::load(&spec, &EngineOptions::default())?.model);
     let batch: usize = std::env::var("BATCH").ok().map(|b| b.parse()).transpose()?.unwrap_or(1);

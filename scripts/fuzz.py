@@ -20,7 +20,7 @@ count = int(sys.argv[3]) if len(sys.argv) > 3 else 20000
 rng = random.Random(int(sys.argv[4]) if len(sys.argv) > 4 else 1)
 
 # Statuses the API documents (docs/http-api.md); 500 only as inference_failed.
-DOCUMENTED = {200, 400, 404, 405, 408, 413, 422, 429, 500, 503}
+DOCUMENTED = {200, 400, 404, 405, 408, 413, 422, 429, 499, 500, 503}
 ODD = ["", " ", "\u0000", "\u200b", "\ufeff", "é", "東京", "👍" * 50, "a" * 3000, "\\", "\"", "%", "%00", "%ZZ",
        "\ud7ff", "null", "-1", "1e309", "[", "{}", "\r\n"]
 
@@ -75,18 +75,23 @@ def request():
         headers.append(rng.choice(["X: " + "a" * 20000, "Bad Header", "Transfer-Encoding: chunked", "\u0000: 1"]))
     line = f"{method} {path} HTTP/1.1" if rng.random() > 0.03 else rng.choice(["GET", "\u0000\u0001", "GET / HTTP/9.9", ""])
     raw = (line + "\r\n" + "\r\n".join(headers) + "\r\n\r\n").encode("utf-8", "surrogatepass") + data
+    complete = line.endswith(" HTTP/1.1") and "Transfer-Encoding: chunked" not in headers and all(not h.startswith("Content-Length") or h == f"Content-Length: {len(data)}" for h in headers)
     if rng.random() < 0.02:
-        raw = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200)))
-    return raw
+        raw, complete = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))), False
+    return raw, complete
 
 
-def send(raw, timeout=15):
+def send(raw, complete=True, timeout=15):
     s = socket.create_connection((host, port), timeout=timeout)
     got = b""
     try:
         try:
             s.sendall(raw)
-            s.shutdown(socket.SHUT_WR)
+            # Requests the node must read to the end (a body shorter than declared, bytes that are
+            # not HTTP) and half of the others half-close after sending (a FIN): the node may
+            # answer those 499 without running them; the rest wait with the connection open.
+            if not complete or rng.random() < 0.5:
+                s.shutdown(socket.SHUT_WR)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the node answered early (a body it will not read) and closed: read what it said
         while True:
@@ -105,9 +110,9 @@ def send(raw, timeout=15):
 statuses = collections.Counter()
 problems = []
 for i in range(count):
-    raw = request()
+    raw, complete = request()
     try:
-        got = send(raw)
+        got = send(raw, complete)
     except OSError as e:
         problems.append(f"request {i}: {e}: {raw[:120]!r}")
         continue

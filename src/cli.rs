@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use stowage_engine::{EngineOptions, DEFAULT_ORT_INTRA_THREADS};
-use stowage_node::lifecycle::registry::{DEFAULT_BATCH_INPUTS, DEFAULT_QUEUE_SIZE};
+use stowage_engine::{default_ort_intra_threads, EngineOptions};
+use stowage_node::lifecycle::registry::{DEFAULT_BATCH_INPUTS, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_QUEUE_SIZE};
 use stowage_node::lifecycle::startup::{DEFAULT_FETCH_PARALLELISM, DEFAULT_LOAD_PARALLELISM};
 use stowage_node::lifecycle::storage::s3::{Timeouts, DEFAULT_READ_TIMEOUT_SECONDS};
 use stowage_node::lifecycle::storage::{FetchOptions, DEFAULT_FETCH_BACKOFF_MS, DEFAULT_FETCH_RETRIES};
@@ -456,6 +456,12 @@ pub struct ServeArgs {
     #[arg(long, env = "STOWAGE_BATCH_INPUTS", default_value_t = DEFAULT_BATCH_INPUTS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub batch_inputs: usize,
 
+    /// Most padded tokens in one engine call (its rows × the longest): requests of similar
+    /// length batch together, and a request joins a batch only while padding stays under half of
+    /// its tokens, so one long text does not pad every row. A single larger request runs alone.
+    #[arg(long, env = "STOWAGE_MAX_BATCH_TOKENS", default_value_t = DEFAULT_MAX_BATCH_TOKENS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_batch_tokens: usize,
+
     /// Requests of one model that may wait beyond those its engine calls hold
     /// (model concurrency × batch inputs); beyond, 429 with Retry-After.
     #[arg(long, env = "STOWAGE_QUEUE_SIZE", default_value_t = DEFAULT_QUEUE_SIZE)]
@@ -556,8 +562,9 @@ pub const ADMIN_TOKEN_ENV: &str = "STOWAGE_ADMIN_TOKEN";
 /// Which engine runs a model, and how (`serve` and `profile`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct EngineArgs {
-    /// Engine for models whose catalog entry names none: auto (tract when it can run the
-    /// model's graph, else ONNX Runtime), tract or ort.
+    /// Engine for models whose catalog entry names none: auto (the faster of tract and ONNX
+    /// Runtime on a typical request, measured when the model loads; kept by its sha256 under
+    /// --cache-dir), tract or ort.
     #[arg(long, env = "STOWAGE_ENGINE", default_value = "auto")]
     pub engine: stowage_core::Engine,
 
@@ -565,9 +572,11 @@ pub struct EngineArgs {
     #[arg(long, env = "STOWAGE_ORT_LIBRARY")]
     pub ort_library: Option<PathBuf>,
 
-    /// ONNX Runtime threads per inference. 1 on small machines: requests run in parallel instead.
-    #[arg(long, env = "STOWAGE_ORT_INTRA_THREADS", default_value_t = DEFAULT_ORT_INTRA_THREADS)]
-    pub ort_intra_threads: usize,
+    /// ONNX Runtime's intra-op threads: one pool of this many that every model's session shares
+    /// (default: one per CPU), so a lone request uses the idle cores and many at once never run
+    /// more threads than this. 1: each inference on the thread that runs it.
+    #[arg(long, env = "STOWAGE_ORT_INTRA_THREADS")]
+    pub ort_intra_threads: Option<usize>,
 
     /// Run ort models on these CUDA devices, comma-separated (g4dn nodes: 0,1,2,3 on a 4-GPU
     /// type): the models take them in turn, in plan order. Needs the onnxruntime-gpu library
@@ -581,7 +590,7 @@ impl EngineArgs {
     /// one here: `stowage profile` measures one model at a time).
     pub fn options(&self) -> EngineOptions {
         EngineOptions {
-            ort_intra_threads: self.ort_intra_threads,
+            ort_intra_threads: self.ort_intra_threads.unwrap_or_else(default_ort_intra_threads),
             ort_cuda_device: self.ort_cuda_device.first().copied(),
         }
     }

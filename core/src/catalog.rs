@@ -26,6 +26,9 @@ pub const DEFAULT_COLD_WINDOW_SECONDS: f64 = 60.0;
 /// Default of `[limits] cold_pool_margin`: a node's cold pool holds its cold models' expected
 /// resident memory (Che's approximation at `cold_window_seconds`) times 1 + this.
 pub const DEFAULT_COLD_POOL_MARGIN: f64 = 0.25;
+/// Default of `[limits] request_tokens`: the typical request's length, in tokens, at which
+/// service times are measured (`stowage profile`) and engines compared (`auto`).
+pub const DEFAULT_REQUEST_TOKENS: usize = 32;
 
 /// Node-wide limits (Mmax, Cmax) and when models are cold.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,6 +38,11 @@ pub struct Limits {
     pub cold_below_rps: f64,
     pub cold_window_seconds: f64,
     pub cold_pool_margin: f64,
+    /// Typical request length in tokens (a model's `request_tokens` overrides it).
+    pub request_tokens: usize,
+    /// Latency target: the P90 response time each node must keep at its planned peak (a
+    /// model's `slo_p90_ms` may tighten it for the nodes that hold it). `None`: no target.
+    pub slo_p90_ms: Option<f64>,
 }
 
 impl Default for Limits {
@@ -45,6 +53,8 @@ impl Default for Limits {
             cold_below_rps: DEFAULT_COLD_BELOW_RPS,
             cold_window_seconds: DEFAULT_COLD_WINDOW_SECONDS,
             cold_pool_margin: DEFAULT_COLD_POOL_MARGIN,
+            request_tokens: DEFAULT_REQUEST_TOKENS,
+            slo_p90_ms: None,
         }
     }
 }
@@ -83,7 +93,15 @@ pub struct Footprint {
     /// Time to load the model from the node's local disk and warm it up (`stowage profile`
     /// measures it); else `estimated_load_ms` of the memory.
     pub load_ms: Option<f64>,
+    /// Spread of the service time: its squared coefficient of variation (variance ÷ mean²), as
+    /// `stowage profile` measures it; the latency model assumes `DEFAULT_SERVICE_SCV` without it.
+    pub service_scv: Option<f64>,
 }
+
+/// The service-time spread assumed for a footprint that does not give one: between a fixed
+/// service time (0) and an exponential one (1), what interleaved requests of mixed lengths
+/// measure on a packed node (BENCHMARKS.md, "Plans that hold").
+pub const DEFAULT_SERVICE_SCV: f64 = 0.5;
 
 /// The load time assumed for a model of `memory_mib` when its footprint gives none: 100 ms and
 /// 5 ms per MiB (a synthetic mini model, 87 MiB, loads and warms up in about 0.5 s on tract).
@@ -94,6 +112,10 @@ pub fn estimated_load_ms(memory_mib: f64) -> f64 {
 impl Footprint {
     pub fn load_ms(&self) -> f64 {
         self.load_ms.unwrap_or_else(|| estimated_load_ms(self.memory_mib))
+    }
+
+    pub fn service_scv(&self) -> f64 {
+        self.service_scv.unwrap_or(DEFAULT_SERVICE_SCV)
     }
 }
 
@@ -151,9 +173,26 @@ pub struct Model {
     pub engine: Option<Engine>,
     pub sha256: Option<String>,
     pub residency: Residency,
+    /// Typical request length in tokens, if it differs from the catalog's.
+    pub request_tokens: Option<usize>,
+    /// A tighter latency target than the catalog's for the node that holds this model.
+    pub slo_p90_ms: Option<f64>,
 }
 
 impl Model {
+    /// Its typical request length in tokens: its own, else the catalog's.
+    pub fn request_tokens(&self, limits: &Limits) -> usize {
+        self.request_tokens.unwrap_or(limits.request_tokens)
+    }
+
+    /// The P90 target of the node that holds it: the tighter of its own and the catalog's.
+    pub fn slo_p90_ms(&self, limits: &Limits) -> Option<f64> {
+        match (self.slo_p90_ms, limits.slo_p90_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Whether the model is cold under `limits` (its own `residency`, or `auto` by traffic).
     pub fn is_cold(&self, limits: &Limits) -> bool {
         match self.residency {
@@ -311,6 +350,8 @@ struct RawLimits {
     cold_below_rps: Option<Spanned<f64>>,
     cold_window_seconds: Option<Spanned<f64>>,
     cold_pool_margin: Option<Spanned<f64>>,
+    request_tokens: Option<Spanned<f64>>,
+    slo_p90_ms: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -329,6 +370,7 @@ struct RawFootprint {
     memory_mib: Option<Spanned<f64>>,
     service_ms: Option<Spanned<f64>>,
     load_ms: Option<Spanned<f64>>,
+    service_scv: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -345,6 +387,8 @@ struct RawModel {
     engine: Option<Spanned<String>>,
     sha256: Option<Spanned<String>>,
     residency: Option<Spanned<String>>,
+    request_tokens: Option<Spanned<f64>>,
+    slo_p90_ms: Option<Spanned<f64>>,
 }
 
 // ---- validation ------------------------------------------------------------------------------
@@ -404,9 +448,18 @@ impl Validator<'_> {
             self.number(raw.service_ms.as_ref(), span.clone(), &format!("{field}.service_ms"), Sign::Positive);
         let load_ms = match &raw.load_ms {
             None => Some(None),
-            Some(v) => self.number(Some(v), span, &format!("{field}.load_ms"), Sign::Positive).map(Some),
+            Some(v) => self.number(Some(v), span.clone(), &format!("{field}.load_ms"), Sign::Positive).map(Some),
         };
-        Some(Footprint { memory_mib: memory_mib?, service_ms: service_ms?, load_ms: load_ms? })
+        let service_scv = match &raw.service_scv {
+            None => Some(None),
+            Some(v) => self.number(Some(v), span, &format!("{field}.service_scv"), Sign::NonNegative).map(Some),
+        };
+        Some(Footprint {
+            memory_mib: memory_mib?,
+            service_ms: service_ms?,
+            load_ms: load_ms?,
+            service_scv: service_scv?,
+        })
     }
 
     fn family_known(&mut self, families: &BTreeSet<String>, family: &Spanned<String>, field: &str) -> bool {
@@ -496,13 +549,31 @@ impl Validator<'_> {
         );
         let cold_pool_margin =
             positive(raw.cold_pool_margin, "limits.cold_pool_margin", DEFAULT_COLD_POOL_MARGIN, Sign::NonNegative);
+        let request_tokens = self.tokens(raw.request_tokens.as_ref(), "limits.request_tokens");
+        let slo_p90_ms = match &raw.slo_p90_ms {
+            None => Some(None),
+            Some(v) => self.number(Some(v), v.span(), "limits.slo_p90_ms", Sign::Positive).map(Some),
+        };
         Some(Limits {
             max_memory: max_memory?,
             max_utilization: max_utilization?,
             cold_below_rps: cold_below_rps?,
             cold_window_seconds: cold_window_seconds?,
             cold_pool_margin: cold_pool_margin?,
+            request_tokens: request_tokens?.unwrap_or(DEFAULT_REQUEST_TOKENS),
+            slo_p90_ms: slo_p90_ms?,
         })
+    }
+
+    /// An optional token count: a whole number from 1 to 100,000.
+    fn tokens(&mut self, v: Option<&Spanned<f64>>, field: &str) -> Option<Option<usize>> {
+        let Some(v) = v else { return Some(None) };
+        let x = *v.get_ref();
+        if x.fract() != 0.0 || !(1.0..=100_000.0).contains(&x) {
+            self.error(Some(v.span()), field, format!("must be a whole number of tokens from 1 to 100000, got {x}"));
+            return None;
+        }
+        Some(Some(x as usize))
     }
 
     fn instance_types(&mut self, raw: &BTreeMap<Spanned<String>, Spanned<RawInstanceType>>) -> Vec<InstanceType> {
@@ -664,6 +735,11 @@ impl Validator<'_> {
         let tokenizer = text(self, &r.tokenizer, "tokenizer", false);
         let config = text(self, &r.config, "config", false);
         let peak_rps = self.number(r.peak_rps.as_ref(), span.clone(), &at("peak_rps"), Sign::NonNegative);
+        let request_tokens = self.tokens(r.request_tokens.as_ref(), &at("request_tokens"));
+        let slo_p90_ms = match &r.slo_p90_ms {
+            None => Some(None),
+            Some(v) => self.number(Some(v), v.span(), &at("slo_p90_ms"), Sign::Positive).map(Some),
+        };
         let engine = match &r.engine {
             None => Some(None),
             Some(e) => match e.get_ref().parse::<Engine>() {
@@ -716,6 +792,8 @@ impl Validator<'_> {
             engine: engine?,
             sha256: sha256?,
             residency: residency?,
+            request_tokens: request_tokens?,
+            slo_p90_ms: slo_p90_ms?,
         })
     }
 

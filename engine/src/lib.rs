@@ -108,6 +108,10 @@ pub enum EngineError {
     Run(String),
     #[error("engine not available: {0}")]
     Unavailable(String),
+    /// `auto`, and no engine loads the model: each one's error, kept whole (the sentence shows
+    /// the first line of each).
+    #[error("auto: neither engine loads the model: tract: {}; ort: {}", first_line(&tract.to_string()), first_line(&ort.to_string()))]
+    Neither { tract: Box<EngineError>, ort: Box<EngineError> },
 }
 
 impl EngineError {
@@ -116,6 +120,11 @@ impl EngineError {
     pub fn public(&self) -> String {
         match self {
             EngineError::Unavailable(_) => "engine not available: ONNX Runtime (see the node's log)".into(),
+            EngineError::Neither { tract, ort } => format!(
+                "auto: neither engine loads the model: tract: {}; ort: {}",
+                first_line(&tract.public()),
+                first_line(&ort.public())
+            ),
             e => e.to_string(),
         }
     }
@@ -132,14 +141,18 @@ pub trait Model: Send + Sync {
     }
 }
 
-/// Default of `--ort-intra-threads`.
-pub const DEFAULT_ORT_INTRA_THREADS: usize = 1;
+/// Default of `--ort-intra-threads`: one per CPU. The threads form one pool that every ONNX
+/// Runtime session of the process shares (`ort::init`), so a lone request uses the cores that
+/// would idle, and many requests at once never run more threads than this.
+pub fn default_ort_intra_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 /// Engine settings that apply to every model of a node.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineOptions {
-    /// ONNX Runtime intra-op threads per session (1 on small machines: parallelism comes from
-    /// serving several requests at once, not from splitting one).
+    /// ONNX Runtime's intra-op threads: the size of the one pool every session shares (set when
+    /// the library is loaded, `ort::init`).
     pub ort_intra_threads: usize,
     /// Run ONNX Runtime sessions on this CUDA device (g4dn). Needs the `onnxruntime-gpu` library
     /// (`scripts/ort-lib.sh --gpu`) with CUDA and cuDNN; a model that cannot get the device fails
@@ -149,54 +162,83 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { ort_intra_threads: DEFAULT_ORT_INTRA_THREADS, ort_cuda_device: None }
+        Self { ort_intra_threads: default_ort_intra_threads(), ort_cuda_device: None }
     }
 }
 
-/// A model in its engine, and why that engine (for `auto`: what was tried).
-pub struct Chosen {
-    pub model: Box<dyn Model>,
-    /// Set when the engine was chosen rather than named: the choice and its reason.
-    pub reason: Option<String>,
+/// Loads `bytes` with a named engine (`Tract` or `Ort`). An engine that cannot load the model fails
+/// with its own reason (tract's names the graph node) and the other engine to try. `Auto` is
+/// decided by the caller from `candidates` (which engines load it) and `time` (which is faster).
+pub fn load(
+    engine: EngineKind,
+    bytes: &[u8],
+    sig: &Signature,
+    opts: &EngineOptions,
+) -> Result<Box<dyn Model>, EngineError> {
+    match engine {
+        EngineKind::Tract | EngineKind::Auto => load_tract(bytes, sig).map_err(|e| suggest(e, EngineKind::Ort)),
+        EngineKind::Ort => load_ort(bytes, sig, opts).map_err(|e| suggest(e, EngineKind::Tract)),
+    }
 }
 
-/// Loads `bytes` with `engine`. `Auto` runs a model on tract when tract can run its graph, else
-/// on ONNX Runtime (when its library is loaded), and says why. An engine that cannot load the
-/// model fails with its own reason (tract's names the graph node) and the other engine to try.
-pub fn load(engine: EngineKind, bytes: &[u8], sig: &Signature, opts: &EngineOptions) -> Result<Chosen, EngineError> {
-    let named = |model: Box<dyn Model>| Chosen { model, reason: None };
-    match engine {
-        EngineKind::Tract => load_tract(bytes, sig).map(named).map_err(|e| suggest(e, EngineKind::Ort)),
-        EngineKind::Ort => load_ort(bytes, sig, opts).map(named).map_err(|e| suggest(e, EngineKind::Tract)),
-        EngineKind::Auto => {
-            let tract_failed = match load_tract(bytes, sig) {
-                Ok(model) => {
-                    return Ok(Chosen { model, reason: Some("auto: tract runs the graph".into()) });
+/// What `auto` can choose from: every engine that loads the model (tract first), with why each
+/// other one did not; `Neither` when none does.
+pub fn candidates(bytes: &[u8], sig: &Signature, opts: &EngineOptions) -> Result<Candidates, EngineError> {
+    let tract = load_tract(bytes, sig);
+    let ort = match ort::available() {
+        Ok(()) => load_ort(bytes, sig, opts),
+        Err(e) => Err(e),
+    };
+    match (tract, ort) {
+        (Err(tract), Err(ort)) => Err(EngineError::Neither { tract: Box::new(tract), ort: Box::new(ort) }),
+        (tract, ort) => {
+            let mut c = Candidates { models: Vec::new(), failed: Vec::new() };
+            for (kind, r) in [(EngineKind::Tract, tract), (EngineKind::Ort, ort)] {
+                match r {
+                    Ok(m) => c.models.push(m),
+                    Err(e) => c.failed.push((kind, e)),
                 }
-                Err(e) => e,
-            };
-            let tract_failed = match tract_failed {
-                EngineError::Load(m) => m,
-                e => e.to_string(),
-            };
-            let why = first_line(&tract_failed);
-            if ort::available().is_err() {
-                // Why the library is missing is in the node's start-up log.
-                return Err(EngineError::Load(format!(
-                    "auto: tract cannot run the graph ({why}), and ONNX Runtime, which may, is not available"
-                )));
             }
-            match load_ort(bytes, sig, opts) {
-                Ok(model) => {
-                    Ok(Chosen { model, reason: Some(format!("auto: ort, as tract cannot run the graph ({why})")) })
-                }
-                Err(e) => Err(EngineError::Load(format!(
-                    "auto: neither engine loads the model: tract: {why}; ort: {}",
-                    first_line(&e.to_string())
-                ))),
+            Ok(c)
+        }
+    }
+}
+
+/// The engines that load a model, and why the others do not.
+pub struct Candidates {
+    pub models: Vec<Box<dyn Model>>,
+    pub failed: Vec<(EngineKind, EngineError)>,
+}
+
+/// Median milliseconds of a `predict` of `x` on each model, after one warm-up call each: the
+/// models take turns (A B A B …) so that a change in the machine's speed falls on all of them;
+/// at most `rounds` rounds, fewer once one model is more than twice as fast as another after
+/// three. A model that fails is reported as such.
+pub fn time(models: &[&dyn Model], x: &Inputs, rounds: usize) -> Result<Vec<f64>, EngineError> {
+    for m in models {
+        m.predict(x)?;
+    }
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); models.len()];
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for round in 0..rounds.max(1) {
+        for (i, m) in models.iter().enumerate() {
+            let start = std::time::Instant::now();
+            m.predict(x)?;
+            times[i].push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        if round >= 2 {
+            let m: Vec<f64> = times.iter().map(|t| median(t)).collect();
+            let (lo, hi) = m.iter().fold((f64::MAX, 0.0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            if hi > 2.0 * lo {
+                break;
             }
         }
     }
+    Ok(times.iter().map(|t| median(t)).collect())
 }
 
 fn load_tract(bytes: &[u8], sig: &Signature) -> Result<Box<dyn Model>, EngineError> {

@@ -3,8 +3,10 @@
 //! path). Nothing is downloaded at build time.
 //!
 //! An ort 2.x `Session` runs with `&mut self`, so each model holds its session behind a mutex:
-//! one inference at a time per model, with parallelism across models; `ort_intra_threads` (default
-//! 1) sets how many threads one inference uses.
+//! one inference at a time per model, with parallelism across models. Every session shares one
+//! intra-op thread pool, made with the environment (`init`): a lone request spreads over the idle
+//! cores, and under load the pool's threads are shared, never multiplied by the sessions. Its
+//! threads do not spin while they wait (that would take the cores the other requests need).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -23,8 +25,10 @@ pub fn library_path(flag: Option<&Path>) -> Option<PathBuf> {
     flag.map(Path::to_path_buf).or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
 }
 
-/// Loads the ONNX Runtime library once per process. Later calls return the first outcome.
-pub fn init(library: Option<&Path>) -> Result<(), EngineError> {
+/// Loads the ONNX Runtime library once per process, with the intra-op thread pool every session
+/// shares (`intra_threads`; 1: each inference on its caller's thread). Later calls return the
+/// first outcome.
+pub fn init(library: Option<&Path>, intra_threads: usize) -> Result<(), EngineError> {
     let r = ENV.get_or_init(|| {
         let unavailable = EngineError::Unavailable;
         let path = library_path(library).ok_or_else(|| {
@@ -37,9 +41,57 @@ pub fn init(library: Option<&Path>) -> Result<(), EngineError> {
             return Err(unavailable(format!("ONNX Runtime library {} does not exist", path.display())));
         }
         let builder = ort::init_from(&path).map_err(|e| unavailable(format!("cannot load {}: {e}", path.display())))?;
-        builder.with_name("stowage").build().map_err(|e| unavailable(format!("cannot start ONNX Runtime: {e}")))
+        let pool = ort::environment::GlobalThreadPoolOptions::default()
+            .with_intra_threads(intra_threads.max(1))
+            .and_then(|p| p.with_inter_threads(1))
+            .and_then(|p| p.with_spin_control(false))
+            .and_then(|p| p.with_thread_manager(Helpers))
+            .map_err(|e| unavailable(format!("cannot set up ONNX Runtime's thread pool: {e}")))?;
+        builder
+            .with_name("stowage")
+            .with_global_thread_pool(pool)
+            .build()
+            .map_err(|e| unavailable(format!("cannot start ONNX Runtime: {e}")))
     });
     r.as_ref().map(|_| ()).map_err(Clone::clone)
+}
+
+/// Starts the threads of ONNX Runtime's pool as helpers that run only on a core nobody else
+/// wants (`SCHED_IDLE`): the thread that runs an inference always works on it itself, and a pool
+/// thread takes a share of it only where a core would otherwise idle. So a lone request spreads
+/// over the idle cores, and under load, when every core runs a request, the pool's threads add
+/// no work to switch between (no oversubscription). Where the scheduler refuses, the thread runs
+/// at the lowest ordinary priority instead.
+struct Helpers;
+
+impl ort::environment::ThreadManager for Helpers {
+    type Thread = std::thread::JoinHandle<()>;
+
+    fn create(&self, work: impl FnOnce() + Send + 'static) -> ort::Result<Self::Thread> {
+        std::thread::Builder::new()
+            .name("stowage-ort".into())
+            .spawn(move || {
+                idle_priority();
+                work();
+            })
+            .map_err(|e| ort::Error::new(format!("cannot start an ONNX Runtime thread: {e}")))
+    }
+
+    fn join(thread: Self::Thread) -> ort::Result<()> {
+        thread.join().map_err(|_| ort::Error::new("an ONNX Runtime thread panicked"))
+    }
+}
+
+/// This thread runs only when a core would otherwise idle (`SCHED_IDLE`), else at nice 19.
+fn idle_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler and setpriority change the calling thread's (0: this thread)
+    // scheduling and read only the struct passed by pointer.
+    unsafe {
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+        }
+    }
 }
 
 /// Whether ONNX Runtime was loaded (by `init`), or why not.
@@ -74,10 +126,6 @@ impl OrtModel {
         }
         let session = builder
             .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(|e| load(e.to_string()))?
-            .with_intra_threads(opts.ort_intra_threads.max(1))
-            .map_err(|e| load(e.to_string()))?
-            .with_inter_threads(1)
             .map_err(|e| load(e.to_string()))?
             .commit_from_memory(bytes)
             .map_err(|e| load(e.to_string()))?;

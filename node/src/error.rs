@@ -75,6 +75,8 @@ make_error_codes! {
     ReloadRefused => 409, None;
     /// A cold model that cannot be loaded now: the cold pool is held by models in use.
     ColdPoolFull => 503, Some(1);
+    /// The client closed its side of the connection while its request waited (nginx's 499).
+    ClientClosedRequest => 499, None;
 }
 
 /// Each code's name, made once from its variant.
@@ -120,6 +122,7 @@ impl ErrorCode for PredictError {
             PredictError::QueueFull(_) => Code::QueueFull,
             PredictError::PoolFull(_) => Code::ColdPoolFull,
             PredictError::QueueTimeout { .. } => Code::QueueTimeout,
+            PredictError::ClientGone(_) => Code::ClientClosedRequest,
             PredictError::Engine(_) | PredictError::Inference(_) => Code::InferenceFailed,
         }
     }

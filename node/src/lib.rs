@@ -18,5 +18,5 @@ pub mod serve;
 pub mod start;
 
 pub use serve::predict::{Config, Node, Target};
-pub use serve::request::{Answer, PredictError, Prediction, Request};
+pub use serve::request::{Answer, Caller, PredictError, Prediction, Request};
 pub use start::{start, NodeOptions, RunningNode, StartError};

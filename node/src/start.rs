@@ -132,7 +132,7 @@ fn init_engines(opts: &NodeOptions) {
     if !(wants(EngineKind::Ort) || wants(EngineKind::Auto)) {
         return;
     }
-    if let Err(e) = stowage_engine::ort::init(opts.ort_library.as_deref()) {
+    if let Err(e) = stowage_engine::ort::init(opts.ort_library.as_deref(), opts.load.engine.ort_intra_threads) {
         if wants(EngineKind::Ort) {
             warn!(error = %e, "ONNX Runtime is not available; models on the ort engine will fail to load");
         } else {

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use stowage_core::{Catalog, Engine};
 
 use stowage_engine::{EngineOptions, Inputs};
+use stowage_node::lifecycle::choice::Verdicts;
 use stowage_node::lifecycle::load::{self, LoadedModel};
 use stowage_node::lifecycle::spec::ModelSpec;
 use stowage_node::lifecycle::storage::Fetcher;
@@ -57,15 +58,16 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         .iter()
         .map(|id| ModelSpec::from_catalog(&catalog, id, args.engine.engine))
         .collect::<Result<Vec<_>, _>>()?;
+    let engine = args.engine.options();
     if specs.iter().any(|s| s.engine == Engine::Ort) {
-        stowage_engine::ort::init(args.engine.ort_library.as_deref()).context("the ort engine is needed")?;
+        stowage_engine::ort::init(args.engine.ort_library.as_deref(), engine.ort_intra_threads)
+            .context("the ort engine is needed")?;
     } else if specs.iter().any(|s| s.engine == Engine::Auto) {
-        if let Err(e) = stowage_engine::ort::init(args.engine.ort_library.as_deref()) {
+        if let Err(e) = stowage_engine::ort::init(args.engine.ort_library.as_deref(), engine.ort_intra_threads) {
             eprintln!("ONNX Runtime is not available ({e}): auto models are measured on tract only");
         }
     }
     tokenizers::utils::parallelism::set_parallelism(false);
-    let engine = args.engine.options();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let fetcher = Fetcher::new(args.s3.fetch_options());
 
@@ -87,7 +89,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
                 if !warm.contains(&kind) {
                     // An engine's and the tokenizer's one-time set-up (thread pools, lazy
                     // tables) is the process's, not the first model's: pay it before measuring.
-                    drop(load::load_files(&one, &files, &engine)?);
+                    drop(load::load_files(&one, &files, &engine, &Verdicts::new(None))?);
                     warm.push(kind);
                 }
                 measure(&one, &files, &engine, args.tokens, args.iterations)
@@ -152,7 +154,7 @@ pub fn measure(
     release_freed_memory();
     let before = rss_bytes();
     let started = Instant::now();
-    let loaded = load::load_files(spec, files, engine)?;
+    let loaded = load::load_files(spec, files, engine, &Verdicts::new(None))?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     release_freed_memory();
     let memory = rss_bytes().saturating_sub(before);

@@ -59,6 +59,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 concurrency: args.model_concurrency.unwrap_or(threads),
                 queue: args.queue_size,
                 batch: args.batch_inputs,
+                batch_tokens: args.max_batch_tokens,
             },
             config,
             load: LoadOptions {

@@ -49,6 +49,24 @@ pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
     }
 }
 
+/// A connection's socket, kept by the server for its requests (`connected`).
+#[derive(Clone, Copy)]
+struct Socket(std::os::fd::RawFd);
+
+/// `HttpServer::on_connect`: keeps each TCP connection's socket with it, so the node can tell
+/// when a waiting request's client has hung up.
+pub fn connected(conn: &dyn std::any::Any, data: &mut actix_web::dev::Extensions) {
+    use std::os::fd::AsRawFd;
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        data.insert(Socket(tcp.as_raw_fd()));
+    }
+}
+
+/// Who sent `req`: its connection, when the server kept it (in-process tests have none).
+pub fn caller(req: &HttpRequest) -> stowage_node::Caller {
+    req.conn_data::<Socket>().map_or_else(stowage_node::Caller::default, |s| stowage_node::Caller::on(s.0))
+}
+
 /// 405 for a method the resource does not take, naming those it does.
 pub(crate) fn only(allow: &'static str) -> actix_web::Route {
     web::to(move |req: HttpRequest| async move {

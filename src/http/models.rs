@@ -35,6 +35,9 @@ fn describe(e: &Entry) -> Value {
             if let Some(reason) = &m.engine_reason {
                 v["engine_choice"] = json!(reason);
             }
+            if let Some(verdict) = &m.engine_verdict {
+                v["engine_timings"] = json!(verdict);
+            }
             v["labels"] = json!(m.labels);
             v["max_length"] = json!(m.text.max_length);
         }

@@ -8,11 +8,11 @@ use std::time::Instant;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use stowage_core::Engine;
-use stowage_node::{Answer, Prediction, Request};
+use stowage_node::{Answer, Caller, Prediction, Request};
 
-use crate::http::body;
 use crate::http::error::{ApiError, Code};
 use crate::http::state::AppState;
+use crate::http::{body, caller};
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -74,6 +74,7 @@ pub async fn get(
     state: web::Data<AppState>,
     id: web::Path<String>,
     q: web::Query<HashMap<String, String>>,
+    http: HttpRequest,
 ) -> HttpResponse {
     let started = Instant::now();
     let text = q.get("text").or_else(|| q.get("seq_0")).cloned();
@@ -82,7 +83,7 @@ pub async fn get(
         Some(t) => Ok(Request::Texts { texts: vec![t], pairs: pair.map(|p| vec![p]), truncate: true }),
         None => Err(malformed("give the text as ?text=… (or ?seq_0=…)")),
     };
-    finish(&state, &id, started, predict(&state, &id, req).await)
+    finish(&state, &id, started, predict(&state, &id, req, caller(&http)).await)
 }
 
 pub async fn post(
@@ -94,7 +95,7 @@ pub async fn post(
     let started = Instant::now();
     let result = async {
         let body = body::read_for_model(&state, &id, &req, &mut payload).await?;
-        predict(&state, &id, parse_body(&body)).await
+        predict(&state, &id, parse_body(&body), caller(&req)).await
     }
     .await;
     finish(&state, &id, started, result)
@@ -110,9 +111,14 @@ struct Answered<'a> {
 
 /// Checks the node and the model first (so an unknown model is a 404 whatever the request), then
 /// the request, then hands it to the node.
-async fn predict(state: &AppState, id: &str, req: Result<Request, ApiError>) -> Result<Answer, ApiError> {
+async fn predict(
+    state: &AppState,
+    id: &str,
+    req: Result<Request, ApiError>,
+    caller: Caller,
+) -> Result<Answer, ApiError> {
     let target = state.node.acquire(id).await?;
-    Ok(state.node.predict(&target, req?).await?)
+    Ok(state.node.predict(&target, req?, caller).await?)
 }
 
 /// Renders the answer (`{model, backend, predictions}`) or the error, logs a 500, and records the

@@ -48,6 +48,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         let connections = opts.max_connections.unwrap_or_else(|| connection_budget(files, registry.len()));
         info!(open_files = files, max_connections = connections, "connection limit");
         let server = HttpServer::new(move || App::new().configure(crate::http::configure(app_state.clone())))
+            .on_connect(crate::http::connected)
             .workers(workers)
             // actix counts per worker: split the node's budget over them.
             .max_connections(connections.div_ceil(workers).max(1))

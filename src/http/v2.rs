@@ -15,9 +15,9 @@ use serde_json::{json, Value};
 use stowage_engine::OutputKind;
 use stowage_node::{Answer, Prediction, Request};
 
-use crate::http::body;
 use crate::http::error::{ApiError, Code};
 use crate::http::state::AppState;
+use crate::http::{body, caller};
 
 /// The header that says how many bytes of the body are JSON, the rest being binary tensors.
 const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -264,7 +264,7 @@ pub async fn infer(
         let (head, binary) = body.split_at(json_len);
         let req: InferRequest =
             serde_json::from_slice(head).map_err(|e| malformed(format!("invalid inference request: {e}")))?;
-        let answer = state.node.predict(&target, to_request(&req, binary)?).await?;
+        let answer = state.node.predict(&target, to_request(&req, binary)?, caller(&http)).await?;
         Ok::<_, ApiError>((req, answer, target.model.signature.kind))
     }
     .await;

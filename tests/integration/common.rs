@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 /// Whether ONNX Runtime can be loaded (ORT_DYLIB_PATH, from scripts/ort-lib.sh). Without it an
 /// ort test is skipped with a message, unless STOWAGE_REQUIRE_ORT=1 (CI sets it): then it fails.
 pub fn ort_available(what: &str) -> bool {
-    match stowage_engine::ort::init(None) {
+    match stowage_engine::ort::init(None, stowage_engine::default_ort_intra_threads()) {
         Ok(()) => true,
         Err(e) if std::env::var("STOWAGE_REQUIRE_ORT").is_ok_and(|v| v == "1") => panic!("ONNX Runtime required: {e}"),
         Err(e) => {

@@ -76,6 +76,7 @@ fn tract_and_ort_match_the_onnxruntime_reference() {
             config_optional: false,
             sha256: None,
             cold: false,
+            request_tokens: stowage_core::catalog::DEFAULT_REQUEST_TOKENS,
         };
         let loaded = load::load(&spec, &EngineOptions::default()).unwrap();
         let x = loaded.model.text.encode(&texts, None).unwrap();
@@ -98,8 +99,7 @@ fn tract_and_ort_match_the_onnxruntime_reference() {
 
         // One engine's output, checked against the reference.
         let run = |engine: Engine| {
-            let out =
-                backend::load(engine, &bytes, &sig, &EngineOptions::default()).unwrap().model.predict(&inputs).unwrap();
+            let out = backend::load(engine, &bytes, &sig, &EngineOptions::default()).unwrap().predict(&inputs).unwrap();
             assert_eq!(out.shape, shape);
             let d = max_diff(&out.data, &want);
             eprintln!("{id}: {engine} vs onnxruntime (Python): max |diff| {d:e}");

@@ -40,6 +40,7 @@ fn spec(dir: &Path, engine: Engine) -> ModelSpec {
         config_optional: false,
         sha256: None,
         cold: false,
+        request_tokens: stowage_core::catalog::DEFAULT_REQUEST_TOKENS,
     }
 }
 

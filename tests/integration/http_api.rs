@@ -57,6 +57,7 @@ fn spec(id: &str) -> ModelSpec {
         config_optional: false,
         sha256: None,
         cold: false,
+        request_tokens: stowage_core::catalog::DEFAULT_REQUEST_TOKENS,
     }
 }
 
@@ -77,7 +78,7 @@ async fn state_of(specs: Vec<ModelSpec>, limits: Limits, config: ServeConfig, lo
 async fn state() -> Arc<AppState> {
     state_with(
         &["tiny-0001", "tiny-0002", "tiny-0003"],
-        Limits { concurrency: 2, queue: 4, batch: 4 },
+        Limits { concurrency: 2, queue: 4, batch: 4, batch_tokens: 512 },
         ServeConfig::default(),
         true,
     )
@@ -137,8 +138,13 @@ fn hold_inference_until_pending(
 
 #[actix_web::test]
 async fn ping_and_ready() {
-    let s =
-        state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 1, batch: 1 }, ServeConfig::default(), false).await;
+    let s = state_with(
+        &["tiny-0001"],
+        Limits { concurrency: 1, queue: 1, batch: 1, batch_tokens: 512 },
+        ServeConfig::default(),
+        false,
+    )
+    .await;
     let app = app!(s);
     let (code, body, _) = call!(&app, test::TestRequest::get().uri("/ping"));
     assert_eq!((code, body), (200, json!({"status": "Healthy"})));
@@ -234,7 +240,8 @@ async fn request_errors() {
         node: Config { max_batch: 4, ..Config::default() },
         ..ServeConfig::default()
     };
-    let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 0, batch: 1 }, config, true).await;
+    let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 0, batch: 1, batch_tokens: 512 }, config, true)
+        .await;
     let app = app!(s);
     let cases: Vec<(test::TestRequest, u16, &str)> = vec![
         (post("/predictions/tiny-0001", r#"{"inputs": "#), 400, "malformed_request"),
@@ -300,8 +307,13 @@ async fn request_errors() {
 
 #[actix_web::test]
 async fn unknown_paths_and_methods_answer_json_errors() {
-    let s =
-        state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 1, batch: 1 }, ServeConfig::default(), false).await;
+    let s = state_with(
+        &["tiny-0001"],
+        Limits { concurrency: 1, queue: 1, batch: 1, batch_tokens: 512 },
+        ServeConfig::default(),
+        false,
+    )
+    .await;
     let app = app!(s);
     let cases = [
         (test::TestRequest::get().uri("/nope"), 404, "not_found", None),
@@ -325,8 +337,13 @@ async fn unknown_paths_and_methods_answer_json_errors() {
 
 #[actix_web::test]
 async fn overload_answers_429_with_retry_after() {
-    let s =
-        state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 0, batch: 1 }, ServeConfig::default(), true).await;
+    let s = state_with(
+        &["tiny-0001"],
+        Limits { concurrency: 1, queue: 0, batch: 1, batch_tokens: 512 },
+        ServeConfig::default(),
+        true,
+    )
+    .await;
     let app = app!(s);
     let entry = s.node.registry.get("tiny-0001").unwrap();
     let held = entry.admission.enter().await.unwrap();
@@ -351,7 +368,13 @@ async fn a_request_that_waits_past_the_queue_timeout_gets_503_and_never_runs() {
         ..ServeConfig::default()
     };
     // Waiting for admission: the model's only slot is held.
-    let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 4, batch: 1 }, config.clone(), true).await;
+    let s = state_with(
+        &["tiny-0001"],
+        Limits { concurrency: 1, queue: 4, batch: 1, batch_tokens: 512 },
+        config.clone(),
+        true,
+    )
+    .await;
     let app = app!(s);
     let first = s.node.registry.get("tiny-0001").unwrap();
     let held = first.admission.enter().await.unwrap();
@@ -365,7 +388,8 @@ async fn a_request_that_waits_past_the_queue_timeout_gets_503_and_never_runs() {
 
     // Admitted, then waiting in the model's batch queue: the only inference thread is held past
     // the limit, so both requests are answered 503 when their call comes, without running.
-    let s = state_with(&["tiny-0002"], Limits { concurrency: 1, queue: 0, batch: 4 }, config, true).await;
+    let s = state_with(&["tiny-0002"], Limits { concurrency: 1, queue: 0, batch: 4, batch_tokens: 512 }, config, true)
+        .await;
     let app = app!(s);
     let opener = hold_inference_until_pending(&s, "tiny-0002", 2, limit + std::time::Duration::from_millis(20));
     let requests = futures_util::future::join_all(["good", "bad"].map(|t| {
@@ -434,6 +458,7 @@ fn break_engine(s: &AppState, id: &str, fault: Fault) {
     let broken = LoadedModel {
         model: Box::new(fault),
         engine_reason: None,
+        engine_verdict: None,
         signature: m.signature.clone(),
         text: m.text.clone(),
         labels: m.labels.clone(),
@@ -444,7 +469,7 @@ fn break_engine(s: &AppState, id: &str, fault: Fault) {
 #[actix_web::test]
 async fn an_engine_that_fails_or_crashes_answers_500_and_the_node_serves_on() {
     let config = ServeConfig { node: Config { inference_threads: 1, ..Config::default() }, ..ServeConfig::default() };
-    let limits = Limits { concurrency: 1, queue: 1, batch: 1 };
+    let limits = Limits { concurrency: 1, queue: 1, batch: 1, batch_tokens: 512 };
     let s = state_with(&["tiny-0001", "tiny-0002", "tiny-0003"], limits, config, true).await;
     break_engine(&s, "tiny-0001", Fault::Error);
     break_engine(&s, "tiny-0002", Fault::Panic);
@@ -477,7 +502,7 @@ async fn an_engine_that_fails_or_crashes_answers_500_and_the_node_serves_on() {
 
 #[actix_web::test]
 async fn non_finite_outputs_answer_500_not_null_scores() {
-    let limits = Limits { concurrency: 1, queue: 1, batch: 1 };
+    let limits = Limits { concurrency: 1, queue: 1, batch: 1, batch_tokens: 512 };
     let s = state_with(&["tiny-0001", "tiny-0003"], limits, ServeConfig::default(), true).await;
     break_engine(&s, "tiny-0001", Fault::NotFinite { width: 2, per_token: false });
     break_engine(&s, "tiny-0003", Fault::NotFinite { width: 64, per_token: true });
@@ -522,7 +547,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
 async fn a_broken_model_fails_alone() {
     let s = state_with(
         &["tiny-0001", "broken"],
-        Limits { concurrency: 1, queue: 1, batch: 1 },
+        Limits { concurrency: 1, queue: 1, batch: 1, batch_tokens: 512 },
         ServeConfig::default(),
         true,
     )
@@ -575,7 +600,9 @@ async fn a_model_with_the_tokenizer_of_a_larger_vocabulary_fails_to_load() {
         config: None,
         ..spec("tiny-0001")
     };
-    let node = |specs| state_of(specs, Limits { concurrency: 1, queue: 1, batch: 1 }, ServeConfig::default(), true);
+    let node = |specs| {
+        state_of(specs, Limits { concurrency: 1, queue: 1, batch: 1, batch_tokens: 512 }, ServeConfig::default(), true)
+    };
 
     let s = node(vec![spec("tiny-0001"), small(fixture().root.join("tiny-0001/tokenizer.json"))]).await;
     let app = app!(s);
@@ -604,7 +631,9 @@ async fn ort_engine_serves_the_same_api() {
         ModelSpec { engine: Engine::Ort, ..spec("tiny-0001") },
         ModelSpec { engine: Engine::Ort, ..spec("tiny-0003") },
     ];
-    let s = state_of(specs, Limits { concurrency: 2, queue: 4, batch: 4 }, ServeConfig::default(), true).await;
+    let s =
+        state_of(specs, Limits { concurrency: 2, queue: 4, batch: 4, batch_tokens: 512 }, ServeConfig::default(), true)
+            .await;
     let app = app!(s);
     // A session runs one engine call at a time, so the model makes one whatever the flag says (a
     // second would only hold an inference thread while it waits for the session); requests that
@@ -615,8 +644,13 @@ async fn ort_engine_serves_the_same_api() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["backend"], "ort");
     // Same answer as tract on the same model.
-    let t =
-        state_with(&["tiny-0001"], Limits { concurrency: 2, queue: 1, batch: 1 }, ServeConfig::default(), true).await;
+    let t = state_with(
+        &["tiny-0001"],
+        Limits { concurrency: 2, queue: 1, batch: 1, batch_tokens: 512 },
+        ServeConfig::default(),
+        true,
+    )
+    .await;
     let tapp = app!(t);
     let (_, listed, _) = call!(&tapp, test::TestRequest::get().uri("/models/tiny-0001"));
     assert_eq!(listed["concurrency"], 2, "tract runs calls in parallel: {listed}");
@@ -638,7 +672,7 @@ async fn ort_engine_serves_the_same_api() {
 async fn batched_answers_equal_answers_alone(engine: Engine) {
     let config = ServeConfig { node: Config { inference_threads: 1, ..Config::default() }, ..ServeConfig::default() };
     let specs = ["tiny-0001", "tiny-0003"].map(|id| ModelSpec { engine, ..spec(id) }).to_vec();
-    let s = state_of(specs, Limits { concurrency: 1, queue: 0, batch: 4 }, config, true).await;
+    let s = state_of(specs, Limits { concurrency: 1, queue: 0, batch: 4, batch_tokens: 512 }, config, true).await;
     let app = app!(s);
     let texts = ["love", "I love this product so much", "bad service", "the delivery was late and the box was broken"];
     for model in ["tiny-0001", "tiny-0003"] {
@@ -676,6 +710,38 @@ async fn batched_answers_equal_answers_alone(engine: Engine) {
         assert!(text.contains(&format!("stowage_batches_total{{model=\"{model}\"}} 5")), "{text}");
         assert!(text.contains(&format!("stowage_batched_inputs_total{{model=\"{model}\"}} 8")), "{text}");
     }
+}
+
+#[actix_web::test]
+async fn long_and_short_texts_that_wait_together_run_in_separate_calls() {
+    let config = ServeConfig { node: Config { inference_threads: 1, ..Config::default() }, ..ServeConfig::default() };
+    let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 0, batch: 4, batch_tokens: 512 }, config, true)
+        .await;
+    let app = app!(s);
+    let long = |w: &str| vec![w; 90].join(" ");
+    let texts = [long("love"), "bad".to_string(), long("slow"), "great".to_string()];
+    let path = "/predictions/tiny-0001";
+    let mut alone = Vec::new();
+    for t in &texts {
+        let (code, body, _) = call!(&app, post(path, &json!({"inputs": t}).to_string()));
+        assert_eq!(code, 200, "{body}");
+        alone.push(body["predictions"][0]["score"].as_f64().unwrap());
+    }
+    let opener = hold_inference_until_pending(&s, "tiny-0001", texts.len(), std::time::Duration::ZERO);
+    let requests = futures_util::future::join_all(texts.iter().map(|t| {
+        let (app, req) = (&app, post(path, &json!({"inputs": t}).to_string()));
+        async move { call!(app, req) }
+    }));
+    let (answers, ()) = futures_util::join!(requests, opener);
+    for ((code, body, _), want) in answers.iter().zip(&alone) {
+        assert_eq!(*code, 200, "{body}");
+        assert!((body["predictions"][0]["score"].as_f64().unwrap() - want).abs() < 1e-5, "{body}");
+    }
+    let text = metrics_text!(&app);
+    // Four calls alone; then the two long texts in one call and the two short ones in another,
+    // not one call that pads the short texts to the long ones' length.
+    assert_eq!(sample(&text, r#"stowage_batches_total{model="tiny-0001"}"#), Some(6.0), "{text}");
+    assert_eq!(sample(&text, r#"stowage_batched_inputs_total{model="tiny-0001"}"#), Some(8.0), "{text}");
 }
 
 #[actix_web::test]
@@ -807,7 +873,13 @@ async fn long_text_is_cut_at_the_models_positions_even_without_tokenizer_truncat
     // the table read from the ONNX file does.
     for config in [spec("tiny-0001").config, None] {
         let specs = vec![ModelSpec { tokenizer: path.clone().into(), config: config.clone(), ..spec("tiny-0001") }];
-        let s = state_of(specs, Limits { concurrency: 1, queue: 1, batch: 1 }, ServeConfig::default(), true).await;
+        let s = state_of(
+            specs,
+            Limits { concurrency: 1, queue: 1, batch: 1, batch_tokens: 512 },
+            ServeConfig::default(),
+            true,
+        )
+        .await;
         let app = app!(s);
         let (code, body, _) =
             call!(&app, post("/predictions/tiny-0001", &format!(r#"{{"inputs": "{}"}}"#, "love ".repeat(600))));
@@ -833,7 +905,7 @@ async fn a_model_whose_outputs_are_not_finite_fails_at_warm_up() {
     let nan = ModelSpec { id: "nan".into(), artifact: dir.path().join("model.onnx").into(), ..spec("tiny-0001") };
     let s = state_of(
         vec![nan, spec("tiny-0002")],
-        Limits { concurrency: 1, queue: 1, batch: 1 },
+        Limits { concurrency: 1, queue: 1, batch: 1, batch_tokens: 512 },
         ServeConfig::default(),
         true,
     )
@@ -859,7 +931,7 @@ async fn models_take_the_cuda_devices_in_turn() {
         .iter()
         .map(|id| ModelSpec { engine: Engine::Ort, ..spec(id) })
         .collect();
-    let reg = Arc::new(Registry::new(specs, Limits { concurrency: 1, queue: 1, batch: 1 }));
+    let reg = Arc::new(Registry::new(specs, Limits { concurrency: 1, queue: 1, batch: 1, batch_tokens: 512 }));
     load_all(reg.clone(), LoadOptions { cuda_devices: vec![0, 1], ..LoadOptions::default() }).await;
     for (id, device) in [("tiny-0001", 0), ("tiny-0002", 1), ("tiny-0003", 0)] {
         let State::Failed(why) = reg.get(id).unwrap().state() else { panic!("{id} loaded on a GPU it cannot have") };
@@ -872,7 +944,7 @@ async fn a_scrape_after_mixed_traffic_passes_promtool_has_the_process_metrics_an
     let config = ServeConfig { max_body_bytes: 4096, ..ServeConfig::default() };
     let s = state_with(
         &["tiny-0001", "tiny-0002", "tiny-0003"],
-        Limits { concurrency: 1, queue: 0, batch: 1 },
+        Limits { concurrency: 1, queue: 0, batch: 1, batch_tokens: 512 },
         config,
         true,
     )

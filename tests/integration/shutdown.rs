@@ -73,8 +73,20 @@ fn a_second_signal_cuts_the_delay_short() {
 fn sigterm_finishes_every_request_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     // One inference thread, one input per engine call, and room for every request: the node
-    // admits them all (its in-flight gauge) and runs them one after another.
-    let flags = ["--inference-threads", "1", "--batch-inputs", "1", "--model-concurrency", "64", "--queue-size", "64"];
+    // admits them all (its in-flight gauge) and runs them one after another. tract, whose model
+    // takes concurrent calls (an ONNX Runtime session takes one at a time, and admits one).
+    let flags = [
+        "--inference-threads",
+        "1",
+        "--batch-inputs",
+        "1",
+        "--model-concurrency",
+        "64",
+        "--queue-size",
+        "64",
+        "--engine",
+        "tract",
+    ];
     let (mut node, base) = node(dir.path(), &flags);
     let n = 48;
     let start = std::sync::Arc::new(std::sync::Barrier::new(n));

@@ -57,6 +57,7 @@ mod tests {
             config_optional: true,
             sha256: None,
             cold: false,
+            request_tokens: 32,
         }
     }
 

@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
-use stowage_engine::{self as engine, EngineError, EngineOptions, Model, OutputKind, Signature};
+use stowage_core::Engine as EngineKind;
+use stowage_engine::{self as engine, EngineError, EngineOptions, Inputs, Model, OutputKind, Signature};
 use tokenizers::Tokenizer;
 
+use crate::lifecycle::choice::{Verdict, Verdicts, ROUNDS};
 use crate::lifecycle::spec::ModelSpec;
 use crate::lifecycle::storage::{Fetcher, Source, StorageError};
-use crate::serve::tokenize::{TextEncoder, TokenizerError};
+use crate::serve::tokenize::{EncodeError, TextEncoder, TokenizerError};
 
 /// Why a model could not be brought up.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -116,6 +118,8 @@ pub struct LoadedModel {
     pub model: Box<dyn Model>,
     /// Why this engine runs the model, when it was chosen (`auto`) rather than named.
     pub engine_reason: Option<String>,
+    /// For `auto`: both engines' timings behind the choice (one when the other cannot run it).
+    pub engine_verdict: Option<Verdict>,
     pub signature: Signature,
     pub text: TextEncoder,
     pub labels: Vec<String>,
@@ -127,6 +131,67 @@ pub struct Loaded {
     pub weights_bytes: u64,
     pub load_seconds: f64,
     pub warmup_seconds: f64,
+}
+
+/// The engine of an `auto` model: the kept verdict for `key` when that engine loads, else every
+/// engine that loads the model, timed on a typical request (`choice.rs`); the faster serves and
+/// the verdict is kept. One engine alone serves when the other cannot load the model.
+fn choose(
+    bytes: &[u8],
+    signature: &engine::Signature,
+    text: &TextEncoder,
+    tokens: usize,
+    opts: &EngineOptions,
+    verdicts: &Verdicts,
+    key: &str,
+) -> Result<(Box<dyn Model>, Option<Verdict>), EngineError> {
+    if let Some(v) = verdicts.get(key) {
+        if let Ok(model) = engine::load(v.engine, bytes, signature, opts) {
+            return Ok((model, Some(v)));
+        }
+    }
+    let engine::Candidates { models: mut candidates, failed } = engine::candidates(bytes, signature, opts)?;
+    let verdict = if let [a, b] = &candidates[..] {
+        let x = typical_input(text, tokens).map_err(|e| EngineError::Run(format!("the typical request: {e}")))?;
+        let times = engine::time(&[a.as_ref(), b.as_ref()], &x, ROUNDS)?;
+        // candidates() lists tract first.
+        let verdict = Verdict::faster(times[0], times[1], tokens);
+        verdicts.put(key, &verdict);
+        verdict
+    } else {
+        // One engine loads it: the other's reason is said, and nothing is kept (a library that
+        // was missing may be there at the next start).
+        let why = failed.first().map(|(kind, e)| match e {
+            EngineError::Unavailable(_) => format!("{kind} is not available"),
+            e => format!("{kind} cannot run it: {}", e.to_string().lines().next().unwrap_or_default()),
+        });
+        Verdict::only(candidates[0].backend(), tokens, why.unwrap_or_default())
+    };
+    candidates.retain(|m| m.backend() == verdict.engine);
+    let model = candidates.pop().ok_or_else(|| EngineError::Load("auto: no engine chosen".into()))?;
+    Ok((model, Some(verdict)))
+}
+
+/// A typical request of `tokens` tokens (capped at the model's length): real words of its
+/// vocabulary, tokenized as the node tokenizes requests.
+pub fn typical_input(text: &TextEncoder, tokens: usize) -> Result<Inputs, EncodeError> {
+    let vocab = text.tokenizer.get_vocab(false);
+    let mut words: Vec<&String> =
+        vocab.keys().filter(|w| w.chars().all(|c| c.is_alphabetic()) && !w.starts_with('[')).collect();
+    words.sort();
+    if words.is_empty() {
+        words = vocab.keys().collect();
+        words.sort();
+    }
+    let sentence: Vec<&str> = words.iter().cycle().take(tokens.max(1)).map(|w| w.as_str()).collect();
+    let x = text.encode(&[sentence.join(" ")], None)?;
+    let want = tokens.clamp(2, x.seq.max(2));
+    if want >= x.seq {
+        return Ok(x);
+    }
+    // Keep the first want-1 tokens and the closing one ([SEP]).
+    let keep = |v: &[i64]| v[..want - 1].iter().chain(v.last()).copied().collect::<Vec<_>>();
+    Ok(text.pad(vec![(keep(&x.input_ids), keep(&x.attention_mask), keep(&x.token_type_ids))]))
 }
 
 /// Labels (`id2label`) and the most tokens the position table takes (`max_position_embeddings`,
@@ -191,11 +256,17 @@ pub fn load(spec: &ModelSpec, opts: &EngineOptions) -> Result<Loaded, LoadError>
         downloaded: 0,
         reused: 0,
     };
-    load_files(spec, &files, opts)
+    load_files(spec, &files, opts, &Verdicts::new(None))
 }
 
-/// Loads and warms up one model from its local files. Runs on a blocking thread.
-pub fn load_files(spec: &ModelSpec, files: &Files, opts: &EngineOptions) -> Result<Loaded, LoadError> {
+/// Loads and warms up one model from its local files; an `auto` model on the faster engine
+/// (`choice.rs`: a verdict kept in `verdicts`, or measured now). Runs on a blocking thread.
+pub fn load_files(
+    spec: &ModelSpec,
+    files: &Files,
+    opts: &EngineOptions,
+    verdicts: &Verdicts,
+) -> Result<Loaded, LoadError> {
     let start = Instant::now();
     let path = files.artifact.display().to_string();
     let read = |e: std::io::Error| LoadError::Read { path: path.clone(), error: e.to_string() };
@@ -215,15 +286,16 @@ pub fn load_files(spec: &ModelSpec, files: &Files, opts: &EngineOptions) -> Resu
         owned = std::fs::read(&files.artifact).map_err(read)?;
         &owned
     };
+    let mut sha256 = None;
     if let Some(want) = spec.sha256.as_ref().filter(|_| !files.sha256_checked) {
         let got = hex::encode(Sha256::digest(bytes));
         if !got.eq_ignore_ascii_case(want) {
             return Err(LoadError::Checksum { path, got, want: want.clone() });
         }
+        sha256 = Some(got);
     }
     let in_engine = |error| LoadError::Engine { artifact: spec.artifact.to_string(), error };
     let signature = engine::signature(bytes).map_err(in_engine)?;
-    let chosen = engine::load(spec.engine, bytes, &signature, opts).map_err(in_engine)?;
     let tokenizer = Tokenizer::from_file(&files.tokenizer)
         .map_err(|e| LoadError::Tokenizer { tokenizer: spec.tokenizer.to_string(), error: e.to_string() })?;
     let (mut labels, positions) = read_config(files.config.as_deref())?;
@@ -242,7 +314,16 @@ pub fn load_files(spec: &ModelSpec, files: &Files, opts: &EngineOptions) -> Resu
             labels = (0..n).map(|i| format!("LABEL_{i}")).collect();
         }
     }
-    let loaded = LoadedModel { model: chosen.model, engine_reason: chosen.reason, signature, text, labels };
+    let (model, verdict) = if spec.engine == EngineKind::Auto {
+        let sha256 =
+            sha256.or_else(|| spec.sha256.clone()).unwrap_or_else(|| verdicts.sha256_of(&files.artifact, bytes));
+        let key = Verdicts::key(&sha256, opts, spec.request_tokens);
+        choose(bytes, &signature, &text, spec.request_tokens, opts, verdicts, &key).map_err(in_engine)?
+    } else {
+        (engine::load(spec.engine, bytes, &signature, opts).map_err(in_engine)?, None)
+    };
+    let engine_reason = verdict.as_ref().map(Verdict::reason);
+    let loaded = LoadedModel { model, engine_reason, engine_verdict: verdict, signature, text, labels };
     let load_seconds = start.elapsed().as_secs_f64();
 
     let warm = Instant::now();

@@ -105,7 +105,7 @@ impl Entry {
         let metrics = ModelMetrics::new(&spec.id, named.as_deref());
         Entry {
             admission: Admission::new(calls * rows, limits.queue),
-            batcher: Arc::new(Batcher::new(&spec.id, &metrics, calls, rows)),
+            batcher: Arc::new(Batcher::new(&spec.id, &metrics, calls, rows, limits.batch_tokens)),
             metrics,
             state: RwLock::new(State::Loading),
             info: RwLock::new(LoadInfo::default()),
@@ -174,6 +174,9 @@ impl Entry {
 
 /// Default of `--batch-inputs`.
 pub const DEFAULT_BATCH_INPUTS: usize = 4;
+/// Default of `--max-batch-tokens`: four rows of 128 tokens, so that short texts batch as
+/// before, and one long text never pads more than a few short ones.
+pub const DEFAULT_MAX_BATCH_TOKENS: usize = 512;
 /// Default of `--queue-size`.
 pub const DEFAULT_QUEUE_SIZE: usize = 64;
 
@@ -187,6 +190,8 @@ pub struct Limits {
     /// Most inputs in one engine call: requests waiting for the same model run together up to
     /// this (1: no batching across requests). A model holds `concurrency × batch` requests.
     pub batch: usize,
+    /// Most padded tokens (rows × the longest) in one engine call.
+    pub batch_tokens: usize,
 }
 
 /// Where the node is in its life, as far as requests are concerned. Only moves forward.

@@ -23,6 +23,8 @@ pub struct ModelSpec {
     pub sha256: Option<String>,
     /// Cold: loaded on its first request into the node's cold pool (`cold.rs`), not at start.
     pub cold: bool,
+    /// The typical request's length in tokens, at which `auto` compares the engines.
+    pub request_tokens: usize,
 }
 
 /// Why a node's models cannot be named.
@@ -71,6 +73,7 @@ impl ModelSpec {
             config_optional,
             sha256: m.sha256.clone(),
             cold: false,
+            request_tokens: m.request_tokens(&catalog.limits),
         })
     }
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 use stowage_engine::EngineOptions;
 use tracing::{error, info, Instrument};
 
+use crate::lifecycle::choice::Verdicts;
 use crate::lifecycle::load::{self, LoadError, LoadedModel};
 use crate::lifecycle::registry::{Entry, LoadInfo, Registry, State};
 use crate::lifecycle::storage::{FetchOptions, Fetcher};
@@ -69,6 +70,8 @@ impl Timing {
 /// of the models serving) and reuses the S3 client.
 pub struct Loader {
     fetcher: Arc<Fetcher>,
+    /// `auto`'s engine verdicts, kept under the cache folder across restarts.
+    verdicts: Arc<Verdicts>,
     gates: Gates,
     opts: LoadOptions,
     /// Models brought up so far: the next one takes the next CUDA device.
@@ -91,7 +94,8 @@ impl Loader {
         let fetcher = Arc::new(Fetcher::new(opts.fetch.clone()));
         let fetch_gate = Arc::new(tokio::sync::Semaphore::new(opts.fetch_parallelism.max(1)));
         let load_gate = Arc::new(tokio::sync::Semaphore::new(opts.parallelism.max(1)));
-        Arc::new(Self { fetcher, gates: (fetch_gate, load_gate), opts, brought: AtomicUsize::new(0) })
+        let verdicts = Arc::new(Verdicts::new(Some(opts.fetch.cache_dir.join("engines"))));
+        Arc::new(Self { fetcher, verdicts, gates: (fetch_gate, load_gate), opts, brought: AtomicUsize::new(0) })
     }
 
     /// Fetches, loads and warms up `entries` (each marked ready or failed with its reason) and
@@ -113,7 +117,8 @@ impl Loader {
                 let device = (!devices.is_empty()).then(|| devices[i % devices.len()]);
                 let engine =
                     EngineOptions { ort_cuda_device: device.or(self.opts.engine.ort_cuda_device), ..self.opts.engine };
-                tokio::spawn(bring_up(entry, registry.clone(), self.fetcher.clone(), self.gates.clone(), engine))
+                let (fetcher, verdicts) = (self.fetcher.clone(), self.verdicts.clone());
+                tokio::spawn(bring_up(entry, registry.clone(), fetcher, verdicts, self.gates.clone(), engine))
             })
             .collect();
         let mut timings = Vec::new();
@@ -136,10 +141,10 @@ impl Loader {
         let devices = &self.opts.cuda_devices;
         let device = (!devices.is_empty()).then(|| devices[i % devices.len()]);
         let engine = EngineOptions { ort_cuda_device: device.or(self.opts.engine.ort_cuda_device), ..self.opts.engine };
-        let spec = entry.spec.clone();
+        let (spec, verdicts) = (entry.spec.clone(), self.verdicts.clone());
         let l = tokio::task::spawn_blocking(move || {
             crate::process::lower_thread_priority();
-            load::load_files(&spec, &files, &engine)
+            load::load_files(&spec, &files, &engine, &verdicts)
         })
         .await
         .map_err(|_| LoadError::Crashed)??;
@@ -178,6 +183,7 @@ async fn bring_up(
     entry: Arc<Entry>,
     registry: Arc<Registry>,
     fetcher: Arc<Fetcher>,
+    verdicts: Arc<Verdicts>,
     gates: Gates,
     engine: EngineOptions,
 ) -> Timing {
@@ -233,7 +239,7 @@ async fn bring_up(
     let before = rss_bytes();
     let result = tokio::task::spawn_blocking(move || {
         crate::process::lower_thread_priority();
-        load::load_files(&spec, &files, &engine)
+        load::load_files(&spec, &files, &engine, &verdicts)
     })
     .await;
     match result {

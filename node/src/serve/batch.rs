@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use crate::lifecycle::load::LoadedModel;
 use crate::metrics::ModelMetrics;
 use crate::serve::pool::{Lost, Pool};
-use crate::serve::request::{Answer, PredictError, Queued};
+use crate::serve::request::{Answer, PredictError, Queued, Request};
 use crate::serve::{postprocess, tokenize};
 
 type Reply = oneshot::Sender<Result<Answer, PredictError>>;
@@ -39,6 +39,9 @@ pub struct Batcher {
     calls: AtomicUsize,
     /// Most inputs in one engine call (a single larger request still runs, alone).
     rows: usize,
+    /// Most padded tokens (rows × the longest) in one engine call (a single larger request still
+    /// runs, alone).
+    max_tokens: usize,
 }
 
 #[derive(Default)]
@@ -48,7 +51,7 @@ struct Queue {
 }
 
 impl Batcher {
-    pub fn new(model: &str, metrics: &ModelMetrics, calls: usize, rows: usize) -> Self {
+    pub fn new(model: &str, metrics: &ModelMetrics, calls: usize, rows: usize, max_tokens: usize) -> Self {
         Self {
             model: model.to_string(),
             batch_wait: metrics.batch_wait.clone(),
@@ -58,6 +61,7 @@ impl Batcher {
             queue: Mutex::new(Queue::default()),
             calls: AtomicUsize::new(calls.max(1)),
             rows: rows.max(1),
+            max_tokens: max_tokens.max(1),
         }
     }
 
@@ -136,8 +140,19 @@ impl Batcher {
         }
     }
 
-    fn run(&self, engine: &LoadedModel, batch: Vec<Queued>) {
-        let mut parts: Vec<(Inputs, Reply)> = batch.into_iter().filter_map(|q| self.prepare(engine, q)).collect();
+    fn run(&self, engine: &LoadedModel, taken: Vec<Queued>) {
+        let ready: Vec<Queued> = taken.into_iter().filter_map(|q| self.prepare(engine, q)).collect();
+        let (batch, rest) = by_tokens(ready, self.max_tokens);
+        if !rest.is_empty() {
+            // Left for the next call, first in line and tokenized; `call` schedules it.
+            if let Ok(mut q) = self.queue.lock() {
+                for r in rest.into_iter().rev() {
+                    q.pending.push_front(r);
+                }
+            }
+        }
+        let mut parts: Vec<(Inputs, Reply)> =
+            batch.into_iter().filter_map(|q| q.inputs.map(|x| (x, q.reply))).collect();
         if parts.is_empty() {
             return;
         }
@@ -166,10 +181,20 @@ impl Batcher {
         }
     }
 
-    /// A queued request's inputs, on the inference thread (tokenization is CPU work too); or
-    /// `None` when it was answered at once — it waited past its limit, or its input does not fit
-    /// the model — which then costs the batch nothing.
-    fn prepare(&self, engine: &LoadedModel, q: Queued) -> Option<(Inputs, Reply)> {
+    /// A queued request, tokenized (on the inference thread: tokenization is CPU work too); or
+    /// `None` when it was answered at once or dropped — its client hung up, it waited past its
+    /// limit, its input does not fit the model — which then costs the batch nothing.
+    fn prepare(&self, engine: &LoadedModel, mut q: Queued) -> Option<Queued> {
+        if q.abandoned() {
+            // Nobody reads the answer: the engine does not run for it. A client that only closed
+            // its writing side still hears why (499).
+            crate::metrics::rejected(&self.model, "client_gone");
+            let _ = q.reply.send(Err(PredictError::ClientGone(self.model.clone())));
+            return None;
+        }
+        if q.inputs.is_some() {
+            return Some(q);
+        }
         self.batch_wait.record(q.admitted.elapsed().as_secs_f64());
         if let Some(limit) = q.expired() {
             // Its client may be long gone: answer, and run nothing.
@@ -177,16 +202,51 @@ impl Batcher {
             return None;
         }
         let t = Instant::now();
-        let x = tokenize::inputs(&engine.text, q.request);
+        let x = tokenize::inputs(&engine.text, std::mem::replace(&mut q.request, Request::taken()));
         self.tokenization.record(t.elapsed().as_secs_f64());
         match x {
-            Ok(x) => Some((x, q.reply)),
+            Ok(x) => {
+                q.inputs = Some(x);
+                Some(q)
+            }
             Err(e) => {
                 let _ = q.reply.send(Err(e));
                 None
             }
         }
     }
+}
+
+/// What one more engine call costs beyond its tokens, in tokens: about 32 on CPU.
+const CALL_TOKENS: usize = 32;
+
+/// The next batch of tokenized requests and what waits for the one after. The oldest goes first
+/// whatever its size; the others join, closest in length first, while the batch stays within
+/// `max_tokens` padded tokens and a request adds no more padded tokens than it would cost alone
+/// (its own tokens and a call's overhead, `CALL_TOKENS`): texts of similar length batch together,
+/// and one long text does not pad short ones. What does not join keeps its order.
+fn by_tokens(ready: Vec<Queued>, max_tokens: usize) -> (Vec<Queued>, Vec<Queued>) {
+    let mut ready: Vec<Option<Queued>> = ready.into_iter().map(Some).collect();
+    let shape = |q: &Option<Queued>| q.as_ref().and_then(|q| q.inputs.as_ref()).map_or((0, 0), |x| (x.batch, x.seq));
+    let shapes: Vec<(usize, usize)> = ready.iter().map(shape).collect();
+    let Some(&(_, first)) = shapes.first() else { return (Vec::new(), Vec::new()) };
+    let padded = |rows: usize, longest: usize| rows * longest;
+    let mut order: Vec<usize> = (1..ready.len()).collect();
+    order.sort_by_key(|&i| (shapes[i].1.abs_diff(first), i));
+    let mut chosen = vec![0];
+    let (mut rows, mut longest) = shapes[0];
+    for i in order {
+        let (r, seq) = shapes[i];
+        let (more_rows, more_longest) = (rows + r, longest.max(seq));
+        let added = padded(more_rows, more_longest) - padded(rows, longest);
+        if padded(more_rows, more_longest) <= max_tokens && added <= r * seq + CALL_TOKENS {
+            chosen.push(i);
+            (rows, longest) = (more_rows, more_longest);
+        }
+    }
+    chosen.sort_unstable();
+    let batch = chosen.iter().filter_map(|&i| ready[i].take()).collect();
+    (batch, ready.into_iter().flatten().collect())
 }
 
 /// Answers one request from its rows of the engine's output (`x` are its own inputs).
@@ -268,12 +328,61 @@ mod tests {
         assert_eq!(slice_output(&out, 1, 2), Output { shape: vec![2, 2], data: vec![2.0, 3.0, 4.0, 5.0] });
     }
 
+    /// A request already tokenized to `rows` rows of `seq` tokens.
+    fn tokenized(rows: usize, seq: usize) -> Queued {
+        let now = Instant::now();
+        let n = rows * seq;
+        let x =
+            Inputs { batch: rows, seq, input_ids: vec![7; n], attention_mask: vec![1; n], token_type_ids: vec![0; n] };
+        Queued {
+            request: Request::taken(),
+            rows,
+            reply: oneshot::channel().0,
+            arrived: now,
+            admitted: now,
+            limit: None,
+            caller: Default::default(),
+            inputs: Some(x),
+        }
+    }
+
+    fn seqs(v: &[Queued]) -> Vec<usize> {
+        v.iter().map(|q| q.inputs.as_ref().unwrap().seq).collect()
+    }
+
+    #[test]
+    fn long_and_short_texts_batch_apart_within_the_token_budget() {
+        // The oldest is long: the other long one joins, the short ones wait together.
+        let mixed = [128, 16, 20, 120, 16].map(|s| tokenized(1, s)).into_iter().collect();
+        let (batch, rest) = by_tokens(mixed, 512);
+        assert_eq!((seqs(&batch), seqs(&rest)), (vec![128, 120], vec![16, 20, 16]));
+        let (batch, rest) = by_tokens(rest, 512);
+        assert_eq!((seqs(&batch), rest.len()), (vec![16, 20, 16], 0));
+        // The budget caps padded tokens: 4 × 128 fit 512, a fifth does not.
+        let long = (0..5).map(|_| tokenized(1, 128)).collect();
+        let (batch, rest) = by_tokens(long, 512);
+        assert_eq!((batch.len(), rest.len()), (4, 1));
+        // A request over the budget still runs, alone.
+        let (batch, rest) = by_tokens(vec![tokenized(8, 128), tokenized(1, 128)], 512);
+        assert_eq!((batch.len(), rest.len()), (1, 1));
+        assert_eq!(by_tokens(Vec::new(), 512).0.len(), 0);
+    }
+
     #[test]
     fn take_fills_up_to_the_row_limit_but_never_leaves_a_request_behind_alone() {
         let req = |rows| {
             let request = Request::Texts { texts: vec!["a".into(); rows], pairs: None, truncate: true };
             let now = Instant::now();
-            Queued { request, rows, reply: oneshot::channel().0, arrived: now, admitted: now, limit: None }
+            Queued {
+                request,
+                rows,
+                reply: oneshot::channel().0,
+                arrived: now,
+                admitted: now,
+                limit: None,
+                caller: Default::default(),
+                inputs: None,
+            }
         };
         let mut q: VecDeque<Queued> = [3, 1, 2, 1].into_iter().map(req).collect();
         assert_eq!(take(&mut q, 4).iter().map(|r| r.rows).collect::<Vec<_>>(), vec![3, 1]);

@@ -12,7 +12,7 @@ use crate::lifecycle::load::LoadedModel;
 use crate::lifecycle::registry::{Entry, Hold, Registry, State};
 use crate::metrics;
 use crate::serve::pool::{Lost, Pool};
-use crate::serve::request::{Answer, PredictError, Queued, Request};
+use crate::serve::request::{Answer, Caller, PredictError, Queued, Request};
 
 /// Default of `--max-batch`: most inputs in one request.
 pub const DEFAULT_MAX_BATCH: usize = 32;
@@ -170,8 +170,9 @@ impl Node {
     }
 
     /// Checks the request against the node's limits, admits it, queues it for the model's next
-    /// engine call and waits for the answer.
-    pub async fn predict(&self, target: &Target, request: Request) -> Result<Answer, PredictError> {
+    /// engine call and waits for the answer. A request whose `caller` hangs up while it waits is
+    /// dropped before its engine call.
+    pub async fn predict(&self, target: &Target, request: Request, caller: Caller) -> Result<Answer, PredictError> {
         let entry = &target.entry;
         let id = entry.spec.id.as_str();
         check(&request, self.config.max_batch)?;
@@ -198,7 +199,7 @@ impl Node {
         let _inflight = InFlight::enter(&entry.metrics.inflight);
         let (reply, answer) = tokio::sync::oneshot::channel();
         let rows = request.rows();
-        let queued = Queued { request, rows, reply, arrived, admitted, limit };
+        let queued = Queued { request, rows, reply, arrived, admitted, limit, caller, inputs: None };
         let lost = |_: Lost| PredictError::Inference(Lost.to_string());
         entry.batcher.submit(&self.pool, &target.model, queued).map_err(lost)?;
         let answer = answer.await.map_err(|_| lost(Lost))??;

@@ -20,6 +20,11 @@ pub enum Request {
 }
 
 impl Request {
+    /// What is left of a request once it is tokenized: nothing.
+    pub fn taken() -> Self {
+        Request::Tokens { input_ids: Vec::new(), attention_mask: Vec::new(), token_type_ids: None }
+    }
+
     /// Inputs in the request: the rows of its batch.
     pub fn rows(&self) -> usize {
         match self {
@@ -76,6 +81,9 @@ pub enum PredictError {
     PoolFull(String),
     #[error("model {id:?} did not take the request within {} ms; retry later", limit.as_millis())]
     QueueTimeout { id: String, limit: Duration },
+    /// The client closed its side of the connection while the request waited: it never ran.
+    #[error("the client closed its connection before model {0:?} ran the request")]
+    ClientGone(String),
     /// The engine failed: its error, kept as the source.
     #[error(transparent)]
     Engine(#[from] stowage_engine::EngineError),
@@ -94,6 +102,33 @@ impl PredictError {
     }
 }
 
+/// Who asked: the client's connection, when the front end knows it, so that a request whose
+/// client has hung up is dropped before it costs engine time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caller {
+    /// The connection's socket; valid while the request is in flight (the server keeps the
+    /// connection open until it has answered, or drops the request with it).
+    fd: Option<std::os::fd::RawFd>,
+}
+
+impl Caller {
+    /// A caller on connection `fd` (its socket as the HTTP server holds it).
+    pub fn on(fd: std::os::fd::RawFd) -> Self {
+        Self { fd: Some(fd) }
+    }
+
+    /// Whether the client has closed its side of the connection: the socket reports a hang-up or
+    /// an error (data still to read, a pipelined request, is not a hang-up). Does not block.
+    pub fn gone(&self) -> bool {
+        let Some(fd) = self.fd else { return false };
+        let mut p = libc::pollfd { fd, events: libc::POLLRDHUP, revents: 0 };
+        // SAFETY: poll reads and writes the one pollfd passed by pointer; a timeout of 0 returns
+        // at once. A closed descriptor is reported in revents (POLLNVAL), not as undefined behaviour.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+    }
+}
+
 /// A request in its model's queue: plain data. The batcher takes it up on an inference thread,
 /// and the reply goes back through `reply`, whatever happens (a dropped sender answers too: the
 /// waiting side sees the channel closed).
@@ -107,11 +142,21 @@ pub struct Queued {
     pub admitted: Instant,
     /// Longest the request may wait for its model, from `arrived` (`--queue-timeout-ms`).
     pub limit: Option<Duration>,
+    pub caller: Caller,
+    /// Its tokenized inputs, once tokenized (a request left out of a batch by the token budget
+    /// keeps them for the next one).
+    pub inputs: Option<stowage_engine::Inputs>,
 }
 
 impl Queued {
     /// Whether the request waited past its limit (its client may be long gone).
     pub fn expired(&self) -> Option<Duration> {
         self.limit.filter(|&t| self.arrived.elapsed() > t)
+    }
+
+    /// Whether nobody waits for the answer: the server dropped the request (its reply channel
+    /// is closed), or the client hung up.
+    pub fn abandoned(&self) -> bool {
+        self.reply.is_closed() || self.caller.gone()
     }
 }
