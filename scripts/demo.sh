@@ -4,7 +4,8 @@
 #   2. synth 6 small BERT-style models → out/demo/, plan them, start their node with `stowage serve`
 #   3. curl a classification and an embedding from it, print them, stop the node (SIGTERM → drain)
 # Takes no arguments; writes under out/ in the repository. The first run builds stowage in release
-# mode first (about 15 CPU-minutes; Cargo shows its progress).
+# mode (Cargo shows its progress; README.md says what it costs) and installs ONNX Runtime's
+# library into .venv (scripts/ort-lib.sh).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -13,6 +14,9 @@ positional_only "$@"
 cd "$root"
 scripts/setup.sh
 stowage=$(release_binary)
+# ONNX Runtime, as the images ship it: `auto` then runs each model on the faster engine.
+ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(scripts/ort-lib.sh)}
+export ORT_DYLIB_PATH
 mkdir -p out
 
 echo "== stowage plan --catalog models.toml"

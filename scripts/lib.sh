@@ -36,8 +36,8 @@ from_caller() {
 }
 
 # Builds target/release/stowage if needed and prints its path ($STOWAGE_BIN when set). The first
-# build compiles every dependency (about 15 CPU-minutes, ~5 GB in target/): Cargo's progress shows
-# then; later builds are quiet.
+# build compiles every dependency (about 40 CPU-minutes, 2.5 GB in target/release): Cargo's
+# progress shows then; later builds are quiet.
 release_binary() {
   if [ -n "${STOWAGE_BIN:-}" ]; then
     printf '%s\n' "$STOWAGE_BIN"
@@ -47,7 +47,7 @@ release_binary() {
   if [ -x "$bin" ]; then
     cargo build --release --locked -q --manifest-path "$root/Cargo.toml" >&2
   else
-    echo "$script: building stowage (release; the first build takes about 15 CPU-minutes and ~5 GB in target/)" >&2
+    echo "$script: building stowage (release; the first build takes about 40 CPU-minutes and 2.5 GB in target/)" >&2
     cargo build --release --locked --manifest-path "$root/Cargo.toml" >&2
   fi
   printf '%s\n' "$bin"
