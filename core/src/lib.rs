@@ -13,4 +13,4 @@ pub use catalog::{Catalog, CatalogError, Engine, Footprint, InstanceType, Limits
 pub use changes::{Changes, Move, Retype};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use ident::{is_dns_label, node_id};
-pub use plan::{Plan, PlanDefect, PlanError, PlanNode, SolverInfo, Usage, PLAN_FORMAT};
+pub use plan::{Plan, PlanDefect, PlanError, PlanNode, Predicted, SolverInfo, Usage, PLAN_FORMAT};

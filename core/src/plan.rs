@@ -57,6 +57,22 @@ pub struct PlanNode {
     /// Memory the cold models share, in MiB (0 without cold models).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cold_pool_mib: f64,
+    /// The response times the planner predicts for the node at its peak (all its models at their
+    /// `peak_rps`): its compute units as a queue of its models' service times (docs/formats.md,
+    /// "Latency"). Absent when the node would be at or over capacity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted: Option<Predicted>,
+    /// The P90 target the node must keep: the tightest of its models' (`slo_p90_ms`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo_p90_ms: Option<f64>,
+}
+
+/// Predicted response-time percentiles of a node at its peak, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Predicted {
+    pub p50_ms: f64,
+    pub p90_ms: f64,
 }
 
 /// Why `text` is some other kind of file than a plan (a catalog, another JSON document), if it
@@ -238,6 +254,8 @@ mod tests {
                 usage: Usage { memory: 0.5, utilization: 0.1 },
                 cold_models: vec![],
                 cold_pool_mib: 0.0,
+                predicted: Some(Predicted { p50_ms: 4.0, p90_ms: 9.5 }),
+                slo_p90_ms: Some(100.0),
             }],
             changes: None,
         }

@@ -7,10 +7,12 @@
 pub mod bound;
 pub mod catalogs;
 pub mod heuristic;
+pub mod latency;
 pub mod milp;
 pub mod problem;
 pub mod replan;
 pub mod report;
+pub mod slo;
 pub mod solve;
 pub mod svg;
 pub mod tail;

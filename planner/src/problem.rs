@@ -28,6 +28,10 @@ pub struct Problem {
     pub types: Vec<BinType>,
     pub items: Vec<String>,
     demand: Vec<Option<[f64; 2]>>,
+    /// Per type: the share of a node's compute that a full load (1.0) in the utilization
+    /// dimension stands for: `max_utilization`, or less where the latency target caps it
+    /// (`slo::type_cap`).
+    pub utilization_cap: Vec<f64>,
 }
 
 /// How a cold model weighs on a node (docs/formats.md, "Cold models"). The cold pool is an LRU
@@ -111,32 +115,38 @@ impl Problem {
                 grain: (t.memory_gib * 1024.0 * c.limits.max_memory).clamp(100.0, 200_000.0),
             })
             .collect();
+        let cmax = c.limits.max_utilization;
+        let caps: Vec<f64> = c.instance_types.iter().map(|it| crate::slo::type_cap(c, it)).collect();
+        let mut alone = crate::slo::Alone::default();
         let mut dvec = Vec::with_capacity(c.models.len() * types.len());
         for m in &c.models {
             // A pinned cold model counts in full: its pool holds it whenever it is loaded, so it is
             // never evicted and never reloads — as a hot model weighs.
             let cold = (m.is_cold(&c.limits) && !pinned.contains(&m.id)).then(|| ColdWeight::of(m, &c.limits));
-            for it in &c.instance_types {
-                let d = demand(&c.limits, m, it).filter(|d| d.fits()).map(|d| match cold {
-                    None => [d.memory, d.utilization],
+            for (it, &cap) in c.instance_types.iter().zip(&caps) {
+                // Under a latency target a node's compute counts up to `cap` of it, and a model
+                // that cannot keep its target even alone on the type does not go there.
+                let scale = cmax / cap;
+                let d = demand(&c.limits, m, it).filter(|d| d.fits() && alone.meets(c, m, it)).map(|d| match cold {
+                    None => [d.memory, d.utilization * scale],
                     Some(w) => {
                         let fp = m.footprints[&it.family];
                         let share = w.share;
-                        let reloads =
-                            w.misses_per_second * fp.load_ms() / 1000.0 / it.compute / c.limits.max_utilization;
-                        [d.memory * share, d.utilization + reloads]
+                        let reloads = w.misses_per_second * fp.load_ms() / 1000.0 / it.compute / cmax;
+                        [d.memory * share, (d.utilization + reloads) * scale]
                     }
                 });
                 dvec.push(d.filter(|x| x[0] <= 1.0 + EPS && x[1] <= 1.0 + EPS));
             }
         }
-        Self { types, items: c.models.iter().map(|m| m.id.clone()).collect(), demand: dvec }
+        Self { types, items: c.models.iter().map(|m| m.id.clone()).collect(), demand: dvec, utilization_cap: caps }
     }
 
     /// A problem from raw numbers (tests and benches).
     pub fn new(types: Vec<BinType>, items: Vec<String>, demand: Vec<Option<[f64; 2]>>) -> Self {
         assert_eq!(demand.len(), items.len() * types.len());
-        Self { types, items, demand }
+        let utilization_cap = vec![1.0; types.len()];
+        Self { types, items, demand, utilization_cap }
     }
 
     pub fn n_items(&self) -> usize {
@@ -160,7 +170,8 @@ impl Problem {
         for &i in items {
             demand.extend_from_slice(&self.demand[i * nt..(i + 1) * nt]);
         }
-        Problem { types, items: items.iter().map(|&i| self.items[i].clone()).collect(), demand }
+        let items = items.iter().map(|&i| self.items[i].clone()).collect();
+        Problem { types, items, demand, utilization_cap: self.utilization_cap.clone() }
     }
 
     /// Types item i may run on.

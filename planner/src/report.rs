@@ -90,7 +90,40 @@ pub fn cost_table(plan: &Plan) -> String {
         plan.solver.method,
         plan.solver.seconds
     );
+    if let Some(line) = latency_line(plan) {
+        let _ = writeln!(s, "{line}");
+    }
     s
+}
+
+/// `predicted P90 at peak: worst node 63.2 ms (c5-xlarge-003), target 100 ms`: the node whose
+/// predicted P90 is the highest (or one with none: over its capacity), and the target; the nodes
+/// over their target are counted.
+fn latency_line(plan: &Plan) -> Option<String> {
+    let worst = plan
+        .nodes
+        .iter()
+        .max_by(|a, b| {
+            let p90 = |n: &&stowage_core::PlanNode| n.predicted.map_or(f64::INFINITY, |p| p.p90_ms);
+            p90(a).total_cmp(&p90(b)).then_with(|| b.id.cmp(&a.id))
+        })
+        .filter(|n| !n.models.is_empty())?;
+    let mut line = match worst.predicted {
+        Some(p) => format!("predicted P90 at peak: worst node {:.1} ms ({})", p.p90_ms, worst.id),
+        None => format!("predicted P90 at peak: node {} is at or over its capacity", worst.id),
+    };
+    let over = plan
+        .nodes
+        .iter()
+        .filter(|n| n.slo_p90_ms.is_some_and(|t| n.predicted.is_none_or(|p| p.p90_ms > t + 1e-6)))
+        .count();
+    if let Some(t) = plan.nodes.iter().filter_map(|n| n.slo_p90_ms).reduce(f64::min) {
+        line += &format!(", target {t} ms");
+        if over > 0 {
+            line += &format!("; {over} nodes over their target (no node could be bought for their models)");
+        }
+    }
+    Some(line)
 }
 
 #[cfg(test)]
@@ -108,6 +141,8 @@ mod tests {
             usage: Usage { memory: 0.5, utilization: 0.1 },
             cold_models: cold.iter().map(|m| m.to_string()).collect(),
             cold_pool_mib: pool,
+            predicted: None,
+            slo_p90_ms: None,
         }
     }
 

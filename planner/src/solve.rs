@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use stowage_core::plan::{Plan, PlanNode, SolverInfo, Usage, PLAN_FORMAT};
+use stowage_core::plan::{Plan, PlanNode, Predicted, SolverInfo, Usage, PLAN_FORMAT};
 use stowage_core::{node_id, Catalog};
 
 use crate::bound::{lp_bound, round_to_price_lattice};
@@ -65,6 +65,11 @@ impl Default for Options {
 pub enum SolveError {
     #[error(transparent)]
     Infeasible(#[from] Infeasible),
+    #[error(
+        "model {model:?} cannot keep its latency target (P90 {target} ms) on any instance type, even alone on a node \
+         (its fastest service time is {fastest} ms): raise slo_p90_ms, or give it a faster footprint"
+    )]
+    Target { model: String, target: f64, fastest: f64 },
 }
 
 /// Solves a numeric problem: the packing, its lower bound, and how it was found.
@@ -213,8 +218,11 @@ pub fn plan_problem(catalog: &Catalog, opts: &Options) -> Result<(Problem, Solve
     }
     for round in 0.. {
         let p = Problem::from_catalog_pinned(catalog, &pinned);
+        reachable(catalog, &p)?;
         let mut s = solve_problem(&p, opts)?;
         rehome_cold(catalog, &p, &mut s.packing);
+        crate::slo::meet_targets(catalog, &p, &mut s.packing.bins);
+        s.packing.normalize(&p);
         let (mut more, mut over) = (Vec::new(), false);
         for b in s.packing.bins.iter().filter(|b| !b.items.is_empty()) {
             let m = node_memory(catalog, &p, b.t, &b.items);
@@ -245,12 +253,28 @@ pub fn plan_problem(catalog: &Catalog, opts: &Options) -> Result<(Problem, Solve
             // The last round: every cold model counts in full (always within the limits).
             pinned.extend(catalog.models.iter().filter(|m| m.is_cold(&catalog.limits)).map(|m| m.id.clone()));
             let p = Problem::from_catalog_pinned(catalog, &pinned);
-            let s = solve_problem(&p, opts)?;
+            let mut s = solve_problem(&p, opts)?;
+            crate::slo::meet_targets(catalog, &p, &mut s.packing.bins);
+            s.packing.normalize(&p);
             return Ok((p, s));
         }
         pinned.extend(more);
     }
     unreachable!("the rounds end when no node is over its limit")
+}
+
+/// Every model can go somewhere: a model that cannot keep its latency target on any type, even
+/// alone, is refused with the reason (the catalog check has already made sure each fits a type).
+fn reachable(catalog: &Catalog, p: &Problem) -> Result<(), SolveError> {
+    for (i, m) in catalog.models.iter().enumerate() {
+        if p.allowed(i).next().is_some() {
+            continue;
+        }
+        let target = m.slo_p90_ms(&catalog.limits).unwrap_or(f64::INFINITY);
+        let fastest = m.footprints.values().map(|f| f.service_ms).fold(f64::INFINITY, f64::min);
+        return Err(SolveError::Target { model: m.id.clone(), target, fastest });
+    }
+    Ok(())
 }
 
 /// The memory limit of a node of type t, in MiB.
@@ -366,6 +390,15 @@ pub(crate) fn plan_node(catalog: &Catalog, p: &Problem, b: &crate::heuristic::Bi
     let mut models: Vec<String> = b.items.iter().map(|&i| p.items[i].clone()).collect();
     models.sort();
     let m = node_memory(catalog, p, b.t, &b.items);
+    let (predicted, slo_p90_ms) = match catalog.instance_type(&ty.name) {
+        Some(it) => {
+            let q = crate::slo::queue(catalog, it, b.items.iter().map(|&i| &catalog.models[i]));
+            let predicted = q.predicted().map(|x| Predicted { p50_ms: round3(x.p50_ms), p90_ms: round3(x.p90_ms) });
+            let slo = b.items.iter().filter_map(|&i| catalog.models[i].slo_p90_ms(&lim)).reduce(f64::min);
+            (predicted, slo)
+        }
+        None => (None, None),
+    };
     // The node's memory is bought whole: what its hot models and the planned pool leave free goes
     // to the pool too (fewer cold starts at no cost), up to all its cold models.
     let cold_pool_mib =
@@ -378,11 +411,17 @@ pub(crate) fn plan_node(catalog: &Catalog, p: &Problem, b: &crate::heuristic::Bi
         models,
         usage: Usage {
             memory: round6(b.load[0] * lim.max_memory),
-            utilization: round6(b.load[1] * lim.max_utilization),
+            utilization: round6(b.load[1] * p.utilization_cap[b.t]),
         },
         cold_models: m.cold,
         cold_pool_mib,
+        predicted,
+        slo_p90_ms,
     }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
 }
 
 pub(crate) fn round6(x: f64) -> f64 {

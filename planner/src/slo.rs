@@ -1,0 +1,232 @@
+//! The latency target (`slo_p90_ms`) as the planner keeps it. Each node is a queue
+//! (`latency.rs`): its compute units serve its models' peak traffic, each with the mean and spread
+//! of its service time; cold models' reloads keep the units busy too (at the rate the cold pool is
+//! expected to miss, each for the model's load time) though they are not requests.
+//!
+//! Packing with it, in two steps:
+//! 1. Per instance type, the utilization the target allows (`type_cap`): the largest share of
+//!    the type's compute at which the catalog's traffic mix on its family, scaled to that share,
+//!    keeps a P90 within the target. The packing uses it as that type's Cmax (when lower).
+//! 2. Every node is then checked as it is (`meets`): its P90 at peak within the tightest target of
+//!    its models (the catalog's, or a model's tighter one), and each model's own P90 within its
+//!    own. A node that fails gives up models,
+//!    those with the most load first, until it passes; they go to nodes that stay within their
+//!    limits and pass with them, or to new nodes (`meet_targets`).
+//!
+//! A model that cannot keep its target even alone on a type is not placed on that type; one that
+//! cannot anywhere is refused with the reason.
+
+use std::collections::HashSet;
+
+use stowage_core::catalog::{Catalog, InstanceType, Model};
+
+use crate::heuristic::Bin;
+use crate::latency::{Percentiles, Queue, Stream};
+use crate::problem::{ColdWeight, Problem};
+
+/// A model's requests on a family: its peak traffic and its footprint's service time there.
+pub fn stream(model: &Model, family: &str) -> Option<Stream> {
+    let fp = model.footprints.get(family)?;
+    Some(Stream { rate: model.peak_rps.max(0.0), mean_ms: fp.service_ms, scv: fp.service_scv() })
+}
+
+/// The compute a cold model's reloads take: the pool's expected misses, each for its load time.
+fn reloads(model: &Model, family: &str, catalog: &Catalog) -> Option<Stream> {
+    let fp = model.footprints.get(family)?;
+    let w = ColdWeight::of(model, &catalog.limits);
+    Some(Stream { rate: w.misses_per_second, mean_ms: fp.load_ms(), scv: 0.5 })
+}
+
+/// The queue of a node of type `it` holding `models` (cold ones as `cold` says).
+pub fn queue<'a>(catalog: &Catalog, it: &InstanceType, models: impl Iterator<Item = &'a Model>) -> NodeQueue {
+    let mut requests = Vec::new();
+    let mut background = Vec::new();
+    let mut targets = Vec::new();
+    for m in models {
+        if let Some(s) = stream(m, &it.family) {
+            requests.push(s);
+            targets.push(m.slo_p90_ms(&catalog.limits));
+        }
+        if m.is_cold(&catalog.limits) {
+            background.extend(reloads(m, &it.family, catalog));
+        }
+    }
+    let all: Vec<Stream> = requests.iter().chain(&background).copied().collect();
+    NodeQueue { queue: Queue::with_requests(it.compute, &all, requests.len()), requests, targets }
+}
+
+/// A node's queue and its models' targets.
+pub struct NodeQueue {
+    queue: Queue,
+    requests: Vec<Stream>,
+    targets: Vec<Option<f64>>,
+}
+
+impl NodeQueue {
+    /// The node's P50 and P90 at peak, over all its requests; `None` at or over capacity.
+    pub fn predicted(&self) -> Option<Percentiles> {
+        let p = self.queue.percentiles();
+        (p.p90_ms.is_finite() && p.p50_ms.is_finite()).then_some(p)
+    }
+
+    /// Whether the node's P90 (over all its requests) is within the tightest of its models'
+    /// targets, and each model's own P90 within its own (a slow model's requests take longer than
+    /// the node's). Models of the same service and target are checked once.
+    pub fn meets(&self) -> bool {
+        let Some(tightest) = self.targets.iter().flatten().copied().reduce(f64::min) else { return true };
+        if self.queue.percentiles().p90_ms > tightest {
+            return false;
+        }
+        let mut seen = HashSet::new();
+        self.requests.iter().zip(&self.targets).all(|(s, t)| {
+            let Some(t) = t else { return true };
+            if !seen.insert((s.mean_ms.to_bits(), s.scv.to_bits(), t.to_bits())) {
+                return true;
+            }
+            self.queue.p90_of(s) <= *t
+        })
+    }
+}
+
+/// The share of compute a node of type `it` may use under the catalog's target: the largest
+/// utilization (at most `max_utilization`) at which the catalog's traffic mix on its family,
+/// scaled to that utilization, keeps its P90 within `slo_p90_ms`; `max_utilization` without a
+/// target.
+pub fn type_cap(catalog: &Catalog, it: &InstanceType) -> f64 {
+    let cmax = catalog.limits.max_utilization;
+    let Some(target) = catalog.limits.slo_p90_ms else { return cmax };
+    let mix: Vec<Stream> =
+        catalog.models.iter().filter_map(|m| stream(m, &it.family)).filter(|s| s.rate > 0.0).collect();
+    let work: f64 = mix.iter().map(|s| s.rate * s.mean_ms / 1000.0).sum();
+    if work <= 0.0 {
+        return cmax;
+    }
+    let p90_at = |u: f64| {
+        let k = u * it.compute.max(1.0) / work;
+        let scaled: Vec<Stream> = mix.iter().map(|s| Stream { rate: s.rate * k, ..*s }).collect();
+        Queue::new(it.compute, &scaled).percentiles().p90_ms
+    };
+    if p90_at(cmax) <= target {
+        return cmax;
+    }
+    let (mut lo, mut hi) = (0.0, cmax);
+    for _ in 0..40 {
+        let mid = 0.5 * (lo + hi);
+        if p90_at(mid) <= target {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo.max(1e-3)
+}
+
+/// Whether models keep their targets alone on a node (their own traffic only), remembered by
+/// service time, spread, target and compute: the most traffic such a model may have there.
+#[derive(Default)]
+pub struct Alone {
+    most: std::collections::HashMap<(u64, u64, u64, u64), f64>,
+}
+
+impl Alone {
+    /// Whether `model` keeps its target alone on a node of type `it` (always, without a target).
+    pub fn meets(&mut self, catalog: &Catalog, model: &Model, it: &InstanceType) -> bool {
+        let (Some(target), Some(s)) = (model.slo_p90_ms(&catalog.limits), stream(model, &it.family)) else {
+            return true;
+        };
+        let key = (it.compute.to_bits(), s.mean_ms.to_bits(), s.scv.to_bits(), target.to_bits());
+        let most = *self.most.entry(key).or_insert_with(|| {
+            let p90 = |rate: f64| Queue::new(it.compute, &[Stream { rate, ..s }]).p90_of(&Stream { rate, ..s });
+            let full = it.compute.max(1.0) * 1000.0 / s.mean_ms;
+            if p90(full * 1e-6) > target {
+                return -1.0;
+            }
+            let (mut lo, mut hi) = (full * 1e-6, full);
+            for _ in 0..50 {
+                let mid = 0.5 * (lo + hi);
+                if p90(mid) <= target {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            lo
+        });
+        s.rate <= most
+    }
+}
+
+/// Whether the node `items` on type `t` of problem `p` keeps every target.
+pub fn bin_meets(catalog: &Catalog, p: &Problem, t: usize, items: &[usize]) -> bool {
+    if !has_targets(catalog) {
+        return true;
+    }
+    let Some(it) = catalog.instance_type(&p.types[t].name) else { return true };
+    queue(catalog, it, items.iter().map(|&i| &catalog.models[i])).meets()
+}
+
+/// Whether any model has a latency target.
+pub fn has_targets(catalog: &Catalog) -> bool {
+    catalog.limits.slo_p90_ms.is_some() || catalog.models.iter().any(|m| m.slo_p90_ms.is_some())
+}
+
+/// Makes every node of `bins` keep its targets: a node that does not gives up its models with the
+/// most load first until it does; each goes to a node with room that keeps its targets with it, or
+/// to a new node (the cheapest type where it keeps its target alone). New nodes are appended.
+pub fn meet_targets(catalog: &Catalog, p: &Problem, bins: &mut Vec<Bin>) {
+    if !has_targets(catalog) {
+        return;
+    }
+    let meets = |b: &Bin| bin_meets(catalog, p, b.t, &b.items);
+    let mut evicted = Vec::new();
+    for (k, b) in bins.iter_mut().enumerate() {
+        while b.items.len() > 1 && !meets(b) {
+            let (j, _) = b
+                .items
+                .iter()
+                .enumerate()
+                .map(|(j, &i)| (j, p.demand(i, b.t).map_or(0.0, |d| d[1])))
+                .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+                .expect("a node with models");
+            let i = b.items.remove(j);
+            let d = p.demand(i, b.t).expect("placed on an allowed type");
+            b.load = [b.load[0] - d[0], b.load[1] - d[1]];
+            evicted.push((i, k));
+        }
+    }
+    for (i, from) in evicted {
+        let takes = |b: &Bin| {
+            let Some(d) = p.demand(i, b.t) else { return false };
+            if b.items.is_empty() || !b.fits(d) {
+                return false;
+            }
+            let mut with = b.items.clone();
+            with.push(i);
+            bin_meets(catalog, p, b.t, &with)
+        };
+        if let Some(j) = (0..bins.len()).find(|&j| takes(&bins[j])) {
+            let d = p.demand(i, bins[j].t).expect("checked by takes");
+            bins[j].add(i, d);
+            continue;
+        }
+        let mut counts = vec![0usize; p.n_types()];
+        for b in bins.iter().filter(|b| !b.items.is_empty()) {
+            counts[b.t] += 1;
+        }
+        let new = (0..p.n_types())
+            .filter(|&t| counts[t] < p.types[t].max_count && p.demand(i, t).is_some())
+            .min_by(|&a, &b| p.types[a].price.total_cmp(&p.types[b].price).then(a.cmp(&b)));
+        match new {
+            Some(t) => {
+                let mut b = Bin::new(t);
+                b.add(i, p.demand(i, t).expect("filtered"));
+                bins.push(b);
+            }
+            // No node can be bought: back where it was (that node's prediction shows the miss).
+            None => {
+                let d = p.demand(i, bins[from].t).expect("it was placed there");
+                bins[from].add(i, d);
+            }
+        }
+    }
+}
