@@ -53,8 +53,69 @@ pub enum Command {
     Upload(UploadArgs),
     /// Measure each model's memory and service time here; write the footprints into a catalog.
     Profile(ProfileArgs),
-    /// Closed-loop load from a targets file (when vegeta is not installed); prints a JSON report.
+    /// Load from a targets file (when vegeta is not installed), closed or open loop (--rate).
     Attack(AttackArgs),
+    /// Send every model of a plan its planned peak (× --factor), open loop, and report per node
+    /// whether the measured P90 held the target and how it compares with the prediction.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The plan whose nodes to check.
+    #[arg(long, env = "STOWAGE_PLAN")]
+    pub plan: PathBuf,
+
+    /// Catalog the plan was made from (default: models.toml beside the plan): each model's
+    /// peak_rps and request_tokens.
+    #[arg(long, env = "STOWAGE_CATALOG")]
+    pub catalog: Option<PathBuf>,
+
+    /// One URL in front of every model (the gateway: `out/deploy/gateway.url`, or an Ingress).
+    #[arg(long, env = "STOWAGE_URL", conflicts_with = "routes", required_unless_present = "routes")]
+    pub url: Option<String>,
+
+    /// Route map from scripts/deploy.sh (model id → node URL) instead of one URL.
+    #[arg(long, env = "STOWAGE_ROUTES")]
+    pub routes: Option<PathBuf>,
+
+    /// Each model's traffic: its peak_rps times this.
+    #[arg(long, env = "STOWAGE_FACTOR", default_value_t = 1.0)]
+    pub factor: f64,
+
+    /// How long to send, in seconds (after one request to each model that is not counted).
+    #[arg(long, env = "STOWAGE_DURATION", default_value_t = 30.0)]
+    pub duration: f64,
+
+    /// How each model's requests are spaced: a Poisson process (as the planner assumes) or evenly.
+    #[arg(long, env = "STOWAGE_ARRIVALS", value_enum, default_value_t = crate::openloop::Arrivals::Poisson)]
+    pub arrivals: crate::openloop::Arrivals,
+
+    /// Connections at most (requests in flight).
+    #[arg(long, env = "STOWAGE_CONNECTIONS", default_value_t = DEFAULT_CONNECTIONS)]
+    pub connections: usize,
+
+    /// Per-request timeout, in seconds.
+    #[arg(long, env = "STOWAGE_TIMEOUT", default_value_t = 30.0)]
+    pub timeout: f64,
+
+    /// The text every request sends (default: common words, as many as each model's typical
+    /// request_tokens).
+    #[arg(long, env = "STOWAGE_TEXT")]
+    pub text: Option<String>,
+
+    /// The node's P90 target when the plan has none (else the plan's slo_p90_ms of each node).
+    #[arg(long, env = "STOWAGE_SLO_MS")]
+    pub slo_ms: Option<f64>,
+
+    /// Seed of the arrival times.
+    #[arg(long, env = "STOWAGE_VERIFY_SEED", default_value_t = 1)]
+    pub seed: u64,
+
+    /// Also write verify.json (the report), results.csv (every request, vegeta's CSV results
+    /// format) and verify.svg (predicted and measured P90 per node) into this folder.
+    #[arg(long, env = "STOWAGE_VERIFY_OUT")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,13 +167,19 @@ pub struct ProfileArgs {
     #[arg(long, env = "STOWAGE_FAMILY", default_value = "c5")]
     pub family: String,
 
-    /// Tokens per request (capped at the model's length).
-    #[arg(long, env = "STOWAGE_TOKENS", default_value_t = 128)]
-    pub tokens: usize,
+    /// Tokens per request (capped at the model's length); default: each model's request_tokens
+    /// (the catalog's typical request length).
+    #[arg(long, env = "STOWAGE_TOKENS")]
+    pub tokens: Option<usize>,
 
-    /// Timed requests per model (after 3 warm-up ones).
+    /// Timed engine calls per model alone (after 3 warm-up ones): the `engine ms` column.
     #[arg(long, env = "STOWAGE_ITERATIONS", default_value_t = 20)]
     pub iterations: usize,
+
+    /// Requests per model through the measuring node (interleaved at random with the other
+    /// models'): its service time and spread.
+    #[arg(long, env = "STOWAGE_REQUESTS", default_value_t = 40)]
+    pub requests: usize,
 
     /// Write the catalog with measured footprints here.
     #[arg(long, env = "STOWAGE_PROFILED_CATALOG", conflicts_with = "in_place")]
@@ -136,9 +203,24 @@ pub struct AttackArgs {
     #[arg(long, env = "STOWAGE_TARGETS")]
     pub targets: PathBuf,
 
-    /// Requests in flight at once (one client thread each).
+    /// Closed loop: requests in flight at once (one client thread each, each sending its next
+    /// request when its answer came). Ignored with --rate.
     #[arg(long, env = "STOWAGE_CONCURRENCY", default_value_t = 4)]
     pub concurrency: usize,
+
+    /// Open loop: send this many requests a second whatever the server does, and count each
+    /// latency from the request's scheduled time (as vegeta's `attack -rate` and wrk2 do).
+    #[arg(long, env = "STOWAGE_RATE")]
+    pub rate: Option<f64>,
+
+    /// With --rate: how requests are spaced, evenly or as a Poisson process.
+    #[arg(long, env = "STOWAGE_ARRIVALS", value_enum, default_value_t = crate::openloop::Arrivals::Constant)]
+    pub arrivals: crate::openloop::Arrivals,
+
+    /// With --rate: connections at most (requests in flight); a request due while all are busy
+    /// waits for one, and the report says how late requests left.
+    #[arg(long, env = "STOWAGE_CONNECTIONS", default_value_t = DEFAULT_CONNECTIONS)]
+    pub connections: usize,
 
     /// How long to send, in seconds.
     #[arg(long, env = "STOWAGE_DURATION", default_value_t = 10.0)]
@@ -154,6 +236,9 @@ pub struct AttackArgs {
     #[arg(long, env = "STOWAGE_VEGETA_RESULTS")]
     pub vegeta_results: Option<PathBuf>,
 }
+
+/// Default of `--connections` (open-loop load).
+pub const DEFAULT_CONNECTIONS: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TargetOrder {

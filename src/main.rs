@@ -15,6 +15,7 @@ fn main() -> std::process::ExitCode {
         Command::Upload(args) => stowage::commands::upload::run(args),
         Command::Profile(args) => stowage::commands::profile::run(args),
         Command::Attack(args) => stowage::commands::attack::run(args),
+        Command::Verify(args) => stowage::commands::verify::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,7 +1,10 @@
-//! `stowage attack`: a closed-loop load generator over vegeta-format targets, for machines without
-//! vegeta. N threads each send the next target as soon as their last answer came; every latency is
-//! kept, so percentiles are exact. The report says how much of the machine the client itself used,
-//! so that a step where the client, not the server, was the bottleneck can be refused.
+//! `stowage attack`: a load generator over vegeta-format targets, for machines without vegeta.
+//! With `--rate`, open loop (`openloop.rs`): the targets in turn at that rate whatever the server
+//! does, each latency from its scheduled time. Without it, closed loop: N threads each send the
+//! next target as soon as their last answer came. Every latency is kept, so percentiles are exact.
+//! The report says how much of the machine the client itself used (and, open loop, how late its
+//! requests left), so that a step where the client, not the server, was the bottleneck can be
+//! refused.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -79,6 +82,10 @@ fn cpu_seconds() -> f64 {
 pub fn run(args: &AttackArgs) -> Result<()> {
     ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
     ensure!(args.duration > 0.0, "--duration must be positive");
+    if let Some(rate) = args.rate {
+        ensure!(rate.is_finite() && rate > 0.0, "--rate must be a positive number of requests a second");
+        ensure!(args.connections >= 1, "--connections must be at least 1");
+    }
     let text =
         std::fs::read_to_string(&args.targets).with_context(|| format!("cannot read {}", args.targets.display()))?;
     let mut targets = Vec::new();
@@ -92,6 +99,9 @@ pub fn run(args: &AttackArgs) -> Result<()> {
         targets.push(Prepared { method: t.method, url: t.url, headers, body });
     }
     ensure!(!targets.is_empty(), "{} has no targets", args.targets.display());
+    if let Some(rate) = args.rate {
+        return open_loop(args, rate, &targets);
+    }
     let targets = Arc::new(targets);
     let next = Arc::new(AtomicUsize::new(0));
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -183,5 +193,67 @@ pub fn run(args: &AttackArgs) -> Result<()> {
         "client_cpu_share": (cpu_seconds() - cpu0) / (wall * cpus),
     });
     println!("{report}");
+    Ok(())
+}
+
+/// `--rate`: the targets in turn, on schedule; the report as the closed loop's, with the rate
+/// asked and sent and how late requests left.
+fn open_loop(args: &AttackArgs, rate: f64, targets: &[Prepared]) -> Result<()> {
+    use crate::openloop;
+    let requests: Vec<openloop::Request> = targets
+        .iter()
+        .map(|t| openloop::Request {
+            method: t.method.clone(),
+            url: t.url.clone(),
+            headers: t.headers.clone(),
+            body: t.body.clone(),
+        })
+        .collect();
+    let n = requests.len();
+    let schedule: openloop::Schedule = openloop::schedule(&[rate], args.duration, args.arrivals, 1)
+        .into_iter()
+        .enumerate()
+        .map(|(seq, (at, _))| (at, seq % n))
+        .collect();
+    let cpu0 = cpu_seconds();
+    let start = Instant::now();
+    let outcomes = openloop::run(&requests, &schedule, args.connections, Duration::from_secs_f64(args.timeout))?;
+    let wall = start.elapsed().as_secs_f64();
+    if let Some(path) = &args.vegeta_results {
+        std::fs::write(path, openloop::vegeta_csv(&outcomes, "stowage"))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let all: Vec<&openloop::Outcome> = outcomes.iter().collect();
+    let mut s = openloop::summary(&all, args.duration);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let behind = s["client"]["behind"].as_u64().unwrap_or(0);
+    let lat = s["latency_ms"].clone();
+    let codes = s["status_codes"].clone();
+    let report = serde_json::json!({
+        "generator": "stowage attack",
+        "mode": "open loop",
+        "rate": rate,
+        "arrivals": format!("{:?}", args.arrivals).to_lowercase(),
+        "connections": args.connections,
+        "duration_s": args.duration,
+        "wall_s": wall,
+        "requests": outcomes.len(),
+        "sent_rps": s["sent_rps"],
+        "throughput_rps": s["ok_rps"],
+        "success_ratio": if outcomes.is_empty() { 0.0 } else { codes.get("200").and_then(|v| v.as_u64()).unwrap_or(0) as f64 / outcomes.len() as f64 },
+        "latency_ms": lat,
+        "status_codes": codes,
+        "client": s["client"].take(),
+        "client_cpu_share": (cpu_seconds() - cpu0) / (wall * cpus),
+    });
+    println!("{report}");
+    if behind as f64 > 0.01 * outcomes.len() as f64 {
+        eprintln!(
+            "attack: the client fell behind: {behind} of {} requests left more than {} ms after their time (all {} connections busy, or this machine too busy); their wait is in their latency",
+            outcomes.len(),
+            openloop::BEHIND_MS,
+            args.connections
+        );
+    }
     Ok(())
 }

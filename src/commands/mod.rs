@@ -10,3 +10,4 @@ pub mod serve;
 pub mod synth;
 pub mod targets;
 pub mod upload;
+pub mod verify;

@@ -1,17 +1,32 @@
-//! `stowage profile`: loads each model on this machine, one at a time, and measures what the planner
-//! needs — the resident memory the model adds and its service time per request (batch 1, a given
-//! length) — then writes them as `[models.footprint.<family>]` into a catalog, so plans come from
-//! measured sizes rather than file size × a guess.
+//! `stowage profile`: what each model of a catalog costs on this machine, measured the way nodes
+//! serve, written as `[models.footprint.<family>]` into a catalog so plans come from measurements.
+//!
+//! 1. **Alone** (in this process, one model at a time): the resident memory a model adds, its load
+//!    and warm-up time (what a cold model's first request waits for), and, for `auto`, both
+//!    engines timed on a typical request and the faster kept (as a node chooses).
+//! 2. **Served** (one `stowage serve` process holding every measured model, pinned to one CPU, one
+//!    inference thread, one ONNX Runtime thread — a node of one compute unit): requests of the
+//!    typical length (`request_tokens` words of each model's vocabulary, or `--tokens`) sent one at
+//!    a time through HTTP, to the models in a random order, as a packed node interleaves them (so
+//!    each model's weights have left the caches when its next request comes). Each model's
+//!    service time is its mean request time, scaled so that all of them add up to the CPU time the
+//!    node process used (HTTP, JSON, tokenization, engine, postprocessing: what a compute unit is
+//!    busy with); its spread (`service_scv`) is the variance of its request times over the square
+//!    of their mean.
 
+use std::collections::HashMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use stowage_core::{Catalog, Engine};
-
-use stowage_engine::{EngineOptions, Inputs};
+use stowage_engine::EngineOptions;
 use stowage_node::lifecycle::choice::Verdicts;
-use stowage_node::lifecycle::load::{self, LoadedModel};
+use stowage_node::lifecycle::load::{self, typical_input, typical_text};
 use stowage_node::lifecycle::spec::ModelSpec;
 use stowage_node::lifecycle::storage::Fetcher;
 use stowage_node::process::{release_freed_memory, rss_bytes};
@@ -22,17 +37,23 @@ use crate::cli::ProfileArgs;
 #[derive(Debug, Clone)]
 pub struct Measured {
     pub id: String,
-    pub engine: String,
+    /// The engine it ran on (for `auto`: the faster one).
+    pub engine: Engine,
+    /// `auto` chose it: written into the catalog as the model's `engine`.
+    pub chosen: bool,
     pub weights_bytes: u64,
     pub memory_bytes: u64,
-    pub service_ms_p50: f64,
-    pub service_ms_p90: f64,
-    /// Load from local disk and warm-up (what a cold model's first request waits for).
+    /// Load from local disk and warm-up.
     pub load_ms: f64,
+    /// The engine call alone, median, model alone and warm.
+    pub engine_ms: f64,
+    /// A request through the node, interleaved with the other models: mean and spread.
+    pub service_ms: f64,
+    pub service_scv: f64,
     pub tokens: usize,
-    /// The catalog asked for `auto` and this engine ran the model fastest: written into the
-    /// catalog as the model's `engine`.
-    pub chosen: bool,
+    /// Its local files and the text of its requests (for the served measurement).
+    files: load::Files,
+    text: String,
 }
 
 pub fn run(args: &ProfileArgs) -> Result<()> {
@@ -57,6 +78,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
     let specs = ids
         .iter()
         .map(|id| ModelSpec::from_catalog(&catalog, id, args.engine.engine))
+        .map(|s| s.map(|s| ModelSpec { request_tokens: args.tokens.unwrap_or(s.request_tokens), ..s }))
         .collect::<Result<Vec<_>, _>>()?;
     let engine = args.engine.options();
     if specs.iter().any(|s| s.engine == Engine::Ort) {
@@ -71,45 +93,47 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let fetcher = Fetcher::new(args.s3.fetch_options());
 
-    eprintln!(
-        "{:<24} {:<6} {:>11} {:>10} {:>6} {:>10} {:>10}",
-        "model", "engine", "weights MiB", "memory MiB", "ratio", "p50 ms", "p90 ms"
-    );
+    // 1. Each model alone.
+    eprintln!("profile: {} models alone (memory, load time, engine)", specs.len());
+    let verdicts = Verdicts::new(None);
     let mut measured = Vec::new();
     let mut warm = Vec::new();
     for spec in &specs {
         let files = runtime.block_on(load::fetch(spec, &fetcher)).with_context(|| spec.id.clone())?;
-        // `auto`: every engine is tried, and the fastest is written into the catalog.
-        let auto = spec.engine == Engine::Auto;
-        let kinds = if auto { vec![Engine::Tract, Engine::Ort] } else { vec![spec.engine] };
-        let mut runs = Vec::new();
-        for kind in kinds {
-            let one = ModelSpec { engine: kind, ..spec.clone() };
-            let result = (|| -> Result<Measured> {
-                if !warm.contains(&kind) {
-                    // An engine's and the tokenizer's one-time set-up (thread pools, lazy
-                    // tables) is the process's, not the first model's: pay it before measuring.
-                    drop(load::load_files(&one, &files, &engine, &Verdicts::new(None))?);
-                    warm.push(kind);
-                }
-                measure(&one, &files, &engine, args.tokens, args.iterations)
-            })();
-            match result {
-                Ok(m) => {
-                    print_row(&m);
-                    runs.push(m);
-                }
-                // Under auto an engine that cannot run the model is passed over, as serve does.
-                Err(e) if auto => eprintln!("{:<24} {:<6} cannot run it: {e:#}", one.id, kind.to_string()),
-                Err(e) => return Err(e.context(one.id.clone())),
-            }
+        if !warm.contains(&spec.engine) {
+            // An engine's and the tokenizer's one-time set-up (thread pools, lazy tables) is the
+            // process's, not the first model's: pay it before measuring.
+            drop(load::load_files(spec, &files, &engine, &verdicts).with_context(|| spec.id.clone())?);
+            warm.push(spec.engine);
         }
-        if auto {
-            let best = runs.iter_mut().min_by(|a, b| a.service_ms_p50.total_cmp(&b.service_ms_p50));
-            best.with_context(|| format!("{}: neither engine runs it", spec.id))?.chosen = true;
-            runs.retain(|m| m.chosen);
-        }
-        measured.extend(runs);
+        let m = alone(spec, files, &engine, &verdicts, args.iterations).with_context(|| spec.id.clone())?;
+        measured.push(m);
+    }
+
+    // 2. Every model served together, interleaved.
+    eprintln!(
+        "profile: {} requests through one node on one CPU, the models interleaved at random",
+        args.requests * measured.len()
+    );
+    served(args, &mut measured)?;
+
+    eprintln!(
+        "{:<24} {:<6} {:>11} {:>10} {:>9} {:>10} {:>11} {:>6}",
+        "model", "engine", "weights MiB", "memory MiB", "load ms", "engine ms", "service ms", "scv"
+    );
+    for m in &measured {
+        let mib = |b: u64| b as f64 / 1048576.0;
+        eprintln!(
+            "{:<24} {:<6} {:>11.1} {:>10.1} {:>9.0} {:>10.2} {:>11.2} {:>6.2}",
+            m.id,
+            m.engine.to_string(),
+            mib(m.weights_bytes),
+            mib(m.memory_bytes),
+            m.load_ms,
+            m.engine_ms,
+            m.service_ms,
+            m.service_scv
+        );
     }
 
     let text = std::fs::read_to_string(&args.catalog)?;
@@ -120,87 +144,250 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
     std::fs::write(&tmp, written).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, &out).with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!(
-        "wrote {} ({} models measured on {}, {} tokens)",
+        "wrote {} ({} models measured on {}, requests of {} tokens)",
         out.display(),
         measured.len(),
         args.family,
-        args.tokens
+        measured.first().map_or(0, |m| m.tokens)
     );
     Ok(())
 }
 
-fn print_row(m: &Measured) {
-    let mib = |b: u64| b as f64 / 1048576.0;
-    eprintln!(
-        "{:<24} {:<6} {:>11.1} {:>10.1} {:>6.2} {:>10.2} {:>10.2}",
-        m.id,
-        m.engine,
-        mib(m.weights_bytes),
-        mib(m.memory_bytes),
-        m.memory_bytes as f64 / m.weights_bytes.max(1) as f64,
-        m.service_ms_p50,
-        m.service_ms_p90
-    );
-}
-
-/// Loads one model alone and measures it; the model is dropped (and its memory returned) after.
-pub fn measure(
+/// Loads one model alone: the memory it adds, its load time, its engine (for `auto` the faster,
+/// timed as a node times it), and its engine call's median time.
+fn alone(
     spec: &ModelSpec,
-    files: &load::Files,
+    files: load::Files,
     engine: &EngineOptions,
-    tokens: usize,
+    verdicts: &Verdicts,
     iterations: usize,
 ) -> Result<Measured> {
     release_freed_memory();
     let before = rss_bytes();
     let started = Instant::now();
-    let loaded = load::load_files(spec, files, engine, &Verdicts::new(None))?;
+    let loaded = load::load_files(spec, &files, engine, verdicts)?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     release_freed_memory();
     let memory = rss_bytes().saturating_sub(before);
-    let inputs = typical_input(&loaded.model, tokens)?;
-    let mut times = Vec::with_capacity(iterations);
+    let x = typical_input(&loaded.model.text, spec.request_tokens)?;
+    let mut times = Vec::new();
     for i in 0..iterations.max(1) + 3 {
         let t = Instant::now();
-        loaded.model.model.predict(&inputs)?;
+        loaded.model.model.predict(&x)?;
         if i >= 3 {
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
     times.sort_by(f64::total_cmp);
-    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    let used = loaded.model.model.backend();
+    if let Some(v) = &loaded.model.engine_verdict {
+        eprintln!("{:<24} {}", spec.id, v.reason());
+    }
     Ok(Measured {
         id: spec.id.clone(),
-        engine: spec.engine.to_string(),
+        engine: used,
+        chosen: spec.engine == Engine::Auto,
         weights_bytes: loaded.weights_bytes,
         memory_bytes: memory,
-        service_ms_p50: at(0.5),
-        service_ms_p90: at(0.9),
         load_ms,
-        tokens: inputs.seq,
-        chosen: false,
+        engine_ms: times[times.len() / 2],
+        service_ms: 0.0,
+        service_scv: 0.0,
+        tokens: x.seq,
+        text: typical_text(&loaded.model.text, spec.request_tokens),
+        files,
     })
 }
 
-/// One request of `tokens` tokens (capped at the model's length): real words of its vocabulary,
-/// tokenized as the server would.
-fn typical_input(model: &LoadedModel, tokens: usize) -> Result<Inputs> {
-    let vocab = model.text.tokenizer.get_vocab(false);
-    let mut words: Vec<&String> =
-        vocab.keys().filter(|w| w.chars().all(|c| c.is_alphabetic()) && !w.starts_with('[')).collect();
-    words.sort();
-    if words.is_empty() {
-        bail!("the tokenizer has no plain words to build a request from");
+/// Serves every measured model from one node process on one CPU and sends them `--requests`
+/// requests each, one at a time, in a random order; fills in their service time and spread.
+fn served(args: &ProfileArgs, measured: &mut [Measured]) -> Result<()> {
+    let dir = tempfile::tempdir().context("cannot make a temporary folder")?;
+    let catalog = dir.path().join("models.toml");
+    std::fs::write(&catalog, served_catalog(measured)).context("cannot write the node's catalog")?;
+    let log = dir.path().join("node.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let exe = std::env::current_exe().context("cannot find the stowage binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--no-watch"])
+        .args(["--inference-threads", "1", "--ort-intra-threads", "1", "--workers", "1"])
+        .arg("--catalog")
+        .arg(&catalog)
+        .arg("--cache-dir")
+        .arg(&args.s3.fetch_options().cache_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?);
+    if let Some(lib) = &args.engine.ort_library {
+        cmd.env("ORT_DYLIB_PATH", lib);
     }
-    let text: Vec<&str> = words.iter().cycle().take(tokens).map(|w| w.as_str()).collect();
-    let x = model.text.encode(&[text.join(" ")], None)?;
-    let want = tokens.clamp(2, x.seq);
-    if want == x.seq {
-        return Ok(x);
+    let (node_cpu, client_cpus) = cpus();
+    // SAFETY: between fork and exec the child only calls sched_setaffinity, which is async-signal
+    // safe, on its own process.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            pin(0, &[node_cpu]);
+            Ok(())
+        });
     }
-    // Keep the first want-1 tokens and the closing [SEP].
-    let keep = |v: &[i64]| v[..want - 1].iter().chain(v.last()).copied().collect::<Vec<_>>();
-    Ok(model.text.pad(vec![(keep(&x.input_ids), keep(&x.attention_mask), keep(&x.token_type_ids))]))
+    let mut node = Node(cmd.spawn().context("cannot start the node")?);
+    pin(0, &client_cpus);
+    let base = format!("http://127.0.0.1:{port}");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Ok(r) = agent.get(&format!("{base}/ready")).call() {
+            if r.status() == 200 {
+                break;
+            }
+            let body = r.into_body().read_to_string().unwrap_or_default();
+            if !body.contains(" 0 failed") {
+                bail!("a model failed to load in the measuring node ({body}): {}", tail(&log));
+            }
+        }
+        if let Ok(Some(status)) = node.0.try_wait() {
+            bail!("the measuring node exited ({status}): {}", tail(&log));
+        }
+        if Instant::now() > deadline {
+            bail!("the measuring node was not ready in 600 s: {}", tail(&log));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let post = |m: &Measured| -> Result<f64> {
+        let t = Instant::now();
+        let r = agent
+            .post(&format!("{base}/predictions/{}", m.id))
+            .send_json(serde_json::json!({ "inputs": m.text }))
+            .with_context(|| format!("{}: the request failed", m.id))?;
+        let status = r.status().as_u16();
+        let mut body = String::new();
+        r.into_body().into_reader().read_to_string(&mut body)?;
+        if status != 200 {
+            bail!("{}: the node answered {status}: {body}", m.id);
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    for m in measured.iter() {
+        for _ in 0..3 {
+            post(m)?;
+        }
+    }
+    let mut order: Vec<usize> =
+        (0..measured.len()).flat_map(|i| std::iter::repeat_n(i, args.requests.max(2))).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); measured.len()];
+    let cpu0 = cpu_seconds(node.0.id())?;
+    for &i in &order {
+        times[i].push(post(&measured[i])?);
+    }
+    let cpu = cpu_seconds(node.0.id())? - cpu0;
+    let wall_ms: f64 = times.iter().flatten().sum();
+    // The node's CPU time spread over the requests in proportion to their times: what a compute
+    // unit is busy with per request (the client's side of each request is left out).
+    let scale = (cpu * 1e3 / wall_ms).min(1.0);
+    for (m, t) in measured.iter_mut().zip(&times) {
+        let mean = t.iter().sum::<f64>() / t.len() as f64;
+        let var = t.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (t.len() - 1) as f64;
+        m.service_ms = mean * scale;
+        m.service_scv = var / (mean * mean);
+    }
+    node.stop();
+    Ok(())
+}
+
+/// A catalog of the measured models on their local files and engines, for the measuring node.
+fn served_catalog(measured: &[Measured]) -> String {
+    let mut s = String::from(
+        "[instance_types.\"profile.node\"]\nfamily = \"profile\"\nprice_per_hour = 1\nmemory_gib = 1024\ncompute = 1\n",
+    );
+    let path = |p: &Path| {
+        let p = p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        toml_edit::value(p.display().to_string()).to_string()
+    };
+    for m in measured {
+        s += &format!(
+            "\n[[models]]\nid = \"{}\"\nartifact = {}\ntokenizer = {}\npeak_rps = 1\nengine = \"{}\"\nresidency = \"hot\"\n",
+            m.id,
+            path(&m.files.artifact),
+            path(&m.files.tokenizer),
+            m.engine
+        );
+        if let Some(c) = &m.files.config {
+            s += &format!("config = {}\n", path(c));
+        }
+        s += "[models.footprint.profile]\nmemory_mib = 1\nservice_ms = 1\n";
+    }
+    s
+}
+
+/// A child process stopped on drop.
+struct Node(Child);
+
+impl Node {
+    fn stop(&mut self) {
+        // SAFETY: kill sends a signal to our own child's pid.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The CPU for the measuring node (the last one this process may use) and the others (for this
+/// process; the same one on a machine of one CPU).
+fn cpus() -> (usize, Vec<usize>) {
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sched_getaffinity fills the set we own.
+    let ok = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } == 0;
+    let allowed: Vec<usize> =
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| ok && unsafe { libc::CPU_ISSET(c, &set) }).collect();
+    match allowed.split_last() {
+        Some((&last, rest)) if !rest.is_empty() => (last, rest.to_vec()),
+        Some((&last, _)) => (last, vec![last]),
+        None => (0, vec![0]),
+    }
+}
+
+/// Pins process `pid` (0: this one) to `cpus`; where the system refuses, nothing changes.
+fn pin(pid: i32, cpus: &[usize]) {
+    // SAFETY: the set is ours; sched_setaffinity only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// CPU seconds (user + system) that process `pid` has used, from /proc.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("cannot read the node's CPU time")?;
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // After the command's ")": state is field 0, utime 11, stime 12.
+    Ok((ticks(11) + ticks(12)) / hz.max(1.0))
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
 }
 
 /// The catalog text with each measured model's `[models.footprint.<family>]` set; other text and
@@ -216,6 +403,7 @@ pub fn write_footprints(text: &str, from: &Path, to: &Path, family: &str, measur
         .get_mut("models")
         .and_then(|m| m.as_array_of_tables_mut())
         .with_context(|| format!("{}: models must be [[models]] tables to be rewritten", from.display()))?;
+    let by_id: HashMap<&str, &Measured> = measured.iter().map(|m| (m.id.as_str(), m)).collect();
     for table in models.iter_mut() {
         if moved {
             for field in ["artifact", "tokenizer", "config"] {
@@ -227,17 +415,18 @@ pub fn write_footprints(text: &str, from: &Path, to: &Path, family: &str, measur
             }
         }
         let id = table.get("id").and_then(|v| v.as_str()).unwrap_or_default();
-        let Some(m) = measured.iter().find(|m| m.id == id) else { continue };
+        let Some(m) = by_id.get(id) else { continue };
         let footprints = table.entry("footprint").or_insert_with(toml_edit::table);
         let footprints = footprints.as_table_mut().context("footprint must be a table")?;
         footprints.set_implicit(true);
         let fp = footprints.entry(family).or_insert_with(toml_edit::table);
         let fp = fp.as_table_mut().with_context(|| format!("footprint.{family} must be a table"))?;
         fp["memory_mib"] = toml_edit::value(m.memory_bytes.div_ceil(1 << 20).max(1) as i64);
-        fp["service_ms"] = toml_edit::value((m.service_ms_p50 * 100.0).ceil() / 100.0);
+        fp["service_ms"] = toml_edit::value((m.service_ms * 100.0).ceil() / 100.0);
+        fp["service_scv"] = toml_edit::value((m.service_scv * 1000.0).round() / 1000.0);
         fp["load_ms"] = toml_edit::value(m.load_ms.ceil().max(1.0) as i64);
         if m.chosen {
-            table["engine"] = toml_edit::value(m.engine.as_str());
+            table["engine"] = toml_edit::value(m.engine.to_string());
         }
     }
     Ok(doc.to_string())

@@ -25,6 +25,8 @@ fn profile_writes_measured_footprints_that_plan_reads() {
     for m in &measured.models {
         let fp = &m.footprints["c5"];
         assert!(fp.memory_mib >= 1.0 && fp.service_ms > 0.0, "{}: {fp:?}", m.id);
+        // The spread of its requests' times through the measuring node.
+        assert!(fp.service_scv.is_some_and(|s| s >= 0.0), "{}: {fp:?}", m.id);
         // What a cold model's first request waits for: its load from local disk and warm-up.
         assert!(fp.load_ms.is_some_and(|ms| ms >= 1.0), "{}: {fp:?}", m.id);
         // The default engine is auto: profile measured the engines and wrote the faster one.

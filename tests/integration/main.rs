@@ -21,6 +21,7 @@ mod layers;
 mod live_nodes;
 mod local_runtime;
 mod logs;
+mod open_loop;
 mod readme;
 mod repository;
 mod s3;

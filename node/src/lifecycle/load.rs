@@ -175,16 +175,7 @@ fn choose(
 /// A typical request of `tokens` tokens (capped at the model's length): real words of its
 /// vocabulary, tokenized as the node tokenizes requests.
 pub fn typical_input(text: &TextEncoder, tokens: usize) -> Result<Inputs, EncodeError> {
-    let vocab = text.tokenizer.get_vocab(false);
-    let mut words: Vec<&String> =
-        vocab.keys().filter(|w| w.chars().all(|c| c.is_alphabetic()) && !w.starts_with('[')).collect();
-    words.sort();
-    if words.is_empty() {
-        words = vocab.keys().collect();
-        words.sort();
-    }
-    let sentence: Vec<&str> = words.iter().cycle().take(tokens.max(1)).map(|w| w.as_str()).collect();
-    let x = text.encode(&[sentence.join(" ")], None)?;
+    let x = text.encode(&[typical_text(text, tokens)], None)?;
     let want = tokens.clamp(2, x.seq.max(2));
     if want >= x.seq {
         return Ok(x);
@@ -192,6 +183,24 @@ pub fn typical_input(text: &TextEncoder, tokens: usize) -> Result<Inputs, Encode
     // Keep the first want-1 tokens and the closing one ([SEP]).
     let keep = |v: &[i64]| v[..want - 1].iter().chain(v.last()).copied().collect::<Vec<_>>();
     Ok(text.pad(vec![(keep(&x.input_ids), keep(&x.attention_mask), keep(&x.token_type_ids))]))
+}
+
+/// A text of about `tokens` tokens: whole words of the model's vocabulary (word-piece and
+/// sentence-piece markers taken off), as a client would send them.
+pub fn typical_text(text: &TextEncoder, tokens: usize) -> String {
+    let vocab = text.tokenizer.get_vocab(false);
+    let mut words: Vec<&str> = vocab
+        .keys()
+        .map(|w| w.trim_start_matches(['▁', 'Ġ']))
+        .filter(|w| w.chars().count() >= 2 && w.chars().all(|c| c.is_alphabetic()))
+        .collect();
+    words.sort_unstable();
+    words.dedup();
+    if words.is_empty() {
+        words = vec!["word"];
+    }
+    // Two of the tokens are the tokenizer's own markers ([CLS], [SEP]).
+    words.iter().cycle().take(tokens.saturating_sub(2).max(1)).copied().collect::<Vec<_>>().join(" ")
 }
 
 /// Labels (`id2label`) and the most tokens the position table takes (`max_position_embeddings`,
