@@ -21,7 +21,9 @@ for m in re.finditer(r'pub struct (\w+) \{(.*?)\n\}', s, re.S):
                 cur['field']=t[4:].split(':')[0]; fields.append(cur)
             cur=None; doc=[]
     structs[name]=fields
-order=[('(every command)','Cli'),('plan','PlanArgs'),('diff','DiffArgs'),('synth','SynthArgs'),('serve','ServeArgs'),('gateway','GatewayArgs'),('manifests','ManifestsArgs'),('targets','TargetsArgs'),('upload','UploadArgs'),('profile','ProfileArgs'),('attack','AttackArgs')]
+# Every subcommand in the order `enum Command` lists them.
+commands=re.search(r'pub enum Command \{(.*?)\n\}', s, re.S).group(1)
+order=[('(every command)','Cli')]+[(v.lower(), a) for v, a in re.findall(r'^\s+(\w+)\((\w+Args)\),', commands, re.M)]
 rows=[]
 def first(doc):
     return re.split(r'(?<=[a-z)`])\. ', doc)[0].rstrip('.').replace('|', '\\|')

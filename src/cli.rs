@@ -99,8 +99,8 @@ pub struct VerifyArgs {
     #[arg(long, env = "STOWAGE_TIMEOUT", default_value_t = 30.0)]
     pub timeout: f64,
 
-    /// The text every request sends (default: common words, as many as each model's typical
-    /// request_tokens).
+    /// The text every request sends (default: per model, request_tokens whole words of its
+    /// tokenizer's vocabulary, as `stowage profile` sends them).
     #[arg(long, env = "STOWAGE_TEXT")]
     pub text: Option<String>,
 

@@ -6,6 +6,7 @@
 
 pub mod bound;
 pub mod catalogs;
+pub mod cold;
 pub mod heuristic;
 pub mod latency;
 pub mod milp;
@@ -16,8 +17,9 @@ pub mod slo;
 pub mod solve;
 pub mod svg;
 pub mod tail;
+pub mod targets;
 
-pub use problem::{characteristic_time, misses_per_second};
+pub use cold::{characteristic_time, misses_per_second};
 pub use solve::{
     plan, solve_problem, Method, Options, SolveError, Solved, DEFAULT_EXACT_MAX_MODELS, DEFAULT_LNS_ITERATIONS,
     DEFAULT_SEED, DEFAULT_TIME_LIMIT_SECONDS,

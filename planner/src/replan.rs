@@ -190,7 +190,7 @@ pub fn replan(catalog: &Catalog, previous: &Plan, opts: &Options, budget: Budget
     let mut bins: Vec<Bin> = st.nodes.iter().map(|n| n.bin.clone()).collect();
     crate::solve::rehome_cold_bins(catalog, &p, &mut bins);
     // And every node keeps its latency target at its peak, as in a fresh plan.
-    crate::slo::meet_targets(catalog, &p, &mut bins);
+    crate::targets::meet_targets(catalog, &p, &mut bins);
     for (k, bin) in bins.into_iter().enumerate() {
         match st.nodes.get_mut(k) {
             Some(n) => n.bin = bin,
@@ -203,7 +203,7 @@ pub fn replan(catalog: &Catalog, previous: &Plan, opts: &Options, budget: Budget
     let pools_fit = |st: &State| {
         st.nodes.iter().filter(|n| !n.bin.items.is_empty()).all(|n| {
             crate::solve::node_memory(catalog, &p, n.bin.t, &n.bin.items).fits()
-                && crate::slo::bin_meets(catalog, &p, n.bin.t, &n.bin.items)
+                && crate::targets::bin_meets(catalog, &p, n.bin.t, &n.bin.items)
         })
     };
     let within = pools_fit(&st) && (budget.max_moves.is_some() || st.cost() <= target + 1e-9);

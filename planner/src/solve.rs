@@ -221,7 +221,7 @@ pub fn plan_problem(catalog: &Catalog, opts: &Options) -> Result<(Problem, Solve
         reachable(catalog, &p)?;
         let mut s = solve_problem(&p, opts)?;
         rehome_cold(catalog, &p, &mut s.packing);
-        crate::slo::meet_targets(catalog, &p, &mut s.packing.bins);
+        crate::targets::meet_targets(catalog, &p, &mut s.packing.bins);
         s.packing.normalize(&p);
         let (mut more, mut over) = (Vec::new(), false);
         for b in s.packing.bins.iter().filter(|b| !b.items.is_empty()) {
@@ -254,7 +254,7 @@ pub fn plan_problem(catalog: &Catalog, opts: &Options) -> Result<(Problem, Solve
             pinned.extend(catalog.models.iter().filter(|m| m.is_cold(&catalog.limits)).map(|m| m.id.clone()));
             let p = Problem::from_catalog_pinned(catalog, &pinned);
             let mut s = solve_problem(&p, opts)?;
-            crate::slo::meet_targets(catalog, &p, &mut s.packing.bins);
+            crate::targets::meet_targets(catalog, &p, &mut s.packing.bins);
             s.packing.normalize(&p);
             return Ok((p, s));
         }

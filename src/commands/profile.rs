@@ -194,7 +194,7 @@ fn alone(
         service_ms: 0.0,
         service_scv: 0.0,
         tokens: x.seq,
-        text: typical_text(&loaded.model.text, spec.request_tokens),
+        text: typical_text(&loaded.model.text.tokenizer, spec.request_tokens),
         files,
     })
 }

@@ -138,4 +138,22 @@ fn verify_sends_each_model_its_peak_and_reports_each_node_against_its_prediction
     assert!(n["predicted"]["p90_ms"].as_f64().unwrap() > 0.0, "{v}");
     assert_eq!(std::fs::read_to_string(out.join("results.csv")).unwrap().lines().count() as u64, sent);
     assert!(std::fs::read_to_string(out.join("verify.svg")).unwrap().contains("measured"));
+    // The same node against a target no node keeps: the check fails, and says so.
+    let tight = d.join("tight.json");
+    std::fs::write(
+        &tight,
+        std::fs::read_to_string(&plan).unwrap().replace("\"slo_p90_ms\": 2000.0", "\"slo_p90_ms\": 0.01"),
+    )
+    .unwrap();
+    assert_eq!(stowage_core::Plan::load(&tight).unwrap().nodes[0].slo_p90_ms, Some(0.01));
+    let missed = stowage()
+        .args(["verify", "--url", &base, "--duration", "1", "--catalog"])
+        .arg(d.join("models.toml"))
+        .arg("--plan")
+        .arg(&tight)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&missed.stderr);
+    assert_eq!(missed.status.code(), Some(1), "{err}");
+    assert!(err.contains("1 of 1 nodes did not hold at 1 × peak"), "{err}");
 }

@@ -175,7 +175,7 @@ fn choose(
 /// A typical request of `tokens` tokens (capped at the model's length): real words of its
 /// vocabulary, tokenized as the node tokenizes requests.
 pub fn typical_input(text: &TextEncoder, tokens: usize) -> Result<Inputs, EncodeError> {
-    let x = text.encode(&[typical_text(text, tokens)], None)?;
+    let x = text.encode(&[typical_text(&text.tokenizer, tokens)], None)?;
     let want = tokens.clamp(2, x.seq.max(2));
     if want >= x.seq {
         return Ok(x);
@@ -187,8 +187,8 @@ pub fn typical_input(text: &TextEncoder, tokens: usize) -> Result<Inputs, Encode
 
 /// A text of about `tokens` tokens: whole words of the model's vocabulary (word-piece and
 /// sentence-piece markers taken off), as a client would send them.
-pub fn typical_text(text: &TextEncoder, tokens: usize) -> String {
-    let vocab = text.tokenizer.get_vocab(false);
+pub fn typical_text(tokenizer: &Tokenizer, tokens: usize) -> String {
+    let vocab = tokenizer.get_vocab(false);
     let mut words: Vec<&str> = vocab
         .keys()
         .map(|w| w.trim_start_matches(['▁', 'Ġ']))
