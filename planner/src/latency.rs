@@ -168,6 +168,8 @@ struct Gamma {
     mean: f64,
     shape: f64,
     scale: f64,
+    /// ln Γ(shape).
+    ln_gamma: f64,
 }
 
 /// Above this shape (SCV under 1/400) the service time is taken as fixed.
@@ -176,7 +178,7 @@ const FIXED_SHAPE: f64 = 400.0;
 impl Gamma {
     fn of(s: &Stream) -> Self {
         let shape = if s.scv > 0.0 { (1.0 / s.scv).min(FIXED_SHAPE) } else { FIXED_SHAPE };
-        Self { mean: s.mean_ms, shape, scale: s.mean_ms / shape }
+        Self { mean: s.mean_ms, shape, scale: s.mean_ms / shape, ln_gamma: ln_gamma(shape) }
     }
 
     fn fixed(&self) -> bool {
@@ -212,10 +214,42 @@ impl Gamma {
             let log_factor = -k * (1.0 - r * b).ln() - r * x;
             log_factor.exp() * gamma_lr(k, x * (1.0 - r * b) / b)
         } else {
-            // The tilt does not converge: integrate e^(r(s−x))·f(s) over [0, x] numerically.
-            simpson(|s| (r * (s - x)).exp() * self.pdf(s), 0.0, x, 512)
+            self.tilted_series(r, x).unwrap_or_else(|| simpson(|s| (r * (s - x)).exp() * self.pdf(s), 0.0, x, 512))
         };
         (self.exceeds(x) + tilted).min(1.0)
+    }
+
+    /// e^(−r·x)·E[e^(rS); S ≤ x] where the tilt does not converge (r·b ≥ 1, or nearly): with
+    /// z = (r − 1/b)·x, ∫₀ˣ s^(k−1) e^(s(r − 1/b)) ds = x^k Σₙ zⁿ / (n! (k + n)) (Kummer's series),
+    /// scaled by e^(−r·x) / (Γ(k) b^k). `None` where the series would take too long or lose
+    /// precision (a numerical integration answers there).
+    fn tilted_series(&self, r: f64, x: f64) -> Option<f64> {
+        let (k, b) = (self.shape, self.scale);
+        let z = (r - 1.0 / b) * x;
+        if !(-1.0..=600.0).contains(&z) {
+            return None;
+        }
+        // The terms grow until n ≈ z, then fall geometrically; summed with the largest scaled out.
+        let (mut term, mut sum, mut n) = (1.0 / k, 1.0 / k, 0.0);
+        let mut log_scale = 0.0;
+        loop {
+            n += 1.0;
+            term *= z / n * (k + n - 1.0) / (k + n);
+            sum += term;
+            if sum.abs() > 1e200 {
+                log_scale += sum.abs().ln();
+                term /= sum.abs();
+                sum = sum.signum();
+            }
+            if n > z && term.abs() < 1e-13 * sum.abs() {
+                break;
+            }
+            if n > 2000.0 {
+                return None;
+            }
+        }
+        let log = -r * x + k * x.ln() - self.ln_gamma - k * b.ln() + log_scale;
+        (sum > 0.0).then(|| (log + sum.ln()).exp())
     }
 
     fn pdf(&self, s: f64) -> f64 {
@@ -223,7 +257,7 @@ impl Gamma {
             return 0.0;
         }
         let (k, b) = (self.shape, self.scale);
-        ((k - 1.0) * s.ln() - s / b - ln_gamma(k) - k * b.ln()).exp()
+        ((k - 1.0) * s.ln() - s / b - self.ln_gamma - k * b.ln()).exp()
     }
 }
 
@@ -271,6 +305,28 @@ mod tests {
         assert!((lone.percentiles().p90_ms - 10.0).abs() < 0.01, "{:?}", lone.percentiles());
         assert!(Queue::new(1.0, &one(100.0, 10.0, 0.5)).percentiles().p90_ms.is_infinite());
         assert!(Queue::new(1.0, &one(120.0, 10.0, 0.5)).percentiles().p90_ms.is_infinite());
+    }
+
+    #[test]
+    fn the_series_for_a_diverging_tilt_matches_integration() {
+        // Exponential service (k = 1): e^(−rx)∫₀ˣ μe^((r−μ)s) ds = μ(e^(−μx) − e^(−rx)) / (r − μ).
+        for (mean, r, x) in [(10.0, 0.2, 5.0), (10.0, 0.2, 40.0), (4.0, 1.0, 30.0), (10.0, 0.1001, 25.0)] {
+            let g = Gamma::of(&Stream { rate: 1.0, mean_ms: mean, scv: 1.0 });
+            let mu = 1.0 / mean;
+            let want = mu * ((-mu * x).exp() - (-r * x).exp()) / (r - mu);
+            let got = g.tilted_series(r, x).unwrap();
+            assert!((got - want).abs() < 1e-9 * want.max(1e-12) + 1e-15, "k 1 r {r} x {x}: {got} vs {want}");
+        }
+        // Other shapes: against a fine numerical integration.
+        for scv in [0.5, 0.2, 0.05] {
+            for (r, x) in [(0.999, 8.0), (1.0, 40.0), (2.0, 15.0), (10.0, 30.0)] {
+                let g = Gamma::of(&Stream { rate: 1.0, mean_ms: 10.0, scv });
+                let r = r / g.scale;
+                let want = simpson(|s| (r * (s - x)).exp() * g.pdf(s), 0.0, x, 200_000);
+                let got = g.tilted_series(r, x).unwrap();
+                assert!((got - want).abs() < 1e-6 * want + 1e-12, "scv {scv} r {r} x {x}: {got} vs {want}");
+            }
+        }
     }
 
     #[test]
