@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The load test of a deployed plan, like the reference's:
 #   scripts/loadtest.sh [--routes FILE] [--out DIR] [--steps "1 2 4 8 16"] [--rates "50 100 200"]
-#                       [--duration SECS] [--slo-ms 100] [--order random|zipf] [--client-cpu-max 0.5] PLAN
+#                       [--open-loop] [--duration SECS] [--slo-ms 100] [--order random|zipf]
+#                       [--client-cpu-max 0.5] PLAN
 #  1. curl tests: one request to every model, sequentially and in random order (best-case latency)
-#  2. a sweep: vegeta at each --rates step (open loop) when vegeta is installed, else
-#     `stowage attack` at each --steps concurrency (closed loop)
+#  2. a sweep: vegeta at each --rates step (open loop) when vegeta is installed; else with
+#     --open-loop `stowage attack --rate` at each --rates step (open loop, Poisson arrivals,
+#     latency from each request's scheduled time), else `stowage attack` at each --steps
+#     concurrency (closed loop: it slows down with the server, so it hides queueing)
 #  3. report: DIR/report.md (table like the reference's), DIR/plot.svg, DIR/report.json; the highest
 #     step whose P90 stays under the SLO; steps where the client used more than --client-cpu-max of
 #     the machine are marked client-bound and never reported as the server's capacity.
@@ -21,6 +24,7 @@ duration=10
 slo=100
 order=random
 cpu_max=0.5
+open_loop=false
 plan=""
 while (($#)); do
   case "$1" in
@@ -32,6 +36,7 @@ while (($#)); do
     --slo-ms) slo=$2; shift 2 ;;
     --order) order=$2; shift 2 ;;
     --client-cpu-max) cpu_max=$2; shift 2 ;;
+    --open-loop) open_loop=true; shift ;;
     -h|--help) usage; exit 0 ;;
     -*) refuse "unknown option $1" ;;
     *) [ -z "$plan" ] || refuse "one plan at a time (got $plan and $1)"; plan=$(from_caller "$1"); shift ;;
@@ -68,6 +73,12 @@ if command -v vegeta > /dev/null; then
     /usr/bin/time -f '%U %S %e' -o "$out/steps/rate-$r.cpu" \
       vegeta attack -format=json -targets="$out/targets.json" -rate="$r" -duration="${duration}s" > "$out/steps/rate-$r.bin"
     vegeta report -type=json < "$out/steps/rate-$r.bin" > "$out/steps/rate-$r.vegeta.json"
+  done
+elif $open_loop; then
+  for r in $rates; do
+    echo "loadtest: stowage attack, open loop at $r req/s for ${duration}s" >&2
+    "$stowage" attack --targets "$out/targets.json" --rate "$r" --arrivals poisson --duration "$duration" \
+      --vegeta-results "$out/steps/open-$r.results.csv" > "$out/steps/open-$r.json"
   done
 else
   for c in $steps; do

@@ -21,6 +21,11 @@ def steps(d, cpus):
         s = json.load(open(f))
         out.append({"step": f"c={s['concurrency']}", "x": s["concurrency"], "throughput": s["throughput_rps"], "success": s["success_ratio"],
                     **{k: s["latency_ms"][k] for k in ("p50", "p90", "p95", "p99")}, "codes": s["status_codes"], "client_cpu": s["client_cpu_share"]})
+    for f in glob.glob(os.path.join(d, "steps", "open-*.json")):
+        s = json.load(open(f))
+        out.append({"step": f"{s['rate']:g}/s", "x": s["rate"], "throughput": s["throughput_rps"], "success": s["success_ratio"],
+                    **{k: s["latency_ms"][k] for k in ("p50", "p90", "p95", "p99")}, "codes": s["status_codes"],
+                    "client_cpu": s["client_cpu_share"], "behind": s["client"]["behind"]})
     for f in glob.glob(os.path.join(d, "steps", "rate-*.vegeta.json")):
         v = json.load(open(f))
         rate = int(os.path.basename(f).split("-")[1].split(".")[0])

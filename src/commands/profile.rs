@@ -54,6 +54,8 @@ pub struct Measured {
     /// Its local files and the text of its requests (for the served measurement).
     files: load::Files,
     text: String,
+    /// Its share of the catalog's traffic (its peak_rps), for the loaded pass.
+    weight: f64,
 }
 
 pub fn run(args: &ProfileArgs) -> Result<()> {
@@ -106,7 +108,8 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
             drop(load::load_files(spec, &files, &engine, &verdicts).with_context(|| spec.id.clone())?);
             warm.push(spec.engine);
         }
-        let m = alone(spec, files, &engine, &verdicts, args.iterations).with_context(|| spec.id.clone())?;
+        let mut m = alone(spec, files, &engine, &verdicts, args.iterations).with_context(|| spec.id.clone())?;
+        m.weight = catalog.model(&spec.id).map_or(0.0, |c| c.peak_rps.max(0.0));
         measured.push(m);
     }
 
@@ -115,7 +118,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         "profile: {} requests through one node on one CPU, the models interleaved at random",
         args.requests * measured.len()
     );
-    served(args, &mut measured)?;
+    served(args, &mut measured, catalog.limits.max_utilization)?;
 
     eprintln!(
         "{:<24} {:<6} {:>11} {:>10} {:>9} {:>10} {:>11} {:>6}",
@@ -196,12 +199,13 @@ fn alone(
         tokens: x.seq,
         text: typical_text(&loaded.model.text.tokenizer, spec.request_tokens),
         files,
+        weight: 0.0,
     })
 }
 
 /// Serves every measured model from one node process on one CPU and sends them `--requests`
 /// requests each, one at a time, in a random order; fills in their service time and spread.
-fn served(args: &ProfileArgs, measured: &mut [Measured]) -> Result<()> {
+fn served(args: &ProfileArgs, measured: &mut [Measured], utilization: f64) -> Result<()> {
     let dir = tempfile::tempdir().context("cannot make a temporary folder")?;
     let catalog = dir.path().join("models.toml");
     std::fs::write(&catalog, served_catalog(measured)).context("cannot write the node's catalog")?;
@@ -290,14 +294,105 @@ fn served(args: &ProfileArgs, measured: &mut [Measured]) -> Result<()> {
     // The node's CPU time spread over the requests in proportion to their times: what a compute
     // unit is busy with per request (the client's side of each request is left out).
     let scale = (cpu * 1e3 / wall_ms).min(1.0);
+    // Per request, one at a time, in the loaded pass's mix (each model weighted by its traffic).
+    let means: Vec<f64> = times.iter().map(|t| t.iter().sum::<f64>() / t.len() as f64 * scale).collect();
+    let weights = mix(measured);
+    let alone_ms = means.iter().zip(&weights).map(|(m, w)| m * w).sum::<f64>();
+    // A request costs less under load than one that finds the node idle (threads already awake,
+    // requests of a busy model batched together): the same node, open loop (Poisson), the models
+    // in the proportions of their peak_rps (the catalog's own mix), at the rate that keeps it
+    // busy `max_utilization` of the time — a node at its planned peak — gives the cost per request
+    // the plan must count. The rate is found in a few passes (the cost changes with the rate).
+    let target = utilization;
+    let mut loaded_ms = alone_ms;
+    let mut refused = 0.0;
+    for pass in 0..4 {
+        let rate = target * 1000.0 / loaded_ms;
+        let load = under_load(&base, measured, rate, order.len(), node.0.id())?;
+        eprintln!(
+            "profile: under load (pass {}): {rate:.0} requests a second, node busy {:.0} % of the time, {:.2} ms of CPU a request{}",
+            pass + 1,
+            load.busy * 100.0,
+            load.ms,
+            if load.refused > 0.01 { format!(", {:.0} % refused (over capacity)", load.refused * 100.0) } else { String::new() }
+        );
+        // Over capacity the CPU per answered request is that of a saturated node: the next pass
+        // aims below it.
+        (loaded_ms, refused) = (load.ms, load.refused);
+        if refused <= 0.01 && (load.busy - target).abs() < 0.04 {
+            break;
+        }
+    }
+    if refused > 0.01 {
+        eprintln!(
+            "profile: warning: the node still refused {:.0} % at the last rate; service times are those of a saturated node",
+            refused * 100.0
+        );
+    }
+    let factor = (loaded_ms / alone_ms).clamp(0.3, 2.0);
+    eprintln!(
+        "profile: {alone_ms:.2} ms of CPU a request one at a time, {loaded_ms:.2} ms at {:.0} % busy: service times × {factor:.2}",
+        target * 100.0
+    );
     for (m, t) in measured.iter_mut().zip(&times) {
         let mean = t.iter().sum::<f64>() / t.len() as f64;
         let var = t.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (t.len() - 1) as f64;
-        m.service_ms = mean * scale;
+        m.service_ms = mean * scale * factor;
         m.service_scv = var / (mean * mean);
     }
     node.stop();
     Ok(())
+}
+
+/// The node at `base` under open-loop Poisson load of `rate` requests a second, each model in
+/// proportion to its peak_rps (all alike without traffic), about `requests` requests (at least 5 s).
+fn under_load(base: &str, measured: &[Measured], rate: f64, requests: usize, pid: u32) -> Result<Loaded> {
+    use crate::openloop;
+    let seconds = (requests as f64 / rate).max(5.0);
+    let reqs: Vec<openloop::Request> = measured
+        .iter()
+        .map(|m| openloop::Request {
+            method: "POST".into(),
+            url: format!("{base}/predictions/{}", m.id),
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: serde_json::json!({ "inputs": m.text }).to_string().into_bytes(),
+        })
+        .collect();
+    let rates: Vec<f64> = mix(measured).iter().map(|w| rate * w).collect();
+    let schedule = openloop::schedule(&rates, seconds, openloop::Arrivals::Poisson, 1);
+    let cpu0 = cpu_seconds(pid)?;
+    let started = Instant::now();
+    let outcomes = openloop::run(&reqs, &schedule, 256, Duration::from_secs(60))?;
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid)? - cpu0;
+    let ok = outcomes.iter().filter(|o| o.status == 200).count();
+    // Refusals (429) are the node over capacity; anything else is a fault.
+    if let Some(o) = outcomes.iter().find(|o| o.status != 200 && o.status != 429) {
+        bail!("the measuring node answered {} under load (status 0: no answer)", o.status);
+    }
+    Ok(Loaded {
+        ms: cpu * 1e3 / ok.max(1) as f64,
+        busy: cpu / wall,
+        refused: (outcomes.len() - ok) as f64 / outcomes.len().max(1) as f64,
+    })
+}
+
+/// The measuring node under load: CPU milliseconds per answered request, the share of the time
+/// it was busy, and the share of requests it refused.
+struct Loaded {
+    ms: f64,
+    busy: f64,
+    refused: f64,
+}
+
+/// Each model's share of the traffic: its peak_rps over the catalog's (all alike without traffic).
+fn mix(measured: &[Measured]) -> Vec<f64> {
+    let total: f64 = measured.iter().map(|m| m.weight).sum();
+    if total > 0.0 {
+        measured.iter().map(|m| m.weight / total).collect()
+    } else {
+        vec![1.0 / measured.len() as f64; measured.len()]
+    }
 }
 
 /// A catalog of the measured models on their local files and engines, for the measuring node.

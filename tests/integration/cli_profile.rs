@@ -16,11 +16,19 @@ fn profile_writes_measured_footprints_that_plan_reads() {
 
     // Into another folder: relative paths become absolute.
     let out = dir.path().join("measured.toml");
-    run(stowage()
+    let done = stowage()
         .args(["profile", "--family", "c5", "--tokens", "32", "--iterations", "3", "--catalog"])
         .arg(&catalog)
         .arg("--out")
-        .arg(&out));
+        .arg(&out)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{log}");
+    // The loaded pass: the node at the catalog's max_utilization (0.83), its cost per request
+    // scaling the service times.
+    assert!(log.contains("profile: under load (pass 1): "), "{log}");
+    assert!(log.contains(" at 83 % busy: service times × "), "{log}");
     let measured = Catalog::load(&out).unwrap();
     for m in &measured.models {
         let fp = &m.footprints["c5"];

@@ -133,6 +133,22 @@ fn deploy_local_predict_every_model_and_stop() {
     assert!(report.contains(&format!("No answer from the route of: {ghost}.")), "{report}");
     assert!(d.join("lt-dead/report.md").is_file(), "the report lands in the working directory's lt-dead");
 
+    // Open loop (no vegeta here): `stowage attack --rate` at each rate, Poisson arrivals.
+    let report = run(Command::new(Path::new(ROOT).join("scripts/loadtest.sh")).current_dir(d).args([
+        "--routes",
+        "deploy/routes.json",
+        "--out",
+        "lt-open",
+        "--open-loop",
+        "--rates",
+        "10 20",
+        "--duration",
+        "1",
+        "plan.json",
+    ]));
+    assert!(report.contains("| 10/s |") && report.contains("| 20/s |"), "{report}");
+    assert!(d.join("lt-open/steps/open-20.results.csv").is_file());
+
     // Day 2, in place: plan B moves a model between two kept nodes and replaces the third node
     // with a new one, while clients keep asking the gateway for every model.
     let a: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
