@@ -165,7 +165,9 @@ fn a_node_takes_a_new_plan_in_place_without_failing_a_kept_request() {
     let plan_path = dir.join("n1/plan.json");
     let (a, b): (Vec<String>, Vec<String>) = ((1..=4).map(tiny).collect(), [1, 2, 5, 6].map(tiny).to_vec());
     replace(&plan_path, &plan(&catalog_sha, "n1", &a));
-    let mut node = serve(dir, &plan_path, &[], &[]);
+    // Its own verdict cache: the node times both engines of each model, as the fresh one below.
+    let cache = dir.join("cache");
+    let mut node = serve(dir, &plan_path, &["--cache-dir", cache.to_str().unwrap()], &[]);
     let pid = node.proc.0.id();
     assert_eq!(served(&node.base), a);
 
@@ -237,7 +239,10 @@ fn a_node_takes_a_new_plan_in_place_without_failing_a_kept_request() {
     warm(&node.base);
     let fresh_plan = dir.join("fresh.json");
     std::fs::write(&fresh_plan, plan(&catalog_sha, "n1", &b)).unwrap();
-    let fresh = serve(dir, &fresh_plan, &[], &[]);
+    // Like with like: the fresh node chooses its engines as the reloaded one did (an empty
+    // verdict cache), rather than reading the verdicts the first node kept.
+    let fresh_cache = dir.join("fresh-cache");
+    let fresh = serve(dir, &fresh_plan, &["--cache-dir", fresh_cache.to_str().unwrap()], &[]);
     warm(&fresh.base);
     std::thread::sleep(Duration::from_millis(500));
     let (reloaded, started) = (rss_kib(pid), rss_kib(fresh.proc.0.id()));

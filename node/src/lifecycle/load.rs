@@ -167,8 +167,14 @@ fn choose(
         });
         Verdict::only(candidates[0].backend(), tokens, why.unwrap_or_default())
     };
+    let timed = candidates.len() > 1;
     candidates.retain(|m| m.backend() == verdict.engine);
     let model = candidates.pop().ok_or_else(|| EngineError::Load("auto: no engine chosen".into()))?;
+    if timed {
+        // The slower engine's copy of the weights is gone: give its heap back, or the node keeps
+        // two models' memory for one (once per artifact: the verdict is kept).
+        crate::process::release_freed_memory();
+    }
     Ok((model, Some(verdict)))
 }
 
