@@ -490,9 +490,16 @@ pub struct GatewayArgs {
     #[arg(long, env = "STOWAGE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
-    /// Longest a request body may take to arrive, in milliseconds; beyond, 408.
+    /// Longest a request body may take to arrive, in milliseconds; beyond, 408 `body_timeout`
+    /// and the connection is closed.
     #[arg(long, env = "STOWAGE_BODY_TIMEOUT_MS", default_value_t = DEFAULT_BODY_TIMEOUT_MS)]
     pub body_timeout_ms: u64,
+
+    /// Most client connections the gateway holds open (default: half of what its open-file limit
+    /// allows after a reserve, the other half for its connections to the nodes); beyond, new
+    /// connections wait to be accepted.
+    #[arg(long, env = "STOWAGE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]

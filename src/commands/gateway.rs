@@ -26,5 +26,6 @@ pub fn run(args: &GatewayArgs) -> Result<()> {
         reload_every: Duration::from_millis(args.reload_interval_ms),
         max_body_bytes: args.max_body_bytes,
         body_timeout: Duration::from_millis(args.body_timeout_ms),
+        max_connections: args.max_connections,
     })
 }

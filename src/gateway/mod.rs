@@ -40,6 +40,8 @@ pub struct GatewayOptions {
     pub reload_every: Duration,
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
+    /// Client connections held open at most (default: from the open-file limit).
+    pub max_connections: Option<usize>,
 }
 
 /// What the gateway's handlers share.
@@ -139,9 +141,19 @@ pub fn run(opts: GatewayOptions) -> Result<()> {
         .with_context(|| format!("cannot resolve {}:{}", opts.host, opts.port))?
         .next()
         .with_context(|| format!("no address for {}", opts.host))?;
+    let workers = opts.workers.max(1);
+    let files = crate::http::server::raise_open_file_limit();
+    // Each client connection may need one to a node: half the files each, after the reserve.
+    let connections =
+        opts.max_connections.unwrap_or_else(|| (files.saturating_sub(64) / 2).clamp(16, 1 << 16) as usize);
+    info!(open_files = files, max_connections = connections, "connection limit");
     actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || App::new().configure(configure(state.clone())))
-            .workers(opts.workers.max(1))
+            // Each connection's socket, so that a body cut short can close it (`http::body`).
+            .on_connect(crate::http::connected)
+            .workers(workers)
+            // actix counts per worker: split the budget over them.
+            .max_connections(connections.div_ceil(workers).max(1))
             .bind(addr)
             .with_context(|| format!("cannot listen on {addr}"))?;
         for addr in server.addrs() {

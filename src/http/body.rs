@@ -36,9 +36,31 @@ pub async fn read(
         }
         Ok(body.freeze())
     };
-    tokio::time::timeout(deadline, read).await.map_err(|_| {
+    let got = tokio::time::timeout(deadline, read).await.map_err(|_| {
         ApiError::new(Code::BodyTimeout, format!("the body did not arrive within {} ms", deadline.as_millis()))
-    })?
+    });
+    // A body cut short leaves the connection mid-request: no later request on it can be parsed.
+    // The answer says so (`Connection: close`), but a chunked body's end never comes, and the
+    // server would wait for it before closing: end the reading side now, so the connection
+    // closes once the answer is written.
+    if matches!(
+        &got,
+        Err(_) | Ok(Err(ApiError { code: Code::BodyTimeout | Code::BodyTooLarge | Code::MalformedRequest, .. }))
+    ) {
+        end_reading(req);
+    }
+    got?
+}
+
+/// Shuts the reading side of `req`'s connection (where the server kept its socket).
+fn end_reading(req: &HttpRequest) {
+    if let Some(socket) = req.conn_data::<crate::http::Socket>() {
+        // SAFETY: shutdown only changes the state of the socket, which the server keeps open
+        // (and owns) for as long as this request lives.
+        unsafe {
+            libc::shutdown(socket.0, libc::SHUT_RD);
+        }
+    }
 }
 
 /// A request's body for model `id` under the node's limits; a body refused for its size or its

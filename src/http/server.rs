@@ -112,7 +112,7 @@ fn admin_server(a: &AdminOptions, running: &RunningNode) -> Result<actix_web::de
 
 /// Raises the soft limit on open files to the hard limit (where the system lets it), and returns
 /// the soft limit in force.
-fn raise_open_file_limit() -> u64 {
+pub(crate) fn raise_open_file_limit() -> u64 {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
     unsafe {

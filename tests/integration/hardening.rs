@@ -1,5 +1,6 @@
 //! The node against clients that misbehave, on a real process over real sockets: bodies that
-//! stall half-way are cut at the body deadline while `/ping` answers every probe, a stalled body
+//! stall half-way (declared length or chunked) are cut at the body deadline and their connections
+//! closed, by the node and the gateway, while `/ping` answers every probe, a stalled body
 //! does not hold the SIGTERM drain, malformed requests are counted instead of logged as errors,
 //! and the open-file limit is raised to what the system allows.
 
@@ -51,12 +52,81 @@ fn stalled(port: u16) -> TcpStream {
     s
 }
 
+/// The same with a chunked body: one chunk of 5 bytes, then nothing (not even the last chunk).
+fn stalled_chunked(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(
+        b"POST /predictions/tiny-0001 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"inp\r\n",
+    )
+    .unwrap();
+    s
+}
+
 /// What the node sent on `s` until it closed the connection (at most `within`).
 fn answer(s: &mut TcpStream, within: Duration) -> String {
+    answer_and_close(s, within).0
+}
+
+/// What the node sent on `s`, and whether it closed the connection within `within`.
+fn answer_and_close(s: &mut TcpStream, within: Duration) -> (String, bool) {
     s.set_read_timeout(Some(within)).unwrap();
     let mut got = Vec::new();
-    let _ = s.read_to_end(&mut got);
-    String::from_utf8_lossy(&got).into_owned()
+    let closed = s.read_to_end(&mut got).is_ok();
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+#[test]
+fn the_gateway_closes_stalled_bodies_too() {
+    let dir = tempfile::tempdir().unwrap();
+    // The body is read before the request is forwarded: the route's node need not exist.
+    let routes = dir.path().join("routes.json");
+    std::fs::write(&routes, r#"{"tiny-0001": "http://127.0.0.1:9"}"#).unwrap();
+    let port = free_port();
+    let log = dir.path().join("gateway.log");
+    let mut gateway = Proc(
+        stowage()
+            .args(["gateway", "--host", "127.0.0.1", "--port", &port.to_string(), "--body-timeout-ms", "1000"])
+            .arg("--routes")
+            .arg(&routes)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ok(&format!("http://127.0.0.1:{port}/ping"), &mut gateway);
+    let opened = Instant::now();
+    let mut held: Vec<TcpStream> =
+        (0..50).map(|i| if i % 2 == 0 { stalled_chunked(port) } else { stalled(port) }).collect();
+    for s in &mut held {
+        let (got, closed) = answer_and_close(s, Duration::from_secs(4));
+        assert!(got.starts_with("HTTP/1.1 408"), "{got:?}");
+        assert!(closed, "the connection stayed open after the 408 ({:?})", opened.elapsed());
+    }
+    assert!(opened.elapsed() < Duration::from_secs(5), "{:?}", opened.elapsed());
+    assert_eq!(ureq::get(&format!("http://127.0.0.1:{port}/ping")).call().unwrap().status(), 200);
+    // As the node: its open-file limit raised to the hard one, and its connections capped below it.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", gateway.0.id())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let v: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(v[3], v[4], "soft limit not raised to the hard one: {line}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("connection limit") && log.contains("max_connections="), "{log}");
+}
+
+#[test]
+fn stalled_chunked_bodies_get_408_and_their_connections_closed() {
+    let n = node(&["--body-timeout-ms", "1000"]);
+    let opened = Instant::now();
+    let mut held: Vec<TcpStream> = (0..50).map(|_| stalled_chunked(n.port)).collect();
+    for s in &mut held {
+        let (got, closed) = answer_and_close(s, Duration::from_secs(4));
+        assert!(got.starts_with("HTTP/1.1 408"), "{got:?}");
+        assert!(closed, "the connection stayed open after the 408 ({:?})", opened.elapsed());
+    }
+    assert!(opened.elapsed() < Duration::from_secs(5), "{:?}", opened.elapsed());
+    assert_eq!(ureq::get(&format!("http://127.0.0.1:{}/ping", n.port)).call().unwrap().status(), 200);
 }
 
 #[test]
@@ -81,9 +151,10 @@ fn stalled_bodies_are_cut_at_the_deadline_while_ping_answers() {
     assert!(probes >= 20, "{probes} probes");
     // Each stalled client got 408 and its connection closed, within the deadline and a margin.
     for s in &mut held {
-        let got = answer(s, Duration::from_secs(3));
+        let (got, closed) = answer_and_close(s, Duration::from_secs(3));
         assert!(got.starts_with("HTTP/1.1 408"), "{got:?}");
         assert!(got.contains("body_timeout"), "{got}");
+        assert!(closed, "the connection stayed open after the 408");
     }
     assert!(opened.elapsed() < Duration::from_secs(5), "{:?}", opened.elapsed());
     let metrics = metrics(n.port);
