@@ -33,7 +33,9 @@ impl AdminState {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            // The scheme is case-insensitive (RFC 9110 §11.1).
+            .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")))
+            .map(|(_, token)| token)
             .map(|t| <[u8; 32]>::from(Sha256::digest(t.trim().as_bytes())));
         match given {
             Some(g) if g.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0 => Ok(()),

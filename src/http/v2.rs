@@ -120,7 +120,14 @@ enum Values {
 }
 
 fn input_values(t: &InputTensor, binary: &mut &[u8]) -> Result<Values, ApiError> {
-    let count: i64 = t.shape.iter().product();
+    // Dimensions are counts, and their product must be one: no negative dimension, no overflow.
+    let count =
+        t.shape.iter().try_fold(1i64, |n, &d| if d < 0 { None } else { n.checked_mul(d) }).ok_or_else(|| {
+            malformed(format!(
+                "input {:?}: shape {:?} is not a size (dimensions of 0 or more, fewer than 2^63 values)",
+                t.name, t.shape
+            ))
+        })?;
     let size = t.parameters.get("binary_data_size").and_then(Value::as_u64);
     let values = match (t.datatype.as_str(), size) {
         ("BYTES", Some(n)) => {
@@ -167,7 +174,7 @@ fn input_values(t: &InputTensor, binary: &mut &[u8]) -> Result<Values, ApiError>
         Values::Bytes(v) => v.len(),
         Values::Int64(v) => v.len(),
     };
-    if count < 0 || len as i64 != count {
+    if len as i64 != count {
         return Err(malformed(format!("input {:?}: shape {:?} holds {count} values, the data {len}", t.name, t.shape)));
     }
     Ok(values)

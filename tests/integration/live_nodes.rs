@@ -308,6 +308,19 @@ fn sighup_and_the_admin_api_reload_and_the_admin_api_needs_its_token() {
     let (_, again) = post(&format!("{admin}/admin/reload"), Some("s3cret"));
     assert_eq!(again["result"], "unchanged", "{again}");
 
+    // The scheme is case-insensitive; the token is not.
+    for (auth, status) in
+        [("bearer s3cret", 200), ("BEARER s3cret", 200), ("bearer S3CRET", 401), ("Basic s3cret", 401)]
+    {
+        let r = ureq::get(&format!("{admin}/admin/plan"))
+            .header("Authorization", auth)
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .unwrap();
+        assert_eq!(r.status(), status, "{auth}");
+    }
     let mut r = ureq::get(&format!("{admin}/admin/plan")).header("Authorization", "Bearer s3cret").call().unwrap();
     let applied: Value = r.body_mut().read_json().unwrap();
     assert_eq!(applied["models"], json!(["tiny-0001", "tiny-0003", "tiny-0004"]), "{applied}");
