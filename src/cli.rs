@@ -500,6 +500,16 @@ pub struct GatewayArgs {
     /// connections wait to be accepted.
     #[arg(long, env = "STOWAGE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+
+    /// On SIGTERM, seconds to go on forwarding (with /ready failing) before refusing new
+    /// requests: the time the Service and the Ingress take to drop a terminating gateway pod. A
+    /// second signal cuts it short.
+    #[arg(long, env = "STOWAGE_SHUTDOWN_DELAY_SECONDS", default_value_t = 0)]
+    pub shutdown_delay_seconds: u64,
+
+    /// On SIGTERM, after the delay, how long in-flight requests may take to finish, in seconds.
+    #[arg(long, env = "STOWAGE_DRAIN_SECONDS", default_value_t = 30)]
+    pub drain_seconds: u64,
 }
 
 #[derive(Debug, clap::Args)]

@@ -441,6 +441,9 @@ fn gateway_meta(o: &ManifestOptions) -> ObjectMeta {
 /// `stowage-plan` ConfigMap and reaching each node at its Service. Stateless: an HPA scales it.
 fn gateway(o: &ManifestOptions) -> String {
     let select = selector(GATEWAY);
+    // As a node: on SIGTERM it forwards on, not ready, while the Ingress lets go of the pod, then
+    // drains; a rolling update drops no request.
+    let (delay, drain) = (o.shutdown_delay_seconds.to_string(), o.drain_seconds.to_string());
     let container = Container {
         name: "gateway".into(),
         image: Some(o.image_cpu.clone()),
@@ -453,6 +456,10 @@ fn gateway(o: &ManifestOptions) -> String {
                 &o.namespace,
                 "--port",
                 "8080",
+                "--shutdown-delay-seconds",
+                &delay,
+                "--drain-seconds",
+                &drain,
                 "--json-logs",
             ]
             .map(String::from)
@@ -485,6 +492,7 @@ fn gateway(o: &ManifestOptions) -> String {
                     automount_service_account_token: Some(false),
                     security_context: Some(pod_security()),
                     containers: vec![container],
+                    termination_grace_period_seconds: Some(o.shutdown_delay_seconds + o.drain_seconds + 15),
                     volumes: Some(vec![config_volume("stowage-plan".into())]),
                     ..Default::default()
                 }),

@@ -27,5 +27,7 @@ pub fn run(args: &GatewayArgs) -> Result<()> {
         max_body_bytes: args.max_body_bytes,
         body_timeout: Duration::from_millis(args.body_timeout_ms),
         max_connections: args.max_connections,
+        shutdown_delay: Duration::from_secs(args.shutdown_delay_seconds),
+        drain: Duration::from_secs(args.drain_seconds),
     })
 }

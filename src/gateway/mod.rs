@@ -20,6 +20,7 @@ use tracing::info;
 use self::routes::{Source, Table};
 use crate::http::error::{ApiError, Code};
 use crate::http::health::ping;
+use crate::http::only;
 use crate::http::v2::{live, server_metadata};
 
 /// Default of `--upstream-timeout-ms`.
@@ -42,6 +43,10 @@ pub struct GatewayOptions {
     pub body_timeout: Duration,
     /// Client connections held open at most (default: from the open-file limit).
     pub max_connections: Option<usize>,
+    /// From SIGTERM to refusing new requests: forwarding on, not ready.
+    pub shutdown_delay: Duration,
+    /// How long in-flight requests may take to finish once the gateway stops accepting.
+    pub drain: Duration,
 }
 
 /// What the gateway's handlers share.
@@ -51,6 +56,8 @@ pub struct GatewayState {
     pub upstream_timeout: Duration,
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
+    /// Set on SIGTERM: /ready and /v2/health/ready fail while requests are still forwarded.
+    pub leaving: std::sync::atomic::AtomicBool,
 }
 
 /// Mounts the gateway's routes; used by `run` and by in-process tests.
@@ -68,13 +75,14 @@ pub fn configure(state: Arc<GatewayState>) -> impl FnOnce(&mut web::ServiceConfi
                     .disable_redirects()
                     .finish(),
             ))
-            .service(web::resource("/ping").get(ping).head(ping))
-            .service(web::resource("/ready").get(ready).head(ready))
-            .service(web::resource("/metrics").get(metrics))
-            .service(web::resource("/models").get(models))
-            .service(web::resource("/v2").get(server_metadata))
-            .service(web::resource("/v2/health/live").get(live))
-            .service(web::resource("/v2/health/ready").get(v2_ready))
+            // Other methods get the node's JSON 405 naming those these take.
+            .service(web::resource("/ping").get(ping).head(ping).default_service(only("GET, HEAD")))
+            .service(web::resource("/ready").get(ready).head(ready).default_service(only("GET, HEAD")))
+            .service(web::resource("/metrics").get(metrics).default_service(only("GET")))
+            .service(web::resource("/models").get(models).default_service(only("GET")))
+            .service(web::resource("/v2").get(server_metadata).default_service(only("GET")))
+            .service(web::resource("/v2/health/live").get(live).default_service(only("GET")))
+            .service(web::resource("/v2/health/ready").get(v2_ready).default_service(only("GET")))
             .service(web::resource("/predictions/{model_id}").to(proxy::forward))
             .service(web::resource("/v2/models/{model_id}").to(proxy::forward))
             .service(web::resource("/v2/models/{model_id}/{action}").to(proxy::forward))
@@ -104,6 +112,9 @@ async fn v2_ready(state: web::Data<GatewayState>) -> HttpResponse {
 
 /// (models, nodes) the gateway routes to, or `not_ready` when it has no routes.
 fn routed(state: &GatewayState) -> Result<(usize, usize), ApiError> {
+    if state.leaving.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(ApiError::new(Code::NotReady, "the gateway is shutting down"));
+    }
     let routes = state.routes.get();
     let nodes: std::collections::HashSet<&str> = routes.models.values().map(|u| u.node.as_str()).collect();
     match routes.models.len() {
@@ -135,7 +146,9 @@ pub fn run(opts: GatewayOptions) -> Result<()> {
         upstream_timeout: opts.upstream_timeout,
         max_body_bytes: opts.max_body_bytes,
         body_timeout: opts.body_timeout,
+        leaving: std::sync::atomic::AtomicBool::new(false),
     });
+    let signalled = state.clone();
     let addr = (opts.host.as_str(), opts.port)
         .to_socket_addrs()
         .with_context(|| format!("cannot resolve {}:{}", opts.host, opts.port))?
@@ -152,6 +165,8 @@ pub fn run(opts: GatewayOptions) -> Result<()> {
             // Each connection's socket, so that a body cut short can close it (`http::body`).
             .on_connect(crate::http::connected)
             .workers(workers)
+            .shutdown_timeout(opts.drain.as_secs().max(1))
+            .disable_signals()
             // actix counts per worker: split the budget over them.
             .max_connections(connections.div_ceil(workers).max(1))
             .bind(addr)
@@ -159,6 +174,24 @@ pub fn run(opts: GatewayOptions) -> Result<()> {
         for addr in server.addrs() {
             info!(%addr, models = table.get().models.len(), "gateway listening");
         }
-        server.run().await.context("gateway failed")
+        let server = server.run();
+        let handle = server.handle();
+        let delay = opts.shutdown_delay;
+        actix_web::rt::spawn(async move {
+            crate::http::server::wait_for_signal().await;
+            signalled.leaving.store(true, std::sync::atomic::Ordering::Relaxed);
+            if !delay.is_zero() {
+                info!(seconds = delay.as_secs_f64(), "leaving: not ready, forwarding on while load balancers let go");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = crate::http::server::wait_for_signal() => info!("a second signal: not waiting any longer"),
+                }
+            }
+            info!("shutting down: refusing new requests, draining in-flight ones");
+            handle.stop(true).await;
+        });
+        server.await.context("gateway failed")?;
+        info!("stopped");
+        Ok(())
     })
 }

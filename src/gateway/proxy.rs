@@ -4,7 +4,9 @@
 //! was sent is never repeated. Errors are the nodes' JSON errors: 404 `unknown_model`, 503
 //! `node_unavailable`, 504 `upstream_timeout` (`{"error"}` alone on KServe v2 routes).
 
-use std::time::Instant;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use actix_web::http::header::HeaderName;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -88,6 +90,8 @@ pub async fn forward(
             other => break other,
         }
     };
+    // What went wrong is said by node id only (a plan's; "its node" for a route map, whose nodes
+    // are addresses): addresses and the transport's own words stay in the gateway's log.
     let response = match result {
         Ok(mut answer) => match answer.body().limit(64 << 20).await {
             Ok(bytes) => {
@@ -101,29 +105,37 @@ pub async fn forward(
                 &req,
                 &up.node,
                 "body",
-                ApiError::new(Code::NodeUnavailable, format!("node {} broke off its answer: {e}", up.node)),
+                &e.to_string(),
+                ApiError::new(Code::NodeUnavailable, format!("{} of model {model:?} broke off its answer", up.shown())),
             ),
         },
         Err(SendRequestError::Timeout) => upstream_failed(
             &req,
             &up.node,
             "timeout",
+            "no answer in time",
             ApiError::new(
                 Code::UpstreamTimeout,
-                format!("node {} did not answer within {} ms", up.node, state.upstream_timeout.as_millis()),
+                format!(
+                    "{} of model {model:?} did not answer within {} ms",
+                    up.shown(),
+                    state.upstream_timeout.as_millis()
+                ),
             ),
         ),
         Err(SendRequestError::Connect(e)) => upstream_failed(
             &req,
             &up.node,
             "connect",
-            ApiError::new(Code::NodeUnavailable, format!("node {} of model {model:?} cannot be reached: {e}", up.node)),
+            &e.to_string(),
+            ApiError::new(Code::NodeUnavailable, format!("{} of model {model:?} cannot be reached", up.shown())),
         ),
         Err(e) => upstream_failed(
             &req,
             &up.node,
             "send",
-            ApiError::new(Code::NodeUnavailable, format!("node {} of model {model:?} failed: {e}", up.node)),
+            &e.to_string(),
+            ApiError::new(Code::NodeUnavailable, format!("{} of model {model:?} failed to answer", up.shown())),
         ),
     };
     metrics::histogram!(m::GATEWAY_UPSTREAM_DURATION, "node" => up.node.clone())
@@ -132,9 +144,34 @@ pub async fn forward(
     response
 }
 
-fn upstream_failed(req: &HttpRequest, node: &str, kind: &'static str, e: ApiError) -> HttpResponse {
+/// Seconds between two warnings about one node's failures: a node that is down fails every
+/// request sent to it, and the counter (`stowage_gateway_upstream_errors_total`) has them all.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+fn upstream_failed(req: &HttpRequest, node: &str, kind: &'static str, detail: &str, e: ApiError) -> HttpResponse {
     metrics::counter!(m::GATEWAY_UPSTREAM_ERRORS, "node" => node.to_string(), "kind" => kind).increment(1);
-    tracing::warn!(node, kind, error = %e, "upstream failed");
+    static LAST: LazyLock<Mutex<HashMap<String, (Instant, u64)>>> = LazyLock::new(Default::default);
+    let unsaid = {
+        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        match last.get_mut(node) {
+            Some((at, quiet)) if at.elapsed() < WARN_EVERY => {
+                *quiet += 1;
+                None
+            }
+            Some((at, quiet)) => {
+                let n = *quiet;
+                (*at, *quiet) = (Instant::now(), 0);
+                Some(n)
+            }
+            None => {
+                last.insert(node.to_string(), (Instant::now(), 0));
+                Some(0)
+            }
+        }
+    };
+    if let Some(unsaid) = unsaid {
+        tracing::warn!(node, kind, error = %e, detail, more_since_last_warning = unsaid, "upstream failed");
+    }
     error(req, e)
 }
 

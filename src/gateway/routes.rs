@@ -28,6 +28,20 @@ pub enum Source {
 pub struct Upstream {
     pub node: String,
     pub base: String,
+    /// Whether `node` is an id clients may see (a plan's); a route map's nodes are their
+    /// addresses, which error bodies never show.
+    pub named: bool,
+}
+
+impl Upstream {
+    /// The node as an error body names it.
+    pub fn shown(&self) -> String {
+        if self.named {
+            format!("node {}", self.node)
+        } else {
+            "its node".to_string()
+        }
+    }
 }
 
 /// The routes in force.
@@ -59,10 +73,10 @@ impl Source {
     /// Reads the routes.
     pub fn load(&self) -> Result<Routes, RoutesError> {
         let mut by_node: HashMap<String, Arc<Upstream>> = HashMap::new();
-        let mut upstream = |node: &str, base: String| {
+        let mut upstream = |node: &str, base: String, named: bool| {
             by_node
                 .entry(node.to_string())
-                .or_insert_with(|| Arc::new(Upstream { node: node.to_string(), base }))
+                .or_insert_with(|| Arc::new(Upstream { node: node.to_string(), base, named }))
                 .clone()
         };
         let mut models = HashMap::new();
@@ -71,7 +85,7 @@ impl Source {
                 let plan = Plan::load(path)?;
                 for n in &plan.nodes {
                     let base = template.replace("{node}", &n.id).replace("{namespace}", namespace);
-                    let up = upstream(&n.id, base.trim_end_matches('/').to_string());
+                    let up = upstream(&n.id, base.trim_end_matches('/').to_string(), true);
                     models.extend(n.models.iter().map(|m| (m.clone(), up.clone())));
                 }
             }
@@ -88,7 +102,7 @@ impl Source {
                     // A node is its URL in a route map.
                     let base = url.trim_end_matches('/').to_string();
                     let node = base.split("://").nth(1).unwrap_or(&base).to_string();
-                    models.insert(model, upstream(&node, base));
+                    models.insert(model, upstream(&node, base, false));
                 }
             }
         }

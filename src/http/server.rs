@@ -136,7 +136,7 @@ fn connection_budget(files: u64, models: usize) -> usize {
     files.saturating_sub(reserve).clamp(16, 1 << 16) as usize
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {

@@ -76,7 +76,7 @@ fn answer_and_close(s: &mut TcpStream, within: Duration) -> (String, bool) {
 }
 
 #[test]
-fn the_gateway_closes_stalled_bodies_too() {
+fn the_gateway_closes_stalled_bodies_answers_json_hides_addresses_and_leaves_gracefully() {
     let dir = tempfile::tempdir().unwrap();
     // The body is read before the request is forwarded: the route's node need not exist.
     let routes = dir.path().join("routes.json");
@@ -86,6 +86,7 @@ fn the_gateway_closes_stalled_bodies_too() {
     let mut gateway = Proc(
         stowage()
             .args(["gateway", "--host", "127.0.0.1", "--port", &port.to_string(), "--body-timeout-ms", "1000"])
+            .args(["--shutdown-delay-seconds", "2"])
             .arg("--routes")
             .arg(&routes)
             .env("NO_COLOR", "1")
@@ -111,8 +112,47 @@ fn the_gateway_closes_stalled_bodies_too() {
     let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
     let v: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(v[3], v[4], "soft limit not raised to the hard one: {line}");
-    let log = std::fs::read_to_string(&log).unwrap();
-    assert!(log.contains("connection limit") && log.contains("max_connections="), "{log}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("connection limit") && text.contains("max_connections="), "{text}");
+
+    // Its own routes answer other methods with the node's JSON 405.
+    let base = format!("http://127.0.0.1:{port}");
+    let call = |method: &str, path: &str| {
+        let mut r = ureq::http::Request::builder().method(method).uri(format!("{base}{path}")).body(()).unwrap();
+        r.headers_mut().insert("content-length", "0".parse().unwrap());
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let mut r = agent.run(r).unwrap();
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_to_string().unwrap_or_default())
+    };
+    for (method, path) in [("POST", "/ping"), ("DELETE", "/ready"), ("PUT", "/metrics"), ("POST", "/v2/health/live")] {
+        let (status, body) = call(method, path);
+        assert_eq!(status, 405, "{method} {path}: {body}");
+        assert!(body.contains("\"code\":\"method_not_allowed\""), "{method} {path}: {body}");
+    }
+    // A node that is down: 503 naming the node, never its address; one warning, every failure counted.
+    for _ in 0..20 {
+        let (status, body) = call("GET", "/predictions/tiny-0001?text=hi");
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("node_unavailable") && !body.contains("127.0.0.1") && !body.contains(":9"), "{body}");
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches("upstream failed").count(), 1, "{text}");
+    let (_, metrics) = call("GET", "/metrics");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("stowage_gateway_upstream_errors_total{") && l.ends_with(" 20")),
+        "{metrics}"
+    );
+
+    // SIGTERM: not ready at once, forwarding on through the delay, then it stops cleanly.
+    let signalled = Instant::now();
+    gateway.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = call("GET", "/ready");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(call("GET", "/ping").0, 200);
+    assert_eq!(gateway.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    assert!(signalled.elapsed() >= Duration::from_secs(2), "{:?}", signalled.elapsed());
 }
 
 #[test]
