@@ -53,8 +53,75 @@ pub fn signature(bytes: &[u8]) -> Result<Signature, EngineError> {
         }
         _ => None,
     };
+    finite_weights(&graph)?;
     let (vocab_rows, position_rows) = embedding_rows(&graph);
     Ok(Signature { inputs, output: out.name.clone(), kind, output_width, vocab_rows, position_rows })
+}
+
+/// Refuses weights that hold NaN, or ±inf in a tensor of more than one value: an engine may
+/// still load them, and tract then answers every input with the same finite scores (a corrupt
+/// download or a broken conversion served as a working model). A single infinite value is a
+/// constant (a mask's −inf) and is kept. Initializers and `Constant` nodes are read; tensors
+/// stored outside the file are not.
+fn finite_weights(graph: &tract_onnx::pb::GraphProto) -> Result<(), EngineError> {
+    let constants = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Constant")
+        .flat_map(|n| n.attribute.iter().filter_map(|a| a.t.as_ref()));
+    for t in graph.initializer.iter().chain(constants) {
+        if let Some((i, what)) = first_non_finite(t) {
+            return Err(EngineError::Unsupported(format!(
+                "weights not finite: {:?} holds {what} at index {i} (a corrupt file or a broken conversion)",
+                t.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The first value of `t` that is NaN (or ±inf, where `t` holds more than one value), by index.
+fn first_non_finite(t: &tract_onnx::pb::TensorProto) -> Option<(usize, &'static str)> {
+    let many = t.dims.iter().product::<i64>() > 1;
+    let raw = &t.raw_data;
+    // (NaN, infinite) for each value.
+    let flags: Box<dyn Iterator<Item = (bool, bool)> + '_> = match DataType::try_from(t.data_type).ok()? {
+        DataType::Float if !raw.is_empty() => Box::new(
+            raw.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .map(|x| (x.is_nan(), x.is_infinite())),
+        ),
+        DataType::Float => Box::new(t.float_data.iter().map(|x| (x.is_nan(), x.is_infinite()))),
+        DataType::Double if !raw.is_empty() => Box::new(
+            raw.chunks_exact(8)
+                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .map(|x| (x.is_nan(), x.is_infinite())),
+        ),
+        DataType::Double => Box::new(t.double_data.iter().map(|x| (x.is_nan(), x.is_infinite()))),
+        // Half precision: an all-ones exponent (5 bits for float16, 8 for bfloat16).
+        kind @ (DataType::Float16 | DataType::Bfloat16) => {
+            let (exponent, mantissa) =
+                if kind == DataType::Float16 { (0x7c00u16, 0x03ffu16) } else { (0x7f80, 0x007f) };
+            let flag = move |h: u16| {
+                (h & exponent == exponent && h & mantissa != 0, h & exponent == exponent && h & mantissa == 0)
+            };
+            if raw.is_empty() {
+                Box::new(t.int32_data.iter().map(move |&x| flag(x as u16)))
+            } else {
+                Box::new(raw.chunks_exact(2).map(move |c| flag(u16::from_le_bytes([c[0], c[1]]))))
+            }
+        }
+        _ => return None,
+    };
+    flags.enumerate().find_map(|(i, (nan, inf))| {
+        if nan {
+            Some((i, "NaN"))
+        } else if inf && many {
+            Some((i, "an infinite value"))
+        } else {
+            None
+        }
+    })
 }
 
 /// Most rows a token-type table has (BERT 2, RoBERTa 1); fewer than any position table.
@@ -99,7 +166,41 @@ fn embedding_rows(graph: &tract_onnx::pb::GraphProto) -> (Option<usize>, Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tract_onnx::pb::{type_proto, GraphProto, TypeProto, ValueInfoProto};
+    use tract_onnx::pb::{type_proto, GraphProto, TensorProto, TypeProto, ValueInfoProto};
+
+    #[test]
+    fn nan_anywhere_and_inf_in_weights_are_found_in_every_float_layout() {
+        let tensor = |t: DataType, dims: Vec<i64>, raw: Vec<u8>| TensorProto {
+            name: "w".into(),
+            data_type: t as i32,
+            dims,
+            raw_data: raw,
+            ..Default::default()
+        };
+        let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let f64s = |v: &[f64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let u16s = |v: &[u16]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let check = |t: TensorProto| first_non_finite(&t);
+        assert_eq!(check(tensor(DataType::Float, vec![3], f32s(&[1.0, f32::NAN, 2.0]))), Some((1, "NaN")));
+        assert_eq!(
+            check(tensor(DataType::Float, vec![2], f32s(&[1.0, f32::INFINITY]))),
+            Some((1, "an infinite value"))
+        );
+        assert_eq!(check(tensor(DataType::Float, vec![3], f32s(&[1.0, -2.0, 3.0e38]))), None);
+        // A lone −inf is a constant (a mask), a lone NaN never is.
+        assert_eq!(check(tensor(DataType::Float, vec![], f32s(&[f32::NEG_INFINITY]))), None);
+        assert_eq!(check(tensor(DataType::Float, vec![1], f32s(&[f32::NAN]))), Some((0, "NaN")));
+        let listed =
+            TensorProto { float_data: vec![0.5, f32::NEG_INFINITY], ..tensor(DataType::Float, vec![2], vec![]) };
+        assert_eq!(check(listed), Some((1, "an infinite value")));
+        assert_eq!(check(tensor(DataType::Double, vec![2], f64s(&[0.0, f64::NAN]))), Some((1, "NaN")));
+        // float16: 0x7e00 NaN, 0x7c00 +inf, 0x3c00 1.0; bfloat16: 0x7fc0 NaN, 0xff80 −inf.
+        assert_eq!(check(tensor(DataType::Float16, vec![2], u16s(&[0x3c00, 0x7e00]))), Some((1, "NaN")));
+        assert_eq!(check(tensor(DataType::Float16, vec![2], u16s(&[0x7c00, 0x3c00]))), Some((0, "an infinite value")));
+        assert_eq!(check(tensor(DataType::Bfloat16, vec![2], u16s(&[0x3f80, 0xff80]))), Some((1, "an infinite value")));
+        assert_eq!(check(tensor(DataType::Bfloat16, vec![2], u16s(&[0x3f80, 0x7fc0]))), Some((1, "NaN")));
+        assert_eq!(check(tensor(DataType::Int64, vec![1], vec![0xff; 8])), None);
+    }
 
     fn model(inputs: &[(&str, DataType)], outputs: &[&str]) -> Vec<u8> {
         let vi = |name: &str, t: DataType| ValueInfoProto {

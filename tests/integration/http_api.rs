@@ -893,14 +893,17 @@ async fn long_text_is_cut_at_the_models_positions_even_without_tokenizer_truncat
 #[actix_web::test]
 async fn a_model_whose_outputs_are_not_finite_fails_at_warm_up() {
     use prost::Message;
-    // tiny-0001 with a NaN in its classifier's bias: it loads, and would answer 500 to everything.
+    // tiny-0001 with a classifier of huge but finite weights (3e38): the weights' check passes,
+    // it loads, and its logits overflow to ±inf or NaN: it would answer 500 to everything.
     let dir = tempfile::tempdir().unwrap();
     let src = fixture().root.join("tiny-0001");
     let bytes = std::fs::read(src.join("model.onnx")).unwrap();
     let mut model = tract_onnx::pb::ModelProto::decode(&bytes[..]).unwrap();
     let graph = model.graph.as_mut().unwrap();
-    let bias = graph.initializer.iter_mut().find(|t| t.name.starts_with("classifier.bias")).expect("classifier bias");
-    bias.raw_data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let w = graph.initializer.iter_mut().find(|t| t.name == "classifier.weight").expect("classifier weight");
+    for c in w.raw_data.chunks_exact_mut(4) {
+        c.copy_from_slice(&3.0e38f32.to_le_bytes());
+    }
     std::fs::write(dir.path().join("model.onnx"), model.encode_to_vec()).unwrap();
     let nan = ModelSpec { id: "nan".into(), artifact: dir.path().join("model.onnx").into(), ..spec("tiny-0001") };
     let s = state_of(
@@ -916,6 +919,46 @@ async fn a_model_whose_outputs_are_not_finite_fails_at_warm_up() {
     assert!(m["error"].as_str().unwrap().contains("not finite"), "{m}");
     let (status, body, _) = call!(&app, test::TestRequest::get().uri("/predictions/nan?text=hi"));
     assert_eq!((status, body["code"].as_str()), (503, Some("model_failed")), "{body}");
+    let (status, _, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0002?text=hi"));
+    assert_eq!(status, 200);
+}
+
+#[actix_web::test]
+async fn poisoned_weights_fail_the_model_with_their_reason() {
+    use prost::Message;
+    // tiny-0001 with one NaN or +inf where tract would still load it and answer the same scores
+    // to every input: the word embeddings, a query weight, an intermediate weight, a LayerNorm
+    // gamma, the pooler.
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(fixture().root.join("tiny-0001/model.onnx")).unwrap();
+    let poisons = [
+        ("embeddings.word", f32::NAN),
+        ("layer0.query.weight", f32::INFINITY),
+        ("layer1.intermediate.weight", f32::NAN),
+        ("embeddings.norm.gamma", f32::INFINITY),
+        ("pooler.weight", f32::NAN),
+    ];
+    let mut specs = vec![spec("tiny-0002")];
+    for (k, (name, value)) in poisons.iter().enumerate() {
+        let mut model = tract_onnx::pb::ModelProto::decode(&bytes[..]).unwrap();
+        let graph = model.graph.as_mut().unwrap();
+        let t = graph.initializer.iter_mut().find(|t| t.name == *name).unwrap_or_else(|| panic!("no {name}"));
+        t.raw_data[8..12].copy_from_slice(&value.to_le_bytes());
+        let path = dir.path().join(format!("poisoned-{k}.onnx"));
+        std::fs::write(&path, model.encode_to_vec()).unwrap();
+        specs.push(ModelSpec { id: format!("poisoned-{k}"), artifact: path.into(), ..spec("tiny-0001") });
+    }
+    let s =
+        state_of(specs, Limits { concurrency: 1, queue: 1, batch: 1, batch_tokens: 512 }, ServeConfig::default(), true)
+            .await;
+    let app = app!(s);
+    for (k, (name, value)) in poisons.iter().enumerate() {
+        let (_, m, _) = call!(&app, test::TestRequest::get().uri(&format!("/models/poisoned-{k}")));
+        assert_eq!(m["state"], "failed", "{name}: {m}");
+        let error = m["error"].as_str().unwrap();
+        let what = if value.is_nan() { "NaN" } else { "an infinite value" };
+        assert!(error.contains("weights not finite") && error.contains(name) && error.contains(what), "{error}");
+    }
     let (status, _, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0002?text=hi"));
     assert_eq!(status, 200);
 }
