@@ -1,11 +1,13 @@
 """Fuzzes a running node's HTTP API: COUNT requests, each a random mutation of a valid one (paths,
 methods, query strings, JSON bodies of wrong types and sizes, odd Unicode, raw bytes, broken
-request lines and headers), over raw sockets so that malformed HTTP gets through. Prints the
+request lines and headers, KServe v2 inference bodies with odd shapes and datatypes), over raw
+sockets so that malformed HTTP gets through, while STALLS connections (20 by default) hold a
+chunked body that never ends: each must get 408 and be closed. Prints the
 status mix (with connections closed without an answer: raw garbage, or a body the node refused
 early) and what must never happen: a timeout, an undocumented status or 5xx, a JSON error body
 without "code", or a node that stops answering /ping.
 Exits 1 if any of those happened.
-    python3 scripts/fuzz.py HOST:PORT MODEL [COUNT] [SEED]
+    python3 scripts/fuzz.py HOST:PORT MODEL [COUNT] [SEED] [STALLS]
 """
 import collections
 import json
@@ -18,6 +20,7 @@ port = int(port)
 model = sys.argv[2]
 count = int(sys.argv[3]) if len(sys.argv) > 3 else 20000
 rng = random.Random(int(sys.argv[4]) if len(sys.argv) > 4 else 1)
+stalls = int(sys.argv[5]) if len(sys.argv) > 5 else 20
 
 # Statuses the API documents (docs/http-api.md); 500 only as inference_failed.
 DOCUMENTED = {200, 400, 404, 405, 408, 413, 422, 429, 499, 500, 503}
@@ -55,7 +58,25 @@ def body():
     return text.encode("utf-8", "surrogatepass")
 
 
+def v2_body():
+    """A KServe v2 inference body: shapes with huge, negative or zero dimensions, data that does
+    or does not match them, odd datatypes."""
+    dims = [rng.choice([0, 1, 2, 3, -1, 2**31, 2**62, 2**63 - 1, -2**63, rng.randrange(-9, 99)])
+            for _ in range(rng.randrange(0, 4))]
+    datatype = rng.choice(["BYTES", "BYTES", "INT64", "FP32", "bytes", ""])
+    data = [value() if rng.random() < 0.3 else rng.choice(["good", "bad"]) for _ in range(rng.randrange(0, 6))]
+    t = {"name": rng.choice(["text", "input_ids", "x"]), "datatype": datatype, "shape": dims, "data": data}
+    if rng.random() < 0.1:
+        t["parameters"] = {"binary_data_size": rng.choice([0, 4, 2**40, -1])}
+    return json.dumps({"inputs": [t] * rng.randrange(0, 3)}).encode()
+
+
 def request():
+    if rng.random() < 0.15:
+        data = v2_body()
+        raw = (f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data
+        return raw, True
     path = rng.choice([f"/predictions/{model}", f"/predictions/{model}", "/predictions/", "/predictions/nope",
                        f"/predictions/{model}/x", "/models", f"/models/{model}", "/ping", "/ready", "/metrics",
                        "/" + rng.choice(ODD)])
@@ -107,8 +128,17 @@ def send(raw, complete=True, timeout=15):
         s.close()
 
 
+def stalled():
+    """A connection holding a chunked body that never ends."""
+    s = socket.create_connection((host, port), timeout=30)
+    s.sendall(f"POST /predictions/{model} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+              "Transfer-Encoding: chunked\r\n\r\n5\r\n{\"inp\r\n".encode())
+    return s
+
+
 statuses = collections.Counter()
 problems = []
+held = [stalled() for _ in range(stalls)]
 for i in range(count):
     raw, complete = request()
     try:
@@ -130,8 +160,28 @@ for i in range(count):
         problems.append(f"request {i}: undocumented status {status}: {raw[:160]!r}")
     if status >= 500 and status != 503 and b"inference_failed" not in rest:
         problems.append(f"request {i}: {status} {rest[:200]!r} for {raw[:160]!r}")
-    if status >= 400 and not raw.startswith(b"HEAD ") and b"application/json" in head.lower() and b'"code"' not in rest:
+    # KServe v2 routes answer errors as {"error"} alone (the protocol's form).
+    v2 = raw.split(b" ", 2)[1:2] and raw.split(b" ", 2)[1].startswith(b"/v2/")
+    if status >= 400 and not raw.startswith(b"HEAD ") and not v2 and b"application/json" in head.lower() and b'"code"' not in rest:
         problems.append(f"request {i}: JSON error without a code: {rest[:200]!r}")
+
+# The stalled connections: each answered 408 at the body deadline and closed (by now, or soon).
+for k, s in enumerate(held):
+    got = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    except OSError as e:
+        problems.append(f"stalled connection {k}: not closed ({e}): {got[:80]!r}")
+        continue
+    finally:
+        s.close()
+    if not got.startswith(b"HTTP/1.1 408"):
+        problems.append(f"stalled connection {k}: {got[:80]!r}")
+statuses["stalled chunked, 408 and closed"] = stalls - sum(p.startswith("stalled") for p in problems)
 
 alive = send(f"GET /ping HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()).startswith(b"HTTP/1.1 200")
 print(f"{count} requests, seed {sys.argv[4] if len(sys.argv) > 4 else 1}")
