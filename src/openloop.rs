@@ -34,6 +34,18 @@ pub struct Request {
     pub body: Vec<u8>,
 }
 
+impl Request {
+    /// `POST {base}/predictions/{model}` with `{"inputs": text}`.
+    pub fn predict(base: &str, model: &str, text: &str) -> Self {
+        Self {
+            method: "POST".into(),
+            url: format!("{}/predictions/{model}", base.trim_end_matches('/')),
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: serde_json::json!({ "inputs": text }).to_string().into_bytes(),
+        }
+    }
+}
+
 /// When to send which request: (seconds from the start, request index), in time order.
 pub type Schedule = Vec<(f64, usize)>;
 

@@ -108,16 +108,21 @@ pub fn type_cap(catalog: &Catalog, it: &InstanceType) -> f64 {
     if p90_at(cmax) <= target {
         return cmax;
     }
-    let (mut lo, mut hi) = (0.0, cmax);
-    for _ in 0..40 {
+    largest_within(0.0, cmax, 40, |u| p90_at(u) <= target).max(1e-3)
+}
+
+/// The largest x in [lo, hi] for which `ok` holds (it holds at `lo` and, once false, stays
+/// false above), to within (hi − lo) / 2^iterations, by bisection.
+fn largest_within(mut lo: f64, mut hi: f64, iterations: usize, ok: impl Fn(f64) -> bool) -> f64 {
+    for _ in 0..iterations {
         let mid = 0.5 * (lo + hi);
-        if p90_at(mid) <= target {
+        if ok(mid) {
             lo = mid;
         } else {
             hi = mid;
         }
     }
-    lo.max(1e-3)
+    lo
 }
 
 /// Whether models keep their targets alone on a node (their own traffic only), remembered by
@@ -140,16 +145,7 @@ impl Alone {
             if p90(full * 1e-6) > target {
                 return -1.0;
             }
-            let (mut lo, mut hi) = (full * 1e-6, full);
-            for _ in 0..50 {
-                let mid = 0.5 * (lo + hi);
-                if p90(mid) <= target {
-                    lo = mid;
-                } else {
-                    hi = mid;
-                }
-            }
-            lo
+            largest_within(full * 1e-6, full, 50, |rate| p90(rate) <= target)
         });
         s.rate <= most
     }

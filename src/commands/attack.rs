@@ -16,6 +16,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::cli::AttackArgs;
+use crate::openloop::{self, Outcome, Request};
 
 #[derive(Deserialize)]
 struct Target {
@@ -25,47 +26,6 @@ struct Target {
     header: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     body: String,
-}
-
-struct Prepared {
-    method: String,
-    url: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-/// One request's result.
-struct Sample {
-    ms: f64,
-    /// The HTTP status, or `error: …` when none came.
-    code: String,
-    seq: usize,
-    sent: std::time::SystemTime,
-    bytes_out: usize,
-    bytes_in: usize,
-    error: Option<String>,
-}
-
-/// Results in vegeta's CSV format (its `NewCSVDecoder`: nine columns — send time in ns since the
-/// epoch, status code (0 when none came), latency in ns, bytes out, bytes in, error, base64 body
-/// (left empty), attack name, sequence number), which `vegeta report` and `vegeta plot` detect.
-fn vegeta_csv(samples: &[Sample]) -> String {
-    let quote = |s: &str| {
-        if s.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        }
-    };
-    let mut out = String::with_capacity(samples.len() * 64);
-    for s in samples {
-        let ns = s.sent.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let code: u16 = s.code.parse().unwrap_or(0);
-        let latency = (s.ms * 1e6).round() as u64;
-        let error = quote(s.error.as_deref().unwrap_or(""));
-        out.push_str(&format!("{ns},{code},{latency},{},{},{error},,stowage,{}\n", s.bytes_out, s.bytes_in, s.seq));
-    }
-    out
 }
 
 /// CPU seconds this process has used (user + system).
@@ -96,7 +56,7 @@ pub fn run(args: &AttackArgs) -> Result<()> {
             .decode(&t.body)
             .with_context(|| format!("{}:{}: body is not base64", args.targets.display(), i + 1))?;
         let headers = t.header.into_iter().flat_map(|(k, vs)| vs.into_iter().map(move |v| (k.clone(), v))).collect();
-        targets.push(Prepared { method: t.method, url: t.url, headers, body });
+        targets.push(Request { method: t.method, url: t.url, headers, body });
     }
     ensure!(!targets.is_empty(), "{} has no targets", args.targets.display());
     if let Some(rate) = args.rate {
@@ -117,10 +77,11 @@ pub fn run(args: &AttackArgs) -> Result<()> {
         .map(|_| {
             let (targets, next, agent) = (targets.clone(), next.clone(), agent.clone());
             std::thread::spawn(move || {
-                let mut seen: Vec<Sample> = Vec::new();
+                let mut seen: Vec<Outcome> = Vec::new();
                 while Instant::now() < deadline {
                     let seq = next.fetch_add(1, Ordering::Relaxed);
-                    let t = &targets[seq % targets.len()];
+                    let request = seq % targets.len();
+                    let t = &targets[request];
                     let sent = std::time::SystemTime::now();
                     let began = Instant::now();
                     let result = if t.method == "GET" {
@@ -136,42 +97,51 @@ pub fn run(args: &AttackArgs) -> Result<()> {
                         }
                         r.send(&t.body[..])
                     };
-                    let (code, bytes_in, error) = match result {
+                    let (status, bytes_in, error) = match result {
                         Ok(mut resp) => {
                             let n = resp.body_mut().read_to_vec().map_or(0, |b| b.len());
-                            (resp.status().as_u16().to_string(), n, None)
+                            (resp.status().as_u16(), n, None)
                         }
-                        Err(e) => (format!("error: {e}"), 0, Some(e.to_string())),
+                        Err(e) => (0, 0, Some(e.to_string())),
                     };
-                    seen.push(Sample {
-                        ms: began.elapsed().as_secs_f64() * 1000.0,
-                        code,
+                    // Closed loop: each request is due when it is sent, never late.
+                    seen.push(Outcome {
+                        request,
                         seq,
-                        sent,
+                        due: sent,
+                        latency_ms: began.elapsed().as_secs_f64() * 1000.0,
+                        late_ms: 0.0,
+                        status,
+                        error,
                         bytes_out: t.body.len(),
                         bytes_in,
-                        error,
                     });
                 }
                 seen
             })
         })
         .collect();
-    let mut all: Vec<Sample> = Vec::new();
+    let mut all: Vec<Outcome> = Vec::new();
     for w in workers {
         all.extend(w.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))?);
     }
     if let Some(path) = &args.vegeta_results {
         all.sort_by_key(|s| s.seq);
-        std::fs::write(path, vegeta_csv(&all)).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, openloop::vegeta_csv(&all, "stowage"))
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let wall = start.elapsed().as_secs_f64();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let mut codes: BTreeMap<String, usize> = BTreeMap::new();
     for s in &all {
-        *codes.entry(s.code.clone()).or_default() += 1;
+        // A request that got no answer counts under its error.
+        let code = match &s.error {
+            Some(e) if s.status == 0 => format!("error: {e}"),
+            _ => s.status.to_string(),
+        };
+        *codes.entry(code).or_default() += 1;
     }
-    let mut lat: Vec<f64> = all.iter().map(|x| x.ms).collect();
+    let mut lat: Vec<f64> = all.iter().map(|x| x.latency_ms).collect();
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| {
         if lat.is_empty() {
@@ -198,17 +168,7 @@ pub fn run(args: &AttackArgs) -> Result<()> {
 
 /// `--rate`: the targets in turn, on schedule; the report as the closed loop's, with the rate
 /// asked and sent and how late requests left.
-fn open_loop(args: &AttackArgs, rate: f64, targets: &[Prepared]) -> Result<()> {
-    use crate::openloop;
-    let requests: Vec<openloop::Request> = targets
-        .iter()
-        .map(|t| openloop::Request {
-            method: t.method.clone(),
-            url: t.url.clone(),
-            headers: t.headers.clone(),
-            body: t.body.clone(),
-        })
-        .collect();
+fn open_loop(args: &AttackArgs, rate: f64, requests: &[Request]) -> Result<()> {
     let n = requests.len();
     let schedule: openloop::Schedule = openloop::schedule(&[rate], args.duration, args.arrivals, 1)
         .into_iter()
@@ -217,13 +177,13 @@ fn open_loop(args: &AttackArgs, rate: f64, targets: &[Prepared]) -> Result<()> {
         .collect();
     let cpu0 = cpu_seconds();
     let start = Instant::now();
-    let outcomes = openloop::run(&requests, &schedule, args.connections, Duration::from_secs_f64(args.timeout))?;
+    let outcomes = openloop::run(requests, &schedule, args.connections, Duration::from_secs_f64(args.timeout))?;
     let wall = start.elapsed().as_secs_f64();
     if let Some(path) = &args.vegeta_results {
         std::fs::write(path, openloop::vegeta_csv(&outcomes, "stowage"))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let all: Vec<&openloop::Outcome> = outcomes.iter().collect();
+    let all: Vec<&Outcome> = outcomes.iter().collect();
     let mut s = openloop::summary(&all, args.duration);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let behind = s["client"]["behind"].as_u64().unwrap_or(0);

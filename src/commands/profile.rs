@@ -349,15 +349,8 @@ fn served(args: &ProfileArgs, measured: &mut [Measured], utilization: f64) -> Re
 fn under_load(base: &str, measured: &[Measured], rate: f64, requests: usize, pid: u32) -> Result<Loaded> {
     use crate::openloop;
     let seconds = (requests as f64 / rate).max(5.0);
-    let reqs: Vec<openloop::Request> = measured
-        .iter()
-        .map(|m| openloop::Request {
-            method: "POST".into(),
-            url: format!("{base}/predictions/{}", m.id),
-            headers: vec![("Content-Type".into(), "application/json".into())],
-            body: serde_json::json!({ "inputs": m.text }).to_string().into_bytes(),
-        })
-        .collect();
+    let reqs: Vec<openloop::Request> =
+        measured.iter().map(|m| openloop::Request::predict(base, &m.id, &m.text)).collect();
     let rates: Vec<f64> = mix(measured).iter().map(|w| rate * w).collect();
     let schedule = openloop::schedule(&rates, seconds, openloop::Arrivals::Poisson, 1);
     let cpu0 = cpu_seconds(pid)?;

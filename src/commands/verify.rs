@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use stowage_core::Plan;
+use stowage_node::lifecycle::spec::ModelSpec;
+use stowage_node::lifecycle::storage::Source;
 
 use crate::cli::VerifyArgs;
 use crate::openloop::{self, Outcome};
@@ -23,14 +25,13 @@ const WORDS: [&str; 16] = [
 /// `stowage profile` measured it (each such word is one token); common English words where the
 /// tokenizer is not a local file (they may take more tokens than words).
 fn text_of(catalog: &stowage_core::Catalog, model: &stowage_core::Model, tokens: usize) -> String {
-    let local = |uri: &str| {
-        (!uri.starts_with("s3://")).then(|| catalog.base_dir().join(uri.strip_prefix("file://").unwrap_or(uri)))
+    // The tokenizer the node would read (the catalog's, else the file beside the artifact), when
+    // it is on this machine.
+    let tokenizer = match ModelSpec::from_catalog(catalog, &model.id, stowage_core::Engine::Auto) {
+        Ok(ModelSpec { tokenizer: Source::Local(path), .. }) => tokenizers::Tokenizer::from_file(path).ok(),
+        _ => None,
     };
-    let path = match &model.tokenizer {
-        Some(t) => local(t),
-        None => local(&model.artifact).map(|a| a.with_file_name("tokenizer.json")),
-    };
-    match path.and_then(|p| tokenizers::Tokenizer::from_file(p).ok()) {
+    match tokenizer {
         Some(t) => stowage_node::lifecycle::load::typical_text(&t, tokens),
         None => WORDS.iter().cycle().take(tokens.saturating_sub(2).max(1)).copied().collect::<Vec<_>>().join(" "),
     }
@@ -68,12 +69,7 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
             };
             let text =
                 args.text.clone().unwrap_or_else(|| text_of(&catalog, model, model.request_tokens(&catalog.limits)));
-            requests.push(openloop::Request {
-                method: "POST".into(),
-                url: format!("{}/predictions/{m}", base.trim_end_matches('/')),
-                headers: vec![("Content-Type".into(), "application/json".into())],
-                body: serde_json::json!({ "inputs": text }).to_string().into_bytes(),
-            });
+            requests.push(openloop::Request::predict(&base, m, &text));
             rates.push(model.peak_rps * args.factor);
             node_of.push(k);
         }

@@ -156,9 +156,8 @@ pub fn run(opts: GatewayOptions) -> Result<()> {
         .with_context(|| format!("no address for {}", opts.host))?;
     let workers = opts.workers.max(1);
     let files = crate::http::server::raise_open_file_limit();
-    // Each client connection may need one to a node: half the files each, after the reserve.
-    let connections =
-        opts.max_connections.unwrap_or_else(|| (files.saturating_sub(64) / 2).clamp(16, 1 << 16) as usize);
+    // Each client connection may need one to a node: two files each, after the reserve.
+    let connections = opts.max_connections.unwrap_or_else(|| crate::http::server::connections_within(files, 64, 2));
     info!(open_files = files, max_connections = connections, "connection limit");
     actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || App::new().configure(configure(state.clone())))

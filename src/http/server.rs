@@ -132,8 +132,13 @@ pub(crate) fn raise_open_file_limit() -> u64 {
 /// Connections the node may hold with `files` open files: what is left after a reserve for its
 /// models' files, downloads, the engines and the process (64, and 4 per model), at least 16.
 fn connection_budget(files: u64, models: usize) -> usize {
-    let reserve = 64 + 4 * models as u64;
-    files.saturating_sub(reserve).clamp(16, 1 << 16) as usize
+    connections_within(files, 64 + 4 * models as u64, 1)
+}
+
+/// Client connections that `files` open files allow once `reserve` are set aside, when each
+/// client connection may take `per_connection` files: between 16 and 65,536.
+pub(crate) fn connections_within(files: u64, reserve: u64, per_connection: u64) -> usize {
+    (files.saturating_sub(reserve) / per_connection.max(1)).clamp(16, 1 << 16) as usize
 }
 
 pub(crate) async fn wait_for_signal() {

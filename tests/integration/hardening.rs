@@ -108,12 +108,7 @@ fn the_gateway_closes_stalled_bodies_answers_json_hides_addresses_and_leaves_gra
     assert!(opened.elapsed() < Duration::from_secs(5), "{:?}", opened.elapsed());
     assert_eq!(ureq::get(&format!("http://127.0.0.1:{port}/ping")).call().unwrap().status(), 200);
     // As the node: its open-file limit raised to the hard one, and its connections capped below it.
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", gateway.0.id())).unwrap();
-    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
-    let v: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(v[3], v[4], "soft limit not raised to the hard one: {line}");
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("connection limit") && text.contains("max_connections="), "{text}");
+    assert_files_raised_and_connections_capped(gateway.0.id(), &log);
 
     // Its own routes answer other methods with the node's JSON 405.
     let base = format!("http://127.0.0.1:{port}");
@@ -230,12 +225,18 @@ fn malformed_requests_are_counted_not_logged_as_errors() {
 #[test]
 fn the_open_file_limit_is_raised_to_the_hard_limit() {
     let n = node(&[]);
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", n.proc.0.id())).unwrap();
+    assert_files_raised_and_connections_capped(n.proc.0.id(), &n.log);
+}
+
+/// Process `pid`'s soft open-file limit is its hard one, and its log (`log`) states its
+/// connection cap.
+fn assert_files_raised_and_connections_capped(pid: u32, log: &std::path::Path) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
     let v: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(v[3], v[4], "soft limit not raised to the hard one: {line}");
-    let log = std::fs::read_to_string(&n.log).unwrap();
-    assert!(log.contains("connection limit") && log.contains("max_connections="), "{log}");
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(text.contains("connection limit") && text.contains("max_connections="), "{text}");
 }
 
 #[test]

@@ -7,6 +7,21 @@ use std::process::{Command, Stdio};
 
 use crate::common::{free_port, run, stowage, wait_ok, Proc};
 
+/// A node serving the catalog in `dir`, ready, and its port.
+fn serve(dir: &std::path::Path) -> (Proc, u16) {
+    let port = free_port();
+    let mut node = Proc(
+        stowage()
+            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--catalog"])
+            .arg(dir.join("models.toml"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ok(&format!("http://127.0.0.1:{port}/ready"), &mut node);
+    (node, port)
+}
+
 #[test]
 fn tritonclient_speaks_to_a_node() {
     let probe = Command::new("python3").args(["-c", "import tritonclient.http"]).output().unwrap();
@@ -18,16 +33,7 @@ fn tritonclient_speaks_to_a_node() {
     }
     let dir = tempfile::tempdir().unwrap();
     run(stowage().args(["synth", "--count", "2", "--embedding-every", "2", "--out"]).arg(dir.path()));
-    let port = free_port();
-    let mut node = Proc(
-        stowage()
-            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--catalog"])
-            .arg(dir.path().join("models.toml"))
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_ok(&format!("http://127.0.0.1:{port}/ready"), &mut node);
+    let (_node, port) = serve(dir.path());
     let out = Command::new("python3")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/kserve_v2.py"))
         .args([format!("127.0.0.1:{port}").as_str(), "tiny-0001", "tiny-0002"])
@@ -41,17 +47,7 @@ fn tritonclient_speaks_to_a_node() {
 fn shapes_that_are_no_size_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     run(stowage().args(["synth", "--count", "1", "--out"]).arg(dir.path()));
-    let port = free_port();
-    let mut node = Proc(
-        stowage()
-            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--catalog"])
-            .arg(dir.path().join("models.toml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_ok(&format!("http://127.0.0.1:{port}/ready"), &mut node);
+    let (mut node, port) = serve(dir.path());
     let infer = |shape: serde_json::Value| {
         let body =
             serde_json::json!({"inputs": [{"name": "text", "datatype": "BYTES", "shape": shape, "data": ["a", "b"]}]});
