@@ -13,7 +13,8 @@ use stowage_node::lifecycle::storage::s3::{Timeouts, DEFAULT_READ_TIMEOUT_SECOND
 use stowage_node::lifecycle::storage::{FetchOptions, DEFAULT_FETCH_BACKOFF_MS, DEFAULT_FETCH_RETRIES};
 use stowage_node::serve::predict::{DEFAULT_MAX_BATCH, DEFAULT_READY_FRACTION, DEFAULT_REJECT_DELAY_MS};
 use stowage_planner::{
-    Method, DEFAULT_EXACT_MAX_MODELS, DEFAULT_LNS_ITERATIONS, DEFAULT_SEED, DEFAULT_TIME_LIMIT_SECONDS,
+    Method, DEFAULT_BOUND_SECONDS, DEFAULT_EXACT_MAX_MODELS, DEFAULT_LNS_ITERATIONS, DEFAULT_SEED,
+    DEFAULT_TIME_LIMIT_SECONDS,
 };
 
 use crate::http::state::{DEFAULT_BODY_TIMEOUT_MS, DEFAULT_MAX_BODY_BYTES};
@@ -835,6 +836,11 @@ pub struct PlanArgs {
     /// Seed of the search's random choices.
     #[arg(long, env = "STOWAGE_PLAN_SEED", default_value_t = DEFAULT_SEED)]
     pub seed: u64,
+
+    /// Seconds the column-generation lower bound may take where the plan is over 1 % above the
+    /// continuous one (0: the continuous bound only).
+    #[arg(long, env = "STOWAGE_BOUND_TIME", default_value_t = DEFAULT_BOUND_SECONDS)]
+    pub bound_time: f64,
 
     /// The plan running now: start from its placement and move as few model bytes as the cost
     /// budget allows; node ids of kept nodes stay, new nodes get ids never used before, and the

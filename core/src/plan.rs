@@ -36,6 +36,10 @@ pub struct SolverInfo {
     /// (cost − lower bound) / cost.
     #[serde(default)]
     pub gap: f64,
+    /// Which bound: `continuous LP`, `column generation, converged`, `column generation, Farley
+    /// at the time limit`, `MILP branch and bound` (empty in plans written before it existed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub bound: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -244,7 +248,13 @@ mod tests {
             catalog_sha256: "x".into(),
             cost_per_hour: 1.18,
             lower_bound_per_hour: 1.0,
-            solver: SolverInfo { method: "milp".into(), seconds: 0.1, proven_optimal: false, gap: 0.15 },
+            solver: SolverInfo {
+                method: "milp".into(),
+                seconds: 0.1,
+                proven_optimal: false,
+                gap: 0.15,
+                bound: String::new(),
+            },
             nodes: vec![PlanNode {
                 id: "inf1-6xlarge-000".into(),
                 instance_type: "inf1.6xlarge".into(),

@@ -74,7 +74,13 @@ pub fn plan_slice(plan: &Plan, node: &PlanNode, catalog_sha256: &str) -> Plan {
         catalog_sha256: catalog_sha256.to_string(),
         cost_per_hour: node.price_per_hour,
         lower_bound_per_hour: node.price_per_hour,
-        solver: stowage_core::SolverInfo { method: "slice".into(), seconds: 0.0, proven_optimal: false, gap: 0.0 },
+        solver: stowage_core::SolverInfo {
+            method: "slice".into(),
+            seconds: 0.0,
+            proven_optimal: false,
+            gap: 0.0,
+            bound: String::new(),
+        },
         nodes: vec![node.clone()],
         changes: None,
     }

@@ -263,3 +263,51 @@ pub fn long_tail(n: usize, seed: u64, cold_below_rps: f64) -> String {
     }
     s
 }
+
+/// The BERT family from BERT-tiny to BERT-large (the Turc et al. miniatures, base and large):
+/// memory is the fp32 weights plus the runtime's share, busy time per request (batch 1, ~128
+/// tokens) on inf1; g4dn 1.3× both, c5 1.2× the memory and 15× the time.
+const BERT_FAMILY: [(&str, f64, f64, f64); 6] = [
+    // (name, share of the catalog, memory MiB on inf1, service ms on inf1)
+    ("bert-tiny", 0.15, 60.0, 0.5),
+    ("bert-mini", 0.15, 100.0, 1.0),
+    ("bert-small", 0.15, 190.0, 2.0),
+    ("bert-medium", 0.15, 260.0, 3.0),
+    ("bert-base", 0.25, 565.0, 6.0),
+    ("bert-large", 0.15, 1450.0, 15.0),
+];
+
+/// `n` models of the whole BERT family (`BERT_FAMILY`) on nine instance types (the standard
+/// eight and c5.large), with forty times `heterogeneous`'s skewed traffic, so that compute binds
+/// on most nodes and small ones pay: the shape issue 32 reported a loose bound on.
+pub fn bert_family(n: usize, seed: u64) -> String {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut s = format!(
+        "{LIMITS}\n{INSTANCE_TYPES}\n[instance_types.\"c5.large\"]\nfamily = \"c5\"\nprice_per_hour = 0.085\nmemory_gib = 3\ncompute = 2\n\n"
+    );
+    for (name, _, mem, ms) in BERT_FAMILY {
+        for (family, m, t) in [("inf1", 1.0, 1.0), ("g4dn", 1.3, 1.3), ("c5", 1.2, 15.0)] {
+            let _ = write!(
+                s,
+                "[profiles.\"{name}\".{family}]\nmemory_mib = {}\nservice_ms = {}\n",
+                (mem * m).round(),
+                (ms * t * 10.0).round() / 10.0
+            );
+        }
+    }
+    for i in 0..n {
+        let r: f64 = rng.random();
+        let mut acc = 0.0;
+        let profile = BERT_FAMILY
+            .iter()
+            .find(|(_, share, _, _)| {
+                acc += share;
+                r < acc
+            })
+            .map_or("bert-large", |f| f.0);
+        let rank = rng.random_range(1..=n) as f64;
+        let rps = (40.0 * (0.2 + 60.0 / rank.powf(0.9) + rng.random_range(0.0..2.0)) * 100.0).round() / 100.0;
+        model_entry(&mut s, &format!("model-{:05}", i + 1), profile, rps);
+    }
+    s
+}

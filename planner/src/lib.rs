@@ -7,6 +7,7 @@
 pub mod bound;
 pub mod catalogs;
 pub mod cold;
+pub mod colgen;
 pub mod heuristic;
 pub mod latency;
 pub mod milp;
@@ -21,6 +22,6 @@ pub mod targets;
 
 pub use cold::{characteristic_time, misses_per_second};
 pub use solve::{
-    plan, solve_problem, Method, Options, SolveError, Solved, DEFAULT_EXACT_MAX_MODELS, DEFAULT_LNS_ITERATIONS,
-    DEFAULT_SEED, DEFAULT_TIME_LIMIT_SECONDS,
+    plan, solve_problem, BoundKind, Method, Options, SolveError, Solved, DEFAULT_BOUND_SECONDS,
+    DEFAULT_EXACT_MAX_MODELS, DEFAULT_LNS_ITERATIONS, DEFAULT_SEED, DEFAULT_TIME_LIMIT_SECONDS,
 };

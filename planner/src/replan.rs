@@ -222,6 +222,7 @@ pub fn replan(catalog: &Catalog, previous: &Plan, opts: &Options, budget: Budget
         method,
         seconds: (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
         proven_optimal: fresh.proven_optimal && plan.cost_per_hour <= fresh_cost + 1e-9,
+        bound: fresh.bound.to_string(),
         gap: if plan.cost_per_hour > 0.0 {
             round6((plan.cost_per_hour - fresh.lower_bound).max(0.0) / plan.cost_per_hour)
         } else {
@@ -648,6 +649,7 @@ fn solve_subset(p: &Problem, items: &[usize], counts: &[usize]) -> Option<Packin
     let solved = crate::solve::Solved {
         packing,
         lower_bound: bound,
+        bound: crate::solve::BoundKind::ContinuousLp,
         method: String::new(),
         proven_optimal: false,
         seconds: 0.0,
@@ -686,7 +688,13 @@ fn to_plan(catalog: &Catalog, st: &State, previous: &Plan, lower_bound: f64) -> 
         catalog_sha256: catalog.sha256.clone(),
         cost_per_hour: round6(cost),
         lower_bound_per_hour: round6(lower_bound.min(cost)),
-        solver: SolverInfo { method: String::new(), seconds: 0.0, proven_optimal: false, gap: 0.0 },
+        solver: SolverInfo {
+            method: String::new(),
+            seconds: 0.0,
+            proven_optimal: false,
+            gap: 0.0,
+            bound: String::new(),
+        },
         nodes,
         changes: None,
     }

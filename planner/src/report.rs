@@ -83,8 +83,9 @@ pub fn cost_table(plan: &Plan) -> String {
     );
     let _ = writeln!(
         s,
-        "lower bound ${:.3}/h, gap {:.2}%, {}optimal; {} in {:.2} s",
+        "lower bound ${:.3}/h{}, gap {:.2}%, {}optimal; {} in {:.2} s",
         plan.lower_bound_per_hour,
+        if plan.solver.bound.is_empty() { String::new() } else { format!(" ({})", plan.solver.bound) },
         100.0 * plan.solver.gap,
         if plan.solver.proven_optimal { "proven " } else { "not proven " },
         plan.solver.method,
@@ -152,7 +153,13 @@ mod tests {
             catalog_sha256: "x".into(),
             cost_per_hour: 0.362 * nodes.len() as f64,
             lower_bound_per_hour: 0.362,
-            solver: SolverInfo { method: "hand".into(), seconds: 0.0, proven_optimal: false, gap: 0.0 },
+            solver: SolverInfo {
+                method: "hand".into(),
+                seconds: 0.0,
+                proven_optimal: false,
+                gap: 0.0,
+                bound: String::new(),
+            },
             nodes,
             changes: None,
         }

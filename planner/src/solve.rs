@@ -44,6 +44,8 @@ pub struct Options {
     /// Improvement iterations of the large-neighbourhood search (a fixed budget keeps runs repeatable).
     pub lns_iterations: usize,
     pub seed: u64,
+    /// The time the column-generation bound may take (zero: the continuous LP bound only).
+    pub bound_time: Duration,
     /// Called with (LNS iteration, cost) on each improvement.
     pub progress: Option<std::sync::Arc<dyn Fn(usize, f64) + Send + Sync>>,
 }
@@ -56,6 +58,7 @@ impl Default for Options {
             exact_max_models: DEFAULT_EXACT_MAX_MODELS,
             lns_iterations: DEFAULT_LNS_ITERATIONS,
             seed: DEFAULT_SEED,
+            bound_time: Duration::from_secs_f64(DEFAULT_BOUND_SECONDS),
             progress: None,
         }
     }
@@ -77,10 +80,42 @@ pub const LARGE: usize = 20_000;
 /// The time the search after construction gets on a large problem.
 pub const LARGE_SEARCH: Duration = Duration::from_secs(2);
 
+/// Default of `--bound-time`, in seconds: what the column-generation bound may take (within the
+/// time limit).
+pub const DEFAULT_BOUND_SECONDS: f64 = 2.0;
+/// The column-generation bound runs where the plan is more than this share above the continuous
+/// bound: below, a user does not distrust the plan, and the time is better saved.
+pub const COLGEN_ABOVE_GAP: f64 = 0.01;
+
+/// Which bound a plan's gap is measured against (`solver.bound` in plan.json).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoundKind {
+    /// The continuous LP: a model may split across nodes.
+    ContinuousLp,
+    /// The set-cover LP by column generation: converged (its optimum) or Farley's/Lagrangian
+    /// bound where the time limit stopped it.
+    ColumnGeneration { converged: bool },
+    /// The exact MILP's own bound (branch and bound).
+    Milp,
+}
+
+impl std::fmt::Display for BoundKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ContinuousLp => "continuous LP",
+            Self::ColumnGeneration { converged: true } => "column generation, converged",
+            Self::ColumnGeneration { converged: false } => "column generation, Farley at the time limit",
+            Self::Milp => "MILP branch and bound",
+        })
+    }
+}
+
 /// Solves a numeric problem: the packing, its lower bound, and how it was found.
 pub struct Solved {
     pub packing: Packing,
     pub lower_bound: f64,
+    /// Which bound `lower_bound` is.
+    pub bound: BoundKind,
     pub method: String,
     pub proven_optimal: bool,
     pub seconds: f64,
@@ -100,6 +135,7 @@ pub fn solve_problem(p: &Problem, opts: &Options) -> Result<Solved, SolveError> 
         return Ok(Solved {
             packing,
             lower_bound: bound,
+            bound: BoundKind::ContinuousLp,
             method: "ffd".into(),
             proven_optimal: proven,
             seconds: start.elapsed().as_secs_f64(),
@@ -132,6 +168,19 @@ pub fn solve_problem(p: &Problem, opts: &Options) -> Result<Solved, SolveError> 
     if stats.cut_by_time {
         method.push_str(" (time limit)");
     }
+    let mut kind = BoundKind::ContinuousLp;
+    if packing.cost(p) > bound * (1.0 + COLGEN_ABOVE_GAP) + 1e-9 && !opts.bound_time.is_zero() {
+        // Where the plan does not meet the continuous bound, the set-cover LP may show why: whole
+        // models per node, not fractions.
+        let cg_deadline = deadline.min(Instant::now() + opts.bound_time);
+        if let Some(cg) = crate::colgen::colgen_bound(p, &lb, &packing.bins, packing.cost(p), cg_deadline) {
+            let rounded = round_to_price_lattice(&prices, cg.value);
+            if rounded > bound + 1e-9 {
+                bound = rounded;
+                kind = BoundKind::ColumnGeneration { converged: cg.converged };
+            }
+        }
+    }
     let mut proven = packing.cost(p) <= bound + 1e-9;
     if exact && !proven {
         let left = deadline.saturating_duration_since(Instant::now()).as_secs_f64();
@@ -142,7 +191,11 @@ pub fn solve_problem(p: &Problem, opts: &Options) -> Result<Solved, SolveError> 
                 packing = better;
             }
         }
-        bound = bound.max(round_to_price_lattice(&prices, r.bound - 1e-9)).min(packing.cost(p));
+        let milp = round_to_price_lattice(&prices, r.bound - 1e-9);
+        if milp > bound + 1e-9 {
+            kind = BoundKind::Milp;
+        }
+        bound = bound.max(milp).min(packing.cost(p));
         proven = r.proven_optimal || packing.cost(p) <= bound + 1e-9;
         if !r.proven_optimal {
             method.push_str(" (time limit)");
@@ -151,7 +204,14 @@ pub fn solve_problem(p: &Problem, opts: &Options) -> Result<Solved, SolveError> 
         method.push_str(" (meets lower bound)");
     }
     debug_assert!(packing.check(p).is_ok());
-    Ok(Solved { packing, lower_bound: bound, method, proven_optimal: proven, seconds: start.elapsed().as_secs_f64() })
+    Ok(Solved {
+        packing,
+        lower_bound: bound,
+        bound: kind,
+        method,
+        proven_optimal: proven,
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }
 
 /// Plans a whole catalog.
@@ -386,6 +446,7 @@ pub fn to_plan(catalog: &Catalog, p: &Problem, s: &Solved) -> Plan {
             method: s.method.clone(),
             seconds: (s.seconds * 1000.0).round() / 1000.0,
             proven_optimal: s.proven_optimal,
+            bound: s.bound.to_string(),
             gap: if cost > 0.0 { round6((cost - s.lower_bound).max(0.0) / cost) } else { 0.0 },
         },
         nodes,

@@ -3,9 +3,11 @@
 
 use good_lp::{constraint, variable, Expression, ProblemVariables, Solution, SolverModel};
 use proptest::prelude::*;
+use std::time::{Duration, Instant};
 use stowage_planner::bound::lp_bound;
+use stowage_planner::colgen::colgen_bound;
 use stowage_planner::problem::{BinType, Problem};
-use stowage_planner::{solve_problem, Method, Options};
+use stowage_planner::{solve_problem, BoundKind, Method, Options};
 
 fn problem() -> impl Strategy<Value = Problem> {
     problem_of(40)
@@ -81,6 +83,24 @@ fn opts(method: Method) -> Options {
     Options { method, lns_iterations: 300, ..Options::default() }
 }
 
+/// Thirty models that each take 51 % of a node: the continuous LP counts 15.3 nodes, but no two
+/// share one. Column generation proves the 30-node plan optimal without the MILP.
+#[test]
+fn whole_models_per_node_close_the_gap_that_the_continuous_bound_leaves() {
+    let types =
+        vec![BinType { name: "t".into(), family: "f".into(), price: 1.0, max_count: usize::MAX, grain: 10_000.0 }];
+    let p = Problem::new(types, (0..30).map(|i| format!("m{i}")).collect(), vec![Some([0.51, 0.1]); 30]);
+    assert!((lp_bound(&p).value - 15.3).abs() < 1e-6);
+    let s = solve_problem(&p, &opts(Method::Heuristic)).unwrap();
+    assert_eq!(s.packing.cost(&p), 30.0);
+    assert!((s.lower_bound - 30.0).abs() < 1e-9, "bound {}", s.lower_bound);
+    assert_eq!(s.bound, BoundKind::ColumnGeneration { converged: true });
+    assert!(s.proven_optimal);
+    // Without it, the gap the user saw (the bound rounded up to whole prices: 16 nodes).
+    let s = solve_problem(&p, &Options { bound_time: Duration::ZERO, ..opts(Method::Heuristic) }).unwrap();
+    assert_eq!((s.lower_bound, s.bound, s.proven_optimal), (16.0, BoundKind::ContinuousLp, false));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -103,6 +123,25 @@ proptest! {
         prop_assert!(b.value <= lp + 1e-6 * lp.max(1.0), "dual {} above LP {}", b.value, lp);
         if lp.is_finite() {
             prop_assert!(b.value >= lp - 1e-3 * lp.max(1.0), "dual {} far below LP {}", b.value, lp);
+        }
+    }
+
+    #[test]
+    fn the_column_generation_bound_is_valid_and_never_below_the_continuous_one(p in problem_of(14)) {
+        let Ok(h) = solve_problem(&p, &Options { bound_time: Duration::ZERO, ..opts(Method::Heuristic) }) else {
+            return Ok(());
+        };
+        let lb = lp_bound(&p);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let cg = colgen_bound(&p, &lb, &h.packing.bins, h.packing.cost(&p), deadline).expect("few classes");
+        let tol = 1e-6 * lb.value.max(1.0);
+        prop_assert!(cg.value >= lb.value - tol, "set cover {} below continuous {}", cg.value, lb.value);
+        prop_assert!(cg.value <= h.packing.cost(&p) + tol, "bound {} above a plan's cost {}", cg.value, h.packing.cost(&p));
+        let exact = Options { time_limit: Duration::from_secs(5), bound_time: Duration::ZERO, ..opts(Method::Exact) };
+        if let Ok(e) = solve_problem(&p, &exact) {
+            if e.proven_optimal {
+                prop_assert!(cg.value <= e.packing.cost(&p) + tol, "bound {} above the optimum {}", cg.value, e.packing.cost(&p));
+            }
         }
     }
 

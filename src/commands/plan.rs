@@ -12,6 +12,10 @@ use crate::cli::PlanArgs;
 
 pub fn run(args: &PlanArgs) -> Result<()> {
     ensure!(args.time_limit.is_finite() && args.time_limit > 0.0, "--time-limit must be a positive number of seconds");
+    ensure!(
+        args.bound_time.is_finite() && args.bound_time >= 0.0,
+        "--bound-time must be a number of seconds, 0 or more"
+    );
     let catalog = Catalog::load(&args.catalog)?;
     warn_missing_files(&catalog);
 
@@ -30,6 +34,7 @@ pub fn run(args: &PlanArgs) -> Result<()> {
         exact_max_models: args.exact_max_models,
         lns_iterations: args.lns_iterations,
         seed: args.seed,
+        bound_time: Duration::from_secs_f64(args.bound_time),
         progress: Some(Arc::new(move |it, cost| bar.set_message(format!("search iteration {it}: ${cost:.3}/h")))),
     };
     let previous = match &args.previous {
