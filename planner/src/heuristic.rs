@@ -225,11 +225,16 @@ pub(crate) fn best_fit(
     best.map(|(_, k)| k)
 }
 
-/// Builds the first packing: best-fit decreasing under each preference rule and plain first-fit
-/// decreasing, each retyped; the cheapest wins (ties: the earlier rule).
+/// Builds the first packing: best-fit decreasing under each preference rule, bin-centric dot
+/// product, and plain first-fit decreasing, each retyped; the cheapest wins (ties: the earlier
+/// rule).
 pub fn construct(p: &Problem, lb: &LpBound) -> Result<Packing, Infeasible> {
-    let candidates =
-        [construct_with(p, lb, Preference::Dual), construct_with(p, lb, Preference::Isolated), first_fit_decreasing(p)];
+    let candidates = [
+        construct_with(p, lb, Preference::Dual),
+        construct_with(p, lb, Preference::Isolated),
+        construct_dot(p, lb),
+        first_fit_decreasing(p),
+    ];
     let mut best: Option<Packing> = None;
     let mut err = None;
     for c in candidates {
@@ -247,6 +252,57 @@ pub fn construct(p: &Problem, lb: &LpBound) -> Result<Packing, Infeasible> {
 }
 
 /// Best-fit decreasing, each item on its most preferred type with room (or a new node there).
+/// Up to this many models, construction also tries `construct_dot` (quadratic in the models of a
+/// type).
+pub const DOT_MAX_ITEMS: usize = 20_000;
+
+/// Bin-centric dot-product packing (Panigrahy et al., "Heuristics for vector bin packing"): each
+/// model goes to its cheapest type at the dual prices; per type, one node at a time takes, among
+/// the models that still fit, the one whose demand points most along the node's free room (the
+/// largest dot product), until none fits. Where compute binds and memory is free at the dual
+/// prices, this fills both dimensions together: best fit by the dual weights fills compute alone,
+/// and the memory-heavy models then need dearer nodes.
+pub fn construct_dot(p: &Problem, lb: &LpBound) -> Result<Packing, Infeasible> {
+    if p.n_items() > DOT_MAX_ITEMS || p.types.iter().any(|t| t.max_count != usize::MAX) {
+        return construct_with(p, lb, Preference::Dual);
+    }
+    let pr = prices_by(p, lb, Preference::Dual);
+    let mut groups: Vec<Vec<usize>> = vec![Vec::new(); p.n_types()];
+    for i in 0..p.n_items() {
+        let Some(&t) = pr.pref[i].first() else { return Err(Infeasible { model: p.items[i].clone() }) };
+        groups[t].push(i);
+    }
+    let mut bins = Vec::new();
+    for (t, mut left) in groups.into_iter().enumerate() {
+        while !left.is_empty() {
+            let mut b = Bin::new(t);
+            loop {
+                let room = [1.0 - b.load[0], 1.0 - b.load[1]];
+                let mut best: Option<(f64, usize)> = None;
+                for (j, &i) in left.iter().enumerate() {
+                    let d = p.demand(i, t).expect("preferred types are allowed");
+                    if !b.fits(d) {
+                        continue;
+                    }
+                    let score = d[0] * room[0] + d[1] * room[1];
+                    if best.is_none_or(|(s, _)| score > s) {
+                        best = Some((score, j));
+                    }
+                }
+                let Some((_, j)) = best else { break };
+                let i = left.swap_remove(j);
+                b.add(i, p.demand(i, t).expect("preferred types are allowed"));
+            }
+            if b.items.is_empty() {
+                // Cannot happen (a model fits its preferred type alone); never loop on it.
+                return construct_with(p, lb, Preference::Dual);
+            }
+            bins.push(b);
+        }
+    }
+    Ok(Packing { bins })
+}
+
 pub fn construct_with(p: &Problem, lb: &LpBound, how: Preference) -> Result<Packing, Infeasible> {
     let pr = prices_by(p, lb, how);
     let mut order: Vec<usize> = (0..p.n_items()).collect();
