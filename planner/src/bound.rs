@@ -48,7 +48,7 @@ fn penalty(p: &Problem, lambda: &[f64], mu: &[f64]) -> f64 {
 }
 
 /// Maximizes a concave function on [lo, hi] by golden-section search; returns (argmax, max).
-fn golden(lo: f64, hi: f64, iters: usize, mut f: impl FnMut(f64) -> f64) -> (f64, f64) {
+pub(crate) fn golden(lo: f64, hi: f64, iters: usize, mut f: impl FnMut(f64) -> f64) -> (f64, f64) {
     let g = (5f64.sqrt() - 1.0) / 2.0;
     let (mut a, mut b) = (lo, hi);
     let mut c = b - g * (b - a);

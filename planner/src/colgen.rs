@@ -82,9 +82,9 @@ pub fn classes(p: &Problem, max: usize) -> Option<Classes> {
     let row = |i: usize| (0..nt).map(move |t| p.demand(i, t));
     let mut order: Vec<usize> = (0..p.n_items()).collect();
     // Which types first (the None pattern), then memory per type, then compute.
+    let runs_on: Vec<Vec<bool>> = (0..p.n_items()).map(|i| row(i).map(|d| d.is_none()).collect()).collect();
     order.sort_by(|&a, &b| {
-        let key = |i: usize| row(i).map(|d| d.is_none()).collect::<Vec<_>>();
-        key(a).cmp(&key(b)).then_with(|| {
+        runs_on[a].cmp(&runs_on[b]).then_with(|| {
             for dim in [0, 1] {
                 for (x, y) in row(a).zip(row(b)) {
                     if let (Some(x), Some(y)) = (x, y) {
@@ -200,11 +200,12 @@ pub fn colgen_bound(p: &Problem, lp: &LpBound, bins: &[Bin], upper: f64, deadlin
         })
         .collect();
     let limited: Vec<bool> = p.types.iter().map(|t| t.max_count != usize::MAX).collect();
-    let zeta: Vec<f64> = (0..nt).map(|t| price(p, &cls, t, &pi0, &cls.count).upper).collect();
+    let start: Vec<Knap> = (0..nt).map(|t| price(p, &cls, t, &pi0, &cls.count)).collect();
+    let zeta: Vec<f64> = start.iter().map(|k| k.upper).collect();
     let mut best = lagrangian(p, &cls.count, &pi0, &nu0, &zeta, &cap);
     // And the patterns these prices like best, so the master starts near them.
-    for t in 0..nt {
-        let mut a = price(p, &cls, t, &pi0, &cls.count).pattern;
+    for (t, k) in start.into_iter().enumerate() {
+        let mut a = k.pattern;
         a.sort_unstable();
         let col = Column { t, a };
         if !col.a.is_empty() && known.insert(col.clone()) {
@@ -426,33 +427,10 @@ pub fn knapsack(items: &[KnapItem], nodes: usize) -> Knap {
         }
         v
     };
-    // The surrogate bound is quasi-convex in λ: a golden-section search finds a good one.
-    let g = (5f64.sqrt() - 1.0) / 2.0;
-    let (mut a, mut b) = (0.0_f64, 1.0_f64);
-    let (mut c, mut d) = (b - g * (b - a), a + g * (b - a));
-    let (mut fc, mut fd) = (frac(c), frac(d));
-    for _ in 0..30 {
-        if fc <= fd {
-            b = d;
-            d = c;
-            fd = fc;
-            c = b - g * (b - a);
-            fc = frac(c);
-        } else {
-            a = c;
-            c = d;
-            fc = fd;
-            d = a + g * (b - a);
-            fd = frac(d);
-        }
-    }
-    let (mut lambda, mut root) = if fc <= fd { (c, fc) } else { (d, fd) };
-    for l in [0.0, 1.0] {
-        let f = frac(l);
-        if f < root {
-            (lambda, root) = (l, f);
-        }
-    }
+    // The surrogate bound is quasi-convex in λ: the continuous bound's golden-section search
+    // (a maximizer, so on its negation) finds a good one.
+    let (lambda, neg_root) = crate::bound::golden(0.0, 1.0, 30, |l| -frac(l));
+    let root = -neg_root;
     let mut s = Search::new(&items, lambda, nodes);
     s.greedy();
     s.dfs(0, [cap, cap], 0.0);

@@ -251,7 +251,6 @@ pub fn construct(p: &Problem, lb: &LpBound) -> Result<Packing, Infeasible> {
     best.ok_or_else(|| err.expect("every candidate failed, so one error was kept"))
 }
 
-/// Best-fit decreasing, each item on its most preferred type with room (or a new node there).
 /// Up to this many models, construction also tries `construct_dot` (quadratic in the models of a
 /// type).
 pub const DOT_MAX_ITEMS: usize = 20_000;
@@ -303,6 +302,7 @@ pub fn construct_dot(p: &Problem, lb: &LpBound) -> Result<Packing, Infeasible> {
     Ok(Packing { bins })
 }
 
+/// Best-fit decreasing, each item on its most preferred type with room (or a new node there).
 pub fn construct_with(p: &Problem, lb: &LpBound, how: Preference) -> Result<Packing, Infeasible> {
     let pr = prices_by(p, lb, how);
     let mut order: Vec<usize> = (0..p.n_items()).collect();
