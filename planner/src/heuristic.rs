@@ -641,6 +641,42 @@ fn improve_pair(p: &Problem, lb: &LpBound, pk: &mut Packing, a: usize, b: usize)
     }
 }
 
+/// Every sum of a subset of `sizes` up to `cap`: `reach[v]` says whether `v` is one, and
+/// `parent[v]` is the last item of the first subset found for it (follow `v - sizes[parent[v]]`
+/// back to 0). A word-parallel 0/1 subset-sum: each item shifts the reachable set by its size,
+/// 64 sums per instruction; only sums reached for the first time are visited one by one.
+fn subset_sums(sizes: &[Option<usize>], cap: usize) -> (Vec<u32>, Vec<bool>) {
+    let words = cap / 64 + 1;
+    let last = if (cap + 1).is_multiple_of(64) { u64::MAX } else { (1u64 << ((cap + 1) % 64)) - 1 };
+    let mut bits = vec![0u64; words];
+    bits[0] = 1;
+    let mut parent: Vec<u32> = vec![u32::MAX; cap + 1];
+    let mut shifted = vec![0u64; words];
+    for (j, s) in sizes.iter().enumerate() {
+        let Some(s) = *s else { continue };
+        if s == 0 || s > cap {
+            continue;
+        }
+        let (q, r) = (s / 64, s % 64);
+        for w in 0..words {
+            let lo = if w >= q { bits[w - q] << r } else { 0 };
+            let hi = if r > 0 && w > q { bits[w - q - 1] >> (64 - r) } else { 0 };
+            shifted[w] = lo | hi;
+        }
+        shifted[words - 1] &= last;
+        for w in 0..words {
+            let mut new = shifted[w] & !bits[w];
+            bits[w] |= new;
+            while new != 0 {
+                parent[w * 64 + new.trailing_zeros() as usize] = j as u32;
+                new &= new - 1;
+            }
+        }
+    }
+    let reach = (0..=cap).map(|v| bits[v / 64] >> (v % 64) & 1 == 1).collect();
+    (parent, reach)
+}
+
 /// Re-packs bins `a` and `b` together so that `a` is as full as possible in its binding dimension:
 /// a 0/1 knapsack over the pooled items (sizes rounded to the type's grain to propose), then an
 /// exact float check of both bins. Returns true when `a` got fuller.
@@ -654,21 +690,7 @@ pub fn refill(p: &Problem, lb: &LpBound, pk: &mut Packing, a: usize, b: usize) -
     // Items that may go to a (and, if not chosen, must be able to stay on b's type).
     let sizes: Vec<Option<usize>> =
         pool.iter().map(|&i| p.demand(i, ta).map(|d| (d[dim] * grain).round() as usize)).collect();
-    let mut parent: Vec<u32> = vec![u32::MAX; cap + 1];
-    let mut reach = vec![false; cap + 1];
-    reach[0] = true;
-    for (j, s) in sizes.iter().enumerate() {
-        let Some(s) = *s else { continue };
-        if s == 0 || s > cap {
-            continue;
-        }
-        for v in (s..=cap).rev() {
-            if !reach[v] && reach[v - s] {
-                reach[v] = true;
-                parent[v] = j as u32;
-            }
-        }
-    }
+    let (parent, reach) = subset_sums(&sizes, cap);
     let current = wfill(lb, ta, pk.bins[a].load);
     let mut tried = 0;
     for v in (1..=cap).rev() {
@@ -941,6 +963,36 @@ mod tests {
 
     fn bt(name: &str, price: f64) -> BinType {
         BinType { name: name.into(), family: "f".into(), price, max_count: usize::MAX, grain: 10_000.0 }
+    }
+
+    /// The subset-sum table the word-parallel one replaced: one sum at a time.
+    fn subset_sums_scalar(sizes: &[Option<usize>], cap: usize) -> (Vec<u32>, Vec<bool>) {
+        let mut parent: Vec<u32> = vec![u32::MAX; cap + 1];
+        let mut reach = vec![false; cap + 1];
+        reach[0] = true;
+        for (j, s) in sizes.iter().enumerate() {
+            let Some(s) = *s else { continue };
+            if s == 0 || s > cap {
+                continue;
+            }
+            for v in (s..=cap).rev() {
+                if !reach[v] && reach[v - s] {
+                    reach[v] = true;
+                    parent[v] = j as u32;
+                }
+            }
+        }
+        (parent, reach)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn subset_sums_match_the_scalar_table(
+            sizes in proptest::collection::vec(proptest::option::weighted(0.9, 0usize..400), 0..40),
+            cap in 0usize..700,
+        ) {
+            proptest::prop_assert_eq!(subset_sums(&sizes, cap), subset_sums_scalar(&sizes, cap));
+        }
     }
 
     #[test]
