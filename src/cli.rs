@@ -654,6 +654,36 @@ pub struct ServeArgs {
     /// `Authorization: Bearer <token>`.
     #[arg(long, env = "STOWAGE_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+
+    /// Take asynchronous requests (POST /async/predictions/{model}, KServe v2 with
+    /// `Prefer: respond-async`), queued durably in this folder (jobs.redb): a crash or a restart
+    /// loses nothing accepted. Off by default.
+    #[arg(long, env = "STOWAGE_ASYNC_DIR")]
+    pub async_dir: Option<PathBuf>,
+
+    /// How long an ended asynchronous job's result is kept, in seconds.
+    #[arg(long, env = "STOWAGE_ASYNC_RESULT_TTL_SECONDS", default_value_t = stowage_node::jobs::DEFAULT_RESULT_TTL_SECONDS)]
+    pub async_result_ttl_seconds: u64,
+
+    /// Times an asynchronous job may reach its model (and fail, or the node die while it runs)
+    /// before it fails for good.
+    #[arg(long, env = "STOWAGE_ASYNC_MAX_ATTEMPTS", default_value_t = stowage_node::jobs::DEFAULT_MAX_ATTEMPTS)]
+    pub async_max_attempts: u32,
+
+    /// Most asynchronous jobs running at once (default: --inference-threads). Jobs only start
+    /// while no synchronous request waits for the node's threads or the job's model.
+    #[arg(long, env = "STOWAGE_ASYNC_CONCURRENCY")]
+    pub async_concurrency: Option<usize>,
+
+    /// POST every ended asynchronous job (as GET /async/results/{id} shows it) to this http:// URL,
+    /// unless its request names its own callback_url.
+    #[arg(long, env = "STOWAGE_ASYNC_CALLBACK_URL")]
+    pub async_callback_url: Option<String>,
+
+    /// Let a request name its own callback (`callback_url` in the body). Off by default: the node
+    /// would POST to any address a client names.
+    #[arg(long, env = "STOWAGE_ASYNC_REQUEST_CALLBACKS")]
+    pub async_request_callbacks: bool,
 }
 
 /// Default of `--admin-host`.

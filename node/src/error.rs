@@ -77,6 +77,12 @@ make_error_codes! {
     ColdPoolFull => 503, Some(1);
     /// The client closed its side of the connection while its request waited (nginx's 499).
     ClientClosedRequest => 499, None;
+    /// An asynchronous job id the node does not have (never, or its result has expired).
+    UnknownJob => 404, None;
+    /// Asynchronous requests on a node started without `--async-dir`.
+    AsyncDisabled => 501, None;
+    /// The job store could not take or read a job (its disk is full or failing).
+    JobStoreFailed => 503, Some(1);
 }
 
 /// Each code's name, made once from its variant.

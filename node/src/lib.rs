@@ -11,6 +11,7 @@
 //! map and what each crate may depend on are in docs/architecture.md.
 
 pub mod error;
+pub mod jobs;
 pub mod lifecycle;
 pub mod metrics;
 pub mod process;

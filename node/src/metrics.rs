@@ -37,6 +37,12 @@ pub const PLAN_INFO: &str = "stowage_plan_info";
 pub const GATEWAY_REQUESTS: &str = "stowage_gateway_requests_total";
 pub const GATEWAY_UPSTREAM_DURATION: &str = "stowage_gateway_upstream_duration_seconds";
 pub const GATEWAY_UPSTREAM_ERRORS: &str = "stowage_gateway_upstream_errors_total";
+pub const ASYNC_SUBMITTED: &str = "stowage_async_submitted_total";
+pub const ASYNC_JOBS: &str = "stowage_async_jobs";
+pub const ASYNC_COMPLETED: &str = "stowage_async_completed_total";
+pub const ASYNC_RETRIES: &str = "stowage_async_retries_total";
+pub const ASYNC_OLDEST: &str = "stowage_async_oldest_queued_seconds";
+pub const ASYNC_CALLBACKS: &str = "stowage_async_callbacks_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
@@ -102,6 +108,31 @@ pub fn reload_result(result: &'static str) {
     metrics::counter!(RELOADS, "result" => result).increment(1);
 }
 
+/// Counts an asynchronous job accepted for `model` (not an idempotent retry of one).
+pub fn async_submitted(model: &str) {
+    metrics::counter!(ASYNC_SUBMITTED, "model" => model.to_string()).increment(1);
+}
+
+/// Moves `model`'s count of jobs in `status` (`queued` or `running`) by `delta`.
+pub fn async_jobs(model: &str, status: &'static str, delta: f64) {
+    metrics::gauge!(ASYNC_JOBS, "model" => model.to_string(), "status" => status).increment(delta);
+}
+
+/// Counts an asynchronous job that ended (`done` or `failed`).
+pub fn async_completed(model: &str, status: &'static str) {
+    metrics::counter!(ASYNC_COMPLETED, "model" => model.to_string(), "status" => status).increment(1);
+}
+
+/// Counts a job that reached its model, failed, and goes back to the queue.
+pub fn async_retried(model: &str) {
+    metrics::counter!(ASYNC_RETRIES, "model" => model.to_string()).increment(1);
+}
+
+/// Counts a callback by its outcome after its tries (`ok`, `failed`).
+pub fn async_callback(ok: bool) {
+    metrics::counter!(ASYNC_CALLBACKS, "outcome" => if ok { "ok" } else { "failed" }).increment(1);
+}
+
 /// How often histogram samples are folded into their buckets when nobody scrapes.
 pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -150,6 +181,24 @@ pub fn spawn_upkeep(handle: PrometheusHandle, every: Duration) -> std::io::Resul
 }
 
 fn describe() {
+    describe_counter!(
+        ASYNC_SUBMITTED,
+        Unit::Count,
+        "Asynchronous jobs accepted, per model (an idempotent retry is not counted)"
+    );
+    describe_gauge!(ASYNC_JOBS, Unit::Count, "Asynchronous jobs per model by status: queued (waiting) or running");
+    describe_counter!(ASYNC_COMPLETED, Unit::Count, "Asynchronous jobs ended, per model and status (done, failed)");
+    describe_counter!(
+        ASYNC_RETRIES,
+        Unit::Count,
+        "Asynchronous jobs that reached their model, failed and were queued again, per model"
+    );
+    describe_gauge!(ASYNC_OLDEST, Unit::Seconds, "Age of the oldest queued asynchronous job (0 when none)");
+    describe_counter!(
+        ASYNC_CALLBACKS,
+        Unit::Count,
+        "Callbacks of ended asynchronous jobs, by outcome after their tries (ok, failed)"
+    );
     describe_gauge!(BUILD_INFO, Unit::Count, "Always 1; its version label is the stowage version this process runs");
     describe_counter!(REQUESTS, Unit::Count, "Prediction requests answered, by model and HTTP status code");
     describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Request received to response written, per model");

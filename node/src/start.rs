@@ -1,7 +1,8 @@
 //! A node, assembled: `start(options)` builds every long-lived part in one place — the engines'
 //! set-up, the registry, the inference threads, the loader and its runtime, the cold pool, the
 //! reconciler and what triggers it (a watch of the plan and catalog, SIGHUP) — and starts loading
-//! the models in the background. What it returns, `RunningNode`, is what a front end (the HTTP
+//! the models in the background; with `--async-dir`, it opens the job store and takes back
+//! the queue a previous process left. What it returns, `RunningNode`, is what a front end (the HTTP
 //! server in `src/http/`) binds, routes and renders; it constructs nothing itself.
 
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use stowage_core::Engine as EngineKind;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+use crate::jobs::{JobOptions, Jobs, StoreError};
 use crate::lifecycle::cold::ColdPool;
 use crate::lifecycle::reconcile::{self, Outcome, Reconciler};
 use crate::lifecycle::registry::{Limits, Registry};
@@ -39,6 +41,8 @@ pub struct NodeOptions {
     pub ort_library: Option<PathBuf>,
     /// Longest a removed or replaced model may take to finish what it holds.
     pub drain: Duration,
+    /// Asynchronous requests (`--async-dir`): where their queue lives and how it runs.
+    pub jobs: Option<JobOptions>,
 }
 
 /// Why a node could not start: the operating system refused a thread or a runtime.
@@ -50,6 +54,8 @@ pub enum StartError {
     LoaderRuntime(#[source] std::io::Error),
     #[error("cannot start the loader thread")]
     LoaderThread(#[source] std::io::Error),
+    #[error("cannot open the asynchronous job store")]
+    Jobs(#[source] StoreError),
 }
 
 /// A started node: its models load (or are loaded) in the background, reloads follow its files.
@@ -59,6 +65,9 @@ pub struct RunningNode {
     pub reconciler: Arc<Reconciler>,
     /// The loader's runtime: fetches, loads and reloads run there, never on a front end's workers.
     pub runtime: tokio::runtime::Handle,
+    /// Asynchronous requests, when the node takes them: the store is open and the queue taken
+    /// back; the front end starts the dispatcher with its runner (`Jobs::start`).
+    pub jobs: Option<Arc<Jobs>>,
     /// Fires a reload (as a file change or SIGHUP does).
     trigger: Arc<Notify>,
 }
@@ -105,6 +114,10 @@ pub fn start(opts: NodeOptions) -> Result<RunningNode, StartError> {
     let node = Arc::new(
         Node::new(registry.clone(), opts.config.clone(), Some(cold.clone())).map_err(StartError::InferenceThreads)?,
     );
+    let jobs = match opts.jobs.clone() {
+        Some(o) => Some(Jobs::open(o, node.clone()).map_err(StartError::Jobs)?),
+        None => None,
+    };
     let reconciler = Reconciler::new(registry, loader, cold, opts.source.clone(), &opts.initial, opts.drain);
     let trigger = Arc::new(Notify::new());
     let watcher = opts.watch.then(|| watch(&opts.source, trigger.clone())).flatten();
@@ -121,7 +134,7 @@ pub fn start(opts: NodeOptions) -> Result<RunningNode, StartError> {
             })
         })
         .map_err(StartError::LoaderThread)?;
-    Ok(RunningNode { node, reconciler, runtime, trigger })
+    Ok(RunningNode { node, reconciler, runtime, jobs, trigger })
 }
 
 /// Loads ONNX Runtime's library when a model may use it. A missing library fails the ort models

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
+use stowage_node::jobs::JobOptions;
 use stowage_node::lifecycle::registry::Limits;
 use stowage_node::lifecycle::spec::SpecSource;
 use stowage_node::lifecycle::startup::LoadOptions;
@@ -71,10 +72,30 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             },
             ort_library: args.engine.ort_library.clone(),
             drain,
+            jobs: jobs(args)?,
         },
         drain,
         shutdown_delay: Duration::from_secs(args.shutdown_delay_seconds),
     })
+}
+
+/// Asynchronous requests' settings; `None` without `--async-dir`.
+fn jobs(args: &ServeArgs) -> Result<Option<JobOptions>> {
+    let Some(dir) = &args.async_dir else { return Ok(None) };
+    ensure!(args.async_max_attempts >= 1, "--async-max-attempts must be at least 1");
+    ensure!(args.async_result_ttl_seconds >= 1, "--async-result-ttl-seconds must be at least 1");
+    ensure!(args.async_concurrency != Some(0), "--async-concurrency must be at least 1");
+    if let Some(url) = &args.async_callback_url {
+        crate::http::jobs::check_callback_url(url).map_err(|e| anyhow::anyhow!("--async-callback-url: {e}"))?;
+    }
+    Ok(Some(JobOptions {
+        dir: dir.clone(),
+        max_attempts: args.async_max_attempts,
+        result_ttl: Duration::from_secs(args.async_result_ttl_seconds),
+        concurrency: args.async_concurrency,
+        callback_url: args.async_callback_url.clone(),
+        request_callbacks: args.async_request_callbacks,
+    }))
 }
 
 /// The admin API's bearer token: the first line of --admin-token-file, else $STOWAGE_ADMIN_TOKEN.

@@ -84,6 +84,8 @@ pub fn configure(state: Arc<GatewayState>) -> impl FnOnce(&mut web::ServiceConfi
             .service(web::resource("/v2/health/live").get(live).default_service(only("GET")))
             .service(web::resource("/v2/health/ready").get(v2_ready).default_service(only("GET")))
             .service(web::resource("/predictions/{model_id}").to(proxy::forward))
+            .service(web::resource("/async/predictions/{model_id}").to(proxy::forward))
+            .service(web::resource("/async/results/{job_id}").to(proxy::forward))
             .service(web::resource("/v2/models/{model_id}").to(proxy::forward))
             .service(web::resource("/v2/models/{model_id}/{action}").to(proxy::forward))
             .default_service(web::to(proxy::no_such_route));

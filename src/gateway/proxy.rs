@@ -46,7 +46,7 @@ fn error(req: &HttpRequest, e: ApiError) -> HttpResponse {
 
 pub async fn no_such_route(req: HttpRequest) -> HttpResponse {
     let msg = format!(
-        "no route {} {}; the gateway serves /predictions/{{model_id}}, /v2/models/{{model_id}}[/ready|/infer], /v2, /v2/health/…, /ping, /ready, /models and /metrics",
+        "no route {} {}; the gateway serves /predictions/{{model_id}}, /async/predictions/{{model_id}}, /async/results/{{job_id}}, /v2/models/{{model_id}}[/ready|/infer], /v2, /v2/health/…, /ping, /ready, /models and /metrics",
         req.method(),
         req.path()
     );
@@ -59,10 +59,19 @@ pub async fn forward(
     state: web::Data<GatewayState>,
     client: web::Data<awc::Client>,
 ) -> HttpResponse {
-    let model = req.match_info().get("model_id").unwrap_or_default().to_string();
+    // An asynchronous job's id starts with its model's: `{model}.{hex}`.
+    let job = req.match_info().get("job_id");
+    let model = match job {
+        Some(j) => j.split_once('.').map_or("", |(m, _)| m),
+        None => req.match_info().get("model_id").unwrap_or_default(),
+    }
+    .to_string();
     let Some(up) = state.routes.get().models.get(&model).cloned() else {
-        let response =
-            error(&req, ApiError::new(Code::UnknownModel, format!("no model {model:?} behind this gateway")));
+        let e = match job {
+            Some(j) => ApiError::new(Code::UnknownJob, format!("no job {j:?} behind this gateway")),
+            None => ApiError::new(Code::UnknownModel, format!("no model {model:?} behind this gateway")),
+        };
+        let response = error(&req, e);
         count(response.status().as_u16());
         return response;
     };

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod body;
 pub mod error;
 pub mod health;
+pub mod jobs;
 pub mod metrics;
 pub mod models;
 pub mod predictions;
@@ -32,6 +33,8 @@ pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
                     .post(predictions::post)
                     .default_service(only("GET, POST")),
             )
+            .service(web::resource("/async/predictions/{model_id}").post(jobs::submit).default_service(only("POST")))
+            .service(web::resource("/async/results/{job_id}").get(jobs::result).default_service(only("GET")))
             // Health checks also answer HEAD (load balancers such as HAProxy's `httpchk` send it).
             .service(web::resource("/ping").get(health::ping).head(health::ping).default_service(only("GET, HEAD")))
             .service(web::resource("/ready").get(health::ready).head(health::ready).default_service(only("GET, HEAD")))
@@ -82,7 +85,7 @@ pub(crate) fn only(allow: &'static str) -> actix_web::Route {
 
 async fn no_such_route(req: HttpRequest) -> HttpResponse {
     let msg = format!(
-        "no route {} {}; the node serves /predictions/{{model_id}}, /ping, /ready, /models, /models/{{model_id}}, /metrics and /v2 (KServe v2: /v2/health/…, /v2/models/{{model_id}}[/ready|/infer])",
+        "no route {} {}; the node serves /predictions/{{model_id}}, /async/predictions/{{model_id}}, /async/results/{{job_id}}, /ping, /ready, /models, /models/{{model_id}}, /metrics and /v2 (KServe v2: /v2/health/…, /v2/models/{{model_id}}[/ready|/infer])",
         req.method(),
         req.path()
     );

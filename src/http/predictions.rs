@@ -46,7 +46,7 @@ fn malformed(msg: impl Into<String>) -> ApiError {
 }
 
 /// A POST body → the request (400 for what is not one).
-fn parse_body(bytes: &[u8]) -> Result<Request, ApiError> {
+pub(crate) fn parse_body(bytes: &[u8]) -> Result<Request, ApiError> {
     let body: Body = serde_json::from_slice(bytes).map_err(|e| malformed(format!("invalid JSON body: {e}")))?;
     match (body.inputs, body.input_ids) {
         (Some(_), Some(_)) => Err(malformed("give either \"inputs\" or \"input_ids\", not both")),
@@ -119,6 +119,13 @@ async fn predict(
 ) -> Result<Answer, ApiError> {
     let target = state.node.acquire(id).await?;
     Ok(state.node.predict(&target, req?, caller).await?)
+}
+
+/// An asynchronous job's run (`http::jobs`): the answer's JSON body, as `post` would give it.
+pub(crate) async fn run_job(state: &AppState, id: &str, body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    let answer = predict(state, id, parse_body(body), Caller::default()).await?;
+    let answered = Answered { model: id, backend: answer.backend, predictions: &answer.predictions };
+    Ok(serde_json::to_value(answered).expect("an answer serializes"))
 }
 
 /// Renders the answer (`{model, backend, predictions}`) or the error, logs a 500, and records the

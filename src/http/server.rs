@@ -40,7 +40,11 @@ pub struct ServeOptions {
 pub fn run(opts: ServeOptions) -> Result<()> {
     actix_web::rt::System::new().block_on(async move {
         let running = stowage_node::start(opts.node)?;
-        let state = Arc::new(AppState::new(running.node.clone(), opts.config));
+        let state = Arc::new(AppState::new(running.node.clone(), opts.config).with_jobs(running.jobs.clone()));
+        if let Some(jobs) = &running.jobs {
+            jobs.start(&running.runtime, crate::http::jobs::runner(state.clone()));
+            info!(dir = %jobs.options.dir.display(), queued = jobs.queued(), "asynchronous requests on");
+        }
         let registry = running.node.registry.clone();
         let app_state = state.clone();
         let workers = opts.workers.max(1);

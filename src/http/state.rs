@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use stowage_node::jobs::Jobs;
 use stowage_node::{Config, Node};
 
 /// Default of `--max-body-bytes`.
@@ -35,11 +36,19 @@ pub struct AppState {
     pub node: Arc<Node>,
     pub metrics: PrometheusHandle,
     pub config: ServeConfig,
+    /// Asynchronous requests, where the node takes them (`--async-dir`).
+    pub jobs: Option<Arc<Jobs>>,
 }
 
 impl AppState {
     /// The handlers' view of `node` (assembled by `stowage_node::start`, or by a test).
     pub fn new(node: Arc<Node>, config: ServeConfig) -> Self {
-        Self { node, metrics: stowage_node::metrics::install(), config }
+        Self { node, metrics: stowage_node::metrics::install(), config, jobs: None }
+    }
+
+    /// With the node's asynchronous requests (opened by `stowage_node::start`).
+    pub fn with_jobs(mut self, jobs: Option<Arc<Jobs>>) -> Self {
+        self.jobs = jobs;
+        self
     }
 }

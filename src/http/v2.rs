@@ -13,11 +13,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use stowage_engine::OutputKind;
-use stowage_node::{Answer, Prediction, Request};
+use stowage_node::jobs::Protocol;
+use stowage_node::{Answer, Caller, Prediction, Request};
 
 use crate::http::error::{ApiError, Code};
 use crate::http::state::AppState;
-use crate::http::{body, caller};
+use crate::http::{body, caller, jobs};
 
 /// The header that says how many bytes of the body are JSON, the rest being binary tensors.
 const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -257,6 +258,11 @@ pub async fn infer(
     mut payload: web::Payload,
 ) -> HttpResponse {
     let started = Instant::now();
+    if wants_async(&http) {
+        let response = submit_async(&state, &id, &http, &mut payload).await.unwrap_or_else(|e| e.v2_response());
+        state.node.record(&id, response.status().as_u16(), started.elapsed().as_secs_f64());
+        return response;
+    }
     let result = async {
         let body = body::read_for_model(&state, &id, &http, &mut payload).await?;
         let target = state.node.acquire(&id).await?;
@@ -288,8 +294,76 @@ pub async fn infer(
     response
 }
 
+/// Whether the client asks for an asynchronous answer: `Prefer: respond-async` (RFC 7240).
+fn wants_async(http: &HttpRequest) -> bool {
+    http.headers()
+        .get_all("prefer")
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split([',', ';']).any(|p| p.trim().eq_ignore_ascii_case("respond-async")))
+}
+
+/// Checks an inference request as `infer` would and queues it (`http::jobs`). JSON only: a job's
+/// result is a JSON document, and its request is kept as one. A callback may be named in the
+/// request's `parameters.callback_url`.
+async fn submit_async(
+    state: &AppState,
+    id: &str,
+    http: &HttpRequest,
+    payload: &mut web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let queue = jobs::enabled(state)?;
+    let body = body::read_for_model(state, id, http, payload).await?;
+    let binary = || malformed("asynchronous inference requests are JSON only: binary tensor data is not supported");
+    if http.headers().contains_key(HEADER_LENGTH) {
+        return Err(binary());
+    }
+    let req: InferRequest =
+        serde_json::from_slice(&body).map_err(|e| malformed(format!("invalid inference request: {e}")))?;
+    let flag = |p: &serde_json::Map<String, Value>, k: &str| p.get(k).and_then(Value::as_bool).unwrap_or(false);
+    if flag(&req.parameters, "binary_data_output")
+        || req.outputs.iter().flatten().any(|o| flag(&o.parameters, "binary_data"))
+    {
+        return Err(binary());
+    }
+    to_request(&req, &[])?;
+    let callback = match req.parameters.get("callback_url") {
+        None => None,
+        Some(Value::String(url)) => Some(url.clone()),
+        Some(_) => return Err(malformed("parameters.callback_url must be a string (an http:// URL)")),
+    };
+    jobs::accept(state, queue, id, Protocol::V2, body.to_vec(), callback, http).await
+}
+
+/// An asynchronous job's run (`http::jobs`): the JSON `infer` would answer.
+pub(crate) async fn run_job(state: &AppState, id: &str, body: &[u8]) -> Result<Value, ApiError> {
+    let req: InferRequest =
+        serde_json::from_slice(body).map_err(|e| malformed(format!("invalid inference request: {e}")))?;
+    let target = state.node.acquire(id).await?;
+    let answer = state.node.predict(&target, to_request(&req, &[])?, Caller::default()).await?;
+    Ok(outputs(id, &req, &answer, target.model.signature.kind)?.0)
+}
+
 /// The answer as output tensors, in JSON or, for outputs asked for so, in the binary extension.
 fn render(id: &str, req: &InferRequest, answer: &Answer, kind: OutputKind) -> HttpResponse {
+    let (body, raw) = match outputs(id, req, answer, kind) {
+        Ok(r) => r,
+        Err(e) => return e.v2_response(),
+    };
+    if raw.is_empty() {
+        return HttpResponse::Ok().json(body);
+    }
+    let head = body.to_string();
+    let len = head.len();
+    let mut bytes = head.into_bytes();
+    bytes.extend(raw);
+    HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header((HEADER_LENGTH, len.to_string()))
+        .body(bytes)
+}
+
+/// The response's JSON and the binary tensors that follow it (none unless asked for).
+fn outputs(id: &str, req: &InferRequest, answer: &Answer, kind: OutputKind) -> Result<(Value, Vec<u8>), ApiError> {
     let n = answer.predictions.len();
     let mut tensors: Vec<(&str, Vec<f32>, usize)> = Vec::new();
     match kind {
@@ -330,7 +404,7 @@ fn render(id: &str, req: &InferRequest, answer: &Answer, kind: OutputKind) -> Ht
     if let Some(o) = req.outputs.iter().flatten().find(|o| !tensors.iter().any(|t| t.0 == o.name)) {
         let names: Vec<&str> = tensors.iter().map(|t| t.0).collect();
         let msg = format!("model {id:?} has no output {:?} (it has {})", o.name, names.join(", "));
-        return ApiError::new(Code::InvalidInput, msg).v2_response();
+        return Err(ApiError::new(Code::InvalidInput, msg));
     }
     let mut raw = Vec::new();
     let outputs: Vec<Value> = wanted
@@ -352,15 +426,5 @@ fn render(id: &str, req: &InferRequest, answer: &Answer, kind: OutputKind) -> Ht
     if let Some(rid) = &req.id {
         body["id"] = json!(rid);
     }
-    if raw.is_empty() {
-        return HttpResponse::Ok().json(body);
-    }
-    let head = body.to_string();
-    let len = head.len();
-    let mut bytes = head.into_bytes();
-    bytes.extend(raw);
-    HttpResponse::Ok()
-        .content_type("application/octet-stream")
-        .insert_header((HEADER_LENGTH, len.to_string()))
-        .body(bytes)
+    Ok((body, raw))
 }

@@ -1049,3 +1049,58 @@ async fn a_scrape_after_mixed_traffic_passes_promtool_has_the_process_metrics_an
         }
     }
 }
+
+#[actix_web::test]
+async fn asynchronous_requests_need_an_async_dir() {
+    let s = state().await;
+    let app = app!(s);
+    let (code, body, _) = call!(&app, post("/async/predictions/tiny-0001", r#"{"inputs": "hi"}"#));
+    assert_eq!((code, body["code"].as_str()), (501, Some("async_disabled")), "{body}");
+    let (code, body, _) = call!(&app, test::TestRequest::get().uri("/async/results/tiny-0001.00"));
+    assert_eq!((code, body["code"].as_str()), (501, Some("async_disabled")), "{body}");
+}
+
+/// A job waits while a synchronous request waits for the node's only inference thread, and runs
+/// once it has gone through.
+#[actix_web::test]
+async fn asynchronous_jobs_wait_for_synchronous_requests() {
+    let config = ServeConfig {
+        node: stowage_node::Config { inference_threads: 1, ..stowage_node::Config::default() },
+        ..ServeConfig::default()
+    };
+    let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 8, batch: 1, batch_tokens: 512 }, config, true)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let jobs =
+        stowage_node::jobs::Jobs::open(stowage_node::jobs::JobOptions::new(dir.path().into()), s.node.clone()).unwrap();
+    let s = Arc::new(AppState::new(s.node.clone(), s.config.clone()).with_jobs(Some(jobs.clone())));
+    jobs.start(&tokio::runtime::Handle::current(), stowage::http::jobs::runner(s.clone()));
+    let app = app!(s);
+    let hold = hold_inference_until_pending(&s, "tiny-0001", 1, std::time::Duration::from_millis(300));
+    let entry = s.node.registry.get("tiny-0001").unwrap();
+    let sync = async { call!(&app, post("/predictions/tiny-0001", r#"{"inputs": "now"}"#)) };
+    let submit = async {
+        while entry.batcher.pending() < 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let (code, body, _) = call!(&app, post("/async/predictions/tiny-0001", r#"{"inputs": "later"}"#));
+        assert_eq!(code, 202, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let url = body["status_url"].as_str().unwrap().to_string();
+        let (_, job, _) = call!(&app, test::TestRequest::get().uri(&url));
+        (url, job)
+    };
+    let ((code, _, _), (url, job), ()) = tokio::join!(sync, submit, hold);
+    assert_eq!(code, 200);
+    assert_eq!(job["status"], "queued", "the job started while a request waited: {job}");
+    for _ in 0..200 {
+        let (_, job, _) = call!(&app, test::TestRequest::get().uri(&url));
+        if job["status"] == "done" {
+            assert_eq!(job["result"]["model"], "tiny-0001");
+            assert_eq!(job["attempts"], 1);
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the job did not run once the request had gone through");
+}

@@ -1,6 +1,7 @@
 //! Every integration test of the `stowage` package, as one test binary with a module per area
 //! (linking the node server once instead of eleven times). Unit tests stay beside their code.
 
+mod async_jobs;
 mod cli_env;
 mod cli_manifests;
 mod cli_plan;

@@ -1,0 +1,247 @@
+//! Asynchronous requests on real processes (docs/http-api.md, "Asynchronous requests"): a node
+//! killed with SIGKILL twice while it takes and runs 1,000 jobs loses none, runs each to one
+//! stored result equal to what /predictions answers, and gives a resubmitted Idempotency-Key its
+//! original id; KServe v2's `Prefer: respond-async` and callbacks; the gateway routes both.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::{free_port, stowage, wait_ok, Proc};
+
+const MODELS: [&str; 4] = ["tiny-0001", "tiny-0002", "tiny-0003", "tiny-0004"];
+
+fn synth(dir: &Path, count: usize) {
+    let out = stowage().args(["synth", "--count", &count.to_string(), "--out"]).arg(dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A node on `port` serving the catalog in `models`, its queue in `queue`.
+fn node(models: &Path, queue: &Path, port: u16, flags: &[&str]) -> Proc {
+    let child = stowage()
+        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--catalog"])
+        .arg(models.join("models.toml"))
+        .arg("--async-dir")
+        .arg(queue)
+        .args(flags)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut node = Proc(child);
+    wait_ok(&format!("http://127.0.0.1:{port}/ready"), &mut node);
+    node
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// Status, headers we look at, and JSON body of a request.
+fn call(
+    req: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<(u16, Option<String>, Value), ureq::Error> {
+    let mut r = req?;
+    let replayed = r.headers().get("idempotent-replayed").and_then(|v| v.to_str().ok()).map(String::from);
+    let status = r.status().as_u16();
+    Ok((status, replayed, r.body_mut().read_json().unwrap_or_default()))
+}
+
+fn submit(
+    a: &ureq::Agent,
+    base: &str,
+    model: &str,
+    key: &str,
+    text: &str,
+) -> Result<(u16, Option<String>, Value), ureq::Error> {
+    call(
+        a.post(format!("{base}/async/predictions/{model}"))
+            .header("Idempotency-Key", key)
+            .send_json(json!({"inputs": text})),
+    )
+}
+
+/// Scores equal within float noise (a job may share an engine call, and its padding, with others).
+fn same_answer(a: &Value, b: &Value) -> bool {
+    let (pa, pb) = (&a["predictions"], &b["predictions"]);
+    a["model"] == b["model"]
+        && pa.as_array().map(Vec::len) == pb.as_array().map(Vec::len)
+        && pa.as_array().unwrap().iter().zip(pb.as_array().unwrap()).all(|(x, y)| {
+            x["label"] == y["label"] && (x["score"].as_f64().unwrap() - y["score"].as_f64().unwrap()).abs() < 1e-5
+        })
+}
+
+#[test]
+fn sigkill_twice_loses_no_accepted_job_and_runs_each_to_one_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let (models, queue) = (dir.path().join("m"), dir.path().join("q"));
+    synth(&models, 4);
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let a = agent();
+    let text = |i: usize| format!("review {} of the product, number {}", i % 25, i % 7);
+    let mut proc = node(&models, &queue, port, &[]);
+    // Key → id of every accepted job; a submission the dying node did not answer is sent again,
+    // with its key, once the node is back (as a client would).
+    let mut ids: HashMap<String, String> = HashMap::new();
+    let mut replays = 0;
+    let n = 1000;
+    for i in 0..n {
+        if i == 300 || i == 700 {
+            let _ = proc.0.kill(); // SIGKILL: no drain, no flush
+            let _ = proc.0.wait();
+            proc = node(&models, &queue, port, &[]);
+        }
+        let (model, key) = (MODELS[i % 4], format!("key-{i}"));
+        let (status, _, body) = match submit(&a, &base, model, &key, &text(i)) {
+            Ok(r) => r,
+            Err(e) => panic!("submission {i}: {e}"),
+        };
+        assert_eq!(status, 202, "{body}");
+        ids.insert(key, body["id"].as_str().unwrap().to_string());
+        // Now and then a client retries one already accepted, before or after a kill.
+        if i % 97 == 0 {
+            let (status, replayed, again) =
+                submit(&a, &base, MODELS[(i / 2) % 4], &format!("key-{}", i / 2), &text(i / 2)).unwrap();
+            assert_eq!((status, replayed.as_deref()), (202, Some("true")), "{again}");
+            assert_eq!(again["id"].as_str(), ids.get(&format!("key-{}", i / 2)).map(String::as_str));
+            replays += 1;
+        }
+    }
+    assert!(replays > 5);
+    assert_eq!(ids.values().collect::<HashSet<_>>().len(), n, "one job per key");
+    // Killed once more while the queue drains: the last job is still waiting then.
+    let last = &ids[&format!("key-{}", n - 1)];
+    let (_, _, job) = call(a.get(format!("{base}/async/results/{last}")).call()).unwrap();
+    assert_ne!(job["status"], "done", "the queue drained before the kill: the test would show nothing");
+    let _ = proc.0.kill();
+    let _ = proc.0.wait();
+    let _proc = node(&models, &queue, port, &[]);
+
+    let mut sync: HashMap<(String, String), Value> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut pending: Vec<usize> = (0..n).collect();
+    while !pending.is_empty() {
+        assert!(Instant::now() < deadline, "{} jobs not done in 240 s", pending.len());
+        let mut still = Vec::new();
+        for i in pending {
+            let id = &ids[&format!("key-{i}")];
+            let (status, _, job) = call(a.get(format!("{base}/async/results/{id}")).call()).unwrap();
+            assert_eq!(status, 200, "{job}");
+            match job["status"].as_str().unwrap() {
+                "done" => {
+                    let model = MODELS[i % 4];
+                    assert_eq!(job["model"], model);
+                    assert!(job["attempts"].as_u64().unwrap() >= 1, "{job}");
+                    let want = sync.entry((model.to_string(), text(i))).or_insert_with(|| {
+                        let r = a.post(format!("{base}/predictions/{model}")).send_json(json!({"inputs": text(i)}));
+                        call(r).unwrap().2
+                    });
+                    assert!(same_answer(&job["result"], want), "{job} vs {want}");
+                }
+                "queued" | "running" => still.push(i),
+                other => panic!("job {id} ended {other}: {job}"),
+            }
+        }
+        pending = still;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // After everything ran, a resubmitted key still gives its original id, and runs nothing new.
+    let (status, replayed, again) = submit(&a, &base, MODELS[1], "key-1", &text(1)).unwrap();
+    assert_eq!((status, replayed.as_deref(), again["status"].as_str()), (202, Some("true"), Some("done")));
+    assert_eq!(again["id"].as_str(), Some(ids["key-1"].as_str()));
+    let metrics = a.get(format!("{base}/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
+    assert!(metrics.contains("stowage_async_oldest_queued_seconds 0"), "the queue is empty");
+}
+
+/// Accepts one HTTP POST on `listener` and returns its JSON body (answering 200).
+fn receive_one(listener: &TcpListener) -> Value {
+    let (mut s, _) = listener.accept().unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut len = 0;
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).unwrap();
+    s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[test]
+fn kserve_v2_async_calls_back_and_the_gateway_routes_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (models, queue) = (dir.path().join("m"), dir.path().join("q"));
+    synth(&models, 2);
+    let hook = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_url = format!("http://{}/done", hook.local_addr().unwrap());
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _node = node(&models, &queue, port, &["--async-callback-url", &hook_url, "--async-request-callbacks"]);
+    let a = agent();
+    let infer =
+        json!({"id": "r1", "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["fine day"]}]});
+
+    let r = a.post(format!("{base}/v2/models/tiny-0001/infer")).header("Prefer", "respond-async").send_json(&infer);
+    let (status, _, accepted) = call(r).unwrap();
+    assert_eq!(status, 202, "{accepted}");
+    let called = receive_one(&hook);
+    assert_eq!(called["id"], accepted["id"]);
+    assert_eq!(called["status"], "done", "{called}");
+    let direct = call(a.post(format!("{base}/v2/models/tiny-0001/infer")).send_json(&infer)).unwrap().2;
+    assert_eq!(called["result"]["outputs"][0]["name"], direct["outputs"][0]["name"]);
+    assert_eq!(called["result"]["id"], "r1");
+    let url = format!("{base}{}", accepted["status_url"].as_str().unwrap());
+    assert_eq!(call(a.get(&url).call()).unwrap().2, called, "the callback is the stored result");
+
+    // Binary tensors are refused up front, as are callbacks that are not http:// URLs.
+    let binary = json!({"inputs": infer["inputs"], "parameters": {"binary_data_output": true}});
+    let r = a.post(format!("{base}/v2/models/tiny-0001/infer")).header("Prefer", "respond-async").send_json(&binary);
+    assert_eq!(call(r).unwrap().0, 400);
+    let r = a
+        .post(format!("{base}/async/predictions/tiny-0001"))
+        .send_json(json!({"inputs": "x", "callback_url": "file:///etc"}));
+    assert_eq!(call(r).unwrap().2["code"], "malformed_request");
+
+    // Through a gateway: submitted by model, read back by id.
+    let routes = dir.path().join("routes.json");
+    std::fs::write(&routes, json!({"tiny-0001": base, "tiny-0002": base}).to_string()).unwrap();
+    let gport = free_port();
+    let gateway = stowage()
+        .args(["gateway", "--host", "127.0.0.1", "--port", &gport.to_string(), "--routes"])
+        .arg(&routes)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut gateway = Proc(gateway);
+    let gbase = format!("http://127.0.0.1:{gport}");
+    wait_ok(&format!("{gbase}/ready"), &mut gateway);
+    let r = a.post(format!("{gbase}/async/predictions/tiny-0002")).send_json(json!({"inputs": "via the gateway"}));
+    let (status, _, accepted) = call(r).unwrap();
+    assert_eq!(status, 202, "{accepted}");
+    let called = receive_one(&hook);
+    assert_eq!((called["id"].clone(), called["status"].as_str()), (accepted["id"].clone(), Some("done")));
+    let url = format!("{gbase}{}", accepted["status_url"].as_str().unwrap());
+    assert_eq!(call(a.get(&url).call()).unwrap().2["status"], "done");
+    let (status, _, e) = call(a.get(format!("{gbase}/async/results/nope.123")).call()).unwrap();
+    assert_eq!((status, e["code"].as_str()), (404, Some("unknown_job")));
+}
