@@ -661,7 +661,23 @@ pub struct ServeArgs {
     #[arg(long, env = "STOWAGE_ASYNC_DIR")]
     pub async_dir: Option<PathBuf>,
 
-    /// How long an ended asynchronous job's result is kept, in seconds.
+    /// Take asynchronous requests on this SQS queue (one per node) instead of --async-dir, with
+    /// the jobs' results in --async-results. The endpoint is --s3-endpoint's (else
+    /// AWS_ENDPOINT_URL, else AWS).
+    #[arg(long, env = "STOWAGE_ASYNC_QUEUE_URL")]
+    pub async_queue_url: Option<String>,
+
+    /// Where the jobs of --async-queue-url keep their documents and results: s3://bucket/prefix/
+    /// (one object per job, {prefix}{id}.json; expire them with a lifecycle rule).
+    #[arg(long, env = "STOWAGE_ASYNC_RESULTS")]
+    pub async_results: Option<String>,
+
+    /// With --async-queue-url: how long a received job stays invisible to other receivers; a
+    /// node that dies mid-job leaves it to come back after this.
+    #[arg(long, env = "STOWAGE_ASYNC_VISIBILITY_TIMEOUT_SECONDS", default_value_t = stowage_node::jobs::sqs::DEFAULT_VISIBILITY_SECONDS)]
+    pub async_visibility_timeout_seconds: u64,
+
+    /// How long an ended asynchronous job's result is kept, in seconds (--async-dir).
     #[arg(long, env = "STOWAGE_ASYNC_RESULT_TTL_SECONDS", default_value_t = stowage_node::jobs::DEFAULT_RESULT_TTL_SECONDS)]
     pub async_result_ttl_seconds: u64,
 

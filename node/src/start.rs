@@ -115,7 +115,16 @@ pub fn start(opts: NodeOptions) -> Result<RunningNode, StartError> {
         Node::new(registry.clone(), opts.config.clone(), Some(cold.clone())).map_err(StartError::InferenceThreads)?,
     );
     let jobs = match opts.jobs.clone() {
-        Some(o) => Some(Jobs::open(o, node.clone()).map_err(StartError::Jobs)?),
+        // On the loader's runtime, from a thread of its own: `start` may run inside another.
+        Some(o) => {
+            let (node, rt) = (node.clone(), runtime.clone());
+            let opened = std::thread::scope(|s| s.spawn(move || rt.block_on(Jobs::open(o, node))).join());
+            Some(
+                opened
+                    .map_err(|_| StartError::Jobs(StoreError::Failed("opening the job store panicked".into())))?
+                    .map_err(StartError::Jobs)?,
+            )
+        }
         None => None,
     };
     let reconciler = Reconciler::new(registry, loader, cold, opts.source.clone(), &opts.initial, opts.drain);

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use stowage_node::jobs::JobOptions;
+use stowage_node::jobs::{AwsQueue, JobOptions, Place};
 use stowage_node::lifecycle::registry::Limits;
 use stowage_node::lifecycle::spec::SpecSource;
 use stowage_node::lifecycle::startup::LoadOptions;
@@ -79,17 +79,29 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     })
 }
 
-/// Asynchronous requests' settings; `None` without `--async-dir`.
+/// Asynchronous requests' settings; `None` without `--async-dir` or `--async-queue-url`.
 fn jobs(args: &ServeArgs) -> Result<Option<JobOptions>> {
-    let Some(dir) = &args.async_dir else { return Ok(None) };
+    let place = match (&args.async_dir, &args.async_queue_url, &args.async_results) {
+        (Some(dir), None, None) => Place::Dir(dir.clone()),
+        (None, Some(url), Some(results)) => Place::Aws(AwsQueue {
+            queue_url: url.clone(),
+            results: results.clone(),
+            endpoint: args.s3.s3_endpoint.clone(),
+            visibility: Duration::from_secs(args.async_visibility_timeout_seconds),
+        }),
+        (None, None, None) => return Ok(None),
+        (Some(_), _, _) => bail!("--async-dir and --async-queue-url are two places for one queue: give one"),
+        (None, _, _) => bail!("--async-queue-url and --async-results go together: the queue and where its results go"),
+    };
     ensure!(args.async_max_attempts >= 1, "--async-max-attempts must be at least 1");
     ensure!(args.async_result_ttl_seconds >= 1, "--async-result-ttl-seconds must be at least 1");
     ensure!(args.async_concurrency != Some(0), "--async-concurrency must be at least 1");
+    ensure!(args.async_visibility_timeout_seconds >= 1, "--async-visibility-timeout-seconds must be at least 1");
     if let Some(url) = &args.async_callback_url {
         crate::http::jobs::check_callback_url(url).map_err(|e| anyhow::anyhow!("--async-callback-url: {e}"))?;
     }
     Ok(Some(JobOptions {
-        dir: dir.clone(),
+        place,
         max_attempts: args.async_max_attempts,
         result_ttl: Duration::from_secs(args.async_result_ttl_seconds),
         concurrency: args.async_concurrency,

@@ -11,7 +11,7 @@ use std::time::Instant;
 use actix_web::http::{header, Uri};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde_json::{json, Value};
-use stowage_node::jobs::{Failure, Job, Jobs, NewJob, Protocol, RunFuture, Runner};
+use stowage_node::jobs::{Failure, Job, Jobs, NewJob, Protocol, RunFuture, Runner, StoreError};
 use stowage_node::PredictError;
 
 use crate::http::error::{ApiError, Code};
@@ -51,7 +51,10 @@ pub fn check_callback_url(url: &str) -> Result<(), BadCallback> {
     Ok(())
 }
 
-fn store_failed(e: stowage_node::jobs::StoreError) -> ApiError {
+fn store_failed(e: StoreError) -> ApiError {
+    if let StoreError::TooLarge(..) = e {
+        return ApiError::new(Code::BodyTooLarge, e.to_string());
+    }
     tracing::error!(error = %e, "the job store failed");
     ApiError::new(Code::JobStoreFailed, "the node cannot store the job now; try again")
 }
@@ -140,7 +143,10 @@ pub async fn accept(
 }
 
 pub async fn result(state: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
-    let found = enabled(&state).and_then(|jobs| jobs.get(&id).map_err(store_failed));
+    let found = match enabled(&state) {
+        Ok(jobs) => jobs.get(&id).await.map_err(store_failed),
+        Err(e) => Err(e),
+    };
     match found {
         Ok(Some(job)) => HttpResponse::Ok().json(job.view()),
         Ok(None) => ApiError::new(

@@ -43,7 +43,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         let state = Arc::new(AppState::new(running.node.clone(), opts.config).with_jobs(running.jobs.clone()));
         if let Some(jobs) = &running.jobs {
             jobs.start(&running.runtime, crate::http::jobs::runner(state.clone()));
-            info!(dir = %jobs.options.dir.display(), queued = jobs.queued(), "asynchronous requests on");
+            info!(queue = %jobs.options.place, queued = jobs.queued(), "asynchronous requests on");
         }
         let registry = running.node.registry.clone();
         let app_state = state.clone();

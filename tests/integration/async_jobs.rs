@@ -245,3 +245,99 @@ fn kserve_v2_async_calls_back_and_the_gateway_routes_jobs() {
     let (status, _, e) = call(a.get(format!("{gbase}/async/results/nope.123")).call()).unwrap();
     assert_eq!((status, e["code"].as_str()), (404, Some("unknown_job")));
 }
+
+/// `<Tag>value</Tag>` out of an XML answer.
+fn xml_value(xml: &str, tag: &str) -> Option<String> {
+    let start = xml.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let end = xml[start..].find(&format!("</{tag}>"))? + start;
+    Some(xml[start..end].to_string())
+}
+
+#[test]
+fn sqs_and_s3_lose_nothing_to_a_sigkill() {
+    let Some(s3) = crate::s3::s3_server() else { return };
+    let a = agent();
+    // A bucket for the results and the node's queue, on the loopback server.
+    let status = a.put(format!("{}/jobs", s3.url())).send_empty().unwrap().status().as_u16();
+    assert_eq!(status, 200);
+    // The server tells the services apart by the credential scope of the signature (and does not
+    // check signatures).
+    let sqs_auth =
+        "AWS4-HMAC-SHA256 Credential=test/20261206/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0";
+    let s3_auth = sqs_auth.replace("/sqs/", "/s3/");
+    let s3_auth = s3_auth.as_str();
+    let mut r = a
+        .post(s3.url())
+        .header("Authorization", sqs_auth)
+        .send_form([("Action", "CreateQueue"), ("QueueName", "node-a")])
+        .unwrap();
+    let xml = r.body_mut().read_to_string().unwrap();
+    let queue = xml_value(&xml, "QueueUrl").unwrap_or_else(|| panic!("no queue: {xml}"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("m");
+    synth(&models, 2);
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let start = || {
+        let child = crate::s3::stowage_s3()
+            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--catalog"])
+            .arg(models.join("models.toml"))
+            .args(["--async-queue-url", &queue, "--async-results", "s3://jobs/results/", "--s3-endpoint", &s3.url()])
+            .args(["--async-visibility-timeout-seconds", "2"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut p = Proc(child);
+        wait_ok(&format!("{base}/ready"), &mut p);
+        p
+    };
+    let mut proc = start();
+    let text = |i: usize| format!("parcel {} arrived {}", i % 5, ["late", "early", "damaged"][i % 3]);
+    let mut ids = Vec::new();
+    let n = 60;
+    for i in 0..n {
+        if i == n / 2 {
+            let _ = proc.0.kill();
+            let _ = proc.0.wait();
+            proc = start();
+        }
+        let (status, _, body) = submit(&a, &base, MODELS[i % 2], &format!("k{i}"), &text(i)).unwrap();
+        assert_eq!(status, 202, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_string());
+    }
+    // A resubmitted key names the same job, before it has run too.
+    let (status, replayed, again) = submit(&a, &base, MODELS[1], "k1", &text(1)).unwrap();
+    assert_eq!((status, replayed.as_deref(), again["id"].as_str()), (202, Some("true"), Some(ids[1].as_str())));
+    let last = call(a.get(format!("{base}/async/results/{}", ids[n - 1])).call()).unwrap().2;
+    assert_ne!(last["status"], "done", "the queue drained before the kill: the test would show nothing");
+    let _ = proc.0.kill(); // with jobs in the queue and, likely, one received
+    let _ = proc.0.wait();
+    let _proc = start();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (i, id) in ids.iter().enumerate() {
+        let job = loop {
+            let (status, _, job) = call(a.get(format!("{base}/async/results/{id}")).call()).unwrap();
+            assert_eq!(status, 200, "{job}");
+            if job["status"] == "done" || job["status"] == "failed" {
+                break job;
+            }
+            assert!(Instant::now() < deadline, "job {id} not done in 120 s: {job}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(job["status"], "done", "{job}");
+        let model = MODELS[i % 2];
+        let want = call(a.post(format!("{base}/predictions/{model}")).send_json(json!({"inputs": text(i)}))).unwrap().2;
+        assert!(same_answer(&job["result"], &want), "{job} vs {want}");
+        // The document is the S3 object itself.
+        let mut r =
+            a.get(format!("{}/jobs/results/{id}.json", s3.url())).header("Authorization", s3_auth).call().unwrap();
+        let stored = r.body_mut().read_to_string().unwrap();
+        let stored: Value = serde_json::from_str(&stored).unwrap_or_else(|e| panic!("{e}: {} {stored}", r.status()));
+        assert_eq!(stored["status"], "done");
+    }
+    let (status, _, e) = call(a.get(format!("{base}/async/results/tiny-0001.0000")).call()).unwrap();
+    assert_eq!((status, e["code"].as_str()), (404, Some("unknown_job")));
+}

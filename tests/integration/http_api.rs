@@ -1071,8 +1071,12 @@ async fn asynchronous_jobs_wait_for_synchronous_requests() {
     let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 8, batch: 1, batch_tokens: 512 }, config, true)
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let jobs =
-        stowage_node::jobs::Jobs::open(stowage_node::jobs::JobOptions::new(dir.path().into()), s.node.clone()).unwrap();
+    let jobs = stowage_node::jobs::Jobs::open(
+        stowage_node::jobs::JobOptions::new(stowage_node::jobs::Place::Dir(dir.path().into())),
+        s.node.clone(),
+    )
+    .await
+    .unwrap();
     let s = Arc::new(AppState::new(s.node.clone(), s.config.clone()).with_jobs(Some(jobs.clone())));
     jobs.start(&tokio::runtime::Handle::current(), stowage::http::jobs::runner(s.clone()));
     let app = app!(s);

@@ -14,19 +14,19 @@ use std::time::{Duration, Instant};
 use crate::common::{free_port, run, stowage, wait_ok, Proc};
 use serde_json::Value;
 
-struct S3Server {
+pub(crate) struct S3Server {
     _proc: Proc,
     port: u16,
 }
 
 impl S3Server {
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
 
 /// Starts moto's S3 server on a free port, or says why the test is skipped.
-fn s3_server() -> Option<S3Server> {
+pub(crate) fn s3_server() -> Option<S3Server> {
     s3_server_with(&[])
 }
 
@@ -57,7 +57,7 @@ fn s3_server_with(env: &[(&str, &str)]) -> Option<S3Server> {
 }
 
 /// The stowage binary with throw-away credentials and no instance-metadata lookups.
-fn stowage_s3() -> Command {
+pub(crate) fn stowage_s3() -> Command {
     let mut c = stowage();
     c.env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")

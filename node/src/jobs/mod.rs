@@ -16,15 +16,20 @@
 //! never reached the model (its queue was full, it was still loading, the node was stopping) is
 //! tried again later without counting.
 
+//!
+//! **Where the queue lives.** `local.rs`: a redb database under `--async-dir` (`store.rs`), the
+//! waiting jobs also in memory; `sqs.rs`: one SQS queue per node, the jobs' documents in S3.
+
+mod local;
+pub mod sqs;
 pub mod store;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::Notify;
@@ -33,6 +38,7 @@ use tracing::{info, warn};
 use crate::error::Code;
 use crate::metrics;
 use crate::serve::predict::Node;
+pub use sqs::AwsQueue;
 pub use store::{Job, JobError, NewJob, Outcome, Pending, Protocol, Status, Store, StoreError};
 
 /// Default of `--async-max-attempts`.
@@ -45,11 +51,28 @@ const POLL: Duration = Duration::from_millis(2);
 const CALLBACK_TRIES: u32 = 3;
 const CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Where a node's queue and results live.
+#[derive(Debug, Clone)]
+pub enum Place {
+    /// `--async-dir`: `jobs.redb` in this folder.
+    Dir(PathBuf),
+    /// `--async-queue-url` and `--async-results`.
+    Aws(sqs::AwsQueue),
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Dir(d) => write!(f, "{}", d.display()),
+            Place::Aws(q) => write!(f, "{} (results in {})", q.queue_url, q.results),
+        }
+    }
+}
+
 /// Settings of a node's asynchronous requests.
 #[derive(Debug, Clone)]
 pub struct JobOptions {
-    /// Where the queue and the results live (`jobs.redb`).
-    pub dir: PathBuf,
+    pub place: Place,
     pub max_attempts: u32,
     /// How long a result is kept after its job ends.
     pub result_ttl: Duration,
@@ -62,9 +85,9 @@ pub struct JobOptions {
 }
 
 impl JobOptions {
-    pub fn new(dir: PathBuf) -> Self {
+    pub fn new(place: Place) -> Self {
         Self {
-            dir,
+            place,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             result_ttl: Duration::from_secs(DEFAULT_RESULT_TTL_SECONDS),
             concurrency: None,
@@ -86,12 +109,6 @@ pub type RunFuture = Pin<Box<dyn Future<Output = Result<serde_json::Value, Failu
 /// Runs one job's request as its synchronous route would, and gives the answer's JSON body.
 pub trait Runner: Send + Sync + 'static {
     fn run(&self, job: &Job, body: Vec<u8>) -> RunFuture;
-}
-
-/// A job the dispatcher holds, and when it may run.
-struct Waiting {
-    pending: Pending,
-    not_before: Option<Instant>,
 }
 
 /// What to do with a job whose run failed.
@@ -126,154 +143,213 @@ fn next(code: Code, attempts: u32, max_attempts: u32) -> Next {
     }
 }
 
-/// The node's asynchronous requests: the store, the queue in memory, the dispatcher.
+enum Backend {
+    Local(local::Local),
+    Sqs(sqs::Sqs),
+}
+
+/// A job taken off the queue to run.
+enum Lease {
+    Local(Pending),
+    Sqs(sqs::Received),
+}
+
+impl Lease {
+    fn id(&self) -> &str {
+        match self {
+            Lease::Local(p) => &p.id,
+            Lease::Sqs(r) => r.id(),
+        }
+    }
+}
+
+/// The node's asynchronous requests: where they are queued, and the dispatcher.
 pub struct Jobs {
-    store: Store,
+    backend: Backend,
     node: Arc<Node>,
     pub options: JobOptions,
     concurrency: usize,
-    queue: Mutex<BTreeMap<u64, Waiting>>,
+    /// Jobs taken off the queue and not yet back or ended: at most twice `concurrency`, so
+    /// that the next jobs' store commits overlap the engine calls of those running.
     running: AtomicUsize,
+    /// Jobs in their model's hands at once: `concurrency`.
+    engine: tokio::sync::Semaphore,
     wake: Notify,
 }
 
 impl Jobs {
-    /// Opens the store and takes back the jobs a previous process left; nothing runs until
-    /// `start`.
-    pub fn open(options: JobOptions, node: Arc<Node>) -> Result<Arc<Self>, StoreError> {
-        let opened = Store::open(&options.dir, options.max_attempts)?;
-        for job in &opened.dead {
-            warn!(
-                job = job.id,
-                model = job.model,
-                attempts = job.attempts,
-                "job failed: the node stopped while running it, with no attempts left"
-            );
-            metrics::async_completed(&job.model, "failed");
-        }
+    /// Opens the queue (and, for `--async-dir`, takes back the jobs a previous process left);
+    /// nothing runs until `start`.
+    pub async fn open(options: JobOptions, node: Arc<Node>) -> Result<Arc<Self>, StoreError> {
+        let backend = match &options.place {
+            Place::Dir(dir) => Backend::Local(local::Local::open(dir, options.max_attempts)?),
+            Place::Aws(q) => Backend::Sqs(sqs::Sqs::connect(q).await?),
+        };
         let concurrency = options.concurrency.unwrap_or(node.config.inference_threads).max(1);
-        let mut queue = BTreeMap::new();
-        for p in opened.pending {
-            metrics::async_jobs(&p.model, "queued", 1.0);
-            queue.insert(p.seq, Waiting { pending: p, not_before: None });
-        }
-        if !queue.is_empty() {
-            info!(jobs = queue.len(), dir = %options.dir.display(), "asynchronous jobs taken back from the last run");
-        }
         Ok(Arc::new(Self {
-            store: opened.store,
+            backend,
             node,
             options,
             concurrency,
-            queue: Mutex::new(queue),
             running: AtomicUsize::new(0),
+            engine: tokio::sync::Semaphore::new(concurrency),
             wake: Notify::new(),
         }))
     }
 
-    /// Starts the dispatcher and the sweeper of old results on `runtime`.
+    /// Starts the dispatcher (and, for `--async-dir`, the sweeper of old results) on `runtime`.
     pub fn start(self: &Arc<Self>, runtime: &tokio::runtime::Handle, runner: Arc<dyn Runner>) {
         runtime.spawn(self.clone().dispatch(runner));
-        runtime.spawn(self.clone().sweep());
+        if let Backend::Local(_) = self.backend {
+            runtime.spawn(self.clone().sweep());
+        }
     }
 
     /// Stores a job (durably) and queues it; an idempotency key already used for the model gives
     /// its job back instead: `(job, true)`.
     pub async fn submit(&self, new: NewJob) -> Result<(Job, bool), StoreError> {
-        let (job, existed) = self.store.submit(new).await?;
+        let (job, existed) = match &self.backend {
+            Backend::Local(l) => l.submit(new).await?,
+            Backend::Sqs(q) => q.submit(new).await?,
+        };
         if !existed {
             metrics::async_submitted(&job.model);
-            metrics::async_jobs(&job.model, "queued", 1.0);
-            self.lock().insert(job.seq, Waiting { pending: Pending::from(&job), not_before: None });
             self.wake.notify_one();
         }
         Ok((job, existed))
     }
 
-    pub fn get(&self, id: &str) -> Result<Option<Job>, StoreError> {
-        self.store.get(id)
+    pub async fn get(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        match &self.backend {
+            Backend::Local(l) => l.get(id),
+            Backend::Sqs(q) => q.get(id).await,
+        }
     }
 
-    /// Jobs queued (not running) now.
-    pub fn queued(&self) -> usize {
-        self.lock().len()
+    /// Jobs queued (not running) here now; `None` for SQS, whose depth SQS knows.
+    pub fn queued(&self) -> Option<usize> {
+        match &self.backend {
+            Backend::Local(l) => Some(l.len()),
+            Backend::Sqs(_) => None,
+        }
     }
 
-    /// Publishes the age of the oldest queued job (0 when none).
+    /// Publishes the age of the oldest queued job (0 when none; `--async-dir` only: SQS reports
+    /// its own, `ApproximateAgeOfOldestMessage`).
     pub fn publish_gauges(&self) {
-        let oldest = self.lock().values().map(|w| w.pending.submitted_ms).min();
-        let age = oldest.map_or(0.0, |ms| store::now_ms().saturating_sub(ms) as f64 / 1e3);
-        ::metrics::gauge!(metrics::ASYNC_OLDEST).set(age);
+        if let Backend::Local(l) = &self.backend {
+            let age = l.oldest_ms().map_or(0.0, |ms| store::now_ms().saturating_sub(ms) as f64 / 1e3);
+            ::metrics::gauge!(metrics::ASYNC_OLDEST).set(age);
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Waiting>> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    /// No engine call waits for an inference thread, and the node is not leaving.
+    fn node_has_room(&self) -> bool {
+        !self.node.registry.leaving() && self.node.pool.load().1 == 0
     }
 
-    /// The first queued job that may run now, taken off the queue; `None` while synchronous
-    /// requests need the room (module docs) or nothing may run yet.
-    fn pick(&self) -> Option<Pending> {
-        let registry = &self.node.registry;
-        if registry.leaving() || self.running.load(Ordering::SeqCst) >= self.concurrency {
+    /// No request waits for a slot of `model`.
+    fn model_has_room(&self, model: &str) -> bool {
+        self.node.registry.get(model).is_none_or(|e| e.admission.waiting() == 0)
+    }
+
+    /// The next job to run now, if there is room for it (module docs).
+    async fn next(&self) -> Option<Lease> {
+        if self.running.load(Ordering::SeqCst) >= 2 * self.concurrency || !self.node_has_room() {
             return None;
         }
-        if self.node.pool.load().1 > 0 {
-            return None;
+        match &self.backend {
+            Backend::Local(l) => l.next(|m| self.model_has_room(m)).map(Lease::Local),
+            Backend::Sqs(q) => match q.next().await {
+                Ok(r) => r.map(Lease::Sqs),
+                Err(e) => {
+                    warn!(error = %e, "cannot receive jobs; trying again in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    None
+                }
+            },
         }
-        let now = Instant::now();
-        let mut queue = self.lock();
-        let seq = queue.iter().find_map(|(&seq, w)| {
-            if w.not_before.is_some_and(|t| t > now) {
-                return None;
-            }
-            let busy = registry.get(&w.pending.model).is_some_and(|e| e.admission.waiting() > 0);
-            (!busy).then_some(seq)
-        })?;
-        self.running.fetch_add(1, Ordering::SeqCst);
-        queue.remove(&seq).map(|w| w.pending)
     }
 
     async fn dispatch(self: Arc<Self>, runner: Arc<dyn Runner>) {
         loop {
-            if let Some(p) = self.pick() {
+            if let Some(lease) = self.next().await {
+                self.running.fetch_add(1, Ordering::SeqCst);
                 let (jobs, runner) = (self.clone(), runner.clone());
                 tokio::spawn(async move {
-                    jobs.run_one(p, runner.as_ref()).await;
+                    jobs.run_one(lease, runner.as_ref()).await;
                     jobs.running.fetch_sub(1, Ordering::SeqCst);
                     jobs.wake.notify_one();
                 });
                 continue;
             }
-            if self.lock().is_empty() {
-                self.wake.notified().await;
-            } else {
-                let _ = tokio::time::timeout(POLL, self.wake.notified()).await;
+            match &self.backend {
+                Backend::Local(l) if l.len() == 0 => self.wake.notified().await,
+                _ => {
+                    let _ = tokio::time::timeout(POLL, self.wake.notified()).await;
+                }
             }
         }
     }
 
-    /// Back in the queue, to run no sooner than `after`.
-    fn hold(&self, p: Pending, after: Duration) {
-        metrics::async_jobs(&p.model, "queued", 1.0);
-        self.lock().insert(p.seq, Waiting { pending: p, not_before: Some(Instant::now() + after) });
+    async fn start_job(&self, lease: &Lease) -> Result<Option<(Job, Vec<u8>)>, StoreError> {
+        match (&self.backend, lease) {
+            (Backend::Local(l), Lease::Local(p)) => l.start(p).await,
+            (Backend::Sqs(q), Lease::Sqs(r)) => q.start(r).await,
+            _ => unreachable!("a lease comes from its backend"),
+        }
     }
 
-    async fn run_one(&self, p: Pending, runner: &dyn Runner) {
-        metrics::async_jobs(&p.model, "queued", -1.0);
-        let (job, body) = match self.store.start(&p.id).await {
+    async fn finish(&self, lease: &Lease, outcome: Outcome) -> Result<Option<Job>, StoreError> {
+        match (&self.backend, lease) {
+            (Backend::Local(l), Lease::Local(p)) => l.finish(&p.id, outcome).await,
+            (Backend::Sqs(q), Lease::Sqs(r)) => q.finish(r, outcome).await,
+            _ => unreachable!("a lease comes from its backend"),
+        }
+    }
+
+    /// Back in the queue, to run no sooner than `after`.
+    async fn retry(&self, lease: Lease, started: bool, counted: bool, after: Duration) {
+        match (&self.backend, lease) {
+            (Backend::Local(l), Lease::Local(p)) => l.retry(p, started, counted, after).await,
+            (Backend::Sqs(q), Lease::Sqs(r)) => q.retry(&r, started, after).await,
+            _ => unreachable!("a lease comes from its backend"),
+        }
+        self.wake.notify_one();
+    }
+
+    async fn run_one(&self, lease: Lease, runner: &dyn Runner) {
+        let (job, body) = match self.start_job(&lease).await {
             Ok(Some(started)) => started,
             Ok(None) => return, // ended already
             Err(e) => {
-                warn!(job = p.id, error = %e, "cannot start a job; trying again in 1 s");
-                return self.hold(p, Duration::from_secs(1));
+                warn!(job = lease.id(), error = %e, "cannot start a job; trying again in 1 s");
+                return self.retry(lease, false, false, Duration::from_secs(1)).await;
             }
         };
-        metrics::async_jobs(&job.model, "running", 1.0);
-        let result = runner.run(&job, body).await;
-        metrics::async_jobs(&job.model, "running", -1.0);
+        let result = if job.attempts > self.options.max_attempts {
+            // Received again and again without a result (SQS): its node keeps dying on it.
+            Err(None)
+        } else {
+            // Its turn in the engine; the room checked again, as it may have gone meanwhile.
+            let _slot = self.engine.acquire().await.expect("the semaphore is never closed");
+            while !(self.node_has_room() && self.model_has_room(&job.model)) {
+                if self.node.registry.leaving() {
+                    // Stopping: back to the queue, this attempt not counted (it never ran).
+                    return self.retry(lease, true, false, Duration::from_secs(1)).await;
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            metrics::async_jobs(&job.model, "running", 1.0);
+            let result = runner.run(&job, body).await;
+            metrics::async_jobs(&job.model, "running", -1.0);
+            result.map_err(Some)
+        };
+        self.wake.notify_one();
         let outcome = match result {
             Ok(v) => Outcome::Done(v),
-            Err(f) => match next(f.code, job.attempts, self.options.max_attempts) {
+            Err(None) => Outcome::Failed(sqs::dead_letter(job.attempts)),
+            Err(Some(f)) => match next(f.code, job.attempts, self.options.max_attempts) {
                 Next::Retry { counted, after } => {
                     if counted {
                         metrics::async_retried(&job.model);
@@ -286,10 +362,7 @@ impl Jobs {
                             "job failed; trying again"
                         );
                     }
-                    if let Err(e) = self.store.requeue(&job.id, counted).await {
-                        warn!(job = job.id, error = %e, "cannot put a job back in the queue");
-                    }
-                    return self.hold(p, after);
+                    return self.retry(lease, true, counted, after).await;
                 }
                 Next::Fail => {
                     let error = if job.attempts > 1 {
@@ -301,7 +374,7 @@ impl Jobs {
                 }
             },
         };
-        match self.store.finish(&job.id, outcome).await {
+        match self.finish(&lease, outcome).await {
             Ok(Some(ended)) => {
                 metrics::async_completed(&ended.model, if ended.status == Status::Done { "done" } else { "failed" });
                 if let Some(url) = ended.callback_url.clone().or_else(|| self.options.callback_url.clone()) {
@@ -312,21 +385,18 @@ impl Jobs {
             Err(e) => {
                 // Not stored: it runs again (at least once into the engine, one stored result).
                 warn!(job = job.id, error = %e, "cannot store a job's result; running it again in 1 s");
-                if let Err(e) = self.store.requeue(&job.id, false).await {
-                    warn!(job = job.id, error = %e, "cannot put a job back in the queue");
-                }
-                self.hold(p, Duration::from_secs(1));
+                self.retry(lease, true, false, Duration::from_secs(1)).await;
             }
         }
     }
 
     /// Deletes results older than the TTL, every tenth of it (at most every minute).
     async fn sweep(self: Arc<Self>) {
+        let Backend::Local(l) = &self.backend else { return };
         let every = (self.options.result_ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
         loop {
             tokio::time::sleep(every).await;
-            let before = store::now_ms().saturating_sub(self.options.result_ttl.as_millis() as u64);
-            match self.store.sweep(before).await {
+            match l.sweep(self.options.result_ttl).await {
                 Ok(0) => {}
                 Ok(n) => info!(jobs = n, "expired asynchronous results deleted"),
                 Err(e) => warn!(error = %e, "cannot delete expired asynchronous results"),

@@ -114,12 +114,17 @@ pub enum Outcome {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("the job store failed: {0}")]
-pub struct StoreError(String);
+pub enum StoreError {
+    #[error("the job store failed: {0}")]
+    Failed(String),
+    /// A request too large for the queue (SQS messages: 256 KiB).
+    #[error("the request is {0} bytes as a queue message; the queue takes at most {1}")]
+    TooLarge(usize, usize),
+}
 
 impl StoreError {
-    fn from<E: std::fmt::Display>(e: E) -> Self {
-        Self(e.to_string())
+    pub(crate) fn from<E: std::fmt::Display>(e: E) -> Self {
+        Self::Failed(e.to_string())
     }
 }
 
@@ -170,9 +175,11 @@ impl Store {
     /// Opens (or creates) `dir/jobs.redb`. Jobs that were running when the last process stopped
     /// go back to the queue, with that attempt counted; those with no attempts left fail.
     pub fn open(dir: &Path, max_attempts: u32) -> Result<Opened, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Failed(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("jobs.redb");
-        let db = Database::create(&path).map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        let db =
+            Database::create(&path).map_err(|e| StoreError::Failed(format!("cannot open {}: {e}", path.display())))?;
         let db = Arc::new(db);
         let (pending, dead) = recover(&db, max_attempts)?;
         let next_seq = pending.last().map_or(0, |p| p.seq + 1);
@@ -191,8 +198,8 @@ impl Store {
 
     async fn call(&self, op: Op) -> Result<Done, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.ops.send((op, tx)).map_err(|_| StoreError("the store's writer has stopped".into()))?;
-        rx.await.map_err(|_| StoreError("the store's writer has stopped".into()))?
+        self.ops.send((op, tx)).map_err(|_| StoreError::Failed("the store's writer has stopped".into()))?;
+        rx.await.map_err(|_| StoreError::Failed("the store's writer has stopped".into()))?
     }
 
     /// Stores a new job (on disk when this returns), or finds the one its idempotency key names:
@@ -245,7 +252,7 @@ impl Store {
 }
 
 fn decode(bytes: &[u8]) -> Result<Job, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError(format!("a stored job does not parse: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Failed(format!("a stored job does not parse: {e}")))
 }
 
 fn encode(job: &Job) -> Vec<u8> {

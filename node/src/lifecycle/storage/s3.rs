@@ -127,24 +127,32 @@ impl Default for Timeouts {
 /// A client for `endpoint` (else `AWS_ENDPOINT_URL`, else AWS). The SDK's own retries are off:
 /// callers retry whole transfers (a body cut off half-way is retried too) and log each attempt.
 pub async fn client(endpoint: Option<&str>, timeouts: Timeouts) -> Client {
+    s3_client(&sdk_config(endpoint, timeouts, RetryConfig::disabled()).await)
+}
+
+/// The AWS settings every client of the node shares: the default credential and region chains
+/// (us-east-1 when none is set), `endpoint` (else `AWS_ENDPOINT_URL`, else AWS), the timeouts and
+/// retries given.
+pub async fn sdk_config(endpoint: Option<&str>, timeouts: Timeouts, retry: RetryConfig) -> aws_config::SdkConfig {
     let region = RegionProviderChain::default_provider().or_else(Region::new("us-east-1"));
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(region)
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(timeouts.connect)
-                .read_timeout(timeouts.read)
-                .operation_attempt_timeout(timeouts.attempt)
-                .build(),
-        );
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region).retry_config(retry).timeout_config(
+        TimeoutConfig::builder()
+            .connect_timeout(timeouts.connect)
+            .read_timeout(timeouts.read)
+            .operation_attempt_timeout(timeouts.attempt)
+            .build(),
+    );
     if let Some(url) = endpoint {
         loader = loader.endpoint_url(url);
     }
-    let shared = loader.load().await;
-    // S3-compatible stores (MinIO, moto, Ceph) address buckets by path, not by host name.
+    loader.load().await
+}
+
+/// An S3 client of `shared`; S3-compatible stores (MinIO, moto, Ceph) address buckets by path,
+/// not by host name.
+pub fn s3_client(shared: &aws_config::SdkConfig) -> Client {
     let custom = shared.endpoint_url().is_some();
-    Client::from_conf(aws_sdk_s3::config::Builder::from(&shared).force_path_style(custom).build())
+    Client::from_conf(aws_sdk_s3::config::Builder::from(shared).force_path_style(custom).build())
 }
 
 #[cfg(test)]
