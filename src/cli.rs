@@ -426,6 +426,34 @@ pub struct ManifestsArgs {
     #[arg(long, env = "STOWAGE_PROMETHEUS_URL", default_value = stowage_deployment::monitoring::DEFAULT_PROMETHEUS_URL)]
     pub prometheus_url: String,
 
+    /// Asynchronous requests on one SQS queue per node: this URL with {node} filled in (e.g.
+    /// https://sqs.eu-west-1.amazonaws.com/123456789012/stowage-{node}; create the queues first).
+    /// Each node gets the queue and --async-results, and a KEDA ScaledObject that adds pods on
+    /// the queue's depth (with --hpa-max-replicas; beside --keda-inflight's trigger) through the
+    /// nodes' IRSA role (--irsa-role-arn).
+    #[arg(long = "async-queue-url", env = "STOWAGE_ASYNC_QUEUE_URL", requires_all = ["async_results", "irsa_role_arn", "hpa_max_replicas"])]
+    pub async_queue_url: Option<String>,
+
+    /// Where the nodes' asynchronous jobs keep their documents: s3://bucket/prefix/.
+    #[arg(long, env = "STOWAGE_ASYNC_RESULTS", requires = "async_queue_url")]
+    pub async_results: Option<String>,
+
+    /// The queues' AWS region (default: read from --async-queue-url).
+    #[arg(long, env = "AWS_REGION")]
+    pub aws_region: Option<String>,
+
+    /// Messages per node replica KEDA aims at: a node with more waiting gets more pods.
+    #[arg(long, env = "STOWAGE_ASYNC_QUEUE_LENGTH", default_value_t = stowage_deployment::jobs::DEFAULT_QUEUE_LENGTH)]
+    pub async_queue_length: u32,
+
+    /// Messages below which KEDA leaves a node at --replicas (its activation threshold).
+    #[arg(long, env = "STOWAGE_ASYNC_ACTIVATION_QUEUE_LENGTH", default_value_t = 0)]
+    pub async_activation_queue_length: u32,
+
+    /// The nodes' --async-visibility-timeout-seconds.
+    #[arg(long, env = "STOWAGE_ASYNC_VISIBILITY_TIMEOUT_SECONDS", default_value_t = stowage_node::jobs::sqs::DEFAULT_VISIBILITY_SECONDS)]
+    pub async_visibility_timeout_seconds: u64,
+
     /// Also write loadtest.yaml: a Job of this many vegeta client pods attacking every model
     /// in-cluster (apply it separately; gather with scripts/loadtest-gather.sh).
     #[arg(long, env = "STOWAGE_LOADTEST_CLIENTS")]

@@ -2,6 +2,7 @@
 //! targets (`targets`). Reads the plan and catalog types of `stowage-core`; knows nothing of
 //! packing (`stowage-planner`) or serving (`stowage-node`).
 
+pub mod jobs;
 pub mod manifests;
 pub mod monitoring;
 pub mod slices;

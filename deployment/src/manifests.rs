@@ -75,6 +75,8 @@ pub struct ManifestOptions {
     pub network_policy: Option<NetworkAccess>,
     /// PodMonitors and a Grafana dashboard (`monitoring.yaml`); KEDA autoscaling on load.
     pub monitoring: Option<crate::monitoring::MonitoringOptions>,
+    /// Asynchronous requests on an SQS queue per node, KEDA scaling on its depth.
+    pub async_queue: Option<crate::jobs::AsyncQueueOptions>,
 }
 
 /// Who may reach the nodes.
@@ -350,12 +352,20 @@ fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deploy
     if family == "inf1" {
         tolerations.push(tolerate(NEURON));
     }
+    let mut env = vec![EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), ..Default::default() }];
+    if let Some(q) = &o.async_queue {
+        env.extend(q.env(&node.id).into_iter().map(|(name, value)| EnvVar {
+            name: name.into(),
+            value: Some(value),
+            ..Default::default()
+        }));
+    }
     let container = Container {
         name: "stowage".into(),
         image: Some(image.clone()),
         args: Some(all.into_iter().map(String::from).collect()),
         ports: Some(http_port()),
-        env: Some(vec![EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), ..Default::default() }]),
+        env: Some(env),
         resources: Some(ResourceRequirements { requests: Some(requests), limits: Some(limits), ..Default::default() }),
         liveness_probe: Some(probe("/ping", 10, 3)),
         readiness_probe: Some(probe("/ready", 5, 2)),
@@ -649,13 +659,24 @@ pub fn render(
             serde_yaml_ng::to_string(&pdb(n, o)).expect("serializes"),
         ];
         if let Some(max) = o.hpa_max_replicas.filter(|&m| m > o.replicas) {
-            match o.monitoring.as_ref().and_then(|m| m.keda.as_ref()) {
-                // KEDA makes (and owns) the node's HPA, on load instead of CPU.
-                Some(keda) => docs.push(crate::monitoring::scaled_object(n, &o.namespace, keda, o.replicas, max)),
-                None => docs.push(serde_yaml_ng::to_string(&hpa(n, o, max)).expect("serializes")),
+            // KEDA makes (and owns) the node's HPA, on load and queue depth instead of CPU.
+            let mut triggers = Vec::new();
+            if let Some(keda) = o.monitoring.as_ref().and_then(|m| m.keda.as_ref()) {
+                triggers.push(crate::monitoring::inflight_trigger(n, &o.namespace, keda));
+            }
+            if let Some(q) = &o.async_queue {
+                triggers.push(crate::jobs::sqs_trigger(n, q));
+            }
+            if triggers.is_empty() {
+                docs.push(serde_yaml_ng::to_string(&hpa(n, o, max)).expect("serializes"));
+            } else {
+                docs.push(crate::monitoring::scaled_object(n, &o.namespace, triggers, o.replicas, max));
             }
         }
         files.push(ManifestFile { name: format!("node-{}.yaml", n.id), yaml: docs.join("---\n") });
+    }
+    if o.async_queue.is_some() {
+        files.push(ManifestFile { name: "async.yaml".into(), yaml: crate::jobs::trigger_authentication(&o.namespace) });
     }
     if o.monitoring.is_some() {
         files.push(ManifestFile {

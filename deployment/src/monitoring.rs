@@ -205,12 +205,27 @@ pub fn monitoring_yaml(namespace: &str, gateway: &str) -> String {
         .join("---\n")
 }
 
-/// The KEDA ScaledObject of node `n`: from `min` to `max` replicas on the requests its pods hold.
-pub fn scaled_object(n: &PlanNode, namespace: &str, keda: &KedaOptions, min: i32, max: i32) -> String {
+/// The KEDA trigger on the requests a node's pods hold (in flight and waiting for a thread),
+/// per pod.
+pub fn inflight_trigger(n: &PlanNode, namespace: &str, keda: &KedaOptions) -> Value {
     let query = format!(
         "sum(stowage_inflight_requests{{namespace=\"{namespace}\", {NODE_LABEL}=\"{}\"}}) + sum(stowage_inference_backlog{{namespace=\"{namespace}\", {NODE_LABEL}=\"{}\"}})",
         n.id, n.id
     );
+    json!({
+        "type": "prometheus",
+        "metricType": "AverageValue",
+        "metadata": {
+            "serverAddress": keda.prometheus_url,
+            "query": query,
+            "threshold": format!("{}", keda.inflight_per_pod),
+        },
+    })
+}
+
+/// The KEDA ScaledObject of node `n`: from `min` to `max` replicas on its `triggers` (KEDA adds
+/// pods while any trigger asks for more).
+pub fn scaled_object(n: &PlanNode, namespace: &str, triggers: Vec<Value>, min: i32, max: i32) -> String {
     let labels: BTreeMap<&str, &str> = BTreeMap::from([
         ("app.kubernetes.io/name", "stowage"),
         ("app.kubernetes.io/part-of", "stowage"),
@@ -226,15 +241,7 @@ pub fn scaled_object(n: &PlanNode, namespace: &str, keda: &KedaOptions, min: i32
             "maxReplicaCount": max,
             // A new pod loads every model of the node before it is ready: do not flap.
             "cooldownPeriod": 600,
-            "triggers": [{
-                "type": "prometheus",
-                "metricType": "AverageValue",
-                "metadata": {
-                    "serverAddress": keda.prometheus_url,
-                    "query": query,
-                    "threshold": format!("{}", keda.inflight_per_pod),
-                },
-            }],
+            "triggers": triggers,
         },
     });
     serde_yaml_ng::to_string(&v).expect("serializes")

@@ -28,6 +28,7 @@ fn opts() -> ManifestOptions {
             cidrs: vec!["10.0.0.0/16".into()],
         }),
         monitoring: None,
+        async_queue: None,
     }
 }
 
@@ -436,4 +437,69 @@ fn monitoring_watches_nodes_and_gateway_and_its_dashboard_reads_documented_metri
     // Prometheus may scrape the nodes through the NetworkPolicy.
     let policy = file("networkpolicy.yaml");
     assert!(policy.contains("kubernetes.io/metadata.name: monitoring"), "{policy}");
+}
+
+#[test]
+fn async_queues_give_each_node_its_queue_and_a_keda_trigger_on_its_depth() {
+    use stowage_deployment::jobs::{AsyncQueueOptions, TRIGGER_AUTH};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../planner/tests/data");
+    let plan_json = std::fs::read_to_string(dir.join("small.plan.json")).unwrap();
+    let plan = Plan::parse("small.plan.json", &plan_json).unwrap();
+    let catalog = Catalog::load(dir.join("small.toml")).unwrap();
+    let toml = std::fs::read_to_string(dir.join("small.toml")).unwrap();
+    let q = AsyncQueueOptions {
+        queue_url: "https://sqs.eu-west-1.amazonaws.com/123456789012/stowage-{node}".into(),
+        results: "s3://jobs/results/".into(),
+        region: "eu-west-1".into(),
+        queue_length: 50,
+        activation_queue_length: 0,
+        visibility_seconds: 60,
+    };
+    let o = ManifestOptions { hpa_max_replicas: Some(4), async_queue: Some(q), ..opts() };
+    let files = render(&plan, &catalog, &plan_json, &toml, &o).unwrap();
+    let file = |name: &str| files.iter().find(|f| f.name == name).unwrap_or_else(|| panic!("no {name}")).yaml.clone();
+    let docs = |text: &str| -> Vec<serde_json::Value> {
+        text.split("---\n").map(|d| serde_yaml_ng::from_str(d).unwrap()).collect()
+    };
+    assert!(file("kustomization.yaml").contains("  - async.yaml\n"));
+    let auth = &docs(&file("async.yaml"))[0];
+    assert_eq!(
+        (auth["kind"].as_str(), auth["metadata"]["name"].as_str()),
+        (Some("TriggerAuthentication"), Some(TRIGGER_AUTH))
+    );
+    assert_eq!(auth["spec"]["podIdentity"], serde_json::json!({"provider": "aws", "identityOwner": "workload"}));
+    for n in &plan.nodes {
+        let node = docs(&file(&format!("node-{}.yaml", n.id)));
+        let queue = format!("https://sqs.eu-west-1.amazonaws.com/123456789012/stowage-{}", n.id);
+        // The node's container: the queue as `stowage serve` reads it.
+        let deployment = node.iter().find(|d| d["kind"] == "Deployment").unwrap();
+        let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap();
+        let var = |name: &str| env.iter().find(|e| e["name"] == name).map(|e| e["value"].clone());
+        assert_eq!(var("STOWAGE_ASYNC_QUEUE_URL"), Some(queue.clone().into()));
+        assert_eq!(var("STOWAGE_ASYNC_RESULTS"), Some("s3://jobs/results/".into()));
+        // KEDA instead of the CPU HPA: one trigger on the queue's depth, authenticated by IRSA.
+        assert!(!node.iter().any(|d| d["kind"] == "HorizontalPodAutoscaler"));
+        let so = node.iter().find(|d| d["kind"] == "ScaledObject").unwrap();
+        let triggers = so["spec"]["triggers"].as_array().unwrap();
+        assert_eq!(triggers.len(), 1);
+        let t = &triggers[0];
+        assert_eq!(
+            (t["type"].as_str(), t["authenticationRef"]["name"].as_str()),
+            (Some("aws-sqs-queue"), Some(TRIGGER_AUTH))
+        );
+        assert_eq!(t["metadata"]["queueURL"], queue);
+        assert_eq!(
+            (
+                t["metadata"]["queueLength"].as_str(),
+                t["metadata"]["activationQueueLength"].as_str(),
+                t["metadata"]["awsRegion"].as_str()
+            ),
+            (Some("50"), Some("0"), Some("eu-west-1")),
+            "KEDA's metadata values are strings"
+        );
+        assert_eq!(
+            (so["spec"]["minReplicaCount"].as_i64(), so["spec"]["maxReplicaCount"].as_i64()),
+            (Some(1), Some(4))
+        );
+    }
 }

@@ -66,7 +66,27 @@ pub fn run(args: &ManifestsArgs) -> Result<()> {
                 .keda_inflight
                 .map(|n| KedaOptions { prometheus_url: args.prometheus_url.clone(), inflight_per_pod: n }),
         }),
+        async_queue: None,
     };
+    let mut opts = opts;
+    if let Some(url) = &args.async_queue_url {
+        ensure!(url.contains("{node}"), "--async-queue-url must name each node's queue with {{node}}");
+        let results = args.async_results.clone().unwrap_or_default();
+        ensure!(results.starts_with("s3://"), "--async-results must be s3://bucket/prefix/");
+        let region = args.aws_region.clone().or_else(|| stowage_deployment::jobs::region_of(url));
+        let Some(region) = region else {
+            anyhow::bail!("--async-queue-url {url:?} names no region (sqs.REGION.amazonaws.com): give --aws-region")
+        };
+        ensure!(args.async_queue_length >= 1, "--async-queue-length must be at least 1");
+        opts.async_queue = Some(stowage_deployment::jobs::AsyncQueueOptions {
+            queue_url: url.clone(),
+            results,
+            region,
+            queue_length: args.async_queue_length,
+            activation_queue_length: args.async_activation_queue_length,
+            visibility_seconds: args.async_visibility_timeout_seconds,
+        });
+    }
     if let Some(n) = args.keda_inflight {
         ensure!(n.is_finite() && n > 0.0, "--keda-inflight must be a positive number of requests per pod");
     }

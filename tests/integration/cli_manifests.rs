@@ -141,3 +141,34 @@ fn manifests_refuse_a_mismatched_catalog() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn manifests_give_nodes_their_sqs_queues_as_serve_reads_them() {
+    let (dir, _, plan) = planned();
+    let deploy = dir.path().join("deploy");
+    let base = |url: &str| {
+        let mut c = stowage();
+        c.arg("manifests").arg("--plan").arg(&plan).arg("--out").arg(&deploy);
+        c.args(["--models-in-image", "--allow-cpu-on-inf1", "--hpa-max-replicas", "4"]);
+        c.args(["--irsa-role-arn", "arn:aws:iam::123456789012:role/stowage", "--async-results", "s3://jobs/r/"]);
+        c.args(["--async-queue-url", url]);
+        c
+    };
+    // A URL without {node} would give every node one queue; one without a region needs --aws-region.
+    for (url, says) in
+        [("https://sqs.eu-west-1.amazonaws.com/1/q", "{node}"), ("http://queues.internal/1/q-{node}", "--aws-region")]
+    {
+        let out = base(url).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.code() == Some(1) && err.contains(says), "{url}: {err}");
+    }
+    run(&mut base("https://sqs.eu-west-1.amazonaws.com/123456789012/stowage-{node}"));
+    let node = std::fs::read_to_string(deploy.join("node-c5-xlarge-000.yaml")).unwrap();
+    assert!(node.contains("kind: ScaledObject") && node.contains("type: aws-sqs-queue"), "{node}");
+    // Every variable the Deployment sets is one `stowage serve` reads.
+    let help = run(stowage().args(["serve", "--help"]));
+    for var in ["STOWAGE_ASYNC_QUEUE_URL", "STOWAGE_ASYNC_RESULTS", "STOWAGE_ASYNC_VISIBILITY_TIMEOUT_SECONDS"] {
+        assert!(node.contains(&format!("name: {var}")), "{var} not set");
+        assert!(help.contains(&format!("[env: {var}=")), "serve does not read {var}");
+    }
+}
