@@ -95,6 +95,9 @@ def main():
     ap.add_argument("--share", type=float, default=0.3)
     ap.add_argument("--burst", type=float, default=10)
     ap.add_argument("--async-concurrency", type=int, default=None)
+    ap.add_argument("--sqs", action="store_true",
+                    help="queue on SQS with results in S3, both served by moto_server on loopback (on the clients' CPU); "
+                         "measures submission and the drain alone only")
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--locked", "-q"], cwd=ROOT, check=True)
     stowage = os.path.join(ROOT, "target", "release", "stowage")
@@ -106,11 +109,15 @@ def main():
              [("late", 3), ("quick", 1), ("fine", 12), ("awful", 48), ("great", 2)]]
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    queue_flags, moto = ["--async-dir", f"{work}/q"], None
+    env = {**os.environ, "RUST_LOG": "warn"}
+    if a.sqs:
+        moto, queue_flags = sqs_queue(env)
     node = subprocess.Popen(
         ["taskset", "-c", "0", stowage, "serve", "--catalog", f"{work}/m/models.toml", "--host", "127.0.0.1",
          "--port", str(port), "--engine", a.engine, "--inference-threads", "1", "--workers", "1",
-         "--async-dir", f"{work}/q"] + (["--async-concurrency", str(a.async_concurrency)] if a.async_concurrency else []),
-        stdout=subprocess.DEVNULL, stderr=open(f"{work}/serve.log", "w"), env={**os.environ, "RUST_LOG": "warn"})
+         *queue_flags] + (["--async-concurrency", str(a.async_concurrency)] if a.async_concurrency else []),
+        stdout=subprocess.DEVNULL, stderr=open(f"{work}/serve.log", "w"), env=env)
     try:
         while status(f"{base}/ready") != 200:
             if node.poll() is not None:
@@ -131,6 +138,9 @@ def main():
         start = time.monotonic()
         lat, codes, submit_s = submit(port, 0, n_alone, texts, models)
         alone_s = wait_done(base, n_alone, start)
+        if a.sqs:
+            report(a, backend, capacity, one, n_alone, submit_s, lat, codes, alone_s, None)
+            return
         # 3. baseline
         rate = a.share * capacity
         base_r = attack(stowage, targets, ["--rate", f"{rate:.1f}", "--arrivals", "poisson", "--duration", "15"], "1")
@@ -153,14 +163,46 @@ def main():
     finally:
         node.terminate()
         node.wait()
+        if moto:
+            moto.terminate()
+    report(a, backend, capacity, one, n_alone, submit_s, lat, codes, alone_s,
+           (rate, base_r, n_burst, bsubmit_s, bcodes, burst_s, during))
+
+
+def sqs_queue(env):
+    """moto_server on CPU 1 with a bucket and a queue; (process, serve's queue flags). Sets fake
+    credentials in env."""
+    import urllib.request
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    moto = subprocess.Popen(["taskset", "-c", "1", "moto_server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while status(url) == 0:
+        time.sleep(0.1)
+    env.update({"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
+                "AWS_EC2_METADATA_DISABLED": "true"})
+    auth = "AWS4-HMAC-SHA256 Credential=test/20261206/us-east-1/{}/aws4_request, SignedHeaders=host, Signature=0"
+    urllib.request.urlopen(urllib.request.Request(f"{url}/jobs", method="PUT", headers={"Authorization": auth.format("s3")}))
+    body = b"Action=CreateQueue&QueueName=bench"
+    r = urllib.request.urlopen(urllib.request.Request(url, data=body, headers={
+        "Authorization": auth.format("sqs"), "Content-Type": "application/x-www-form-urlencoded"})).read().decode()
+    queue = re.search(r"<QueueUrl>(.*?)</QueueUrl>", r).group(1)
+    return moto, ["--async-queue-url", queue, "--async-results", "s3://jobs/results/", "--s3-endpoint", url]
+
+
+def report(a, backend, capacity, one, n_alone, submit_s, lat, codes, alone_s, burst):
     ms = lambda s: f"{s * 1e3:.2f}"
     lat_of = lambda r, p: r["latency_ms"][p]
-    print(f"node: {a.count} {a.preset} models ({backend}), one CPU, --async-concurrency {a.async_concurrency or 'default (1)'}; clients on another; {time.strftime('%Y-%m-%d')}\n")
+    queue = "SQS + S3 (moto on the clients' CPU)" if a.sqs else "embedded (redb)"
+    print(f"node: {a.count} {a.preset} models ({backend}), one CPU, {queue} queue, --async-concurrency {a.async_concurrency or 'default (1)'}; clients on another; {time.strftime('%Y-%m-%d')}\n")
     print("| measure | value |\n|---|---:|")
     print(f"| sync capacity (closed loop, c8) | {capacity:.1f} req/s (c1, no batching: {one:.1f}) |")
     print(f"| async alone: {n_alone} jobs, submitted in | {submit_s:.2f} s ({n_alone / submit_s:.0f}/s; 202 p50 {ms(pct(lat, 50))} ms, p99 {ms(pct(lat, 99))} ms; codes {codes}) |")
     print(f"| async alone: all done after | {alone_s:.2f} s: {n_alone / alone_s:.1f} jobs/s = {n_alone / alone_s / capacity:.2f} × capacity |")
-    print(f"| node time per job beyond a sync request | {ms(1 / (n_alone / alone_s) - 1 / capacity)} ms |")
+    print(f"| node time per job beyond an unbatched sync request (c1) | {ms(1 / (n_alone / alone_s) - 1 / one)} ms |")
+    if burst is None:
+        return
+    rate, base_r, n_burst, bsubmit_s, bcodes, burst_s, during = burst
     print(f"| sync alone, open loop {rate:.1f} req/s ({a.share:.0%}): P50 / P90 / P99 | {lat_of(base_r, 'p50'):.1f} / {lat_of(base_r, 'p90'):.1f} / {lat_of(base_r, 'p99'):.1f} ms |")
     print(f"| burst: {n_burst} jobs ({a.burst:g} × capacity), submitted in | {bsubmit_s:.2f} s; codes {bcodes} |")
     print(f"| burst: all done after | {burst_s:.2f} s: {n_burst / burst_s:.1f} jobs/s = {n_burst / burst_s / ((1 - a.share) * capacity):.2f} × the capacity left |")

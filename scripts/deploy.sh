@@ -104,7 +104,8 @@ for m in models:
       local node=$1 port
       port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
       setsid "$stowage" serve --plan "$out/nodes/$node/plan.json" --catalog "$catalog" --node "$node" \
-        --host 127.0.0.1 --port "$port" "${extra[@]+"${extra[@]}"}" >> "$out/logs/$node.log" 2>&1 < /dev/null &
+        --host 127.0.0.1 --port "$port" --async-dir "$out/nodes/$node/jobs" "${extra[@]+"${extra[@]}"}" \
+        >> "$out/logs/$node.log" 2>&1 < /dev/null &
       printf '%s\t%s\t%s\n' "$node" "$!" "http://127.0.0.1:$port" >> "$out/nodes.next"
     }
     # Writes routes.json for the plan from the node list $1, replacing the old one at once.

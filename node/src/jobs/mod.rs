@@ -45,6 +45,8 @@ pub use store::{Job, JobError, NewJob, Outcome, Pending, Protocol, Status, Store
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// Default of `--async-result-ttl-seconds`: a day.
 pub const DEFAULT_RESULT_TTL_SECONDS: u64 = 86_400;
+/// SQS jobs received ahead of the engine, at least.
+const SQS_AHEAD: usize = 8;
 /// How long the dispatcher waits before it looks again for room for a job it holds back.
 const POLL: Duration = Duration::from_millis(2);
 /// Tries of a callback, and how long each may take.
@@ -169,8 +171,8 @@ pub struct Jobs {
     node: Arc<Node>,
     pub options: JobOptions,
     concurrency: usize,
-    /// Jobs taken off the queue and not yet back or ended: at most twice `concurrency`, so
-    /// that the next jobs' store commits overlap the engine calls of those running.
+    /// Jobs taken off the queue and not yet back or ended: `concurrency` in the engine and as
+    /// many more (`SQS_AHEAD` for SQS) whose store calls overlap the engine's work.
     running: AtomicUsize,
     /// Jobs in their model's hands at once: `concurrency`.
     engine: tokio::sync::Semaphore,
@@ -255,7 +257,13 @@ impl Jobs {
 
     /// The next job to run now, if there is room for it (module docs).
     async fn next(&self) -> Option<Lease> {
-        if self.running.load(Ordering::SeqCst) >= 2 * self.concurrency || !self.node_has_room() {
+        // Jobs ahead of the engine: their store calls overlap the engine's work (local commits
+        // take a few ms; an SQS job makes several round trips to SQS and S3 before and after).
+        let ahead = match self.backend {
+            Backend::Local(_) => self.concurrency,
+            Backend::Sqs(_) => self.concurrency.max(SQS_AHEAD),
+        };
+        if self.running.load(Ordering::SeqCst) >= self.concurrency + ahead || !self.node_has_room() {
             return None;
         }
         match &self.backend {

@@ -7,7 +7,7 @@
 //! come back (at least once into the engine). SQS counts receives (`ApproximateReceiveCount`):
 //! that count is the job's attempts, and a message received more than `--async-max-attempts`
 //! times ends `failed` without running again (the dead letter). A job already ended in S3 (a
-//! second delivery) is deleted without running: one stored result per id.
+//! second delivery) keeps its first result: one stored result per id.
 
 use std::time::Duration;
 
@@ -209,13 +209,9 @@ impl Sqs {
         Ok(())
     }
 
-    /// Marks the job running (its attempts: the message's receives); `None` when it has ended
-    /// already (its message is deleted).
+    /// Marks the job running (its attempts: the message's receives). A second delivery of a job
+    /// that has ended runs again, and `finish` keeps the first result.
     pub async fn start(&self, r: &Received) -> Result<Option<(Job, Vec<u8>)>, StoreError> {
-        if self.get(r.id()).await?.is_some_and(|j| j.status.is_final()) {
-            self.delete(&r.receipt).await?;
-            return Ok(None);
-        }
         let job = job_of(&r.msg, Status::Running, r.receives);
         self.put(&job).await?;
         Ok(Some((job, r.msg.body.clone().into_bytes())))
