@@ -37,6 +37,7 @@ fn main() -> anyhow::Result<()> {
         sha256: None,
         cold: false,
         request_tokens: stowage_core::catalog::DEFAULT_REQUEST_TOKENS,
+        slo_p90_ms: None,
     };
     let loaded = Arc::new(load::load(&spec, &EngineOptions::default())?.model);
     let batch: usize = std::env::var("BATCH").ok().map(|b| b.parse()).transpose()?.unwrap_or(1);

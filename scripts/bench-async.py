@@ -17,7 +17,6 @@ Prints a Markdown table for BENCHMARKS.md.
                                  [--async-concurrency N]
 """
 import argparse
-import base64
 import http.client
 import json
 import os
@@ -27,7 +26,7 @@ import tempfile
 import threading
 import time
 
-from benchlib import ROOT, free_port, status
+from benchlib import ROOT, TEXTS, attack, free_port, one_cpu_node, status, write_targets
 
 
 def submitter(port, jobs, texts, models, latencies, codes, lock):
@@ -81,12 +80,6 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else float("nan")
 
 
-def attack(stowage, targets, args, cpu):
-    out = subprocess.run(["taskset", "-c", cpu, stowage, "attack", "--targets", targets, *args],
-                         check=True, capture_output=True, text=True).stdout
-    return json.loads(out)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=4)
@@ -102,33 +95,15 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--locked", "-q"], cwd=ROOT, check=True)
     stowage = os.path.join(ROOT, "target", "release", "stowage")
     work = tempfile.mkdtemp(prefix="bench-async-")
-    subprocess.run([stowage, "synth", "--count", str(a.count), "--preset", a.preset, "--out", f"{work}/m"],
-                   check=True, capture_output=True)
-    models = [f"{a.preset}-{i:04}" for i in range(1, a.count + 1)]
-    texts = [f"the delivery was {w} and the support team answered within {n} hours" for w, n in
-             [("late", 3), ("quick", 1), ("fine", 12), ("awful", 48), ("great", 2)]]
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    texts = TEXTS
     queue_flags, moto = ["--async-dir", f"{work}/q"], None
     env = {**os.environ, "RUST_LOG": "warn"}
     if a.sqs:
         moto, queue_flags = sqs_queue(env)
-    node = subprocess.Popen(
-        ["taskset", "-c", "0", stowage, "serve", "--catalog", f"{work}/m/models.toml", "--host", "127.0.0.1",
-         "--port", str(port), "--engine", a.engine, "--inference-threads", "1", "--workers", "1",
-         *queue_flags] + (["--async-concurrency", str(a.async_concurrency)] if a.async_concurrency else []),
-        stdout=subprocess.DEVNULL, stderr=open(f"{work}/serve.log", "w"), env=env)
+    flags = queue_flags + (["--async-concurrency", str(a.async_concurrency)] if a.async_concurrency else [])
+    node, base, port, models, backend = one_cpu_node(stowage, work, a.count, a.preset, a.engine, flags, env)
     try:
-        while status(f"{base}/ready") != 200:
-            if node.poll() is not None:
-                raise SystemExit(f"the node exited; see {work}/serve.log")
-            time.sleep(0.1)
-        backend = json.loads(urllib_get(f"{base}/models"))["models"][0]["backend"]
-        with open(f"{work}/targets", "w") as f:
-            for i, m in enumerate(models * 5):
-                body = base64.b64encode(json.dumps({"inputs": texts[i % len(texts)]}).encode()).decode()
-                f.write(json.dumps({"method": "POST", "url": f"{base}/predictions/{m}", "body": body,
-                                    "header": {"Content-Type": ["application/json"]}}) + "\n")
+        write_targets(f"{work}/targets", base, models)
         targets = f"{work}/targets"
         cap = attack(stowage, targets, ["--concurrency", "8", "--duration", "8"], "1")
         capacity = cap["throughput_rps"]

@@ -604,6 +604,12 @@ pub struct ServeArgs {
     #[arg(long, env = "STOWAGE_REJECT_DELAY_MS", default_value_t = DEFAULT_REJECT_DELAY_MS)]
     pub reject_delay_ms: u64,
 
+    /// Refuse at once (429, no --reject-delay-ms) a request that would wait longer than this for
+    /// its engine call, reckoned from the work ahead of it and what requests cost lately. Without
+    /// it, each model's latency target (the catalog's slo_p90_ms) is its bound; 0 turns it off.
+    #[arg(long, env = "STOWAGE_MAX_QUEUE_DELAY_MS")]
+    pub max_queue_delay_ms: Option<u64>,
+
     /// Longest a request may wait for its model before it runs, in milliseconds (0: no limit);
     /// beyond, 503 `queue_timeout` with Retry-After, and it never runs. Clients that gave up
     /// still hold their place otherwise: the HTTP server does not drop a waiting handler when

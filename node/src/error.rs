@@ -125,7 +125,7 @@ impl ErrorCode for PredictError {
             PredictError::NotReady(_) => Code::NotReady,
             PredictError::ModelFailed { .. } => Code::ModelFailed,
             PredictError::Invalid(_) => Code::InvalidInput,
-            PredictError::QueueFull(_) => Code::QueueFull,
+            PredictError::QueueFull(_) | PredictError::Overloaded { .. } => Code::QueueFull,
             PredictError::PoolFull(_) => Code::ColdPoolFull,
             PredictError::QueueTimeout { .. } => Code::QueueTimeout,
             PredictError::ClientGone(_) => Code::ClientClosedRequest,

@@ -39,6 +39,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         inference_threads: threads,
         queue_timeout: (args.queue_timeout_ms > 0).then(|| Duration::from_millis(args.queue_timeout_ms)),
         reject_delay: Duration::from_millis(args.reject_delay_ms),
+        max_queue_delay: args.max_queue_delay_ms.map(Duration::from_millis),
     };
     let drain = Duration::from_secs(args.drain_seconds);
     server::run(ServeOptions {

@@ -77,6 +77,7 @@ fn tract_and_ort_match_the_onnxruntime_reference() {
             sha256: None,
             cold: false,
             request_tokens: stowage_core::catalog::DEFAULT_REQUEST_TOKENS,
+            slo_p90_ms: None,
         };
         let loaded = load::load(&spec, &EngineOptions::default()).unwrap();
         let x = loaded.model.text.encode(&texts, None).unwrap();

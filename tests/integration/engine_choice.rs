@@ -30,6 +30,7 @@ fn spec(dir: &Path) -> ModelSpec {
         sha256: None,
         cold: false,
         request_tokens: 16,
+        slo_p90_ms: None,
     }
 }
 

@@ -41,6 +41,7 @@ fn spec(dir: &Path, engine: Engine) -> ModelSpec {
         sha256: None,
         cold: false,
         request_tokens: stowage_core::catalog::DEFAULT_REQUEST_TOKENS,
+        slo_p90_ms: None,
     }
 }
 

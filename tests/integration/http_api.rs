@@ -58,6 +58,7 @@ fn spec(id: &str) -> ModelSpec {
         sha256: None,
         cold: false,
         request_tokens: stowage_core::catalog::DEFAULT_REQUEST_TOKENS,
+        slo_p90_ms: None,
     }
 }
 
@@ -1107,4 +1108,58 @@ async fn asynchronous_jobs_wait_for_synchronous_requests() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     panic!("the job did not run once the request had gone through");
+}
+
+/// With a queue-delay bound, a request that would wait past it is refused at once (429), not
+/// after the wait: while the node's only inference thread is held, every refusal arrives.
+#[actix_web::test]
+async fn requests_that_would_wait_past_the_bound_are_refused_at_once() {
+    let config = ServeConfig {
+        node: stowage_node::Config {
+            inference_threads: 1,
+            max_queue_delay: Some(std::time::Duration::from_millis(1)),
+            ..stowage_node::Config::default()
+        },
+        ..ServeConfig::default()
+    };
+    let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 64, batch: 1, batch_tokens: 512 }, config, true)
+        .await;
+    let app = app!(s);
+    // What a request costs, measured by the node on real ones.
+    for _ in 0..3 {
+        let (code, body, _) = call!(&app, post("/predictions/tiny-0001", r#"{"inputs": "warm"}"#));
+        assert_eq!(code, 200, "{body}");
+    }
+    let per_request = s.node.pool.per_request();
+    assert!(per_request > 0.0);
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    s.node.pool.submit(move || blocked.recv().unwrap_or_default()).unwrap();
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    let n = 40;
+    let requests = futures_util::future::join_all((0..n).map(|_| async {
+        let r = call!(&app, post("/predictions/tiny-0001", r#"{"inputs": "now"}"#));
+        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        r
+    }));
+    let control = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let before = answered.load(std::sync::atomic::Ordering::SeqCst);
+        release.send(()).unwrap();
+        before
+    };
+    let (results, before_release) = tokio::join!(requests, control);
+    let refused: Vec<&Value> = results.iter().filter(|r| r.0 == 429).map(|r| &r.1).collect();
+    let ok = results.iter().filter(|r| r.0 == 200).count();
+    assert_eq!(ok + refused.len(), n, "only answers and refusals: {results:?}");
+    // Admitted: what fits in the bound (at least the first), plus one the estimate lets in at
+    // its edge; everyone else was told while the thread was still held.
+    let fits = (0.001 / per_request).floor() as usize + 1;
+    assert!(ok >= 1 && ok <= fits + 1, "{ok} admitted, {fits} fit in 1 ms at {per_request} s each");
+    assert_eq!(before_release, refused.len(), "every refusal came before the thread was free");
+    for body in refused {
+        assert_eq!(body["code"], "queue_full");
+        assert!(body["error"].as_str().unwrap().contains("1 ms bound"), "{body}");
+    }
+    let metrics = metrics_text!(&app);
+    assert!(metrics.contains("reason=\"expected_wait\""), "counted by reason");
 }

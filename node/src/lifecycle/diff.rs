@@ -58,6 +58,7 @@ mod tests {
             sha256: None,
             cold: false,
             request_tokens: 32,
+            slo_p90_ms: None,
         }
     }
 

@@ -25,6 +25,9 @@ pub struct ModelSpec {
     pub cold: bool,
     /// The typical request's length in tokens, at which `auto` compares the engines.
     pub request_tokens: usize,
+    /// The P90 latency target of the node that holds it (the catalog's `slo_p90_ms`): without
+    /// `--max-queue-delay-ms`, the longest a request may expect to wait before it is refused.
+    pub slo_p90_ms: Option<f64>,
 }
 
 /// Why a node's models cannot be named.
@@ -74,6 +77,7 @@ impl ModelSpec {
             sha256: m.sha256.clone(),
             cold: false,
             request_tokens: m.request_tokens(&catalog.limits),
+            slo_p90_ms: m.slo_p90_ms(&catalog.limits),
         })
     }
 }

@@ -55,6 +55,11 @@ impl Admission {
         Some((permit, start.elapsed()))
     }
 
+    /// Slots in all, held or free.
+    pub fn slots(&self) -> usize {
+        self.limit.load(Ordering::SeqCst)
+    }
+
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::SeqCst)
     }

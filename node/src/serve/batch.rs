@@ -124,9 +124,11 @@ impl Batcher {
             Ok(mut q) => take(&mut q.pending, self.rows),
             Err(_) => return,
         };
+        let (started, requests) = (Instant::now(), batch.len());
         // A panicking engine or tokenizer fails this batch (its answer channels drop), never the
         // model: the bookkeeping below runs whatever happens.
         let _ = catch_unwind(AssertUnwindSafe(|| self.run(&engine, batch)));
+        pool.account(started.elapsed().as_secs_f64(), requests);
         let again = match self.queue.lock() {
             Ok(mut q) if q.pending.is_empty() => {
                 q.running -= 1;

@@ -6,30 +6,37 @@
 //! oversubscribed (a blocking pool would start a thread per waiting request).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{unbounded, Sender};
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// The weight of the newest engine call in `Pool::per_request`.
+const EWMA_WEIGHT: f64 = 0.1;
+
 pub struct Pool {
     jobs: Sender<Job>,
     threads: usize,
     busy: Arc<AtomicUsize>,
+    /// Thread-seconds per request, a moving average over engine calls (`f64` bits; 0 until the
+    /// first call): tokenization, the engine and postprocessing, shared by a batch's requests.
+    per_request: AtomicU64,
 }
 
-/// Counts a running job, until dropped (also when the job panics).
-struct Running<'a>(&'a AtomicUsize);
+/// Counts one in a counter until dropped (also when what it counts panics): a running job here,
+/// a request in the node in `predict.rs`.
+pub(crate) struct Counted<'a>(&'a AtomicUsize);
 
-impl<'a> Running<'a> {
-    fn start(busy: &'a AtomicUsize) -> Self {
-        busy.fetch_add(1, Ordering::SeqCst);
-        Self(busy)
+impl<'a> Counted<'a> {
+    pub(crate) fn start(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n)
     }
 }
 
-impl Drop for Running<'_> {
+impl Drop for Counted<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
@@ -56,7 +63,7 @@ impl Pool {
                 }
             })?;
         }
-        Ok(Self { jobs, threads, busy })
+        Ok(Self { jobs, threads, busy, per_request: AtomicU64::new(0f64.to_bits()) })
     }
 
     /// Queues `f` behind the jobs queued before it, without waiting for it; `f` answers its
@@ -65,7 +72,7 @@ impl Pool {
         let busy = self.busy.clone();
         self.jobs
             .send(Box::new(move || {
-                let _running = Running::start(&busy);
+                let _running = Counted::start(&busy);
                 f();
             }))
             .map_err(|_| Lost)
@@ -73,6 +80,24 @@ impl Pool {
 
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// Counts an engine call that took `seconds` of a thread for `requests` requests.
+    pub fn account(&self, seconds: f64, requests: usize) {
+        if requests == 0 || !seconds.is_finite() {
+            return;
+        }
+        let sample = seconds / requests as f64;
+        let _ = self.per_request.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+            let old = f64::from_bits(bits);
+            let new = if old == 0.0 { sample } else { old + EWMA_WEIGHT * (sample - old) };
+            Some(new.to_bits())
+        });
+    }
+
+    /// Thread-seconds a request takes, on average lately (0 before the first engine call).
+    pub fn per_request(&self) -> f64 {
+        f64::from_bits(self.per_request.load(Ordering::Relaxed))
     }
 
     /// Jobs running now and jobs waiting for a thread.

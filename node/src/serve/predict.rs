@@ -4,6 +4,7 @@
 //! postprocesses on an inference thread (`pool.rs`), and awaits the answer. The HTTP layer parses
 //! before and renders after; nothing here knows about HTTP.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use crate::lifecycle::cold::ColdPool;
 use crate::lifecycle::load::LoadedModel;
 use crate::lifecycle::registry::{Entry, Hold, Registry, State};
 use crate::metrics;
-use crate::serve::pool::{Lost, Pool};
+use crate::serve::pool::{Counted, Lost, Pool};
 use crate::serve::request::{Answer, Caller, PredictError, Queued, Request};
 
 /// Default of `--max-batch`: most inputs in one request.
@@ -39,6 +40,9 @@ pub struct Config {
     pub queue_timeout: Option<Duration>,
     /// How long a request turned away for a full queue waits before it hears so (429).
     pub reject_delay: Duration,
+    /// The longest a request may expect to wait for its engine call before it is refused at once
+    /// (429): `None` takes each model's latency target (`slo_p90_ms`), `Some(ZERO)` turns it off.
+    pub max_queue_delay: Option<Duration>,
 }
 
 impl Default for Config {
@@ -49,6 +53,7 @@ impl Default for Config {
             inference_threads: default_inference_threads(),
             queue_timeout: None,
             reject_delay: Duration::from_millis(DEFAULT_REJECT_DELAY_MS),
+            max_queue_delay: None,
         }
     }
 }
@@ -61,7 +66,24 @@ pub struct Node {
     /// The cold pool that loads cold models on their first request (every running node has one,
     /// empty without cold models; a node made without a loader, in tests, has none).
     pub cold: Option<Arc<ColdPool>>,
+    /// Requests in `predict` now, admitted or waiting for a slot: the work ahead of a new one.
+    in_system: AtomicUsize,
+    /// How fast the node answers while it is busy (`Node::answered`).
+    pace: std::sync::Mutex<Pace>,
 }
+
+/// The node's pace: a moving average of the time between two answers while requests were
+/// waiting (idle gaps left out). Everything the node spends per request is in it — HTTP,
+/// tokenization, the engine, the refusals it writes meanwhile — which the inference threads'
+/// own accounting (`Pool::per_request`) misses.
+#[derive(Default)]
+struct Pace {
+    last: Option<Instant>,
+    seconds: f64,
+}
+
+/// The weight of the newest interval in `Pace`: small, as a batch's answers come all at once.
+const PACE_WEIGHT: f64 = 0.02;
 
 /// A model that takes requests now. While one exists its model counts as in use (a cold model
 /// is not evicted).
@@ -111,7 +133,7 @@ impl Node {
     pub fn new(registry: Arc<Registry>, config: Config, cold: Option<Arc<ColdPool>>) -> std::io::Result<Self> {
         let pool = Arc::new(Pool::new(config.inference_threads)?);
         metrics::install();
-        Ok(Self { registry, pool, config, cold })
+        Ok(Self { registry, pool, config, cold, in_system: AtomicUsize::new(0), pace: Default::default() })
     }
 
     /// Checks the node and the model (so an unknown model is a 404 whatever the request); a cold
@@ -176,6 +198,8 @@ impl Node {
         let entry = &target.entry;
         let id = entry.spec.id.as_str();
         check(&request, self.config.max_batch)?;
+        self.expect_in_time(entry)?;
+        let _in = Counted::start(&self.in_system);
         let arrived = Instant::now();
         let limit = self.config.queue_timeout;
         let entered = match limit {
@@ -206,7 +230,51 @@ impl Node {
         if let Some(h) = entry.metrics.inference_duration.get() {
             h.record(answer.engine_seconds);
         }
+        self.answered();
         Ok(answer)
+    }
+
+    /// Counts an answer in the node's pace; the next interval counts only if requests still wait
+    /// (this one is still in `in_system`, hence `> 1`).
+    fn answered(&self) {
+        let now = Instant::now();
+        let busy = self.in_system.load(Ordering::SeqCst) > 1;
+        let mut pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(last) = pace.last {
+            let dt = now.duration_since(last).as_secs_f64();
+            pace.seconds = if pace.seconds == 0.0 { dt } else { pace.seconds + PACE_WEIGHT * (dt - pace.seconds) };
+        }
+        pace.last = busy.then_some(now);
+    }
+
+    /// Refuses a request that would wait longer than the node's bound (`Config::max_queue_delay`,
+    /// else the model's latency target) before its engine call. The wait is read off the work
+    /// ahead (Little's law): the requests in the node times the time between answers while busy
+    /// (`Pace`; at least what a request costs the inference threads, shared by them), or, when
+    /// the model's own slots are all taken, its waiting requests shared by those slots.
+    fn expect_in_time(&self, entry: &Entry) -> Result<(), PredictError> {
+        let bound = match self.config.max_queue_delay {
+            Some(d) => d,
+            None => match entry.spec.slo_p90_ms {
+                Some(ms) if ms.is_finite() && ms > 0.0 => Duration::from_secs_f64(ms / 1e3),
+                _ => return Ok(()),
+            },
+        };
+        let per_request = self.pool.per_request();
+        if bound.is_zero() || per_request <= 0.0 {
+            return Ok(());
+        }
+        let threads = self.pool.threads() as f64;
+        let pace = self.pace.lock().map_or(0.0, |p| p.seconds);
+        let node = self.in_system.load(Ordering::SeqCst) as f64 * pace.max(per_request / threads);
+        let slots = entry.admission.slots().min(self.pool.threads()).max(1) as f64;
+        let model = entry.admission.waiting() as f64 * per_request / slots;
+        let expected = Duration::from_secs_f64(node.max(model));
+        if expected <= bound {
+            return Ok(());
+        }
+        metrics::rejected(&entry.spec.id, "expected_wait");
+        Err(PredictError::Overloaded { id: entry.spec.id.clone(), expected, bound })
     }
 
     /// Records a finished request of model `id` (known or not): its status and seconds.

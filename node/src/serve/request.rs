@@ -81,6 +81,10 @@ pub enum PredictError {
     PoolFull(String),
     #[error("model {id:?} did not take the request within {} ms; retry later", limit.as_millis())]
     QueueTimeout { id: String, limit: Duration },
+    /// The request would wait longer than the node's bound (`--max-queue-delay-ms`, else the
+    /// model's latency target): refused at once instead.
+    #[error("model {id:?} would take about {} ms to reach this request, over this node's {} ms bound; retry later", expected.as_millis(), bound.as_millis())]
+    Overloaded { id: String, expected: Duration, bound: Duration },
     /// The client closed its side of the connection while the request waited: it never ran.
     #[error("the client closed its connection before model {0:?} ran the request")]
     ClientGone(String),
