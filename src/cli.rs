@@ -568,6 +568,12 @@ pub struct ServeArgs {
     #[arg(long, env = "STOWAGE_PORT", default_value_t = 8080)]
     pub port: u16,
 
+    /// Also answer the health checks (/ping, /ready, /v2/health/live, /v2/health/ready) on this
+    /// port, with a thread and connections of their own: clients that fill the serving port's
+    /// connections (stalled bodies, a flood) never hold a probe up. Off by default.
+    #[arg(long, env = "STOWAGE_PROBE_PORT")]
+    pub probe_port: Option<u16>,
+
     #[command(flatten)]
     pub engine: EngineArgs,
 

@@ -38,6 +38,8 @@ const CONFIG_DIR: &str = "/etc/stowage";
 const CACHE_DIR: &str = "/var/cache/stowage";
 /// The node's admin API port, bound to the pod's loopback.
 pub const ADMIN_PORT: &str = "8081";
+/// The node's health checks' own port (`--probe-port`), which the kubelet probes.
+pub const PROBE_PORT: i32 = 8082;
 /// The uid the images run as (docker/Dockerfile.*: `USER 10001`).
 pub const RUN_AS_USER: i64 = 10001;
 
@@ -147,11 +149,12 @@ fn gpus(compute: f64) -> i64 {
 /// The taint an inf1 node carries (the Neuron device plugin's): its CPU pods must tolerate it.
 const NEURON: &str = "aws.amazon.com/neuron";
 
-fn probe(path: &str, period: i32, failures: i32) -> Probe {
+/// A probe of `path` on the container port named `port`.
+fn probe(port: &str, path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String("http".into()),
+            port: IntOrString::String(port.into()),
             ..Default::default()
         }),
         period_seconds: Some(period),
@@ -303,6 +306,8 @@ fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deploy
     all.extend(["--cache-dir", CACHE_DIR, "--json-logs"]);
     // The admin API on the pod's loopback only: `kubectl port-forward` reaches it, nothing else.
     all.extend(["--admin-port", ADMIN_PORT]);
+    let probe_port = PROBE_PORT.to_string();
+    all.extend(["--probe-port", probe_port.as_str()]);
 
     // Resources come from the instance type alone, never from the node's models: a plan change
     // that moves models only rewrites the node's ConfigMap (the node reloads it in place), and
@@ -364,12 +369,17 @@ fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deploy
         name: "stowage".into(),
         image: Some(image.clone()),
         args: Some(all.into_iter().map(String::from).collect()),
-        ports: Some(http_port()),
+        ports: Some(vec![
+            ContainerPort { name: Some("http".into()), container_port: PORT, ..Default::default() },
+            ContainerPort { name: Some("probe".into()), container_port: PROBE_PORT, ..Default::default() },
+        ]),
         env: Some(env),
         resources: Some(ResourceRequirements { requests: Some(requests), limits: Some(limits), ..Default::default() }),
-        liveness_probe: Some(probe("/ping", 10, 3)),
-        readiness_probe: Some(probe("/ready", 5, 2)),
-        startup_probe: Some(probe("/ready", 10, (o.startup_seconds / 10).max(1))),
+        // The node answers its probes on a listener of their own (`--probe-port`): clients that
+        // hold every serving connection cannot make the kubelet restart or unready it.
+        liveness_probe: Some(probe("probe", "/ping", 10, 3)),
+        readiness_probe: Some(probe("probe", "/ready", 5, 2)),
+        startup_probe: Some(probe("probe", "/ready", 10, (o.startup_seconds / 10).max(1))),
         volume_mounts: Some(vec![
             config_mount(),
             VolumeMount { name: "cache".into(), mount_path: CACHE_DIR.into(), ..Default::default() },
@@ -485,8 +495,8 @@ fn gateway(o: &ManifestOptions) -> String {
             limits: Some(BTreeMap::from([("memory".to_string(), mib(512.0))])),
             ..Default::default()
         }),
-        liveness_probe: Some(probe("/ping", 10, 3)),
-        readiness_probe: Some(probe("/ready", 5, 2)),
+        liveness_probe: Some(probe("http", "/ping", 10, 3)),
+        readiness_probe: Some(probe("http", "/ready", 5, 2)),
         volume_mounts: Some(vec![config_mount()]),
         security_context: Some(hardened()),
         ..Default::default()

@@ -45,6 +45,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     server::run(ServeOptions {
         host: args.host.clone(),
         port: args.port,
+        probe_port: args.probe_port,
         workers: args.workers.unwrap_or_else(default_inference_threads),
         max_connections: args.max_connections,
         admin,

@@ -52,6 +52,26 @@ pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
     }
 }
 
+/// The health checks alone, for `--probe-port`'s listener: the same handlers and answers as on
+/// the serving port.
+pub fn configure_probes(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::from(state))
+            .service(web::resource("/ping").get(health::ping).head(health::ping).default_service(only("GET, HEAD")))
+            .service(web::resource("/ready").get(health::ready).head(health::ready).default_service(only("GET, HEAD")))
+            .service(web::resource("/v2/health/live").get(v2::live).default_service(only("GET")))
+            .service(web::resource("/v2/health/ready").get(v2::ready).default_service(only("GET")))
+            .default_service(web::to(|req: HttpRequest| async move {
+                let msg = format!(
+                    "no route {} {}; the probe port serves /ping, /ready and /v2/health/{{live,ready}}",
+                    req.method(),
+                    req.path()
+                );
+                ApiError::new(Code::NotFound, msg).error_response()
+            }));
+    }
+}
+
 /// A connection's socket, kept by the server for its requests (`connected`).
 #[derive(Clone, Copy)]
 struct Socket(std::os::fd::RawFd);

@@ -25,6 +25,8 @@ pub struct AdminOptions {
 pub struct ServeOptions {
     pub host: String,
     pub port: u16,
+    /// The health checks' own listener (`--probe-port`).
+    pub probe_port: Option<u16>,
     pub workers: usize,
     /// Client connections held open at most (default: from the open-file limit).
     pub max_connections: Option<usize>,
@@ -69,6 +71,10 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             Some(a) => Some(admin_server(&a, &running)?),
             None => None,
         };
+        let probes = match opts.probe_port {
+            Some(port) => Some(probe_server(&opts.host, port, state.clone())?),
+            None => None,
+        };
         let delay = opts.shutdown_delay;
         actix_web::rt::spawn(async move {
             wait_for_signal().await;
@@ -86,6 +92,9 @@ pub fn run(opts: ServeOptions) -> Result<()> {
                 a.stop(false).await;
             }
             handle.stop(true).await;
+            if let Some(p) = probes {
+                p.stop(false).await;
+            }
         });
         server.await.context("server failed")?;
         info!("stopped");
@@ -114,6 +123,31 @@ fn admin_server(a: &AdminOptions, running: &RunningNode) -> Result<actix_web::de
     Ok(handle)
 }
 
+/// Connections the probe listener holds at most: kubelets, load balancers' health checks.
+const PROBE_CONNECTIONS: usize = 32;
+
+/// Binds the health checks' own listener: one thread, a few connections of its own, so that
+/// whatever holds the serving port's connections cannot make a probe wait.
+fn probe_server(host: &str, port: u16, state: Arc<AppState>) -> Result<actix_web::dev::ServerHandle> {
+    let server = HttpServer::new(move || App::new().configure(crate::http::configure_probes(state.clone())))
+        .workers(1)
+        .max_connections(PROBE_CONNECTIONS)
+        .disable_signals()
+        .bind((host, port))
+        .with_context(|| format!("cannot listen on {host}:{port} (--probe-port)"))?;
+    for addr in server.addrs() {
+        info!(%addr, "health checks listening");
+    }
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        if let Err(e) = server.await {
+            error!(error = %e, "the probe listener failed");
+        }
+    });
+    Ok(handle)
+}
+
 /// Raises the soft limit on open files to the hard limit (where the system lets it), and returns
 /// the soft limit in force.
 pub(crate) fn raise_open_file_limit() -> u64 {
@@ -134,9 +168,10 @@ pub(crate) fn raise_open_file_limit() -> u64 {
 }
 
 /// Connections the node may hold with `files` open files: what is left after a reserve for its
-/// models' files, downloads, the engines and the process (64, and 4 per model), at least 16.
+/// models' files, downloads, the engines, the probe listener and the process (64 + 32, and 4 per
+/// model), at least 16.
 fn connection_budget(files: u64, models: usize) -> usize {
-    connections_within(files, 64 + 4 * models as u64, 1)
+    connections_within(files, 64 + PROBE_CONNECTIONS as u64 + 4 * models as u64, 1)
 }
 
 /// Client connections that `files` open files allow once `reserve` are set aside, when each

@@ -254,3 +254,28 @@ fn a_fuzzed_node_answers_everything_and_lives() {
     let log = std::fs::read_to_string(&n.log).unwrap();
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+#[test]
+fn probes_on_their_own_port_answer_while_clients_hold_every_connection() {
+    let probe_port = free_port();
+    let n = node(&["--max-connections", "8", "--body-timeout-ms", "6000", "--probe-port", &probe_port.to_string()]);
+    let held: Vec<TcpStream> = (0..30).map(|_| stalled(n.port)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(1))).build().new_agent();
+    // The serving port's connections are all taken: a probe there waits for a stalled body's
+    // deadline.
+    assert!(agent.get(&format!("http://127.0.0.1:{}/ping", n.port)).call().is_err(), "the serving port had room");
+    // The probe port answers meanwhile, every check, with the node's own answers.
+    for path in ["/ping", "/ready", "/v2/health/live", "/v2/health/ready", "/ping", "/ready"] {
+        let r = agent.get(&format!("http://127.0.0.1:{probe_port}{path}")).call();
+        assert!(r.is_ok_and(|r| r.status() == 200), "{path} on the probe port");
+    }
+    let r = ureq::get(&format!("http://127.0.0.1:{probe_port}/predictions/tiny-0001?text=x"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404, "the probe port serves probes only");
+    drop(held);
+}
