@@ -113,14 +113,18 @@ fn admin_server(a: &AdminOptions, running: &RunningNode) -> Result<actix_web::de
     for addr in server.addrs() {
         info!(%addr, token = a.token.is_some(), "admin API listening");
     }
-    let server = server.run();
+    Ok(beside(server.run(), "the admin API"))
+}
+
+/// Runs a listener beside the node's until it is stopped through the handle; logs a failure.
+fn beside(server: actix_web::dev::Server, what: &'static str) -> actix_web::dev::ServerHandle {
     let handle = server.handle();
     actix_web::rt::spawn(async move {
         if let Err(e) = server.await {
-            error!(error = %e, "admin API failed");
+            error!(error = %e, "{what} failed");
         }
     });
-    Ok(handle)
+    handle
 }
 
 /// Connections the probe listener holds at most: kubelets, load balancers' health checks.
@@ -138,14 +142,7 @@ fn probe_server(host: &str, port: u16, state: Arc<AppState>) -> Result<actix_web
     for addr in server.addrs() {
         info!(%addr, "health checks listening");
     }
-    let server = server.run();
-    let handle = server.handle();
-    actix_web::rt::spawn(async move {
-        if let Err(e) = server.await {
-            error!(error = %e, "the probe listener failed");
-        }
-    });
-    Ok(handle)
+    Ok(beside(server.run(), "the probe listener"))
 }
 
 /// Raises the soft limit on open files to the hard limit (where the system lets it), and returns
