@@ -712,8 +712,9 @@ pub struct ServeArgs {
     #[arg(long, env = "STOWAGE_ASYNC_RESULTS")]
     pub async_results: Option<String>,
 
-    /// With --async-queue-url: how long a received job stays invisible to other receivers; a
-    /// node that dies mid-job leaves it to come back after this.
+    /// With --async-queue-url: how long a received job stays invisible to other receivers
+    /// (renewed every half of it while the job runs); a node that dies mid-job leaves it to come
+    /// back after this.
     #[arg(long, env = "STOWAGE_ASYNC_VISIBILITY_TIMEOUT_SECONDS", default_value_t = stowage_node::jobs::sqs::DEFAULT_VISIBILITY_SECONDS)]
     pub async_visibility_timeout_seconds: u64,
 

@@ -341,3 +341,69 @@ fn sqs_and_s3_lose_nothing_to_a_sigkill() {
     let (status, _, e) = call(a.get(format!("{base}/async/results/tiny-0001.0000")).call()).unwrap();
     assert_eq!((status, e["code"].as_str()), (404, Some("unknown_job")));
 }
+
+/// A running SQS job stays invisible past the visibility timeout while its node holds it, and
+/// comes back (a second receive) once the node lets go without deleting it.
+#[tokio::test]
+async fn a_running_sqs_job_stays_invisible_while_it_runs() {
+    use stowage_node::jobs::sqs::{AwsQueue, Sqs};
+    use stowage_node::jobs::{NewJob, Protocol};
+    let Some(s3) = crate::s3::s3_server() else { return };
+    let a = agent();
+    let sqs_auth =
+        "AWS4-HMAC-SHA256 Credential=test/20261206/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0";
+    assert_eq!(a.put(format!("{}/jobs", s3.url())).send_empty().unwrap().status().as_u16(), 200);
+    let mut r = a
+        .post(s3.url())
+        .header("Authorization", sqs_auth)
+        .send_form([("Action", "CreateQueue"), ("QueueName", "held")])
+        .unwrap();
+    let queue = xml_value(&r.body_mut().read_to_string().unwrap(), "QueueUrl").unwrap();
+    for (k, v) in [("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_REGION", "us-east-1")] {
+        // SAFETY: this test's own process (nextest runs each test alone); nothing reads the
+        // environment on another thread yet.
+        unsafe { std::env::set_var(k, v) };
+    }
+    let q = Sqs::connect(&AwsQueue {
+        queue_url: queue,
+        results: "s3://jobs/r/".into(),
+        endpoint: Some(s3.url()),
+        visibility: Duration::from_secs(2),
+    })
+    .await
+    .unwrap();
+    let new = NewJob {
+        model: "m".into(),
+        protocol: Protocol::Predictions,
+        body: br#"{"inputs":"x"}"#.to_vec(),
+        key: None,
+        callback_url: None,
+    };
+    q.submit(new).await.unwrap();
+    let first = q.next().await.unwrap().expect("the job");
+    // Held for 4 s (twice the timeout): nobody else receives it meanwhile.
+    let held = tokio::time::timeout(Duration::from_secs(4), async {
+        tokio::select! {
+            never = q.hold(&first) => match never {},
+            again = async {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                q.next().await.unwrap()
+            } => again,
+        }
+    })
+    .await;
+    let seen = match held {
+        Ok(again) => again.map(|r| r.id().to_string()),
+        Err(_) => None,
+    };
+    assert_eq!(seen, None, "received again while held");
+    // Let go: it comes back after the timeout.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let again = loop {
+        if let Some(r) = q.next().await.unwrap() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "never came back");
+    };
+    assert_eq!(again.id(), first.id());
+}

@@ -349,7 +349,14 @@ impl Jobs {
                 tokio::time::sleep(POLL).await;
             }
             metrics::async_jobs(&job.model, "running", 1.0);
-            let result = runner.run(&job, body).await;
+            let result = match (&self.backend, &lease) {
+                // While it runs, SQS must not hand it to another receiver.
+                (Backend::Sqs(q), Lease::Sqs(r)) => tokio::select! {
+                    result = runner.run(&job, body) => result,
+                    never = q.hold(r) => match never {},
+                },
+                _ => runner.run(&job, body).await,
+            };
             metrics::async_jobs(&job.model, "running", -1.0);
             result.map_err(Some)
         };

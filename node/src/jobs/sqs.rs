@@ -237,6 +237,27 @@ impl Sqs {
         Ok(Some(job))
     }
 
+    /// Keeps a received job invisible to other receivers while it runs: every half visibility
+    /// timeout, the timeout again from now. A job that outlasts the timeout (a cold model's load,
+    /// a long batch) is not received and run a second time meanwhile. Ends when dropped.
+    pub async fn hold(&self, r: &Received) -> std::convert::Infallible {
+        let every = Duration::from_secs((self.visibility as u64 / 2).max(1));
+        loop {
+            tokio::time::sleep(every).await;
+            let changed = self
+                .sqs
+                .change_message_visibility()
+                .queue_url(&self.queue_url)
+                .receipt_handle(&r.receipt)
+                .visibility_timeout(self.visibility)
+                .send()
+                .await;
+            if let Err(e) = changed {
+                tracing::warn!(job = r.id(), error = %aws_sdk_sqs::error::DisplayErrorContext(e), "cannot extend a running job's visibility; another node may run it too");
+            }
+        }
+    }
+
     /// Back in the queue: the document says queued again, and the message comes back after
     /// `after` (else after the visibility timeout).
     pub async fn retry(&self, r: &Received, started: bool, after: Duration) {
