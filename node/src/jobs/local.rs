@@ -105,7 +105,16 @@ impl Local {
         self.lock().values().map(|w| w.pending.submitted_ms).min()
     }
 
+    /// Deletes the results older than `ttl`, in transactions of at most `MAX_SWEEP` jobs.
     pub async fn sweep(&self, ttl: Duration) -> Result<usize, StoreError> {
-        self.store.sweep(store::now_ms().saturating_sub(ttl.as_millis() as u64)).await
+        let before = store::now_ms().saturating_sub(ttl.as_millis() as u64);
+        let mut all = 0;
+        loop {
+            let n = self.store.sweep(before).await?;
+            all += n;
+            if n < store::MAX_SWEEP {
+                return Ok(all);
+            }
+        }
     }
 }

@@ -294,6 +294,7 @@ fn job_of(m: &Message, status: Status, attempts: u32) -> Job {
         error: None,
         callback_url: m.callback_url.clone(),
         seq: 0,
+        key: None,
     }
 }
 

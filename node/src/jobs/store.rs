@@ -27,6 +27,9 @@ const EXPIRY: TableDefinition<&str, ()> = TableDefinition::new("expiry");
 
 /// Most changes committed in one transaction.
 const MAX_GROUP: usize = 1024;
+/// Most expired jobs one sweep deletes (one transaction; the sweeper asks again while a sweep
+/// fills it), so that the writer never stalls submissions for long.
+pub const MAX_SWEEP: usize = 10_000;
 
 /// Which route a job came in on, and so how its body is read and its result written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +81,9 @@ pub struct Job {
     pub callback_url: Option<String>,
     /// Its place in the queue.
     pub seq: u64,
+    /// Its idempotency key's entry (`model/key`), deleted with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// A job waiting in the queue, as the dispatcher keeps it.
@@ -234,7 +240,8 @@ impl Store {
         self.call(Op::Requeue { id: id.to_string(), counted }).await.map(|_| ())
     }
 
-    /// Deletes the jobs that ended before `before_ms`, with their idempotency keys.
+    /// Deletes the jobs that ended before `before_ms` (at most `MAX_SWEEP`), with their
+    /// idempotency keys.
     pub async fn sweep(&self, before_ms: u64) -> Result<usize, StoreError> {
         match self.call(Op::Sweep { before_ms }).await? {
             Done::Swept(n) => Ok(n),
@@ -380,6 +387,7 @@ fn apply(tx: &WriteTransaction, op: Op, next_seq: &mut u64) -> Result<Done, Stor
                 error: None,
                 callback_url: new.callback_url,
                 seq,
+                key: key.clone(),
             };
             save(tx, &job)?;
             tx.open_table(BODIES)
@@ -430,30 +438,18 @@ fn apply(tx: &WriteTransaction, op: Op, next_seq: &mut u64) -> Result<Done, Stor
                 let t = tx.open_table(EXPIRY).map_err(StoreError::from)?;
                 let end = expiry_key(before_ms, "");
                 let rows = t.range(..end.as_str()).map_err(StoreError::from)?;
-                rows.map(|r| r.map(|(k, _)| k.value().to_string()))
+                rows.take(MAX_SWEEP)
+                    .map(|r| r.map(|(k, _)| k.value().to_string()))
                     .collect::<Result<_, _>>()
                     .map_err(StoreError::from)?
             };
             for k in &old {
                 tx.open_table(EXPIRY).map_err(StoreError::from)?.remove(k.as_str()).map_err(StoreError::from)?;
                 let id = k.split_once('/').map_or("", |(_, id)| id);
-                tx.open_table(JOBS).map_err(StoreError::from)?.remove(id).map_err(StoreError::from)?;
-            }
-            // Keys whose job is gone: a scan, but sweeps are rare (every tenth of the TTL).
-            let stale: Vec<String> = {
-                let keys = tx.open_table(KEYS).map_err(StoreError::from)?;
-                let jobs = tx.open_table(JOBS).map_err(StoreError::from)?;
-                let mut stale = Vec::new();
-                for r in keys.iter().map_err(StoreError::from)? {
-                    let (k, v) = r.map_err(StoreError::from)?;
-                    if jobs.get(v.value()).map_err(StoreError::from)?.is_none() {
-                        stale.push(k.value().to_string());
-                    }
+                if let Some(key) = load(tx, id)?.and_then(|j| j.key) {
+                    tx.open_table(KEYS).map_err(StoreError::from)?.remove(key.as_str()).map_err(StoreError::from)?;
                 }
-                stale
-            };
-            for k in &stale {
-                tx.open_table(KEYS).map_err(StoreError::from)?.remove(k.as_str()).map_err(StoreError::from)?;
+                tx.open_table(JOBS).map_err(StoreError::from)?.remove(id).map_err(StoreError::from)?;
             }
             Ok(Done::Swept(old.len()))
         }
