@@ -80,10 +80,15 @@ pub struct Node {
 struct Pace {
     last: Option<Instant>,
     seconds: f64,
+    /// When an interval last counted: a pace older than `PACE_FRESH` is not the node's now.
+    updated: Option<Instant>,
 }
 
 /// The weight of the newest interval in `Pace`: small, as a batch's answers come all at once.
 const PACE_WEIGHT: f64 = 0.02;
+/// How long a pace stays the node's: at light load, intervals between answers while requests
+/// wait are rare, and an old one (a stall of the whole process, say) says nothing of now.
+const PACE_FRESH: Duration = Duration::from_secs(1);
 
 /// A model that takes requests now. While one exists its model counts as in use (a cold model
 /// is not evicted).
@@ -243,15 +248,17 @@ impl Node {
         if let Some(last) = pace.last {
             let dt = now.duration_since(last).as_secs_f64();
             pace.seconds = if pace.seconds == 0.0 { dt } else { pace.seconds + PACE_WEIGHT * (dt - pace.seconds) };
+            pace.updated = Some(now);
         }
         pace.last = busy.then_some(now);
     }
 
     /// Refuses a request that would wait longer than the node's bound (`Config::max_queue_delay`,
     /// else the model's latency target) before its engine call. The wait is read off the work
-    /// ahead (Little's law): the requests in the node times the time between answers while busy
-    /// (`Pace`; at least what a request costs the inference threads, shared by them), or, when
-    /// the model's own slots are all taken, its waiting requests shared by those slots.
+    /// ahead (Little's law): the requests in the node beyond the free threads times the time
+    /// between answers while busy (`Pace`, while fresh; at least what a request costs the
+    /// inference threads, shared by them), or, when the model's own slots are all taken, its
+    /// waiting requests shared by those slots.
     fn expect_in_time(&self, entry: &Entry) -> Result<(), PredictError> {
         let bound = match self.config.max_queue_delay {
             Some(d) => d,
@@ -265,8 +272,17 @@ impl Node {
             return Ok(());
         }
         let threads = self.pool.threads() as f64;
-        let pace = self.pace.lock().map_or(0.0, |p| p.seconds);
-        let node = self.in_system.load(Ordering::SeqCst) as f64 * pace.max(per_request / threads);
+        // Between answers: at least a request's thread time shared by the threads; the pace
+        // only while it is fresh.
+        let floor = per_request / threads;
+        let pace = self.pace.lock().map_or(0.0, |p| match p.updated {
+            Some(t) if t.elapsed() <= PACE_FRESH => p.seconds,
+            _ => 0.0,
+        });
+        let pace = pace.max(floor);
+        // With a thread free, nothing is ahead.
+        let ahead = (self.in_system.load(Ordering::SeqCst) + 1).saturating_sub(self.pool.threads());
+        let node = ahead as f64 * pace;
         let slots = entry.admission.slots().min(self.pool.threads()).max(1) as f64;
         let model = entry.admission.waiting() as f64 * per_request / slots;
         let expected = Duration::from_secs_f64(node.max(model));
