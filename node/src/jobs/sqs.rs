@@ -244,17 +244,28 @@ impl Sqs {
         let every = Duration::from_secs((self.visibility as u64 / 2).max(1));
         loop {
             tokio::time::sleep(every).await;
-            let changed = self
-                .sqs
-                .change_message_visibility()
-                .queue_url(&self.queue_url)
-                .receipt_handle(&r.receipt)
-                .visibility_timeout(self.visibility)
-                .send()
-                .await;
-            if let Err(e) = changed {
-                tracing::warn!(job = r.id(), error = %aws_sdk_sqs::error::DisplayErrorContext(e), "cannot extend a running job's visibility; another node may run it too");
-            }
+            self.invisible_for(
+                r,
+                self.visibility,
+                "cannot extend a running job's visibility; another node may run it too",
+            )
+            .await;
+        }
+    }
+
+    /// Makes `r`'s message invisible for `secs` from now (0: visible at once); logs `why` when
+    /// SQS refuses.
+    async fn invisible_for(&self, r: &Received, secs: i32, why: &'static str) {
+        let changed = self
+            .sqs
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(&r.receipt)
+            .visibility_timeout(secs)
+            .send()
+            .await;
+        if let Err(e) = changed {
+            tracing::warn!(job = r.id(), error = %aws_sdk_sqs::error::DisplayErrorContext(e), "{why}");
         }
     }
 
@@ -267,17 +278,12 @@ impl Sqs {
             }
         }
         let secs = after.as_secs_f64().ceil().clamp(0.0, 43_200.0) as i32;
-        let changed = self
-            .sqs
-            .change_message_visibility()
-            .queue_url(&self.queue_url)
-            .receipt_handle(&r.receipt)
-            .visibility_timeout(secs)
-            .send()
-            .await;
-        if let Err(e) = changed {
-            tracing::warn!(job = r.id(), error = %aws_sdk_sqs::error::DisplayErrorContext(e), "cannot put a job's message back early; it comes back after the visibility timeout");
-        }
+        self.invisible_for(
+            r,
+            secs,
+            "cannot put a job's message back early; it comes back after the visibility timeout",
+        )
+        .await;
     }
 }
 

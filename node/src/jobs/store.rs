@@ -10,7 +10,7 @@
 //! `pending` (sequence number → id: the queue, in arrival order, queued or running),
 //! `idempotency` (model/key → id) and `expiry` (finish time + id, for the result TTL).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -165,7 +165,6 @@ type Reply = oneshot::Sender<Result<Done, StoreError>>;
 pub struct Store {
     db: Arc<Database>,
     ops: Sender<(Op, Reply)>,
-    path: PathBuf,
 }
 
 /// What opening found: the jobs to run, and those a crash left to fail for good.
@@ -195,11 +194,7 @@ impl Store {
             .name("stowage-jobs-store".into())
             .spawn(move || write_loop(&writer, &rx, next_seq))
             .map_err(StoreError::from)?;
-        Ok(Opened { store: Store { db, ops, path }, pending, dead })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Opened { store: Store { db, ops }, pending, dead })
     }
 
     async fn call(&self, op: Op) -> Result<Done, StoreError> {
