@@ -253,26 +253,30 @@ fn xml_value(xml: &str, tag: &str) -> Option<String> {
     Some(xml[start..end].to_string())
 }
 
+/// The loopback server tells the services apart by the credential scope of the signature (and
+/// does not check signatures).
+const SQS_AUTH: &str =
+    "AWS4-HMAC-SHA256 Credential=test/20261206/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0";
+const S3_AUTH: &str =
+    "AWS4-HMAC-SHA256 Credential=test/20261206/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
+
+/// The bucket `jobs` and a queue called `name` on the loopback server; the queue's URL.
+fn bucket_and_queue(a: &ureq::Agent, s3: &crate::s3::S3Server, name: &str) -> String {
+    assert_eq!(a.put(format!("{}/jobs", s3.url())).send_empty().unwrap().status().as_u16(), 200);
+    let mut r = a
+        .post(s3.url())
+        .header("Authorization", SQS_AUTH)
+        .send_form([("Action", "CreateQueue"), ("QueueName", name)])
+        .unwrap();
+    let xml = r.body_mut().read_to_string().unwrap();
+    xml_value(&xml, "QueueUrl").unwrap_or_else(|| panic!("no queue: {xml}"))
+}
+
 #[test]
 fn sqs_and_s3_lose_nothing_to_a_sigkill() {
     let Some(s3) = crate::s3::s3_server() else { return };
     let a = agent();
-    // A bucket for the results and the node's queue, on the loopback server.
-    let status = a.put(format!("{}/jobs", s3.url())).send_empty().unwrap().status().as_u16();
-    assert_eq!(status, 200);
-    // The server tells the services apart by the credential scope of the signature (and does not
-    // check signatures).
-    let sqs_auth =
-        "AWS4-HMAC-SHA256 Credential=test/20261206/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0";
-    let s3_auth = sqs_auth.replace("/sqs/", "/s3/");
-    let s3_auth = s3_auth.as_str();
-    let mut r = a
-        .post(s3.url())
-        .header("Authorization", sqs_auth)
-        .send_form([("Action", "CreateQueue"), ("QueueName", "node-a")])
-        .unwrap();
-    let xml = r.body_mut().read_to_string().unwrap();
-    let queue = xml_value(&xml, "QueueUrl").unwrap_or_else(|| panic!("no queue: {xml}"));
+    let queue = bucket_and_queue(&a, &s3, "node-a");
 
     let dir = tempfile::tempdir().unwrap();
     let models = dir.path().join("m");
@@ -333,7 +337,7 @@ fn sqs_and_s3_lose_nothing_to_a_sigkill() {
         assert!(same_answer(&job["result"], &want), "{job} vs {want}");
         // The document is the S3 object itself.
         let mut r =
-            a.get(format!("{}/jobs/results/{id}.json", s3.url())).header("Authorization", s3_auth).call().unwrap();
+            a.get(format!("{}/jobs/results/{id}.json", s3.url())).header("Authorization", S3_AUTH).call().unwrap();
         let stored = r.body_mut().read_to_string().unwrap();
         let stored: Value = serde_json::from_str(&stored).unwrap_or_else(|e| panic!("{e}: {} {stored}", r.status()));
         assert_eq!(stored["status"], "done");
@@ -350,15 +354,7 @@ async fn a_running_sqs_job_stays_invisible_while_it_runs() {
     use stowage_node::jobs::{NewJob, Protocol};
     let Some(s3) = crate::s3::s3_server() else { return };
     let a = agent();
-    let sqs_auth =
-        "AWS4-HMAC-SHA256 Credential=test/20261206/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0";
-    assert_eq!(a.put(format!("{}/jobs", s3.url())).send_empty().unwrap().status().as_u16(), 200);
-    let mut r = a
-        .post(s3.url())
-        .header("Authorization", sqs_auth)
-        .send_form([("Action", "CreateQueue"), ("QueueName", "held")])
-        .unwrap();
-    let queue = xml_value(&r.body_mut().read_to_string().unwrap(), "QueueUrl").unwrap();
+    let queue = bucket_and_queue(&a, &s3, "held");
     for (k, v) in [("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_REGION", "us-east-1")] {
         // SAFETY: this test's own process (nextest runs each test alone); nothing reads the
         // environment on another thread yet.
