@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 use stowage_engine::{default_ort_intra_threads, EngineOptions};
 use stowage_node::lifecycle::registry::{DEFAULT_BATCH_INPUTS, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_QUEUE_SIZE};
-use stowage_node::lifecycle::startup::{DEFAULT_FETCH_PARALLELISM, DEFAULT_LOAD_PARALLELISM};
+use stowage_node::lifecycle::startup::{
+    DEFAULT_COLD_LOAD_PARALLELISM, DEFAULT_FETCH_PARALLELISM, DEFAULT_LOAD_PARALLELISM,
+};
 use stowage_node::lifecycle::storage::s3::{Timeouts, DEFAULT_READ_TIMEOUT_SECONDS};
 use stowage_node::lifecycle::storage::{FetchOptions, DEFAULT_FETCH_BACKOFF_MS, DEFAULT_FETCH_RETRIES};
 use stowage_node::serve::predict::{DEFAULT_MAX_BATCH, DEFAULT_READY_FRACTION, DEFAULT_REJECT_DELAY_MS};
@@ -649,6 +651,11 @@ pub struct ServeArgs {
     /// Models loaded at once at start-up.
     #[arg(long, env = "STOWAGE_LOAD_PARALLELISM", default_value_t = DEFAULT_LOAD_PARALLELISM)]
     pub load_parallelism: usize,
+
+    /// Cold models loaded at once while serving (within --load-parallelism). Each load makes room
+    /// in the cold pool for its working memory (2.4 × its ONNX file) beside its model (1.15 ×).
+    #[arg(long, env = "STOWAGE_COLD_LOAD_PARALLELISM", default_value_t = DEFAULT_COLD_LOAD_PARALLELISM)]
+    pub cold_load_parallelism: usize,
 
     #[command(flatten)]
     pub s3: S3Args,

@@ -220,6 +220,13 @@ pub fn plan(catalog: &Catalog, opts: &Options) -> Result<Plan, SolveError> {
     Ok(to_plan(catalog, &p, &s))
 }
 
+/// What a cold load holds while it runs, beyond its model's memory, per MiB of that memory: the
+/// file read, decoded and optimized before the copies are freed. The node makes room for it in
+/// its pool and loads one cold model at a time (`COLD_LOAD_WORKING_PER_WEIGHT_BYTE` in
+/// `node/src/lifecycle/cold.rs`: 2.4 × the file, with 1.15 × the file for the model; measured
+/// 0.5–2.4 × the file, BENCHMARKS.md "Cold-pool memory").
+pub const COLD_LOAD_WORKING: f64 = 2.0;
+
 /// A node's memory as its cold pool sees it, in MiB.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeMemory {
@@ -227,12 +234,17 @@ pub struct NodeMemory {
     pub cold: Vec<String>,
     /// The cold models' shares (`ColdWeight`), as planned.
     pub shares: f64,
-    /// The pool: the shares, at least the largest cold model (rounded up to 0.01 MiB).
+    /// The pool: the shares, at least the largest cold model with room for its load beside it
+    /// (`loading`; rounded up to 0.01 MiB). Where the shares are larger, a load's room comes out
+    /// of them while it runs (the margin's headroom) unless the node has memory to spare.
     pub pool: f64,
     /// Its hot models' memory.
     pub hot: f64,
     /// All its cold models in full.
     pub cold_full: f64,
+    /// The working memory of a load of its largest cold model (`COLD_LOAD_WORKING` × its memory):
+    /// the node makes that room in its pool while it loads one (`node/src/lifecycle/cold.rs`).
+    pub loading: f64,
     /// What models may use on the node (`max_memory` of its type).
     pub limit: f64,
 }
@@ -248,7 +260,7 @@ impl NodeMemory {
 pub fn node_memory(catalog: &Catalog, p: &Problem, t: usize, items: &[usize]) -> NodeMemory {
     let family = &p.types[t].family;
     let limit = limit_mib(catalog, p, t);
-    let mut m = NodeMemory { cold: Vec::new(), shares: 0.0, pool: 0.0, hot: 0.0, cold_full: 0.0, limit };
+    let mut m = NodeMemory { cold: Vec::new(), shares: 0.0, pool: 0.0, hot: 0.0, cold_full: 0.0, loading: 0.0, limit };
     let mut largest = 0.0_f64;
     for &i in items {
         let model = &catalog.models[i];
@@ -265,7 +277,8 @@ pub fn node_memory(catalog: &Catalog, p: &Problem, t: usize, items: &[usize]) ->
     }
     m.cold.sort();
     if !m.cold.is_empty() {
-        m.pool = (m.shares.max(largest) * 100.0).ceil() / 100.0;
+        m.loading = COLD_LOAD_WORKING * largest;
+        m.pool = (m.shares.max(largest + m.loading) * 100.0).ceil() / 100.0;
     }
     m
 }
@@ -472,9 +485,12 @@ pub(crate) fn plan_node(catalog: &Catalog, p: &Problem, b: &crate::heuristic::Bi
         None => (None, None),
     };
     // The node's memory is bought whole: what its hot models and the planned pool leave free goes
-    // to the pool too (fewer cold starts at no cost), up to all its cold models.
-    let cold_pool_mib =
-        if m.cold.is_empty() { 0.0 } else { m.pool.max(((m.limit - m.hot).min(m.cold_full) * 100.0).floor() / 100.0) };
+    // to the pool too (fewer cold starts at no cost), up to all its cold models and a load's room.
+    let cold_pool_mib = if m.cold.is_empty() {
+        0.0
+    } else {
+        m.pool.max(((m.limit - m.hot).min(m.cold_full + m.loading) * 100.0).floor() / 100.0)
+    };
     PlanNode {
         id,
         instance_type: ty.name.clone(),

@@ -69,6 +69,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 engine: args.engine.options(),
                 cuda_devices: args.engine.ort_cuda_device.clone(),
                 parallelism: args.load_parallelism,
+                cold_parallelism: args.cold_load_parallelism,
                 fetch_parallelism: args.s3.fetch_parallelism,
                 fetch: args.s3.fetch_options(),
             },

@@ -6,6 +6,10 @@
 //!
 //! A model takes `COLD_BYTES_PER_WEIGHT_BYTE` × its ONNX file of the pool while loaded: what a
 //! loaded model keeps resident is about 1.1 × its weights on both engines (BENCHMARKS.md).
+//! While it loads it takes `COLD_LOAD_WORKING_PER_WEIGHT_BYTE` × its file more (the file read,
+//! decoded and optimized before the copies are freed): cold loads run `--cold-load-parallelism`
+//! at a time (1) and make that room in the pool too, and the heap a load freed goes back to the
+//! system when it ends, so the node's memory stays within the pool under any churn.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,12 +26,21 @@ use crate::serve::request::PredictError;
 /// Pool bytes a loaded cold model holds per byte of its ONNX file.
 pub const COLD_BYTES_PER_WEIGHT_BYTE: f64 = 1.15;
 
+/// Pool bytes a cold load holds while it runs, beyond `COLD_BYTES_PER_WEIGHT_BYTE`, per byte of
+/// its ONNX file (measured 0.5–2.4 × the file, BENCHMARKS.md "Cold-pool memory"). Where the pool
+/// is too small for that (`--cold-pool-mib` by hand), a load takes what the pool has.
+pub const COLD_LOAD_WORKING_PER_WEIGHT_BYTE: f64 = 2.4;
+
 pub struct ColdPool {
     /// Bytes; a reload may change it (`resize`).
     capacity: AtomicU64,
     /// Held while room is made and reserved (the bytes in use are the cold models' own
     /// reservations, so a model a reload removes gives its bytes back with it).
     reserving: Mutex<()>,
+    /// Pool bytes the loads in flight hold beyond their models' reservations.
+    working: Arc<AtomicU64>,
+    /// One permit per cold load that may run at once.
+    loads: Arc<tokio::sync::Semaphore>,
     registry: Arc<Registry>,
     loader: Arc<Loader>,
     /// The loader's runtime: cold loads run there, never on the HTTP workers.
@@ -42,6 +55,8 @@ impl ColdPool {
         Arc::new(Self {
             capacity: AtomicU64::new(capacity),
             reserving: Mutex::new(()),
+            working: Arc::new(AtomicU64::new(0)),
+            loads: Arc::new(tokio::sync::Semaphore::new(loader.cold_parallelism())),
             registry,
             loader,
             runtime,
@@ -102,9 +117,9 @@ impl ColdPool {
         victims.into_iter().map(|(_, e)| e).collect()
     }
 
-    /// Pool bytes the loaded (or loading) cold models hold.
+    /// Pool bytes the loaded (or loading) cold models hold, and the loads in flight.
     pub fn used(&self) -> u64 {
-        self.registry.entries().iter().filter_map(|e| e.cold.as_ref()).map(|c| c.reserved.load(Ordering::SeqCst)).sum()
+        used(&self.registry, &self.working)
     }
 
     fn now_ms(&self) -> u64 {
@@ -136,54 +151,72 @@ impl ColdPool {
         let files = slot.files.lock().ok().and_then(|f| f.clone()).ok_or_else(|| PredictError::NotReady(id.clone()))?;
         let weights = std::fs::metadata(&files.artifact).map_or(0, |m| m.len());
         let need = (weights as f64 * COLD_BYTES_PER_WEIGHT_BYTE) as u64;
-        if !self.make_room(entry, need) {
+        let working = (weights as f64 * COLD_LOAD_WORKING_PER_WEIGHT_BYTE) as u64;
+        let permit = self.loads.clone().acquire_owned().await.map_err(|_| PredictError::NotReady(id.clone()))?;
+        // A load that a request gave up waiting for went on and may have finished meanwhile.
+        if let State::Ready(m) = entry.state() {
+            return Ok(m);
+        }
+        let Some(working) = self.make_room(entry, need, working) else {
             ::metrics::counter!(metrics::COLD_LOADS, "result" => "pool_full").increment(1);
             return Err(PredictError::PoolFull(id));
-        }
+        };
+        // The turn and the working room go with the load, not with this request: a request that
+        // stops waiting (its queue timeout) leaves them held until the load ends.
+        let turn = LoadTurn { working: self.working.clone(), bytes: working, _permit: permit };
         entry.set_state(State::Loading);
         let (loader, e, started) = (self.loader.clone(), entry.clone(), Instant::now());
-        let loaded = self.runtime.spawn(async move { loader.load_cold(&e, files).await }).await;
-        let seconds = started.elapsed().as_secs_f64();
-        match loaded {
-            Ok(Ok(model)) => {
-                ::metrics::counter!(metrics::COLD_LOADS, "result" => "loaded").increment(1);
-                ::metrics::histogram!(metrics::COLD_LOAD_DURATION).record(seconds);
-                self.publish();
-                info!(model = %id, seconds = format!("{seconds:.3}"), pool_used_mib = self.used() / 1048576, "cold model loaded");
-                Ok(model)
+        let (registry, working) = (self.registry.clone(), self.working.clone());
+        // Counted and logged in the task, also when no request waits for the load any more.
+        let loaded = self.runtime.spawn(async move {
+            let loaded = loader.load_cold(&e, files).await;
+            drop(turn);
+            let seconds = started.elapsed().as_secs_f64();
+            let used = || used(&registry, &working);
+            match loaded {
+                Ok(model) => {
+                    ::metrics::counter!(metrics::COLD_LOADS, "result" => "loaded").increment(1);
+                    ::metrics::histogram!(metrics::COLD_LOAD_DURATION).record(seconds);
+                    ::metrics::gauge!(metrics::COLD_RESIDENT_BYTES).set(used() as f64);
+                    info!(model = %e.spec.id, seconds = format!("{seconds:.3}"), pool_used_mib = used() / 1048576, "cold model loaded");
+                    Ok(model)
+                }
+                Err(failed) => Err(failed_load(&e, failed.public())),
             }
-            failed => {
-                self.release(entry);
-                entry.set_state(State::Cold);
-                ::metrics::counter!(metrics::COLD_LOADS, "result" => "failed").increment(1);
-                let reason = match failed {
-                    Ok(Err(e)) => e.public(),
-                    _ => "the loader crashed (see the node's log)".into(),
-                };
-                warn!(model = %id, %reason, "cold model failed to load");
-                Err(PredictError::ModelFailed { id, reason })
-            }
+        });
+        match loaded.await {
+            Ok(Ok(model)) => Ok(model),
+            Ok(Err(reason)) => Err(PredictError::ModelFailed { id, reason }),
+            Err(_) => Err(PredictError::ModelFailed {
+                id,
+                reason: failed_load(entry, "the loader crashed (see the node's log)".into()),
+            }),
         }
     }
 
-    /// Reserves `need` bytes for `entry`, evicting idle cold models (least recently used first)
-    /// until they fit; false when they cannot (the rest is held by models in use or loading).
-    fn make_room(&self, entry: &Entry, need: u64) -> bool {
-        let Ok(_reserving) = self.reserving.lock() else { return false };
+    /// Reserves `need` bytes for `entry` and `working` more for its load (as much of it as the
+    /// pool has beside `need`), evicting idle cold models (least recently used first) until they
+    /// fit; the working bytes reserved, or None when `need` cannot fit (the rest is held by
+    /// models in use or loading).
+    fn make_room(&self, entry: &Entry, need: u64, working: u64) -> Option<u64> {
+        let _reserving = self.reserving.lock().ok()?;
         let capacity = self.capacity();
         if need > capacity {
-            return false;
+            return None;
         }
+        let working = working.min(capacity - need);
         // Loaded cold models, least recently used first (`evict` skips those in use).
         let mut victims = self.victims(Some(&entry.spec.id)).into_iter();
         loop {
-            if self.used() + need <= capacity {
+            if self.used() + need + working <= capacity {
                 if let Some(c) = &entry.cold {
                     c.reserved.store(need, Ordering::SeqCst);
                 }
-                return true;
+                self.working.fetch_add(working, Ordering::SeqCst);
+                return Some(working);
             }
-            let Some(victim) = victims.next() else { return false };
+            // Models in use hold the rest: the request gets 503 and Retry-After.
+            let victim = victims.next()?;
             self.evict(&victim);
         }
     }
@@ -197,7 +230,7 @@ impl ColdPool {
             return;
         }
         entry.set_state(State::Cold);
-        self.release(entry);
+        release(entry);
         // No malloc_trim here: the load that asked for the room reuses the freed heap at once,
         // and a trim locks every malloc arena while the inference threads allocate.
         ::metrics::counter!(metrics::COLD_EVICTIONS).increment(1);
@@ -205,14 +238,46 @@ impl ColdPool {
         info!(model = %entry.spec.id, pool_used_mib = self.used() / 1048576, "cold model evicted");
     }
 
-    fn release(&self, entry: &Entry) {
-        if let Some(slot) = &entry.cold {
-            slot.reserved.store(0, Ordering::SeqCst);
-        }
-    }
-
     fn publish(&self) {
         ::metrics::gauge!(metrics::COLD_RESIDENT_BYTES).set(self.used() as f64);
+    }
+}
+
+/// Pool bytes `registry`'s loaded (or loading) cold models hold, and the loads in flight
+/// (`working`).
+fn used(registry: &Registry, working: &AtomicU64) -> u64 {
+    let models: u64 =
+        registry.entries().iter().filter_map(|e| e.cold.as_ref()).map(|c| c.reserved.load(Ordering::SeqCst)).sum();
+    models + working.load(Ordering::SeqCst)
+}
+
+/// A cold load that failed: the model gives its bytes back and is cold again; `reason`.
+fn failed_load(entry: &Entry, reason: String) -> String {
+    release(entry);
+    entry.set_state(State::Cold);
+    ::metrics::counter!(metrics::COLD_LOADS, "result" => "failed").increment(1);
+    warn!(model = %entry.spec.id, %reason, "cold model failed to load");
+    reason
+}
+
+/// Gives a cold model's pool bytes back.
+fn release(entry: &Entry) {
+    if let Some(slot) = &entry.cold {
+        slot.reserved.store(0, Ordering::SeqCst);
+    }
+}
+
+/// A cold load's turn (`--cold-load-parallelism`) and the working room it holds in the pool,
+/// both given back when the load ends.
+struct LoadTurn {
+    working: Arc<AtomicU64>,
+    bytes: u64,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for LoadTurn {
+    fn drop(&mut self) {
+        self.working.fetch_sub(self.bytes, Ordering::SeqCst);
     }
 }
 

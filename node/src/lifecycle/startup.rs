@@ -18,6 +18,8 @@ use crate::process::{release_freed_memory, rss_bytes};
 
 /// Default of `--load-parallelism`.
 pub const DEFAULT_LOAD_PARALLELISM: usize = 2;
+/// Default of `--cold-load-parallelism`.
+pub const DEFAULT_COLD_LOAD_PARALLELISM: usize = 1;
 /// Default of `--fetch-parallelism`.
 pub const DEFAULT_FETCH_PARALLELISM: usize = 4;
 
@@ -30,6 +32,8 @@ pub struct LoadOptions {
     pub cuda_devices: Vec<i32>,
     /// Models read, optimized and warmed up at once.
     pub parallelism: usize,
+    /// Cold models loaded at once while the node serves (within `parallelism`; see `ColdPool`).
+    pub cold_parallelism: usize,
     /// Models downloading at once (downloads overlap with loading).
     pub fetch_parallelism: usize,
     pub fetch: FetchOptions,
@@ -41,6 +45,7 @@ impl Default for LoadOptions {
             engine: EngineOptions::default(),
             cuda_devices: Vec::new(),
             parallelism: DEFAULT_LOAD_PARALLELISM,
+            cold_parallelism: DEFAULT_COLD_LOAD_PARALLELISM,
             fetch_parallelism: DEFAULT_FETCH_PARALLELISM,
             fetch: FetchOptions::default(),
         }
@@ -135,6 +140,11 @@ impl Loader {
 impl Loader {
     /// Loads cold `entry` from its files on local disk (on a blocking thread, within
     /// `--load-parallelism`) and marks it ready.
+    /// Cold models loaded at once (`LoadOptions::cold_parallelism`, at least 1).
+    pub fn cold_parallelism(&self) -> usize {
+        self.opts.cold_parallelism.max(1)
+    }
+
     pub async fn load_cold(&self, entry: &Arc<Entry>, files: load::Files) -> Result<Arc<LoadedModel>, LoadError> {
         let _slot = self.gates.1.acquire().await.map_err(|_| LoadError::Crashed)?;
         let i = self.brought.fetch_add(1, Ordering::Relaxed);
@@ -144,7 +154,12 @@ impl Loader {
         let (spec, verdicts) = (entry.spec.clone(), self.verdicts.clone());
         let l = tokio::task::spawn_blocking(move || {
             crate::process::lower_thread_priority();
-            load::load_files(&spec, &files, &engine, &verdicts)
+            let loaded = load::load_files(&spec, &files, &engine, &verdicts);
+            // What the load decoded, copied and optimized is free now, spread over the malloc
+            // arenas of whichever threads ran it: give it back, or a busy pool's churn keeps
+            // several times the pool (BENCHMARKS.md, "Cold-pool memory").
+            release_freed_memory();
+            loaded
         })
         .await
         .map_err(|_| LoadError::Crashed)??;
