@@ -1,8 +1,10 @@
 """Fuzzes a running node's HTTP API: COUNT requests, each a random mutation of a valid one (paths,
 methods, query strings, JSON bodies of wrong types and sizes, odd Unicode, raw bytes, broken
-request lines and headers, KServe v2 inference bodies with odd shapes and datatypes), over raw
-sockets so that malformed HTTP gets through, while STALLS connections (20 by default) hold a
-chunked body that never ends: each must get 408 and be closed. Prints the
+request lines and headers, KServe v2 inference bodies with odd shapes and datatypes — dimensions
+whose product overflows 64 bits, negative and zero ones), over raw sockets so that malformed HTTP
+gets through, while STALLS connections (20 by default) at a time hold a chunked body that never
+ends (stalled in a chunk, in a chunk-size line, or after whole chunks), a new round every 5,000
+requests: each must get 408 and be closed. Prints the
 status mix (with connections closed without an answer: raw garbage, or a body the node refused
 early) and what must never happen: a timeout, an undocumented status or 5xx, a JSON error body
 without "code", or a node that stops answering /ping.
@@ -61,7 +63,8 @@ def body():
 def v2_body():
     """A KServe v2 inference body: shapes with huge, negative or zero dimensions, data that does
     or does not match them, odd datatypes."""
-    dims = [rng.choice([0, 1, 2, 3, -1, 2**31, 2**62, 2**63 - 1, -2**63, rng.randrange(-9, 99)])
+    dims = [rng.choice([0, 1, 2, 3, -1, 2**31, 2**32, 2**62, 2**63 - 1, -(2**63 - 1), -2**63, 2**64,
+                        rng.randrange(-9, 99)])
             for _ in range(rng.randrange(0, 4))]
     datatype = rng.choice(["BYTES", "BYTES", "INT64", "FP32", "bytes", ""])
     data = [value() if rng.random() < 0.3 else rng.choice(["good", "bad"]) for _ in range(rng.randrange(0, 6))]
@@ -128,18 +131,48 @@ def send(raw, complete=True, timeout=15):
         s.close()
 
 
+STALLED_BODIES = [b'5\r\n{"inp\r\n', b'5\r\n{"i', b'1', b'5\r\n{"inp\r\n3\r\nuts\r\n', b'', b'2;ext=1\r\n{"']
+
+
 def stalled():
-    """A connection holding a chunked body that never ends."""
+    """A connection holding a chunked body that never ends (on the node's REST or v2 route)."""
     s = socket.create_connection((host, port), timeout=30)
-    s.sendall(f"POST /predictions/{model} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-              "Transfer-Encoding: chunked\r\n\r\n5\r\n{\"inp\r\n".encode())
+    path = rng.choice([f"/predictions/{model}", f"/v2/models/{model}/infer"])
+    s.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+              "Transfer-Encoding: chunked\r\n\r\n".encode() + rng.choice(STALLED_BODIES))
     return s
+
+
+def check_stalled(held):
+    """Each stalled connection answered 408 at the body deadline and closed (by now, or soon)."""
+    for s in held:
+        got = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+        except OSError as e:
+            problems.append(f"stalled connection: not closed ({e}): {got[:80]!r}")
+            continue
+        finally:
+            s.close()
+        if got.startswith(b"HTTP/1.1 408"):
+            statuses["stalled chunked, 408 and closed"] += 1
+        else:
+            problems.append(f"stalled connection: {got[:80]!r}")
 
 
 statuses = collections.Counter()
 problems = []
-held = [stalled() for _ in range(stalls)]
+held = []
 for i in range(count):
+    if i % 5000 == 0 and stalls:
+        check_stalled(held)
+        held = [stalled() for _ in range(stalls)]
+    if i and i % 100000 == 0:
+        print(f"{i} requests, {len(problems)} problems", file=sys.stderr, flush=True)
     raw, complete = request()
     try:
         got = send(raw, complete)
@@ -165,23 +198,7 @@ for i in range(count):
     if status >= 400 and not raw.startswith(b"HEAD ") and not v2 and b"application/json" in head.lower() and b'"code"' not in rest:
         problems.append(f"request {i}: JSON error without a code: {rest[:200]!r}")
 
-# The stalled connections: each answered 408 at the body deadline and closed (by now, or soon).
-for k, s in enumerate(held):
-    got = b""
-    try:
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            got += chunk
-    except OSError as e:
-        problems.append(f"stalled connection {k}: not closed ({e}): {got[:80]!r}")
-        continue
-    finally:
-        s.close()
-    if not got.startswith(b"HTTP/1.1 408"):
-        problems.append(f"stalled connection {k}: {got[:80]!r}")
-statuses["stalled chunked, 408 and closed"] = stalls - sum(p.startswith("stalled") for p in problems)
+check_stalled(held)
 
 alive = send(f"GET /ping HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()).startswith(b"HTTP/1.1 200")
 print(f"{count} requests, seed {sys.argv[4] if len(sys.argv) > 4 else 1}")

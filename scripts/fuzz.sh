@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes a node on real sockets (scripts/fuzz.py: mutated paths, methods, query strings, JSON
-# bodies, Unicode, malformed request lines and headers) and checks it survives: no crash, no
+# bodies, Unicode, malformed request lines and headers, v2 shapes that overflow, chunked bodies
+# that stall) and checks it survives: no crash, no
 # undocumented status, no connection dropped without an answer, /ping answering at the end.
-#   scripts/fuzz.sh [COUNT] [SEED]
+#   scripts/fuzz.sh [COUNT] [SEED]      e.g. scripts/fuzz.sh 1000000 12 (about 7 minutes here)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
