@@ -22,19 +22,10 @@ import shlex
 import subprocess
 import threading
 import time
-import urllib.request
 
-from benchlib import ROOT, free_port, rss_mib, status
+from benchlib import ROOT, free_port, metric, rss_mib, status
 
 SLACK_MIB = 32
-
-
-def metric(base, series):
-    with urllib.request.urlopen(f"{base}/metrics", timeout=30) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(series + " "):
-                return float(line.split()[-1])
-    return 0.0
 
 
 def main():

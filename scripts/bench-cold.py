@@ -23,9 +23,8 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
-from benchlib import ROOT, free_port, rss_mib, status
+from benchlib import ROOT, free_port, metric, rss_mib, status
 
 
 def timed(url):
@@ -37,14 +36,6 @@ def timed(url):
 def pct(values, p):
     v = sorted(values)
     return v[min(len(v) - 1, int(p * len(v)))] if v else float("nan")
-
-
-def metric(base, series):
-    with urllib.request.urlopen(f"{base}/metrics") as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(series + " "):
-                return float(line.split()[-1])
-    return 0.0
 
 
 def main():

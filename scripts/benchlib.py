@@ -1,4 +1,4 @@
-"""Helpers the Python benchmark scripts share (bench-reload.py, bench-cold.py)."""
+"""Helpers the Python benchmark scripts share (bench-reload.py, bench-cold.py, bench-cold-churn.py, …)."""
 import os
 import socket
 import urllib.error
@@ -23,6 +23,15 @@ def status(url, timeout=120):
         return e.code
     except OSError:
         return 0
+
+
+def metric(base, series):
+    """The value of one series (name and labels, as exposed) on `base`/metrics; 0 when absent."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=30) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(series + " "):
+                return float(line.split()[-1])
+    return 0.0
 
 
 def rss_mib(pid):
