@@ -12,5 +12,6 @@ pub mod commands;
 pub mod gateway;
 pub mod http;
 pub mod openloop;
+pub mod trace;
 
 pub use stowage_synth as synth;

@@ -94,7 +94,11 @@ fn init_logging(json: bool) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
     // JSON lines with the message and the event's fields at the top level, as collectors expect.
-    let fmt = if json { fmt.json().flatten_event(true).boxed() } else { fmt.boxed() };
+    let fmt = if json {
+        fmt.json().flatten_event(true).with_current_span(true).with_span_list(false).boxed()
+    } else {
+        fmt.boxed()
+    };
     let malformed = tracing_subscriber::filter::Targets::new().with_target(MALFORMED_HTTP, tracing::Level::ERROR);
     tracing_subscriber::registry().with(fmt.with_filter(filter)).with(MalformedHttp.with_filter(malformed)).init();
     // A panic (an engine bug on an inference thread, which the node survives) is logged like

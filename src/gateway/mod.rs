@@ -162,16 +162,18 @@ pub fn run(opts: GatewayOptions) -> Result<()> {
     let connections = opts.max_connections.unwrap_or_else(|| crate::http::server::connections_within(files, 64, 2));
     info!(open_files = files, max_connections = connections, "connection limit");
     actix_web::rt::System::new().block_on(async move {
-        let server = HttpServer::new(move || App::new().configure(configure(state.clone())))
-            // Each connection's socket, so that a body cut short can close it (`http::body`).
-            .on_connect(crate::http::connected)
-            .workers(workers)
-            .shutdown_timeout(opts.drain.as_secs().max(1))
-            .disable_signals()
-            // actix counts per worker: split the budget over them.
-            .max_connections(connections.div_ceil(workers).max(1))
-            .bind(addr)
-            .with_context(|| format!("cannot listen on {addr}"))?;
+        let server = HttpServer::new(move || {
+            App::new().wrap(actix_web::middleware::from_fn(crate::trace::traced)).configure(configure(state.clone()))
+        })
+        // Each connection's socket, so that a body cut short can close it (`http::body`).
+        .on_connect(crate::http::connected)
+        .workers(workers)
+        .shutdown_timeout(opts.drain.as_secs().max(1))
+        .disable_signals()
+        // actix counts per worker: split the budget over them.
+        .max_connections(connections.div_ceil(workers).max(1))
+        .bind(addr)
+        .with_context(|| format!("cannot listen on {addr}"))?;
         for addr in server.addrs() {
             info!(%addr, models = table.get().models.len(), "gateway listening");
         }

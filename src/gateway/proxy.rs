@@ -9,6 +9,7 @@ use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::HeaderName;
+use actix_web::HttpMessage;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use awc::error::SendRequestError;
 use stowage_node::metrics as m;
@@ -89,6 +90,10 @@ pub async fn forward(
         let mut fwd = client.request(req.method().clone(), &url).timeout(state.upstream_timeout);
         for (name, value) in req.headers().iter().filter(|(n, _)| !hop_by_hop(n)) {
             fwd = fwd.append_header((name.clone(), value.clone()));
+        }
+        // The node's parent is the gateway's span, in the client's trace (`crate::trace`).
+        if let Some(trace) = req.extensions().get::<crate::trace::RequestTrace>() {
+            fwd = fwd.insert_header((crate::trace::TRACEPARENT, trace.traceparent()));
         }
         if let Some(peer) = req.peer_addr() {
             fwd = fwd.insert_header(("x-forwarded-for", peer.ip().to_string()));

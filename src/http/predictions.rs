@@ -146,7 +146,6 @@ fn finish(state: &AppState, id: &str, started: Instant, result: Result<Answer, A
     };
     let code = response.status().as_u16();
     let seconds = started.elapsed().as_secs_f64();
-    tracing::debug!(target: "stowage::access", model = id, status = code, ms = (seconds * 1e6).round() / 1e3, "prediction");
     state.node.record(id, code, seconds);
     response
 }

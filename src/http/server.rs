@@ -53,15 +53,19 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         let files = raise_open_file_limit();
         let connections = opts.max_connections.unwrap_or_else(|| connection_budget(files, registry.len()));
         info!(open_files = files, max_connections = connections, "connection limit");
-        let server = HttpServer::new(move || App::new().configure(crate::http::configure(app_state.clone())))
-            .on_connect(crate::http::connected)
-            .workers(workers)
-            // actix counts per worker: split the node's budget over them.
-            .max_connections(connections.div_ceil(workers).max(1))
-            .shutdown_timeout(opts.drain.as_secs().max(1))
-            .disable_signals()
-            .bind((opts.host.as_str(), opts.port))
-            .with_context(|| format!("cannot listen on {}:{}", opts.host, opts.port))?;
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(actix_web::middleware::from_fn(crate::trace::traced))
+                .configure(crate::http::configure(app_state.clone()))
+        })
+        .on_connect(crate::http::connected)
+        .workers(workers)
+        // actix counts per worker: split the node's budget over them.
+        .max_connections(connections.div_ceil(workers).max(1))
+        .shutdown_timeout(opts.drain.as_secs().max(1))
+        .disable_signals()
+        .bind((opts.host.as_str(), opts.port))
+        .with_context(|| format!("cannot listen on {}:{}", opts.host, opts.port))?;
         for addr in server.addrs() {
             info!(%addr, models = registry.len(), inference_threads = state.node.pool.threads(), "listening");
         }

@@ -1,0 +1,145 @@
+//! W3C Trace Context for requests (docs/http-api.md, "Tracing"): every request the node's or the
+//! gateway's serving port takes runs in a tracing span `request` whose `trace_id` is the one of
+//! the client's `traceparent` header (a new one without it, or where it is malformed), with a
+//! `span_id` of its own and the client's span as `parent_span_id`. Everything logged while the
+//! request runs carries them (JSON logs: `span.trace_id`, `span.span_id`), the gateway passes its
+//! own span to the node as the node's parent (`traceparent`), and each request ends with one
+//! `request` event at debug level (status and milliseconds) under the target `stowage::access`
+//! (the access log: `RUST_LOG=info,stowage::access=debug`).
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::HttpMessage;
+use tracing::Instrument;
+
+/// The request header that carries a trace (W3C Trace Context).
+pub const TRACEPARENT: &str = "traceparent";
+
+/// One request's place in its trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestTrace {
+    pub trace_id: u128,
+    /// This request's span here.
+    pub span_id: u64,
+    /// The caller's span, from its `traceparent`.
+    pub parent_span_id: Option<u64>,
+    /// The caller's trace flags (sampled: 01); 01 for a trace started here.
+    pub flags: u8,
+}
+
+/// A `traceparent` header's trace id, parent span id and flags; None where it is not a valid
+/// one (W3C Trace Context level 1: version 00 is exactly 55 characters; a later version may be
+/// longer and is read as 00; ids of all zeros and version ff are invalid; hex is lower case).
+pub fn parse(header: &str) -> Option<(u128, u64, u8)> {
+    let h = header.trim();
+    let b = h.as_bytes();
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
+    if b.len() < 55 || (b.len() > 55 && (b[55] != b'-' || &h[..2] == "00")) {
+        return None;
+    }
+    if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        return None;
+    }
+    let (version, trace, span, flags) = (&h[..2], &h[3..35], &h[36..52], &h[53..55]);
+    if !(hex(version) && hex(trace) && hex(span) && hex(flags)) || version == "ff" {
+        return None;
+    }
+    let trace_id = u128::from_str_radix(trace, 16).ok().filter(|&t| t != 0)?;
+    let span_id = u64::from_str_radix(span, 16).ok().filter(|&s| s != 0)?;
+    Some((trace_id, span_id, u8::from_str_radix(flags, 16).ok()?))
+}
+
+impl RequestTrace {
+    /// This hop's span in the trace of the caller's `traceparent`, or the first span of a new
+    /// trace.
+    pub fn of(traceparent: Option<&str>) -> Self {
+        let span_id = loop {
+            let s: u64 = rand::random();
+            if s != 0 {
+                break s;
+            }
+        };
+        match traceparent.and_then(parse) {
+            Some((trace_id, parent, flags)) => Self { trace_id, span_id, parent_span_id: Some(parent), flags },
+            None => Self { trace_id: rand::random::<u128>().max(1), span_id, parent_span_id: None, flags: 1 },
+        }
+    }
+
+    /// The `traceparent` a call made for this request sends: this span as the callee's parent.
+    pub fn traceparent(&self) -> String {
+        format!("00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.flags)
+    }
+
+    pub fn trace_id_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+}
+
+/// Middleware (`actix_web::middleware::from_fn`): runs the request in its `request` span, keeps
+/// its `RequestTrace` in the request's extensions (the gateway's proxy reads it) and logs its end
+/// at debug level.
+pub async fn traced(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let trace = RequestTrace::of(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
+    let span = tracing::info_span!(
+        "request",
+        trace_id = %trace.trace_id_hex(),
+        span_id = %format_args!("{:016x}", trace.span_id),
+        parent_span_id = trace.parent_span_id.map(|p| tracing::field::display(format!("{p:016x}"))),
+        method = %req.method(),
+        path = %req.path(),
+    );
+    req.extensions_mut().insert(trace);
+    let started = Instant::now();
+    let res = next.call(req).instrument(span.clone()).await;
+    let status = res.as_ref().map_or(500, |r| r.status().as_u16());
+    span.in_scope(|| {
+        let ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        tracing::debug!(target: "stowage::access", status, ms, "request")
+    });
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_valid_traceparent_is_read_and_an_invalid_one_starts_a_new_trace() {
+        let h = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(parse(h), Some((0x4bf92f3577b34da6a3ce929d0e0e4736, 0x00f067aa0ba902b7, 1)));
+        // A later version may carry more fields after a dash.
+        assert!(parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz").is_some());
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+        let t = RequestTrace::of(Some(h));
+        assert_eq!(
+            (t.trace_id, t.parent_span_id, t.flags),
+            (0x4bf92f3577b34da6a3ce929d0e0e4736, Some(0xf067aa0ba902b7), 1)
+        );
+        assert_ne!(t.span_id, 0x00f067aa0ba902b7);
+        // What it sends on names this span as the parent, in the same trace.
+        assert_eq!(parse(&t.traceparent()), Some((t.trace_id, t.span_id, 1)));
+        let fresh = RequestTrace::of(Some("garbage"));
+        assert_eq!(fresh.parent_span_id, None);
+        assert_ne!(fresh.trace_id, 0);
+        assert_ne!(fresh.trace_id, RequestTrace::of(None).trace_id);
+    }
+}
