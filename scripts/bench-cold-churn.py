@@ -8,8 +8,9 @@ cold models, each its next request when the last is answered, for SECONDS, so th
 request misses the pool and loads (evicting the least recently used). The node's RSS is sampled
 every 100 ms. Printed: the node's RSS serving (after start, before any cold load), its peak, its
 P99 and its last value, against the bound the node promises (docs/http-api.md, "Cold models"):
-serving RSS + the pool (which holds the loads' working memory too) + SLACK_MIB (what a process
-grows by on its own: HTTP buffers, tokenizers' caches, metrics).
+serving RSS + the pool + one load's working memory beyond the pool (WORKING × the largest file,
+as `cold.rs` counts it) + SLACK_MIB (what a process grows by on its own: HTTP buffers,
+tokenizers' caches, metrics).
 
   python3 scripts/bench-cold-churn.py [--count 50] [--pool 3.5] [--threads 8] [--seconds 60]
       [--layers 2] [--hidden 256] [--vocab 8000] [--engine auto] [--flags '…']
@@ -26,6 +27,7 @@ import time
 from benchlib import ROOT, free_port, metric, rss_mib, status
 
 SLACK_MIB = 32
+WORKING = 2.4
 
 
 def main():
@@ -105,7 +107,7 @@ def main():
     samples.sort()
     answered.sort()
     pct = lambda v, p: round(v[int(p * (len(v) - 1))], 1) if v else None
-    bound = serving + pool_mib + SLACK_MIB
+    bound = serving + pool_mib + WORKING * weights / 2**20 + SLACK_MIB
     print(json.dumps({
         "models": a.count, "weights_mib": round(weights / 2**20, 1), "pool_mib": round(pool_mib, 1),
         "threads": a.threads, "seconds": a.seconds, "engine": a.engine, "flags": a.flags,

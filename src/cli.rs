@@ -652,8 +652,8 @@ pub struct ServeArgs {
     #[arg(long, env = "STOWAGE_LOAD_PARALLELISM", default_value_t = DEFAULT_LOAD_PARALLELISM)]
     pub load_parallelism: usize,
 
-    /// Cold models loaded at once while serving (within --load-parallelism). Each load makes room
-    /// in the cold pool for its working memory (2.4 × its ONNX file) beside its model (1.15 ×).
+    /// Cold models loaded at once while serving (within --load-parallelism). Each load holds up to
+    /// 2.4 × its ONNX file beyond its model while it runs, out of the cold pool where it is free.
     #[arg(long, env = "STOWAGE_COLD_LOAD_PARALLELISM", default_value_t = DEFAULT_COLD_LOAD_PARALLELISM)]
     pub cold_load_parallelism: usize,
 

@@ -221,8 +221,8 @@ pub fn plan(catalog: &Catalog, opts: &Options) -> Result<Plan, SolveError> {
 }
 
 /// What a cold load holds while it runs, beyond its model's memory, per MiB of that memory: the
-/// file read, decoded and optimized before the copies are freed. The node makes room for it in
-/// its pool and loads one cold model at a time (`COLD_LOAD_WORKING_PER_WEIGHT_BYTE` in
+/// file read, decoded and optimized before the copies are freed. The node loads one cold model
+/// at a time and takes this out of its pool where it is free (`COLD_LOAD_WORKING_PER_WEIGHT_BYTE` in
 /// `node/src/lifecycle/cold.rs`: 2.4 × the file, with 1.15 × the file for the model; measured
 /// 0.5–2.4 × the file, BENCHMARKS.md "Cold-pool memory").
 pub const COLD_LOAD_WORKING: f64 = 2.0;
@@ -234,16 +234,15 @@ pub struct NodeMemory {
     pub cold: Vec<String>,
     /// The cold models' shares (`ColdWeight`), as planned.
     pub shares: f64,
-    /// The pool: the shares, at least the largest cold model with room for its load beside it
-    /// (`loading`; rounded up to 0.01 MiB). Where the shares are larger, a load's room comes out
-    /// of them while it runs (the margin's headroom) unless the node has memory to spare.
+    /// The pool: the shares, at least the largest cold model (rounded up to 0.01 MiB).
     pub pool: f64,
     /// Its hot models' memory.
     pub hot: f64,
     /// All its cold models in full.
     pub cold_full: f64,
     /// The working memory of a load of its largest cold model (`COLD_LOAD_WORKING` × its memory):
-    /// the node makes that room in its pool while it loads one (`node/src/lifecycle/cold.rs`).
+    /// the node takes it out of its pool where the pool has it free (`node/src/lifecycle/cold.rs`),
+    /// else out of the node's memory above `max_memory`.
     pub loading: f64,
     /// What models may use on the node (`max_memory` of its type).
     pub limit: f64,
@@ -278,7 +277,7 @@ pub fn node_memory(catalog: &Catalog, p: &Problem, t: usize, items: &[usize]) ->
     m.cold.sort();
     if !m.cold.is_empty() {
         m.loading = COLD_LOAD_WORKING * largest;
-        m.pool = (m.shares.max(largest + m.loading) * 100.0).ceil() / 100.0;
+        m.pool = (m.shares.max(largest) * 100.0).ceil() / 100.0;
     }
     m
 }
@@ -485,7 +484,8 @@ pub(crate) fn plan_node(catalog: &Catalog, p: &Problem, b: &crate::heuristic::Bi
         None => (None, None),
     };
     // The node's memory is bought whole: what its hot models and the planned pool leave free goes
-    // to the pool too (fewer cold starts at no cost), up to all its cold models and a load's room.
+    // to the pool too (fewer cold starts at no cost), up to all its cold models and a load's
+    // room beside them.
     let cold_pool_mib = if m.cold.is_empty() {
         0.0
     } else {

@@ -6,10 +6,11 @@
 //!
 //! A model takes `COLD_BYTES_PER_WEIGHT_BYTE` × its ONNX file of the pool while loaded: what a
 //! loaded model keeps resident is about 1.1 × its weights on both engines (BENCHMARKS.md).
-//! While it loads it takes `COLD_LOAD_WORKING_PER_WEIGHT_BYTE` × its file more (the file read,
+//! While it loads it holds `COLD_LOAD_WORKING_PER_WEIGHT_BYTE` × its file more (the file read,
 //! decoded and optimized before the copies are freed): cold loads run `--cold-load-parallelism`
-//! at a time (1) and make that room in the pool too, and the heap a load freed goes back to the
-//! system when it ends, so the node's memory stays within the pool under any churn.
+//! at a time (1), take that room out of the pool where it is free (the plan grows pools into the
+//! node's spare memory for it), and the heap a load freed goes back to the system when it ends,
+//! so under any churn the node's memory stays within the pool and one load's working memory.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,8 +28,8 @@ use crate::serve::request::PredictError;
 pub const COLD_BYTES_PER_WEIGHT_BYTE: f64 = 1.15;
 
 /// Pool bytes a cold load holds while it runs, beyond `COLD_BYTES_PER_WEIGHT_BYTE`, per byte of
-/// its ONNX file (measured 0.5–2.4 × the file, BENCHMARKS.md "Cold-pool memory"). Where the pool
-/// is too small for that (`--cold-pool-mib` by hand), a load takes what the pool has.
+/// its ONNX file (measured 0.5–2.4 × the file, BENCHMARKS.md "Cold-pool memory"), as far as the
+/// pool has it free.
 pub const COLD_LOAD_WORKING_PER_WEIGHT_BYTE: f64 = 2.4;
 
 pub struct ColdPool {
@@ -194,24 +195,27 @@ impl ColdPool {
         }
     }
 
-    /// Reserves `need` bytes for `entry` and `working` more for its load (as much of it as the
-    /// pool has beside `need`), evicting idle cold models (least recently used first) until they
-    /// fit; the working bytes reserved, or None when `need` cannot fit (the rest is held by
-    /// models in use or loading).
+    /// Reserves `need` bytes for `entry`, evicting idle cold models (least recently used first)
+    /// until they fit, and up to `working` more for its load out of what is then free; the
+    /// working bytes reserved, or None when `need` cannot fit (the rest is held by models in use
+    /// or loading).
     fn make_room(&self, entry: &Entry, need: u64, working: u64) -> Option<u64> {
         let _reserving = self.reserving.lock().ok()?;
         let capacity = self.capacity();
         if need > capacity {
             return None;
         }
-        let working = working.min(capacity - need);
         // Loaded cold models, least recently used first (`evict` skips those in use).
         let mut victims = self.victims(Some(&entry.spec.id)).into_iter();
         loop {
-            if self.used() + need + working <= capacity {
+            let used = self.used();
+            if used + need <= capacity {
                 if let Some(c) = &entry.cold {
                     c.reserved.store(need, Ordering::SeqCst);
                 }
+                // The working room the pool has free; never a model evicted for it: a pool that
+                // holds all its models would then evict one on every load, and reload it next.
+                let working = working.min(capacity - used - need);
                 self.working.fetch_add(working, Ordering::SeqCst);
                 return Some(working);
             }
