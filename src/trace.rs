@@ -56,12 +56,7 @@ impl RequestTrace {
     /// This hop's span in the trace of the caller's `traceparent`, or the first span of a new
     /// trace.
     pub fn of(traceparent: Option<&str>) -> Self {
-        let span_id = loop {
-            let s: u64 = rand::random();
-            if s != 0 {
-                break s;
-            }
-        };
+        let span_id = rand::random::<u64>().max(1);
         match traceparent.and_then(parse) {
             Some((trace_id, parent, flags)) => Self { trace_id, span_id, parent_span_id: Some(parent), flags },
             None => Self { trace_id: rand::random::<u128>().max(1), span_id, parent_span_id: None, flags: 1 },

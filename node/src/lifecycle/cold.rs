@@ -173,13 +173,13 @@ impl ColdPool {
             let loaded = loader.load_cold(&e, files).await;
             drop(turn);
             let seconds = started.elapsed().as_secs_f64();
-            let used = || used(&registry, &working);
             match loaded {
                 Ok(model) => {
+                    let used = used(&registry, &working);
                     ::metrics::counter!(metrics::COLD_LOADS, "result" => "loaded").increment(1);
                     ::metrics::histogram!(metrics::COLD_LOAD_DURATION).record(seconds);
-                    ::metrics::gauge!(metrics::COLD_RESIDENT_BYTES).set(used() as f64);
-                    info!(model = %e.spec.id, seconds = format!("{seconds:.3}"), pool_used_mib = used() / 1048576, "cold model loaded");
+                    ::metrics::gauge!(metrics::COLD_RESIDENT_BYTES).set(used as f64);
+                    info!(model = %e.spec.id, seconds = format!("{seconds:.3}"), pool_used_mib = used / 1048576, "cold model loaded");
                     Ok(model)
                 }
                 Err(failed) => Err(failed_load(&e, failed.public())),

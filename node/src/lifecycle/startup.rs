@@ -138,13 +138,13 @@ impl Loader {
 }
 
 impl Loader {
-    /// Loads cold `entry` from its files on local disk (on a blocking thread, within
-    /// `--load-parallelism`) and marks it ready.
     /// Cold models loaded at once (`LoadOptions::cold_parallelism`, at least 1).
     pub fn cold_parallelism(&self) -> usize {
         self.opts.cold_parallelism.max(1)
     }
 
+    /// Loads cold `entry` from its files on local disk (on a blocking thread, within
+    /// `--load-parallelism`) and marks it ready.
     pub async fn load_cold(&self, entry: &Arc<Entry>, files: load::Files) -> Result<Arc<LoadedModel>, LoadError> {
         let _slot = self.gates.1.acquire().await.map_err(|_| LoadError::Crashed)?;
         let i = self.brought.fetch_add(1, Ordering::Relaxed);
