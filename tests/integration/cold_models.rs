@@ -236,11 +236,9 @@ fn write_plan(dir: &Path, models: &[String], cold: &[String], pool_mib: f64) {
     std::fs::rename(tmp, dir.join("plan.json")).unwrap();
 }
 
-/// The process's resident memory, from /proc.
+/// The process's resident memory in bytes.
 fn rss_of(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok());
-    kib.unwrap_or(0.0) * 1024.0
+    crate::common::rss_kib(pid) as f64 * 1024.0
 }
 
 #[test]

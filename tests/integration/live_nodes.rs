@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::common::{free_port, run, stowage, wait_ok, Proc};
+use crate::common::{free_port, rss_kib, run, stowage, wait_ok, Proc};
 
 /// Eight synthetic tiny models and their catalog in `dir` (models.toml).
 fn models(dir: &Path) {
@@ -96,12 +96,6 @@ fn served(base: &str) -> Vec<String> {
 
 fn metrics(base: &str) -> String {
     ureq::get(&format!("{base}/metrics")).call().unwrap().body_mut().read_to_string().unwrap()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// Waits (at most `within`) until `f` holds.

@@ -66,14 +66,16 @@ fn traced(args: &[&str], log: &std::path::Path, ready: &str) -> Proc {
     p
 }
 
-/// The `span` objects of `log`'s `request` lines of trace `trace_id`.
-fn request_spans(log: &std::path::Path, trace_id: &str) -> Vec<serde_json::Value> {
+/// The `span` objects of `log`'s `request` lines (the access log).
+fn request_spans(log: &std::path::Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(log).unwrap();
     let lines = text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
-    lines
-        .filter(|v| v["message"] == "request" && v["span"]["trace_id"] == trace_id)
-        .map(|v| v["span"].clone())
-        .collect()
+    lines.filter(|v| v["message"] == "request").map(|v| v["span"].clone()).collect()
+}
+
+/// Those of trace `trace_id`.
+fn spans_of(log: &std::path::Path, trace_id: &str) -> Vec<serde_json::Value> {
+    request_spans(log).into_iter().filter(|s| s["trace_id"] == trace_id).collect()
 }
 
 #[test]
@@ -112,23 +114,18 @@ fn a_trace_crosses_the_gateway_to_the_node_and_both_log_it() {
         assert_eq!(get.call().unwrap().status(), 200);
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let (gw, node) = (request_spans(&gw_log, trace_id), request_spans(&node_log, trace_id));
+    let (gw, node) = (spans_of(&gw_log, trace_id), spans_of(&node_log, trace_id));
     assert_eq!((gw.len(), node.len()), (1, 1), "gateway {gw:?}, node {node:?}");
     // The client's span is the gateway's parent; the gateway's span is the node's parent.
     assert_eq!(gw[0]["parent_span_id"], "00f067aa0ba902b7", "{gw:?}");
     assert_eq!(node[0]["parent_span_id"], gw[0]["span_id"], "gateway {gw:?}, node {node:?}");
     assert_ne!(node[0]["span_id"], gw[0]["span_id"]);
     assert_eq!(node[0]["path"], "/predictions/tiny-0001");
-    let text = std::fs::read_to_string(&node_log).unwrap();
-    let own: Vec<serde_json::Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["message"] == "request" && v["span"]["path"] == "/predictions/tiny-0001")
-        .filter(|v| v["span"]["trace_id"] != trace_id)
+    let own: Vec<serde_json::Value> = request_spans(&node_log)
+        .into_iter()
+        .filter(|s| s["path"] == "/predictions/tiny-0001" && s["trace_id"] != trace_id)
         .collect();
-    assert_eq!(own.len(), 2, "{text}");
-    assert!(own
-        .iter()
-        .all(|v| v["span"]["parent_span_id"].is_null() && v["span"]["trace_id"].as_str().unwrap().len() == 32));
-    assert_ne!(own[0]["span"]["trace_id"], own[1]["span"]["trace_id"]);
+    assert_eq!(own.len(), 2, "{own:?}");
+    assert!(own.iter().all(|s| s["parent_span_id"].is_null() && s["trace_id"].as_str().unwrap().len() == 32));
+    assert_ne!(own[0]["trace_id"], own[1]["trace_id"]);
 }
