@@ -1,5 +1,6 @@
 //! Asynchronous requests on real processes (docs/http-api.md, "Asynchronous requests"): a node
-//! killed with SIGKILL twice while it takes and runs 1,000 jobs loses none, runs each to one
+//! killed with SIGKILL twice while it takes 1,000 jobs, and once more with a backlog, loses
+//! none, runs each to one
 //! stored result equal to what /predictions answers, and gives a resubmitted Idempotency-Key its
 //! original id; KServe v2's `Prefer: respond-async` and callbacks; the gateway routes both.
 
@@ -120,36 +121,69 @@ fn sigkill_twice_loses_no_accepted_job_and_runs_each_to_one_result() {
     }
     assert!(replays > 5);
     assert_eq!(ids.values().collect::<HashSet<_>>().len(), n, "one job per key");
-    // Killed once more while the queue drains: the last job is still waiting then.
-    let last = &ids[&format!("key-{}", n - 1)];
-    let (_, _, job) = call(a.get(format!("{base}/async/results/{last}")).call()).unwrap();
-    assert_ne!(job["status"], "done", "the queue drained before the kill: the test would show nothing");
+    // Every job to check: its key, model and text.
+    let mut jobs: Vec<(String, &str, String)> = (0..n).map(|i| (format!("key-{i}"), MODELS[i % 4], text(i))).collect();
+    // Killed once more while the queue drains. A node can run jobs as fast as one client
+    // submits them, so bursts from several clients build a backlog first: the kill must find
+    // jobs still waiting, or the test would show nothing.
+    let mut backlog = false;
+    for round in 0..20 {
+        let burst: Vec<Vec<(String, &str, String, String)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|t| {
+                    let (a, base) = (&a, &base);
+                    s.spawn(move || {
+                        (0..40)
+                            .map(|j| {
+                                let (key, model, text) = (format!("burst-{round}-{t}-{j}"), MODELS[j % 4], text(j));
+                                let (status, _, body) = submit(a, base, model, &key, &text).unwrap();
+                                assert_eq!(status, 202, "{body}");
+                                (key, model, text, body["id"].as_str().unwrap().to_string())
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (key, model, text, id) in burst.into_iter().flatten() {
+            ids.insert(key.clone(), id);
+            jobs.push((key, model, text));
+        }
+        let last = &ids[&jobs.last().unwrap().0];
+        let (_, _, job) = call(a.get(format!("{base}/async/results/{last}")).call()).unwrap();
+        if job["status"] != "done" {
+            backlog = true;
+            break;
+        }
+    }
+    assert!(backlog, "the queue drained before every kill: the test would show nothing");
     let _ = proc.0.kill();
     let _ = proc.0.wait();
     let _proc = node(&models, &queue, port, &[]);
 
     let mut sync: HashMap<(String, String), Value> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(240);
-    let mut pending: Vec<usize> = (0..n).collect();
+    let mut pending: Vec<&(String, &str, String)> = jobs.iter().collect();
     while !pending.is_empty() {
         assert!(Instant::now() < deadline, "{} jobs not done in 240 s", pending.len());
         let mut still = Vec::new();
-        for i in pending {
-            let id = &ids[&format!("key-{i}")];
+        for entry in pending {
+            let (key, model, text) = entry;
+            let id = &ids[key];
             let (status, _, job) = call(a.get(format!("{base}/async/results/{id}")).call()).unwrap();
             assert_eq!(status, 200, "{job}");
             match job["status"].as_str().unwrap() {
                 "done" => {
-                    let model = MODELS[i % 4];
-                    assert_eq!(job["model"], model);
+                    assert_eq!(job["model"], *model);
                     assert!(job["attempts"].as_u64().unwrap() >= 1, "{job}");
-                    let want = sync.entry((model.to_string(), text(i))).or_insert_with(|| {
-                        let r = a.post(format!("{base}/predictions/{model}")).send_json(json!({"inputs": text(i)}));
+                    let want = sync.entry((model.to_string(), text.clone())).or_insert_with(|| {
+                        let r = a.post(format!("{base}/predictions/{model}")).send_json(json!({"inputs": text}));
                         call(r).unwrap().2
                     });
                     assert!(same_answer(&job["result"], want), "{job} vs {want}");
                 }
-                "queued" | "running" => still.push(i),
+                "queued" | "running" => still.push(entry),
                 other => panic!("job {id} ended {other}: {job}"),
             }
         }
