@@ -32,6 +32,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "STOWAGE_JSON_LOGS")]
     pub json_logs: bool,
 
+    /// Send traces to this OpenTelemetry collector (OTLP over HTTP, e.g. http://localhost:4318):
+    /// every request's span on the node and the gateway, and the node's queue, tokenize and
+    /// inference steps in it. Off by default.
+    #[arg(long, global = true, env = "STOWAGE_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }

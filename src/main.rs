@@ -3,7 +3,19 @@ use stowage::cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.json_logs);
+    let service = match &cli.command {
+        Command::Serve(_) => "stowage-node",
+        Command::Gateway(_) => "stowage-gateway",
+        _ => "stowage",
+    };
+    // Held to the end: dropping it sends the spans not yet sent.
+    let _exporter = match init_logging(cli.json_logs, cli.otlp_endpoint.as_deref(), service) {
+        Ok(exporter) => exporter,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let result = match &cli.command {
         Command::Plan(args) => stowage::commands::plan::run(args),
         Command::Diff(args) => stowage::commands::diff::run(args),
@@ -58,8 +70,8 @@ const AWS_TARGETS: [&str; 18] = [
     "aws_types",
 ];
 
-/// `RUST_LOG` (else the default) with the AWS SDK held at info and malformed-request reports off,
-/// each unless `RUST_LOG` asks for it by name.
+/// `RUST_LOG` (else the default) with the AWS SDK held at info, malformed-request reports and the
+/// request steps' spans off, each unless `RUST_LOG` asks for it by name.
 fn log_filter(env: Option<&str>) -> String {
     let wanted = env.filter(|e| !e.trim().is_empty()).unwrap_or(DEFAULT_LOG_FILTER);
     let mut filter = wanted.to_string();
@@ -69,8 +81,15 @@ fn log_filter(env: Option<&str>) -> String {
     if !wanted.contains("actix_http") {
         filter = format!("{filter},{MALFORMED_HTTP}=off");
     }
+    if !wanted.contains(STEPS) {
+        filter = format!("{filter},{STEPS}=off");
+    }
     filter
 }
+
+/// The spans of a request's steps on the node (`stowage_node::step!`): for the trace exporter,
+/// not the logs, unless `RUST_LOG` names them.
+const STEPS: &str = "stowage::step";
 
 /// Counts what actix-http reports about requests it could not parse.
 struct MalformedHttp;
@@ -81,7 +100,8 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for MalformedHttp {
     }
 }
 
-fn init_logging(json: bool) {
+/// Sets up logging and, with an OTLP endpoint, trace export (returned: keep it to the end).
+fn init_logging(json: bool, otlp: Option<&str>, service: &str) -> anyhow::Result<Option<stowage::trace::Exporter>> {
     let wanted = std::env::var("RUST_LOG").ok();
     let filter = tracing_subscriber::EnvFilter::try_new(log_filter(wanted.as_deref())).unwrap_or_else(|e| {
         eprintln!("RUST_LOG: {e}; logging at the default ({DEFAULT_LOG_FILTER})");
@@ -100,7 +120,18 @@ fn init_logging(json: bool) {
         fmt.boxed()
     };
     let malformed = tracing_subscriber::filter::Targets::new().with_target(MALFORMED_HTTP, tracing::Level::ERROR);
-    tracing_subscriber::registry().with(fmt.with_filter(filter)).with(MalformedHttp.with_filter(malformed)).init();
+    let (exporter, otel) = match otlp {
+        Some(endpoint) => {
+            let (exporter, layer) = stowage::trace::Exporter::start(endpoint, service)?;
+            (Some(exporter), Some(layer))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(MalformedHttp.with_filter(malformed))
+        .with(otel)
+        .init();
     // A panic (an engine bug on an inference thread, which the node survives) is logged like
     // everything else, so that `--json-logs` collectors see it with its thread and place.
     std::panic::set_hook(Box::new(|info| {
@@ -115,4 +146,5 @@ fn init_logging(json: bool) {
             tracing::error!(%thread, %location, "panic: {message}");
         }
     }));
+    Ok(exporter)
 }

@@ -6,14 +6,27 @@
 //! own span to the node as the node's parent (`traceparent`), and each request ends with one
 //! `request` event at debug level (status and milliseconds) under the target `stowage::access`
 //! (the access log: `RUST_LOG=info,stowage::access=debug`).
+//!
+//! With `--otlp-endpoint` the spans also go to an OpenTelemetry collector (OTLP over HTTP,
+//! protobuf): the `request` span is then OpenTelemetry's, its ids the ones exported, and the
+//! node's steps in it (`queue`, `tokenize`, `inference`; target `stowage::step`, which the logs
+//! leave out unless `RUST_LOG` names it) become its children. Without it no layer wants those
+//! steps' spans and they cost nothing.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::HttpMessage;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The request header that carries a trace (W3C Trace Context).
 pub const TRACEPARENT: &str = "traceparent";
@@ -73,6 +86,112 @@ impl RequestTrace {
     }
 }
 
+/// Whether spans go to an OpenTelemetry collector (`--otlp-endpoint`).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// The OTLP path of trace exports, added to an endpoint given without it (as
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is read).
+const TRACES_PATH: &str = "/v1/traces";
+
+/// Spans exported to an OpenTelemetry collector; dropping it sends what is left (at exit).
+pub struct Exporter(SdkTracerProvider);
+
+impl Exporter {
+    /// An exporter of spans to the collector at `endpoint` (`http://host:4318`, or its full
+    /// traces URL), batched off the serving threads, as service `service` unless
+    /// `OTEL_SERVICE_NAME` names one, and the layer that feeds it: Stowage's spans (the
+    /// `request` span and its steps) and the warnings and errors logged in them.
+    pub fn start<S>(endpoint: &str, service: &str) -> anyhow::Result<(Self, impl tracing_subscriber::Layer<S>)>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        use tracing_subscriber::Layer;
+        let url = traces_url(endpoint)?;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(url)
+            .build()
+            .map_err(|e| anyhow::anyhow!("--otlp-endpoint {endpoint}: {e}"))?;
+        let mut resource = opentelemetry_sdk::Resource::builder();
+        if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+            resource = resource.with_service_name(service.to_string());
+        }
+        let provider =
+            SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build();
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("stowage"))
+            .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_location(false)
+            .with_filter(
+                tracing_subscriber::filter::filter_fn(|meta| {
+                    meta.target().starts_with("stowage") && (meta.is_span() || *meta.level() <= tracing::Level::WARN)
+                })
+                // At info at most. Below it, the `log` records of every library and ONNX Runtime's
+                // own logger would be turned on and read on every request: a debug hint cost a
+                // mini model 2 ms a request.
+                .with_max_level_hint(tracing::level_filters::LevelFilter::INFO),
+            );
+        EXPORTING.store(true, Ordering::Relaxed);
+        Ok((Self(provider), layer))
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.shutdown() {
+            eprintln!("otlp: could not send the last spans: {e}");
+        }
+    }
+}
+
+/// The URL spans are posted to: `endpoint`, plus `/v1/traces` unless it ends so.
+pub fn traces_url(endpoint: &str) -> anyhow::Result<String> {
+    let e = endpoint.trim().trim_end_matches('/');
+    let Some(rest) = e.strip_prefix("http://") else {
+        anyhow::bail!(
+            "--otlp-endpoint {endpoint}: expected http://HOST:PORT (OTLP over HTTP; send to a collector on \
+             the node or in the cluster, which may forward over TLS)"
+        );
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        anyhow::bail!("--otlp-endpoint {endpoint}: no host");
+    }
+    Ok(if e.ends_with(TRACES_PATH) { e.to_string() } else { format!("{e}{TRACES_PATH}") })
+}
+
+/// Reads a request's headers for OpenTelemetry's propagator.
+struct Headers<'a>(&'a actix_web::http::header::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// With spans exported: makes `span` the child of the caller's span (its `traceparent`) and
+/// returns the ids OpenTelemetry gave it; None when they are not exported.
+fn exported(span: &tracing::Span, headers: &actix_web::http::header::HeaderMap) -> Option<RequestTrace> {
+    if !EXPORTING.load(Ordering::Relaxed) {
+        return None;
+    }
+    let parent = TraceContextPropagator::new().extract(&Headers(headers));
+    let caller = parent.span().span_context().clone();
+    span.set_parent(parent).ok()?;
+    let cx = span.context();
+    let own = cx.span().span_context().clone();
+    own.is_valid().then(|| RequestTrace {
+        trace_id: u128::from_be_bytes(own.trace_id().to_bytes()),
+        span_id: u64::from_be_bytes(own.span_id().to_bytes()),
+        parent_span_id: caller.is_valid().then(|| u64::from_be_bytes(caller.span_id().to_bytes())),
+        flags: own.trace_flags().to_u8(),
+    })
+}
+
 /// Middleware (`actix_web::middleware::from_fn`): runs the request in its `request` span, keeps
 /// its `RequestTrace` in the request's extensions (the gateway's proxy reads it) and logs its end
 /// at debug level.
@@ -80,19 +199,28 @@ pub async fn traced(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let trace = RequestTrace::of(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
     let span = tracing::info_span!(
         "request",
-        trace_id = %trace.trace_id_hex(),
-        span_id = %format_args!("{:016x}", trace.span_id),
-        parent_span_id = trace.parent_span_id.map(|p| tracing::field::display(format!("{p:016x}"))),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        parent_span_id = tracing::field::Empty,
         method = %req.method(),
         path = %req.path(),
+        otel.kind = "server",
+        http.response.status_code = tracing::field::Empty,
     );
+    let trace = exported(&span, req.headers())
+        .unwrap_or_else(|| RequestTrace::of(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok())));
+    span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
+    span.record("span_id", tracing::field::display(format_args!("{:016x}", trace.span_id)));
+    if let Some(p) = trace.parent_span_id {
+        span.record("parent_span_id", tracing::field::display(format_args!("{p:016x}")));
+    }
     req.extensions_mut().insert(trace);
     let started = Instant::now();
     let res = next.call(req).instrument(span.clone()).await;
     let status = res.as_ref().map_or(500, |r| r.status().as_u16());
+    span.record("http.response.status_code", i64::from(status));
     span.in_scope(|| {
         let ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
         tracing::debug!(target: "stowage::access", status, ms, "request")
@@ -103,6 +231,21 @@ pub async fn traced(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_otlp_endpoint_gets_the_traces_path_once() {
+        for (given, url) in [
+            ("http://collector:4318", "http://collector:4318/v1/traces"),
+            ("http://collector:4318/", "http://collector:4318/v1/traces"),
+            ("http://127.0.0.1:4318/v1/traces", "http://127.0.0.1:4318/v1/traces"),
+            ("http://gw/otel", "http://gw/otel/v1/traces"),
+        ] {
+            assert_eq!(traces_url(given).unwrap(), url);
+        }
+        for bad in ["https://collector:4318", "collector:4318", "http://", "http:///v1/traces"] {
+            assert!(traces_url(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn a_valid_traceparent_is_read_and_an_invalid_one_starts_a_new_trace() {

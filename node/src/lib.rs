@@ -11,6 +11,7 @@
 //! map and what each crate may depend on are in docs/architecture.md.
 
 pub mod error;
+
 pub mod jobs;
 pub mod lifecycle;
 pub mod metrics;
@@ -21,3 +22,18 @@ pub mod start;
 pub use serve::predict::{Config, Node, Target};
 pub use serve::request::{Answer, Caller, PredictError, Prediction, Request};
 pub use start::{start, NodeOptions, RunningNode, StartError};
+
+/// A child span of `parent` for one step of a request (exported with `--otlp-endpoint`; target
+/// `stowage::step`, which the logs leave out unless `RUST_LOG` names it); none where `parent`
+/// is none (its request is not traced).
+#[macro_export]
+macro_rules! step {
+    ($parent:expr, $name:literal $(, $($fields:tt)*)?) => {{
+        let parent: &::tracing::Span = $parent;
+        if parent.is_none() {
+            ::tracing::Span::none()
+        } else {
+            ::tracing::info_span!(target: "stowage::step", parent: parent, $name $(, $($fields)*)?)
+        }
+    }};
+}

@@ -1,8 +1,17 @@
 //! Logs as files and collectors read them: no terminal colours when stderr is not a terminal
 //! (whatever NO_COLOR says), `--json-logs` lines with the message at the top level, and a W3C
-//! trace carried from a client through the gateway to the node, in both logs.
+//! trace carried from a client through the gateway to the node, in both logs and, with
+//! `--otlp-endpoint`, in the spans both send to an OTLP receiver on loopback.
 
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
 
 use crate::common::{free_port, run, stowage, wait_ok, Proc};
 
@@ -57,6 +66,8 @@ fn traced(args: &[&str], log: &std::path::Path, ready: &str) -> Proc {
             .arg("--json-logs")
             .args(args)
             .env("RUST_LOG", "info,stowage::access=debug")
+            // Spans (with --otlp-endpoint) sent every 100 ms, not every 5 s.
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
@@ -128,4 +139,188 @@ fn a_trace_crosses_the_gateway_to_the_node_and_both_log_it() {
     assert_eq!(own.len(), 2, "{own:?}");
     assert!(own.iter().all(|s| s["parent_span_id"].is_null() && s["trace_id"].as_str().unwrap().len() == 32));
     assert_ne!(own[0]["trace_id"], own[1]["trace_id"]);
+}
+
+/// One exported span, as the tests look at it.
+#[derive(Debug, Clone)]
+struct Exported {
+    service: String,
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent: String,
+    attributes: HashMap<String, String>,
+    micros: u64,
+}
+
+/// An OTLP/HTTP receiver on loopback: takes `POST /v1/traces` (protobuf), answers 200, keeps
+/// the spans.
+fn otlp_receiver() -> (String, Arc<Mutex<Vec<Exported>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let kept = spans.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let kept = kept.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut w = conn;
+                loop {
+                    let (mut len, mut path, mut line) = (0, String::new(), String::new());
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    path.push_str(line.split(' ').nth(1).unwrap_or(""));
+                    loop {
+                        line.clear();
+                        r.read_line(&mut line).unwrap();
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).unwrap();
+                    assert_eq!(path, "/v1/traces");
+                    let req = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+                    let mut got = kept.lock().unwrap();
+                    for rs in req.resource_spans {
+                        let service = rs
+                            .resource
+                            .iter()
+                            .flat_map(|r| &r.attributes)
+                            .find(|a| a.key == "service.name")
+                            .map(|a| format!("{:?}", a.value.as_ref().unwrap().value.as_ref().unwrap()))
+                            .unwrap_or_default();
+                        for span in rs.scope_spans.into_iter().flat_map(|s| s.spans) {
+                            let attributes = span
+                                .attributes
+                                .iter()
+                                .map(|a| {
+                                    (a.key.clone(), format!("{:?}", a.value.as_ref().and_then(|v| v.value.as_ref())))
+                                })
+                                .collect();
+                            got.push(Exported {
+                                service: service.clone(),
+                                name: span.name,
+                                trace_id: hex(&span.trace_id),
+                                span_id: hex(&span.span_id),
+                                parent: hex(&span.parent_span_id),
+                                attributes,
+                                micros: (span.end_time_unix_nano - span.start_time_unix_nano) / 1000,
+                            });
+                        }
+                    }
+                    drop(got);
+                    w.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
+                    )
+                    .unwrap();
+                }
+            });
+        }
+    });
+    (url, spans)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn with_otlp_the_gateway_and_node_send_linked_spans_with_the_nodes_steps() {
+    let (collector, spans) = otlp_receiver();
+    let dir = tempfile::tempdir().unwrap();
+    run(stowage().args(["synth", "--count", "1", "--out"]).arg(dir.path()));
+    let (node_port, gw_port) = (free_port(), free_port());
+    let node_url = format!("http://127.0.0.1:{node_port}");
+    let (node_log, gw_log) = (dir.path().join("node.log"), dir.path().join("gateway.log"));
+    let catalog = dir.path().join("models.toml");
+    let node_port = node_port.to_string();
+    let _node = traced(
+        &["serve", "--otlp-endpoint", &collector, "--host", "127.0.0.1", "--port", &node_port, "--catalog"]
+            .into_iter()
+            .chain([catalog.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+        &node_log,
+        &format!("{node_url}/ready"),
+    );
+    let routes = dir.path().join("routes.json");
+    std::fs::write(&routes, format!(r#"{{"tiny-0001": "{node_url}"}}"#)).unwrap();
+    let gw_url = format!("http://127.0.0.1:{gw_port}");
+    let gw_port = gw_port.to_string();
+    let _gw = traced(
+        &["gateway", "--otlp-endpoint", &format!("{collector}/v1/traces"), "--host", "127.0.0.1", "--port", &gw_port]
+            .into_iter()
+            .chain(["--routes", routes.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+        &gw_log,
+        &format!("{gw_url}/ready"),
+    );
+    let (trace_id, client_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let r = ureq::get(&format!("{gw_url}/predictions/tiny-0001?text=traced"))
+        .header("traceparent", &format!("00-{trace_id}-{client_span}-01"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A caller that does not sample its trace: answered, nothing exported.
+    let unsampled = "0af7651916cd43dd8448eb211c80319c";
+    let r = ureq::get(&format!("{gw_url}/predictions/tiny-0001?text=quiet"))
+        .header("traceparent", &format!("00-{unsampled}-b7ad6b7169203331-00"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The gateway's and node's request spans and the node's three steps.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let of_trace = |id: &str| spans.lock().unwrap().iter().filter(|s| s.trace_id == id).cloned().collect::<Vec<_>>();
+    while of_trace(trace_id).len() < 5 {
+        assert!(Instant::now() < deadline, "spans: {:?}", spans.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let got = of_trace(trace_id);
+    let one = |service: &str, name: &str| {
+        let found: Vec<&Exported> = got.iter().filter(|s| s.service.contains(service) && s.name == name).collect();
+        assert_eq!(found.len(), 1, "{service} {name}: {got:#?}");
+        found[0].clone()
+    };
+    let gw = one("stowage-gateway", "request");
+    let node = one("stowage-node", "request");
+    assert_eq!(gw.parent, client_span, "{gw:?}");
+    assert_eq!(node.parent, gw.span_id, "{node:?}");
+    assert_eq!(gw.attributes.get("http.response.status_code").map(String::as_str), Some("Some(IntValue(200))"));
+    for step in ["queue", "tokenize", "inference"] {
+        let s = one("stowage-node", step);
+        assert_eq!(s.parent, node.span_id, "{s:?}");
+        assert!(s.micros <= node.micros, "{s:?} within {node:?}");
+    }
+    assert!(one("stowage-node", "inference").attributes.contains_key("engine"));
+    assert_eq!(got.len(), 5, "{got:#?}");
+    // The logs name the spans the collector got.
+    let (gw_lines, node_lines) = (spans_of(&gw_log, trace_id), spans_of(&node_log, trace_id));
+    assert_eq!(gw_lines.len(), 1, "{gw_lines:?}");
+    assert_eq!(
+        (gw_lines[0]["span_id"].as_str(), node_lines[0]["span_id"].as_str()),
+        (Some(&*gw.span_id), Some(&*node.span_id))
+    );
+    assert!(of_trace(unsampled).is_empty(), "{:?}", of_trace(unsampled));
+}
+
+#[test]
+fn an_otlp_endpoint_that_is_not_http_is_refused_with_its_flag() {
+    for (bad, why) in [("https://collector:4318", "expected http://"), ("http:///v1/traces", "no host")] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = stowage()
+            .args(["--otlp-endpoint", bad, "synth", "--count", "1", "--out"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("--otlp-endpoint") && err.contains(why), "{err}");
+        assert!(!dir.path().join("models.toml").exists(), "it ran anyway");
+    }
 }

@@ -153,19 +153,28 @@ impl Batcher {
                 }
             }
         }
-        let mut parts: Vec<(Inputs, Reply)> =
-            batch.into_iter().filter_map(|q| q.inputs.map(|x| (x, q.reply))).collect();
+        let mut parts: Vec<(Inputs, Reply, tracing::Span)> =
+            batch.into_iter().filter_map(|q| q.inputs.map(|x| (x, q.reply, q.span))).collect();
         if parts.is_empty() {
             return;
         }
         self.batches.increment(1);
-        self.batched_inputs.increment(parts.iter().map(|p| p.0.batch as u64).sum());
+        let inputs = parts.iter().map(|p| p.0.batch).sum::<usize>();
+        self.batched_inputs.increment(inputs as u64);
+        // Each request's share of the engine call, as a child of its own span: one call serves
+        // every request of the batch.
+        let backend = engine.model.backend();
+        let steps: Vec<tracing::Span> = parts
+            .iter()
+            .map(|p| crate::step!(&p.2, "inference", engine = %backend, requests = parts.len(), inputs))
+            .collect();
         if parts.len() == 1 {
             // Alone: no copy into a batch and out again.
-            if let Some((x, reply)) = parts.pop() {
+            if let Some((x, reply, _)) = parts.pop() {
                 let t = Instant::now();
                 let out = engine.model.predict(&x);
                 let secs = t.elapsed().as_secs_f64();
+                drop(steps);
                 answer(engine, &x, out, secs, reply);
             }
             return;
@@ -174,8 +183,9 @@ impl Batcher {
         let t = Instant::now();
         let out = engine.model.predict(&x);
         let secs = t.elapsed().as_secs_f64();
+        drop(steps);
         let mut row = 0;
-        for (own, reply) in parts {
+        for (own, reply, _) in parts {
             let rows = own.batch;
             let out = out.as_ref().map_err(Clone::clone).map(|o| slice_output(o, row, rows));
             answer(engine, &slice_inputs(&x, row, rows), out, secs, reply);
@@ -198,13 +208,15 @@ impl Batcher {
             return Some(q);
         }
         self.batch_wait.record(q.admitted.elapsed().as_secs_f64());
+        q.queue = tracing::Span::none();
         if let Some(limit) = q.expired() {
             // Its client may be long gone: answer, and run nothing.
             let _ = q.reply.send(Err(PredictError::timed_out(&self.model, limit)));
             return None;
         }
         let t = Instant::now();
-        let x = tokenize::inputs(&engine.text, std::mem::replace(&mut q.request, Request::taken()));
+        let x = crate::step!(&q.span, "tokenize")
+            .in_scope(|| tokenize::inputs(&engine.text, std::mem::replace(&mut q.request, Request::taken())));
         self.tokenization.record(t.elapsed().as_secs_f64());
         match x {
             Ok(x) => {
@@ -345,6 +357,8 @@ mod tests {
             limit: None,
             caller: Default::default(),
             inputs: Some(x),
+            span: tracing::Span::none(),
+            queue: tracing::Span::none(),
         }
     }
 
@@ -384,6 +398,8 @@ mod tests {
                 limit: None,
                 caller: Default::default(),
                 inputs: None,
+                span: tracing::Span::none(),
+                queue: tracing::Span::none(),
             }
         };
         let mut q: VecDeque<Queued> = [3, 1, 2, 1].into_iter().map(req).collect();

@@ -206,6 +206,8 @@ impl Node {
         self.expect_in_time(entry)?;
         let _in = Counted::start(&self.in_system);
         let arrived = Instant::now();
+        let span = tracing::Span::current();
+        let queue = crate::step!(&span, "queue");
         let limit = self.config.queue_timeout;
         let entered = match limit {
             None => Some(entry.admission.enter().await),
@@ -228,7 +230,7 @@ impl Node {
         let _inflight = InFlight::enter(&entry.metrics.inflight);
         let (reply, answer) = tokio::sync::oneshot::channel();
         let rows = request.rows();
-        let queued = Queued { request, rows, reply, arrived, admitted, limit, caller, inputs: None };
+        let queued = Queued { request, rows, reply, arrived, admitted, limit, caller, inputs: None, span, queue };
         let lost = |_: Lost| PredictError::Inference(Lost.to_string());
         entry.batcher.submit(&self.pool, &target.model, queued).map_err(lost)?;
         let answer = answer.await.map_err(|_| lost(Lost))??;

@@ -150,6 +150,10 @@ pub struct Queued {
     /// Its tokenized inputs, once tokenized (a request left out of a batch by the token budget
     /// keeps them for the next one).
     pub inputs: Option<stowage_engine::Inputs>,
+    /// The request's span (docs/http-api.md, "Tracing"): its steps on the inference thread are
+    /// its children. `queue` is open from its arrival until an engine call takes it up.
+    pub span: tracing::Span,
+    pub queue: tracing::Span,
 }
 
 impl Queued {
