@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Installs the system packages Stowage builds and tests with, on Debian/Ubuntu. Idempotent.
 #   coinor-libcbc-dev  COIN-OR CBC, the MILP solver behind `stowage plan` (linked via good_lp)
+#   protobuf-compiler  protoc, for the KServe v2 gRPC service's code (build.rs, tonic)
 #   curl, and the linter for these scripts (the shellcheck package)
 #   prometheus   for promtool, which lints the nodes' /metrics in the tests
 #   python3-venv where the machine's python3 cannot make a virtual environment (scripts/venv.sh)
 set -euo pipefail
 case "${1:-}" in
-  -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   ?*) echo "setup: takes no arguments (see --help)" >&2; exit 2 ;;
 esac
 
-packages=(coinor-libcbc-dev pkg-config shellcheck curl prometheus)
+packages=(coinor-libcbc-dev pkg-config protobuf-compiler shellcheck curl prometheus)
 python3 -c 'import ensurepip, venv' 2> /dev/null || packages+=(python3-venv)
 missing=()
 for p in "${packages[@]}"; do

@@ -582,6 +582,12 @@ pub struct ServeArgs {
     #[arg(long, env = "STOWAGE_PROBE_PORT")]
     pub probe_port: Option<u16>,
 
+    /// Also serve KServe v2 over gRPC (inference.GRPCInferenceService) on this port: health,
+    /// metadata and ModelInfer, through the same admission, batching and metrics as REST. Off by
+    /// default.
+    #[arg(long, env = "STOWAGE_GRPC_PORT")]
+    pub grpc_port: Option<u16>,
+
     #[command(flatten)]
     pub engine: EngineArgs,
 

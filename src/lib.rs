@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod commands;
 pub mod gateway;
+pub mod grpc;
 pub mod http;
 pub mod openloop;
 pub mod trace;

@@ -160,26 +160,34 @@ pub fn traces_url(endpoint: &str) -> anyhow::Result<String> {
     Ok(if e.ends_with(TRACES_PATH) { e.to_string() } else { format!("{e}{TRACES_PATH}") })
 }
 
-/// Reads a request's headers for OpenTelemetry's propagator.
-struct Headers<'a>(&'a actix_web::http::header::HeaderMap);
+/// The trace headers of a request (HTTP's, or gRPC metadata), for OpenTelemetry's propagator.
+struct Carrier<'a> {
+    traceparent: Option<&'a str>,
+    tracestate: Option<&'a str>,
+}
 
-impl opentelemetry::propagation::Extractor for Headers<'_> {
+impl opentelemetry::propagation::Extractor for Carrier<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
+        match key {
+            TRACEPARENT => self.traceparent,
+            "tracestate" => self.tracestate,
+            _ => None,
+        }
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
+        Vec::new()
     }
 }
 
 /// With spans exported: makes `span` the child of the caller's span (its `traceparent`) and
 /// returns the ids OpenTelemetry gave it; None when they are not exported.
-fn exported(span: &tracing::Span, headers: &actix_web::http::header::HeaderMap) -> Option<RequestTrace> {
+fn exported<'a>(span: &tracing::Span, header: impl Fn(&str) -> Option<&'a str>) -> Option<RequestTrace> {
     if !EXPORTING.load(Ordering::Relaxed) {
         return None;
     }
-    let parent = TraceContextPropagator::new().extract(&Headers(headers));
+    let carrier = Carrier { traceparent: header(TRACEPARENT), tracestate: header("tracestate") };
+    let parent = TraceContextPropagator::new().extract(&carrier);
     let caller = parent.span().span_context().clone();
     span.set_parent(parent).ok()?;
     let cx = span.context();
@@ -192,6 +200,42 @@ fn exported(span: &tracing::Span, headers: &actix_web::http::header::HeaderMap) 
     })
 }
 
+/// One request's `request` span and its place in its trace, from its headers (`header` reads
+/// one by its lower-case name): HTTP's, or a gRPC call's metadata.
+pub fn request_span<'a>(
+    method: &str,
+    path: &str,
+    header: impl Fn(&str) -> Option<&'a str> + Copy,
+) -> (tracing::Span, RequestTrace) {
+    let span = tracing::info_span!(
+        "request",
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        parent_span_id = tracing::field::Empty,
+        method = %method,
+        path = %path,
+        otel.kind = "server",
+        http.response.status_code = tracing::field::Empty,
+    );
+    let trace = exported(&span, header).unwrap_or_else(|| RequestTrace::of(header(TRACEPARENT)));
+    span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
+    span.record("span_id", tracing::field::display(format_args!("{:016x}", trace.span_id)));
+    if let Some(p) = trace.parent_span_id {
+        span.record("parent_span_id", tracing::field::display(format_args!("{p:016x}")));
+    }
+    (span, trace)
+}
+
+/// Ends a request's span: its status (HTTP's, or the HTTP status of a gRPC call's error code)
+/// and, at debug level, the access log's line.
+pub fn finish(span: &tracing::Span, started: Instant, status: u16) {
+    span.record("http.response.status_code", i64::from(status));
+    span.in_scope(|| {
+        let ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        tracing::debug!(target: "stowage::access", status, ms, "request")
+    });
+}
+
 /// Middleware (`actix_web::middleware::from_fn`): runs the request in its `request` span, keeps
 /// its `RequestTrace` in the request's extensions (the gateway's proxy reads it) and logs its end
 /// at debug level.
@@ -199,32 +243,13 @@ pub async fn traced(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let span = tracing::info_span!(
-        "request",
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-        parent_span_id = tracing::field::Empty,
-        method = %req.method(),
-        path = %req.path(),
-        otel.kind = "server",
-        http.response.status_code = tracing::field::Empty,
-    );
-    let trace = exported(&span, req.headers())
-        .unwrap_or_else(|| RequestTrace::of(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok())));
-    span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
-    span.record("span_id", tracing::field::display(format_args!("{:016x}", trace.span_id)));
-    if let Some(p) = trace.parent_span_id {
-        span.record("parent_span_id", tracing::field::display(format_args!("{p:016x}")));
-    }
+    let headers = req.headers();
+    let (span, trace) =
+        request_span(req.method().as_str(), req.path(), |name| headers.get(name).and_then(|v| v.to_str().ok()));
     req.extensions_mut().insert(trace);
     let started = Instant::now();
     let res = next.call(req).instrument(span.clone()).await;
-    let status = res.as_ref().map_or(500, |r| r.status().as_u16());
-    span.record("http.response.status_code", i64::from(status));
-    span.in_scope(|| {
-        let ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
-        tracing::debug!(target: "stowage::access", status, ms, "request")
-    });
+    finish(&span, started, res.as_ref().map_or(500, |r| r.status().as_u16()));
     res
 }
 

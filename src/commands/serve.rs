@@ -46,6 +46,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         host: args.host.clone(),
         port: args.port,
         probe_port: args.probe_port,
+        grpc_port: args.grpc_port,
         workers: args.workers.unwrap_or_else(default_inference_threads),
         max_connections: args.max_connections,
         admin,

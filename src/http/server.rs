@@ -27,6 +27,8 @@ pub struct ServeOptions {
     pub port: u16,
     /// The health checks' own listener (`--probe-port`).
     pub probe_port: Option<u16>,
+    /// KServe v2 over gRPC's listener (`--grpc-port`).
+    pub grpc_port: Option<u16>,
     pub workers: usize,
     /// Client connections held open at most (default: from the open-file limit).
     pub max_connections: Option<usize>,
@@ -79,7 +81,11 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             Some(port) => Some(probe_server(&opts.host, port, state.clone())?),
             None => None,
         };
-        let delay = opts.shutdown_delay;
+        let grpc = match opts.grpc_port {
+            Some(port) => Some(grpc_server(&opts.host, port, workers, state.clone())?),
+            None => None,
+        };
+        let (delay, drain) = (opts.shutdown_delay, opts.drain.max(Duration::from_secs(1)));
         actix_web::rt::spawn(async move {
             wait_for_signal().await;
             registry.begin_leaving();
@@ -95,7 +101,11 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             if let Some(a) = admin {
                 a.stop(false).await;
             }
+            let grpc_drained = grpc.map(|g| g.stop(drain));
             handle.stop(true).await;
+            if let Some(done) = grpc_drained {
+                done.await;
+            }
             if let Some(p) = probes {
                 p.stop(false).await;
             }
@@ -129,6 +139,65 @@ fn beside(server: actix_web::dev::Server, what: &'static str) -> actix_web::dev:
         }
     });
     handle
+}
+
+/// The gRPC listener: its own runtime and threads, and what stops it.
+struct GrpcServer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    done: std::thread::JoinHandle<()>,
+}
+
+impl GrpcServer {
+    /// Stops taking calls and waits (off the caller's runtime), at most `drain`, for those in
+    /// flight to finish.
+    fn stop(self, drain: Duration) -> impl std::future::Future<Output = ()> {
+        let _ = self.stop.send(());
+        let done = self.done;
+        async move {
+            let joined = tokio::task::spawn_blocking(move || done.join());
+            if tokio::time::timeout(drain, joined).await.is_err() {
+                error!(seconds = drain.as_secs_f64(), "gRPC calls still running after the drain time");
+            }
+        }
+    }
+}
+
+/// Binds KServe v2's gRPC service (`crate::grpc`) on its own listener and runs it on a runtime
+/// of `threads` threads, beside the HTTP server's workers.
+fn grpc_server(host: &str, port: u16, threads: usize, state: Arc<AppState>) -> Result<GrpcServer> {
+    let listener = std::net::TcpListener::bind((host, port))
+        .with_context(|| format!("cannot listen on {host}:{port} (--grpc-port)"))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name("stowage-grpc")
+        .enable_all()
+        .build()
+        .context("cannot start the gRPC runtime")?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let done = std::thread::Builder::new()
+        .name("stowage-grpc".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let incoming = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true)),
+                    Err(e) => return error!(error = %e, "the gRPC listener failed"),
+                };
+                info!(%addr, "gRPC (KServe v2) listening");
+                let served = tonic::transport::Server::builder()
+                    .add_service(crate::grpc::NodeService::server(state))
+                    .serve_with_incoming_shutdown(incoming, async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    error!(error = %e, "the gRPC listener failed");
+                }
+            })
+        })
+        .context("cannot start the gRPC thread")?;
+    Ok(GrpcServer { stop, done })
 }
 
 /// Connections the probe listener holds at most: kubelets, load balancers' health checks.

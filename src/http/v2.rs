@@ -53,65 +53,83 @@ pub async fn model_ready(state: web::Data<AppState>, id: web::Path<String>) -> H
     }
 }
 
-pub async fn model_metadata(state: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
-    let model = match state.node.acquire(&id).await {
-        Ok(target) => target.model,
-        Err(e) => return ApiError::from(e).v2_response(),
-    };
-    let tensor = |name: &str, datatype: &str, shape: Value| json!({"name": name, "datatype": datatype, "shape": shape});
+/// A tensor of a model's metadata: name, datatype, shape (-1 for a dimension of any size).
+pub(crate) struct TensorMeta {
+    pub name: &'static str,
+    pub datatype: &'static str,
+    pub shape: Vec<i64>,
+}
+
+/// A model's platform, inputs and outputs, as both protocols describe them.
+pub(crate) fn tensors(
+    model: &stowage_node::lifecycle::load::LoadedModel,
+) -> (String, Vec<TensorMeta>, Vec<TensorMeta>) {
+    let tensor = |name, datatype, shape: &[i64]| TensorMeta { name, datatype, shape: shape.to_vec() };
     let mut inputs = vec![
-        tensor("text", "BYTES", json!([-1])),
-        tensor("text_pair", "BYTES", json!([-1])),
-        tensor("input_ids", "INT64", json!([-1, -1])),
-        tensor("attention_mask", "INT64", json!([-1, -1])),
+        tensor("text", "BYTES", &[-1]),
+        tensor("text_pair", "BYTES", &[-1]),
+        tensor("input_ids", "INT64", &[-1, -1]),
+        tensor("attention_mask", "INT64", &[-1, -1]),
     ];
     if model.signature.has_token_type_ids() {
-        inputs.push(tensor("token_type_ids", "INT64", json!([-1, -1])));
+        inputs.push(tensor("token_type_ids", "INT64", &[-1, -1]));
     }
     let width = |w: Option<usize>| w.map_or(-1, |w| w as i64);
     let outputs = match model.signature.kind {
         OutputKind::Logits => {
             let labels = model.labels.len() as i64;
-            vec![tensor("probabilities", "FP32", json!([-1, labels])), tensor("logits", "FP32", json!([-1, labels]))]
+            vec![tensor("probabilities", "FP32", &[-1, labels]), tensor("logits", "FP32", &[-1, labels])]
         }
-        OutputKind::LastHiddenState => {
-            vec![tensor("embedding", "FP32", json!([-1, width(model.signature.output_width)]))]
-        }
+        OutputKind::LastHiddenState => vec![tensor("embedding", "FP32", &[-1, width(model.signature.output_width)])],
+    };
+    (format!("{}_onnx", model.model.backend()), inputs, outputs)
+}
+
+pub async fn model_metadata(state: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
+    let model = match state.node.acquire(&id).await {
+        Ok(target) => target.model,
+        Err(e) => return ApiError::from(e).v2_response(),
+    };
+    let (platform, inputs, outputs) = tensors(&model);
+    let json = |t: &[TensorMeta]| -> Vec<Value> {
+        t.iter().map(|t| json!({"name": t.name, "datatype": t.datatype, "shape": t.shape})).collect()
     };
     HttpResponse::Ok().json(json!({
         "name": id.as_str(),
         "versions": ["1"],
-        "platform": format!("{}_onnx", model.model.backend()),
-        "inputs": inputs,
-        "outputs": outputs,
+        "platform": platform,
+        "inputs": json(&inputs),
+        "outputs": json(&outputs),
         "parameters": {"labels": model.labels, "max_length": model.text.max_length},
     }))
 }
 
+/// An inference request, as REST's JSON gives it (gRPC's is converted to it: `crate::grpc`).
 #[derive(Deserialize)]
-struct InferRequest {
-    id: Option<String>,
+pub(crate) struct InferRequest {
+    pub id: Option<String>,
     #[serde(default)]
-    parameters: serde_json::Map<String, Value>,
-    inputs: Vec<InputTensor>,
-    outputs: Option<Vec<RequestedOutput>>,
+    pub parameters: serde_json::Map<String, Value>,
+    pub inputs: Vec<InputTensor>,
+    pub outputs: Option<Vec<RequestedOutput>>,
 }
 
 #[derive(Deserialize)]
-struct InputTensor {
-    name: String,
-    shape: Vec<i64>,
-    datatype: String,
+pub(crate) struct InputTensor {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub datatype: String,
+    /// `binary_data_size`: its values are that many bytes of the binary part.
     #[serde(default)]
-    parameters: serde_json::Map<String, Value>,
-    data: Option<Value>,
+    pub parameters: serde_json::Map<String, Value>,
+    pub data: Option<Value>,
 }
 
 #[derive(Deserialize)]
-struct RequestedOutput {
-    name: String,
+pub(crate) struct RequestedOutput {
+    pub name: String,
     #[serde(default)]
-    parameters: serde_json::Map<String, Value>,
+    pub parameters: serde_json::Map<String, Value>,
 }
 
 /// An input tensor's values, from its JSON `data` or its share of the binary part.
@@ -200,7 +218,7 @@ fn flatten(v: &Value, f: &mut impl FnMut(&Value) -> Result<(), ()>) -> Result<()
 }
 
 /// An inference request → the node's request (checked against the protocol, not yet the model).
-fn to_request(req: &InferRequest, binary: &[u8]) -> Result<Request, ApiError> {
+pub(crate) fn to_request(req: &InferRequest, binary: &[u8]) -> Result<Request, ApiError> {
     let mut binary = binary;
     let mut texts = None;
     let mut pairs = None;
@@ -362,10 +380,25 @@ fn render(id: &str, req: &InferRequest, answer: &Answer, kind: OutputKind) -> Ht
         .body(bytes)
 }
 
-/// The response's JSON and the binary tensors that follow it (none unless asked for).
-fn outputs(id: &str, req: &InferRequest, answer: &Answer, kind: OutputKind) -> Result<(Value, Vec<u8>), ApiError> {
+/// An output tensor of an answer: FP32 values of shape [rows, width].
+pub(crate) struct OutTensor {
+    pub name: &'static str,
+    pub data: Vec<f32>,
+    pub shape: [usize; 2],
+    /// Asked for in the binary extension (REST).
+    pub binary: bool,
+}
+
+/// The answer's output tensors that the request asks for (all, unless it names some), in the
+/// order it names them; an output the model does not have is an error.
+pub(crate) fn output_tensors(
+    id: &str,
+    req: &InferRequest,
+    answer: &Answer,
+    kind: OutputKind,
+) -> Result<Vec<OutTensor>, ApiError> {
     let n = answer.predictions.len();
-    let mut tensors: Vec<(&str, Vec<f32>, usize)> = Vec::new();
+    let mut tensors: Vec<(&'static str, Vec<f32>, usize)> = Vec::new();
     match kind {
         OutputKind::Logits => {
             let (mut p, mut l, mut width) = (Vec::new(), Vec::new(), 0);
@@ -390,35 +423,42 @@ fn outputs(id: &str, req: &InferRequest, answer: &Answer, kind: OutputKind) -> R
             tensors.push(("embedding", e, width));
         }
     }
-    let all_binary = req.parameters.get("binary_data_output").and_then(Value::as_bool).unwrap_or(false);
-    let wanted: Vec<(&str, bool)> = match &req.outputs {
-        Some(outputs) => outputs
-            .iter()
-            .filter_map(|o| {
-                let binary = o.parameters.get("binary_data").and_then(Value::as_bool).unwrap_or(all_binary);
-                tensors.iter().find(|t| t.0 == o.name).map(|t| (t.0, binary))
-            })
-            .collect(),
-        None => tensors.iter().map(|t| (t.0, all_binary)).collect(),
-    };
     if let Some(o) = req.outputs.iter().flatten().find(|o| !tensors.iter().any(|t| t.0 == o.name)) {
         let names: Vec<&str> = tensors.iter().map(|t| t.0).collect();
         let msg = format!("model {id:?} has no output {:?} (it has {})", o.name, names.join(", "));
         return Err(ApiError::new(Code::InvalidInput, msg));
     }
+    let all_binary = req.parameters.get("binary_data_output").and_then(Value::as_bool).unwrap_or(false);
+    let wanted: Vec<(&str, bool)> = match &req.outputs {
+        Some(outputs) => outputs
+            .iter()
+            .map(|o| (o.name.as_str(), o.parameters.get("binary_data").and_then(Value::as_bool).unwrap_or(all_binary)))
+            .collect(),
+        None => tensors.iter().map(|t| (t.0, all_binary)).collect(),
+    };
+    let mut out = Vec::with_capacity(wanted.len());
+    for (name, binary) in wanted {
+        if let Some(i) = tensors.iter().position(|t| t.0 == name) {
+            let (name, data, width) = tensors.swap_remove(i);
+            out.push(OutTensor { name, data, shape: [n, width], binary });
+        }
+    }
+    Ok(out)
+}
+
+/// The response's JSON and the binary tensors that follow it (none unless asked for).
+fn outputs(id: &str, req: &InferRequest, answer: &Answer, kind: OutputKind) -> Result<(Value, Vec<u8>), ApiError> {
     let mut raw = Vec::new();
-    let outputs: Vec<Value> = wanted
-        .iter()
-        .filter_map(|(name, binary)| tensors.iter().find(|t| t.0 == *name).map(|t| (t, *binary)))
-        .map(|((name, data, width), binary)| {
-            let shape = json!([n, width]);
-            if binary {
-                let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let outputs: Vec<Value> = output_tensors(id, req, answer, kind)?
+        .into_iter()
+        .map(|t| {
+            if t.binary {
+                let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
                 let size = bytes.len();
                 raw.extend(bytes);
-                json!({"name": name, "datatype": "FP32", "shape": shape, "parameters": {"binary_data_size": size}})
+                json!({"name": t.name, "datatype": "FP32", "shape": t.shape, "parameters": {"binary_data_size": size}})
             } else {
-                json!({"name": name, "datatype": "FP32", "shape": shape, "data": data})
+                json!({"name": t.name, "datatype": "FP32", "shape": t.shape, "data": t.data})
             }
         })
         .collect();

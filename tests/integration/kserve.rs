@@ -1,7 +1,8 @@
-//! The Open Inference Protocol (KServe v2) with a real client: `tritonclient[http]` from PyPI
-//! (installed by scripts/test.sh) runs tests/clients/kserve_v2.py against a node serving a
-//! classifier and an embedding model. Without the client the test is skipped with a message,
-//! unless STOWAGE_REQUIRE_TRITONCLIENT=1 (CI sets it). Shapes that are no size are refused (400).
+//! The Open Inference Protocol (KServe v2) with a real client: `tritonclient[http,grpc]` from
+//! PyPI (installed by scripts/test.sh) runs tests/clients/kserve_v2.py (REST) and
+//! tests/clients/kserve_v2_grpc.py (gRPC, `--grpc-port`) against a node serving a classifier and
+//! an embedding model. Without the client the tests are skipped with a message, unless
+//! STOWAGE_REQUIRE_TRITONCLIENT=1 (CI sets it). Shapes that are no size are refused (400).
 
 use std::process::{Command, Stdio};
 
@@ -9,11 +10,16 @@ use crate::common::{free_port, run, stowage, wait_ok, Proc};
 
 /// A node serving the catalog in `dir`, ready, and its port.
 fn serve(dir: &std::path::Path) -> (Proc, u16) {
+    serve_with(dir, &[])
+}
+
+fn serve_with(dir: &std::path::Path, flags: &[&str]) -> (Proc, u16) {
     let port = free_port();
     let mut node = Proc(
         stowage()
             .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--catalog"])
             .arg(dir.join("models.toml"))
+            .args(flags)
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
@@ -22,25 +28,61 @@ fn serve(dir: &std::path::Path) -> (Proc, u16) {
     (node, port)
 }
 
+/// Whether `import module` works; without it the test skips, unless CI requires the client.
+fn client_present(module: &str) -> bool {
+    let probe = Command::new("python3").args(["-c", &format!("import {module}")]).output().unwrap();
+    if probe.status.success() {
+        return true;
+    }
+    let required = std::env::var("STOWAGE_REQUIRE_TRITONCLIENT").is_ok_and(|v| v == "1");
+    assert!(!required, "{module} required: {}", String::from_utf8_lossy(&probe.stderr));
+    eprintln!("skipped: no {module} (pip install 'tritonclient[http,grpc]')");
+    false
+}
+
+/// Runs a client script of tests/clients with `args`; asserts it ends with `ok`.
+pub fn run_client(script: &str, args: &[&str], ok: &str) {
+    let out = Command::new("python3")
+        .arg(format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR")))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains(ok), "{text}");
+}
+
+#[test]
+fn tritonclient_grpc_speaks_to_a_node() {
+    if !client_present("tritonclient.grpc") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    run(stowage().args(["synth", "--count", "2", "--embedding-every", "2", "--out"]).arg(dir.path()));
+    let grpc = free_port();
+    let (_node, port) = serve_with(dir.path(), &["--grpc-port", &grpc.to_string()]);
+    let (grpc, http) = (format!("127.0.0.1:{grpc}"), format!("127.0.0.1:{port}"));
+    run_client("kserve_v2_grpc.py", &[&grpc, &http, "tiny-0001", "tiny-0002"], "kserve v2 grpc: ok");
+    // gRPC calls count in the node's metrics like REST's, under the status REST would answer.
+    let metrics = ureq::get(&format!("http://{http}/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
+    let line = |status: &str| {
+        metrics.lines().any(|l| {
+            l.starts_with("stowage_requests_total{")
+                && l.contains("model=\"tiny-0001\"")
+                && l.contains(&format!("code=\"{status}\""))
+        })
+    };
+    assert!(line("200") && line("422") && line("400"), "{metrics}");
+}
+
 #[test]
 fn tritonclient_speaks_to_a_node() {
-    let probe = Command::new("python3").args(["-c", "import tritonclient.http"]).output().unwrap();
-    if !probe.status.success() {
-        let required = std::env::var("STOWAGE_REQUIRE_TRITONCLIENT").is_ok_and(|v| v == "1");
-        assert!(!required, "tritonclient[http] required: {}", String::from_utf8_lossy(&probe.stderr));
-        eprintln!("skipped: no tritonclient (pip install 'tritonclient[http]')");
+    if !client_present("tritonclient.http") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     run(stowage().args(["synth", "--count", "2", "--embedding-every", "2", "--out"]).arg(dir.path()));
     let (_node, port) = serve(dir.path());
-    let out = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/kserve_v2.py"))
-        .args([format!("127.0.0.1:{port}").as_str(), "tiny-0001", "tiny-0002"])
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.contains("kserve v2: ok"), "{text}");
+    run_client("kserve_v2.py", &[&format!("127.0.0.1:{port}"), "tiny-0001", "tiny-0002"], "kserve v2: ok");
 }
 
 #[test]
