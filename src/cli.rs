@@ -498,7 +498,18 @@ pub struct GatewayArgs {
     #[arg(long, env = "STOWAGE_NODE_URL", default_value = crate::gateway::routes::DEFAULT_NODE_URL)]
     pub node_url: String,
 
-    /// Namespace for {namespace} in --node-url.
+    /// gRPC address of a node (its --grpc-port), with {node} and {namespace} filled in; with
+    /// --routes, a model's entry gives it (`{"url": …, "grpc": …}`).
+    #[arg(long, env = "STOWAGE_NODE_GRPC_URL", default_value = crate::gateway::routes::DEFAULT_NODE_GRPC_URL)]
+    pub node_grpc_url: String,
+
+    /// Also serve KServe v2 over gRPC on this port: ModelInfer, ModelReady and ModelMetadata go
+    /// to the model's node over a pooled HTTP/2 connection; health and server metadata are the
+    /// gateway's. Off by default.
+    #[arg(long, env = "STOWAGE_GRPC_PORT")]
+    pub grpc_port: Option<u16>,
+
+    /// Namespace for {namespace} in --node-url and --node-grpc-url.
     #[arg(long, env = "STOWAGE_NAMESPACE", default_value = "stowage")]
     pub namespace: String,
 

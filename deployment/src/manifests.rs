@@ -34,6 +34,9 @@ use stowage_core::{Catalog, Plan, PlanNode};
 use crate::slices::{plan_slice, sha256, SliceError, Slicer};
 
 pub const PORT: i32 = 8080;
+/// KServe v2 over gRPC on the nodes and the gateway (`--grpc-port`; Triton's gRPC port); the gateway's default
+/// `--node-grpc-url` reaches the nodes' Services on it.
+pub const GRPC_PORT: i32 = 8001;
 const CONFIG_DIR: &str = "/etc/stowage";
 const CACHE_DIR: &str = "/var/cache/stowage";
 /// The node's admin API port, bound to the pod's loopback.
@@ -168,9 +171,12 @@ fn mib(m: f64) -> Quantity {
     Quantity(format!("{}Mi", m.ceil() as i64))
 }
 
-/// The container's port, named for the probes and the Service.
-fn http_port() -> Vec<ContainerPort> {
-    vec![ContainerPort { name: Some("http".into()), container_port: PORT, ..Default::default() }]
+/// The container's ports, named for the probes and the Service: HTTP and gRPC.
+fn serving_ports() -> Vec<ContainerPort> {
+    vec![
+        ContainerPort { name: Some("http".into()), container_port: PORT, ..Default::default() },
+        ContainerPort { name: Some("grpc".into()), container_port: GRPC_PORT, ..Default::default() },
+    ]
 }
 
 /// The plan ConfigMap `name`, read-only at CONFIG_DIR.
@@ -209,18 +215,29 @@ fn pod_security() -> PodSecurityContext {
     }
 }
 
-/// The Service on port 8080 of the pods `selector` picks.
+/// The Service of the pods `selector` picks: HTTP on 8080, gRPC on 8001. The gRPC port is named
+/// `grpc` and declares cleartext HTTP/2 (`appProtocol: kubernetes.io/h2c`), so that meshes and
+/// Ingress or Gateway API controllers route it as gRPC.
 fn http_service(metadata: ObjectMeta, selector: BTreeMap<String, String>) -> Service {
     Service {
         metadata,
         spec: Some(ServiceSpec {
             selector: Some(selector),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: PORT,
-                target_port: Some(IntOrString::String("http".into())),
-                ..Default::default()
-            }]),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("http".into()),
+                    port: PORT,
+                    target_port: Some(IntOrString::String("http".into())),
+                    ..Default::default()
+                },
+                ServicePort {
+                    name: Some("grpc".into()),
+                    port: GRPC_PORT,
+                    target_port: Some(IntOrString::String("grpc".into())),
+                    app_protocol: Some("kubernetes.io/h2c".into()),
+                    ..Default::default()
+                },
+            ]),
             ..Default::default()
         }),
         ..Default::default()
@@ -306,8 +323,8 @@ fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deploy
     all.extend(["--cache-dir", CACHE_DIR, "--json-logs"]);
     // The admin API on the pod's loopback only: `kubectl port-forward` reaches it, nothing else.
     all.extend(["--admin-port", ADMIN_PORT]);
-    let probe_port = PROBE_PORT.to_string();
-    all.extend(["--probe-port", probe_port.as_str()]);
+    let (probe_port, grpc_port) = (PROBE_PORT.to_string(), GRPC_PORT.to_string());
+    all.extend(["--probe-port", probe_port.as_str(), "--grpc-port", grpc_port.as_str()]);
 
     // Resources come from the instance type alone, never from the node's models: a plan change
     // that moves models only rewrites the node's ConfigMap (the node reloads it in place), and
@@ -369,10 +386,12 @@ fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deploy
         name: "stowage".into(),
         image: Some(image.clone()),
         args: Some(all.into_iter().map(String::from).collect()),
-        ports: Some(vec![
-            ContainerPort { name: Some("http".into()), container_port: PORT, ..Default::default() },
-            ContainerPort { name: Some("probe".into()), container_port: PROBE_PORT, ..Default::default() },
-        ]),
+        ports: Some(
+            serving_ports()
+                .into_iter()
+                .chain([ContainerPort { name: Some("probe".into()), container_port: PROBE_PORT, ..Default::default() }])
+                .collect(),
+        ),
         env: Some(env),
         resources: Some(ResourceRequirements { requests: Some(requests), limits: Some(limits), ..Default::default() }),
         // The node answers its probes on a listener of their own (`--probe-port`): clients that
@@ -476,6 +495,8 @@ fn gateway(o: &ManifestOptions) -> String {
                 &o.namespace,
                 "--port",
                 "8080",
+                "--grpc-port",
+                "8001",
                 "--shutdown-delay-seconds",
                 &delay,
                 "--drain-seconds",
@@ -485,7 +506,7 @@ fn gateway(o: &ManifestOptions) -> String {
             .map(String::from)
             .to_vec(),
         ),
-        ports: Some(http_port()),
+        ports: Some(serving_ports()),
         env: Some(vec![EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), ..Default::default() }]),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
@@ -573,7 +594,7 @@ fn sized(limit: Quantity) -> EmptyDirVolumeSource {
     EmptyDirVolumeSource { size_limit: Some(limit), ..Default::default() }
 }
 
-/// Who may reach the nodes' port: the ingress controller's namespace, the nodes' own namespace,
+/// Who may reach the nodes' serving ports (HTTP and gRPC): the ingress controller's namespace, the nodes' own namespace,
 /// and the CIDRs given. Kubelet probes are not subject to it.
 fn network_policy(o: &ManifestOptions, access: &NetworkAccess) -> NetworkPolicy {
     let namespace = |name: &str| NetworkPolicyPeer {
@@ -605,11 +626,15 @@ fn network_policy(o: &ManifestOptions, access: &NetworkAccess) -> NetworkPolicy 
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
                 from: Some(from),
-                ports: Some(vec![NetworkPolicyPort {
-                    port: Some(IntOrString::Int(PORT)),
-                    protocol: Some("TCP".into()),
-                    ..Default::default()
-                }]),
+                ports: Some(
+                    [PORT, GRPC_PORT]
+                        .map(|port| NetworkPolicyPort {
+                            port: Some(IntOrString::Int(port)),
+                            protocol: Some("TCP".into()),
+                            ..Default::default()
+                        })
+                        .to_vec(),
+                ),
             }]),
             ..Default::default()
         }),

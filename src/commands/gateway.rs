@@ -12,14 +12,18 @@ use crate::gateway::{self, GatewayOptions};
 pub fn run(args: &GatewayArgs) -> Result<()> {
     let source = match (&args.plan, &args.routes) {
         (_, Some(map)) => Source::Map(map.clone()),
-        (Some(plan), None) => {
-            Source::Plan { path: plan.clone(), template: args.node_url.clone(), namespace: args.namespace.clone() }
-        }
+        (Some(plan), None) => Source::Plan {
+            path: plan.clone(),
+            template: args.node_url.clone(),
+            grpc_template: args.node_grpc_url.clone(),
+            namespace: args.namespace.clone(),
+        },
         (None, None) => anyhow::bail!("give --plan or --routes"),
     };
     gateway::run(GatewayOptions {
         host: args.host.clone(),
         port: args.port,
+        grpc_port: args.grpc_port,
         workers: args.workers.unwrap_or_else(default_inference_threads),
         source,
         upstream_timeout: Duration::from_millis(args.upstream_timeout_ms),

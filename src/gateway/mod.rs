@@ -4,6 +4,7 @@
 //! node cannot be reached; `/predictions/…` and the KServe v2 model routes pass through, the
 //! health, readiness and metrics routes are its own. Any number of gateways can run side by side.
 
+pub mod grpc;
 pub mod proxy;
 pub mod routes;
 
@@ -35,6 +36,8 @@ pub const DEFAULT_RELOAD_INTERVAL_MS: u64 = 1_000;
 pub struct GatewayOptions {
     pub host: String,
     pub port: u16,
+    /// KServe v2 over gRPC's listener (`--grpc-port`).
+    pub grpc_port: Option<u16>,
     pub workers: usize,
     pub source: Source,
     pub upstream_timeout: Duration,
@@ -161,6 +164,14 @@ pub fn run(opts: GatewayOptions) -> Result<()> {
     // Each client connection may need one to a node: two files each, after the reserve.
     let connections = opts.max_connections.unwrap_or_else(|| crate::http::server::connections_within(files, 64, 2));
     info!(open_files = files, max_connections = connections, "connection limit");
+    let grpc = match opts.grpc_port {
+        Some(port) => {
+            let routes = tonic::service::Routes::new(grpc::GatewayService::server(state.clone()));
+            Some(crate::http::server::grpc_server(&opts.host, port, workers, routes)?)
+        }
+        None => None,
+    };
+    let drain = opts.drain.max(Duration::from_secs(1));
     actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || {
             App::new().wrap(actix_web::middleware::from_fn(crate::trace::traced)).configure(configure(state.clone()))
@@ -191,7 +202,11 @@ pub fn run(opts: GatewayOptions) -> Result<()> {
                 }
             }
             info!("shutting down: refusing new requests, draining in-flight ones");
+            let grpc_drained = grpc.map(|g| g.stop(drain));
             handle.stop(true).await;
+            if let Some(done) = grpc_drained {
+                done.await;
+            }
         });
         server.await.context("gateway failed")?;
         info!("stopped");

@@ -163,6 +163,12 @@ pub async fn forward(
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
 fn upstream_failed(req: &HttpRequest, node: &str, kind: &'static str, detail: &str, e: ApiError) -> HttpResponse {
+    note_failure(node, kind, detail, &e);
+    error(req, e)
+}
+
+/// Counts a node's failure to answer and warns of it (at most every `WARN_EVERY` per node).
+pub(crate) fn note_failure(node: &str, kind: &'static str, detail: &str, e: &ApiError) {
     metrics::counter!(m::GATEWAY_UPSTREAM_ERRORS, "node" => node.to_string(), "kind" => kind).increment(1);
     static LAST: LazyLock<Mutex<HashMap<String, (Instant, u64)>>> = LazyLock::new(Default::default);
     let unsaid = {
@@ -186,9 +192,8 @@ fn upstream_failed(req: &HttpRequest, node: &str, kind: &'static str, detail: &s
     if let Some(unsaid) = unsaid {
         tracing::warn!(node, kind, error = %e, detail, more_since_last_warning = unsaid, "upstream failed");
     }
-    error(req, e)
 }
 
-fn count(status: u16) {
+pub(crate) fn count(status: u16) {
     metrics::counter!(m::GATEWAY_REQUESTS, "code" => status.to_string()).increment(1);
 }

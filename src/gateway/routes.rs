@@ -13,13 +13,17 @@ use tracing::{info, warn};
 
 /// Default of `--node-url`: each node's in-cluster Service.
 pub const DEFAULT_NODE_URL: &str = "http://{node}.{namespace}.svc.cluster.local:8080";
+/// Default of `--node-grpc-url`: the gRPC port of each node's in-cluster Service.
+pub const DEFAULT_NODE_GRPC_URL: &str = "http://{node}.{namespace}.svc.cluster.local:8001";
 
 /// Where the routes come from.
 #[derive(Debug, Clone)]
 pub enum Source {
-    /// A plan; each node's URL is `template` with `{node}` and `{namespace}` filled in.
-    Plan { path: PathBuf, template: String, namespace: String },
-    /// A JSON object of model id → node base URL.
+    /// A plan; each node's URL is `template` with `{node}` and `{namespace}` filled in, its gRPC
+    /// address `grpc_template` likewise.
+    Plan { path: PathBuf, template: String, grpc_template: String, namespace: String },
+    /// A JSON object of model id → node base URL, or → `{"url": …, "grpc": …}` (the node's
+    /// gRPC address too).
     Map(PathBuf),
 }
 
@@ -28,6 +32,8 @@ pub enum Source {
 pub struct Upstream {
     pub node: String,
     pub base: String,
+    /// The node's KServe v2 gRPC address (`http://host:port`), where the routes give one.
+    pub grpc: Option<String>,
     /// Whether `node` is an id clients may see (a plan's); a route map's nodes are their
     /// addresses, which error bodies never show.
     pub named: bool,
@@ -61,6 +67,8 @@ pub enum RoutesError {
     Map { path: String, error: serde_json::Error },
     #[error("{path}: model {model:?} has no http(s) URL: {url:?}")]
     Url { path: String, model: String, url: String },
+    #[error("{path}: model {model:?}: expected a URL or {{\"url\": …, \"grpc\": …}}, not {value}")]
+    Entry { path: String, model: String, value: String },
 }
 
 impl Source {
@@ -73,19 +81,23 @@ impl Source {
     /// Reads the routes.
     pub fn load(&self) -> Result<Routes, RoutesError> {
         let mut by_node: HashMap<String, Arc<Upstream>> = HashMap::new();
-        let mut upstream = |node: &str, base: String, named: bool| {
+        // One upstream per node and gRPC address: a route map's entries for one URL may differ in
+        // their gRPC address (or give none), and each model keeps what its own entry says.
+        let mut upstream = |node: &str, base: String, grpc: Option<String>, named: bool| {
             by_node
-                .entry(node.to_string())
-                .or_insert_with(|| Arc::new(Upstream { node: node.to_string(), base, named }))
+                .entry(format!("{node} {grpc:?}"))
+                .or_insert_with(|| Arc::new(Upstream { node: node.to_string(), base, grpc, named }))
                 .clone()
         };
         let mut models = HashMap::new();
         match self {
-            Source::Plan { path, template, namespace } => {
+            Source::Plan { path, template, grpc_template, namespace } => {
                 let plan = Plan::load(path)?;
                 for n in &plan.nodes {
-                    let base = template.replace("{node}", &n.id).replace("{namespace}", namespace);
-                    let up = upstream(&n.id, base.trim_end_matches('/').to_string(), true);
+                    let fill = |t: &str| {
+                        t.replace("{node}", &n.id).replace("{namespace}", namespace).trim_end_matches('/').to_string()
+                    };
+                    let up = upstream(&n.id, fill(template), Some(fill(grpc_template)), true);
                     models.extend(n.models.iter().map(|m| (m.clone(), up.clone())));
                 }
             }
@@ -93,16 +105,28 @@ impl Source {
                 let show = path.display().to_string();
                 let text =
                     std::fs::read_to_string(path).map_err(|error| RoutesError::Read { path: show.clone(), error })?;
-                let map: HashMap<String, String> =
+                let map: HashMap<String, serde_json::Value> =
                     serde_json::from_str(&text).map_err(|error| RoutesError::Map { path: show.clone(), error })?;
-                for (model, url) in map {
-                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                let http = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+                for (model, entry) in map {
+                    let (url, grpc) = match &entry {
+                        serde_json::Value::String(url) => (url.clone(), None),
+                        serde_json::Value::Object(o) => match (o.get("url"), o.get("grpc")) {
+                            (Some(serde_json::Value::String(u)), None) => (u.clone(), None),
+                            (Some(serde_json::Value::String(u)), Some(serde_json::Value::String(g))) if http(g) => {
+                                (u.clone(), Some(g.trim_end_matches('/').to_string()))
+                            }
+                            _ => return Err(RoutesError::Entry { path: show, model, value: entry.to_string() }),
+                        },
+                        _ => return Err(RoutesError::Entry { path: show, model, value: entry.to_string() }),
+                    };
+                    if !http(&url) {
                         return Err(RoutesError::Url { path: show, model, url });
                     }
                     // A node is its URL in a route map.
                     let base = url.trim_end_matches('/').to_string();
                     let node = base.split("://").nth(1).unwrap_or(&base).to_string();
-                    models.insert(model, upstream(&node, base, false));
+                    models.insert(model, upstream(&node, base, grpc, false));
                 }
             }
         }
@@ -185,7 +209,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plan.json");
         std::fs::write(&path, plan(&[("node-a", &["m1", "m2"]), ("node-b", &["m3"])])).unwrap();
-        let source = Source::Plan { path: path.clone(), template: DEFAULT_NODE_URL.into(), namespace: "prod".into() };
+        let source = Source::Plan {
+            path: path.clone(),
+            template: DEFAULT_NODE_URL.into(),
+            grpc_template: DEFAULT_NODE_GRPC_URL.into(),
+            namespace: "prod".into(),
+        };
         let table = Table::new(source).unwrap();
         let base = |t: &Table, m: &str| t.get().models.get(m).map(|u| u.base.clone());
         assert_eq!(base(&table, "m3").as_deref(), Some("http://node-b.prod.svc.cluster.local:8080"));

@@ -75,19 +75,27 @@ impl NodeService {
     }
 }
 
-/// Runs `call` in the request's span (its trace from the `traceparent` metadata) and ends the
-/// span with the HTTP status of its outcome, as the REST middleware does.
-async fn traced<T>(
+/// Runs `call` in the request's span (its trace from the `traceparent` metadata, which `call`
+/// gets) and ends the span with the HTTP status of its outcome, as the REST middleware does.
+pub(crate) async fn traced<T, F>(
     method: &str,
     metadata: &tonic::metadata::MetadataMap,
-    call: impl std::future::Future<Output = Result<T, ApiError>>,
-) -> Result<Response<T>, Status> {
+    call: impl FnOnce(crate::trace::RequestTrace) -> F,
+) -> Result<Response<T>, Status>
+where
+    F: std::future::Future<Output = Result<T, Status>>,
+{
     let path = format!("/inference.GRPCInferenceService/{method}");
-    let (span, _) = crate::trace::request_span("POST", &path, |k| metadata.get(k).and_then(|v| v.to_str().ok()));
+    let (span, trace) = crate::trace::request_span("POST", &path, |k| metadata.get(k).and_then(|v| v.to_str().ok()));
     let started = Instant::now();
-    let result = call.instrument(span.clone()).await;
-    crate::trace::finish(&span, started, result.as_ref().map_or_else(|e| e.code.status(), |_| 200));
-    result.map(Response::new).map_err(|e| status(&e))
+    let result = call(trace).instrument(span.clone()).await;
+    crate::trace::finish(&span, started, result.as_ref().map_or_else(http_status, |_| 200));
+    result.map(Response::new)
+}
+
+/// A node's call: its error, the table's, as a gRPC status.
+async fn node_call<T>(call: impl std::future::Future<Output = Result<T, ApiError>>) -> Result<T, Status> {
+    call.await.map_err(|e| status(&e))
 }
 
 fn malformed(msg: impl Into<String>) -> ApiError {
@@ -138,7 +146,7 @@ pub(crate) fn infer_request(req: pb::ModelInferRequest) -> Result<(InferRequest,
                     let texts = c
                         .bytes_contents
                         .into_iter()
-                        .map(|b| String::from_utf8(b).map(Value::from))
+                        .map(|b| String::from_utf8(b.to_vec()).map(Value::from))
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(|_| malformed(format!("input {:?}: not UTF-8", t.name)))?;
                     Some(Value::Array(texts))
@@ -163,7 +171,7 @@ pub(crate) fn infer_request(req: pb::ModelInferRequest) -> Result<(InferRequest,
 #[tonic::async_trait]
 impl GrpcInferenceService for NodeService {
     async fn server_live(&self, r: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
-        traced("ServerLive", r.metadata(), async { Ok(pb::ServerLiveResponse { live: true }) }).await
+        traced("ServerLive", r.metadata(), |_| async { Ok(pb::ServerLiveResponse { live: true }) }).await
     }
 
     async fn server_ready(
@@ -172,11 +180,11 @@ impl GrpcInferenceService for NodeService {
     ) -> Result<Response<pb::ServerReadyResponse>, Status> {
         let ready = self.state.node.readiness();
         let ready = ready.is_ready() && !ready.leaving;
-        traced("ServerReady", r.metadata(), async { Ok(pb::ServerReadyResponse { ready }) }).await
+        traced("ServerReady", r.metadata(), |_| async move { Ok(pb::ServerReadyResponse { ready }) }).await
     }
 
     async fn model_ready(&self, r: Request<pb::ModelReadyRequest>) -> Result<Response<pb::ModelReadyResponse>, Status> {
-        let call = async {
+        let call = node_call(async {
             match self.state.node.acquire(&r.get_ref().name).await {
                 Ok(_) => Ok(pb::ModelReadyResponse { ready: true }),
                 Err(e) => {
@@ -187,8 +195,8 @@ impl GrpcInferenceService for NodeService {
                     }
                 }
             }
-        };
-        traced("ModelReady", r.metadata(), call).await
+        });
+        traced("ModelReady", r.metadata(), |_| call).await
     }
 
     async fn server_metadata(
@@ -200,14 +208,14 @@ impl GrpcInferenceService for NodeService {
             version: env!("CARGO_PKG_VERSION").into(),
             extensions: Vec::new(),
         };
-        traced("ServerMetadata", r.metadata(), async { Ok(meta) }).await
+        traced("ServerMetadata", r.metadata(), |_| async { Ok(meta) }).await
     }
 
     async fn model_metadata(
         &self,
         r: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
-        let call = async {
+        let call = node_call(async {
             let name = r.get_ref().name.clone();
             let model = self.state.node.acquire(&name).await?.model;
             let (platform, inputs, outputs) = v2::tensors(&model);
@@ -227,8 +235,8 @@ impl GrpcInferenceService for NodeService {
                 inputs: meta(inputs),
                 outputs: meta(outputs),
             })
-        };
-        traced("ModelMetadata", r.metadata(), call).await
+        });
+        traced("ModelMetadata", r.metadata(), |_| call).await
     }
 
     async fn model_infer(&self, r: Request<pb::ModelInferRequest>) -> Result<Response<pb::ModelInferResponse>, Status> {
@@ -236,7 +244,7 @@ impl GrpcInferenceService for NodeService {
         let (metadata, _, req) = r.into_parts();
         let id = req.model_name.clone();
         let state = &self.state;
-        let call = async {
+        let call = node_call(async {
             let target = state.node.acquire(&id).await?;
             let (req, binary) = infer_request(req)?;
             let request = v2::to_request(&req, &binary)?;
@@ -251,7 +259,7 @@ impl GrpcInferenceService for NodeService {
                         shape: t.shape.iter().map(|&d| d as i64).collect(),
                         ..Default::default()
                     };
-                    (tensor, t.data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
+                    (tensor, t.data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into())
                 })
                 .unzip();
             Ok(pb::ModelInferResponse {
@@ -262,8 +270,8 @@ impl GrpcInferenceService for NodeService {
                 outputs,
                 raw_output_contents: raw,
             })
-        };
-        let result = traced("ModelInfer", &metadata, call).await;
+        });
+        let result = traced("ModelInfer", &metadata, |_| call).await;
         let status = match &result {
             Ok(_) => 200,
             Err(s) => http_status(s),
@@ -278,12 +286,31 @@ impl GrpcInferenceService for NodeService {
     }
 }
 
-/// The HTTP status of the error table's code behind a status (the node's metrics count gRPC
-/// calls under the status REST would have answered).
-fn http_status(s: &Status) -> u16 {
-    s.metadata()
-        .get("stowage-error-code")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|name| Code::ALL.iter().find(|c| c.name() == name))
-        .map_or(500, |c| c.status())
+/// The error table's code behind a status, where Stowage made it (`stowage-error-code`).
+pub(crate) fn table_code(s: &Status) -> Option<Code> {
+    let name = s.metadata().get("stowage-error-code")?.to_str().ok()?;
+    Code::ALL.iter().copied().find(|c| c.name() == name)
+}
+
+/// The HTTP status REST would have answered for a status (metrics and spans count gRPC calls so):
+/// its table code's, else the usual one of its gRPC code.
+pub(crate) fn http_status(s: &Status) -> u16 {
+    if let Some(code) = table_code(s) {
+        return code.status();
+    }
+    match s.code() {
+        tonic::Code::Ok => 200,
+        tonic::Code::InvalidArgument | tonic::Code::OutOfRange => 400,
+        tonic::Code::Unauthenticated => 401,
+        tonic::Code::PermissionDenied => 403,
+        tonic::Code::NotFound => 404,
+        tonic::Code::AlreadyExists | tonic::Code::Aborted => 409,
+        tonic::Code::FailedPrecondition => 412,
+        tonic::Code::ResourceExhausted => 429,
+        tonic::Code::Cancelled => 499,
+        tonic::Code::Unimplemented => 501,
+        tonic::Code::Unavailable => 503,
+        tonic::Code::DeadlineExceeded => 504,
+        tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::DataLoss => 500,
+    }
 }

@@ -82,7 +82,10 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             None => None,
         };
         let grpc = match opts.grpc_port {
-            Some(port) => Some(grpc_server(&opts.host, port, workers, state.clone())?),
+            Some(port) => {
+                let routes = tonic::service::Routes::new(crate::grpc::NodeService::server(state.clone()));
+                Some(grpc_server(&opts.host, port, workers, routes)?)
+            }
             None => None,
         };
         let (delay, drain) = (opts.shutdown_delay, opts.drain.max(Duration::from_secs(1)));
@@ -141,8 +144,8 @@ fn beside(server: actix_web::dev::Server, what: &'static str) -> actix_web::dev:
     handle
 }
 
-/// The gRPC listener: its own runtime and threads, and what stops it.
-struct GrpcServer {
+/// A gRPC listener: its own runtime and threads, and what stops it.
+pub(crate) struct GrpcServer {
     stop: tokio::sync::oneshot::Sender<()>,
     done: std::thread::JoinHandle<()>,
 }
@@ -150,7 +153,7 @@ struct GrpcServer {
 impl GrpcServer {
     /// Stops taking calls and waits (off the caller's runtime), at most `drain`, for those in
     /// flight to finish.
-    fn stop(self, drain: Duration) -> impl std::future::Future<Output = ()> {
+    pub(crate) fn stop(self, drain: Duration) -> impl std::future::Future<Output = ()> {
         let _ = self.stop.send(());
         let done = self.done;
         async move {
@@ -162,9 +165,9 @@ impl GrpcServer {
     }
 }
 
-/// Binds KServe v2's gRPC service (`crate::grpc`) on its own listener and runs it on a runtime
-/// of `threads` threads, beside the HTTP server's workers.
-fn grpc_server(host: &str, port: u16, threads: usize, state: Arc<AppState>) -> Result<GrpcServer> {
+/// Binds a gRPC service (`routes`: the node's or the gateway's, `crate::grpc`) on its own
+/// listener and runs it on a runtime of `threads` threads, beside the HTTP server's workers.
+pub(crate) fn grpc_server(host: &str, port: u16, threads: usize, routes: tonic::service::Routes) -> Result<GrpcServer> {
     let listener = std::net::TcpListener::bind((host, port))
         .with_context(|| format!("cannot listen on {host}:{port} (--grpc-port)"))?;
     listener.set_nonblocking(true)?;
@@ -186,7 +189,7 @@ fn grpc_server(host: &str, port: u16, threads: usize, state: Arc<AppState>) -> R
                 };
                 info!(%addr, "gRPC (KServe v2) listening");
                 let served = tonic::transport::Server::builder()
-                    .add_service(crate::grpc::NodeService::server(state))
+                    .add_routes(routes)
                     .serve_with_incoming_shutdown(incoming, async {
                         let _ = stopped.await;
                     })

@@ -74,6 +74,69 @@ fn tritonclient_grpc_speaks_to_a_node() {
     assert!(line("200") && line("422") && line("400"), "{metrics}");
 }
 
+/// A gateway on `--routes` (written from `routes`), with its gRPC port; its HTTP and gRPC ports.
+fn gateway(dir: &std::path::Path, routes: serde_json::Value) -> (Proc, u16, u16) {
+    let path = dir.join("routes.json");
+    std::fs::write(&path, routes.to_string()).unwrap();
+    let (port, grpc) = (free_port(), free_port());
+    let mut gw = Proc(
+        stowage()
+            .args(["gateway", "--host", "127.0.0.1", "--port", &port.to_string(), "--grpc-port", &grpc.to_string()])
+            .arg("--routes")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ok(&format!("http://127.0.0.1:{port}/ready"), &mut gw);
+    (gw, port, grpc)
+}
+
+#[test]
+fn tritonclient_grpc_speaks_through_the_gateway() {
+    if !client_present("tritonclient.grpc") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    run(stowage().args(["synth", "--count", "3", "--embedding-every", "2", "--out"]).arg(dir.path()));
+    let node_grpc = free_port();
+    let (_node, node_port) = serve_with(dir.path(), &["--grpc-port", &node_grpc.to_string()]);
+    let node = |grpc: u16| serde_json::json!({"url": format!("http://127.0.0.1:{node_port}"), "grpc": format!("http://127.0.0.1:{grpc}")});
+    // tiny-0003's node has no gRPC address in the routes; no-node's node is not there at all.
+    let routes = serde_json::json!({
+        "tiny-0001": node(node_grpc),
+        "tiny-0002": node(node_grpc),
+        "tiny-0003": format!("http://localhost:{node_port}"),
+        "no-node": {"url": format!("http://127.0.0.1:{}", free_port()), "grpc": format!("http://127.0.0.1:{}", free_port())},
+    });
+    let (_gw, port, grpc) = gateway(dir.path(), routes);
+    let (grpc, http) = (format!("127.0.0.1:{grpc}"), format!("127.0.0.1:{port}"));
+    run_client("kserve_v2_grpc.py", &[&grpc, &http, "tiny-0001", "tiny-0002"], "kserve v2 grpc: ok");
+    let check = format!(
+        r#"
+import numpy as np, tritonclient.grpc as g
+from tritonclient.utils import InferenceServerException
+c = g.InferenceServerClient("{grpc}")
+t = g.InferInput("text", [1], "BYTES")
+t.set_data_from_numpy(np.array([b"fine"], dtype=np.object_))
+for model, name in [("tiny-0003", "node_unavailable"), ("no-node", "node_unavailable")]:
+    try:
+        c.infer(model, [t])
+        raise AssertionError(model)
+    except InferenceServerException as e:
+        assert e.status() == "StatusCode.UNAVAILABLE" and e.message().startswith(name + ":"), (model, e.status(), e.message())
+print("gateway errors: ok")
+"#
+    );
+    let out = Command::new("python3").args(["-c", &check]).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("gateway errors: ok"), "{text}");
+    // The gateway counts what it answered, as for REST.
+    let metrics = ureq::get(&format!("http://{http}/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
+    assert!(metrics.contains("stowage_gateway_requests_total{code=\"503\"}"), "{metrics}");
+    assert!(metrics.contains("stowage_gateway_upstream_errors_total{"), "{metrics}");
+}
+
 #[test]
 fn tritonclient_speaks_to_a_node() {
     if !client_present("tritonclient.http") {
