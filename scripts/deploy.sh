@@ -4,7 +4,9 @@
 # local (default): one `stowage serve` per node of the plan on free 127.0.0.1 ports, waits until
 #   every node is ready, writes DIR/routes.json (model id → node URL) for the load tests, and
 #   starts one `stowage gateway` in front of them (every model at one address, written to
-#   DIR/gateway.url; it re-reads routes.json when it changes). A node whose model fails to load
+#   DIR/gateway.url, and over KServe v2 gRPC at the host:port in DIR/gateway.grpc; it reads
+#   DIR/gateway-routes.json, routes.json with each node's gRPC address, again when it changes;
+#   the nodes serve gRPC too, on ports of their own). A node whose model fails to load
 #   stops the deployment at once, with the node's reason. On a running deployment it reconciles in
 #   place: starts new nodes, rewrites changed nodes' plan slices (they reload themselves; a moving
 #   model is served by both nodes until the routes switch), then rewrites routes.json and drains
@@ -99,18 +101,24 @@ for m in models:
         sleep 0.2
       done
     }
-    # Starts node NAME on a free port and appends it to $out/nodes.next.
+    free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+    # Starts node NAME on free ports (HTTP, gRPC) and appends it to $out/nodes.next: node, pid,
+    # URL, gRPC address.
     start_node() {
-      local node=$1 port
-      port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+      local node=$1 port grpc
+      port=$(free_port)
+      grpc=$(free_port)
       setsid "$stowage" serve --plan "$out/nodes/$node/plan.json" --catalog "$catalog" --node "$node" \
-        --host 127.0.0.1 --port "$port" --async-dir "$out/nodes/$node/jobs" "${extra[@]+"${extra[@]}"}" \
-        >> "$out/logs/$node.log" 2>&1 < /dev/null &
-      printf '%s\t%s\t%s\n' "$node" "$!" "http://127.0.0.1:$port" >> "$out/nodes.next"
+        --host 127.0.0.1 --port "$port" --grpc-port "$grpc" --async-dir "$out/nodes/$node/jobs" \
+        "${extra[@]+"${extra[@]}"}" >> "$out/logs/$node.log" 2>&1 < /dev/null &
+      printf '%s\t%s\t%s\t%s\n' "$node" "$!" "http://127.0.0.1:$port" "http://127.0.0.1:$grpc" >> "$out/nodes.next"
     }
-    # Writes routes.json for the plan from the node list $1, replacing the old one at once.
+    # Writes routes.json (model → node URL) and gateway-routes.json (with the gRPC addresses) for
+    # the plan from the node list $1, each replacing the old one at once.
     write_routes() {
       "${slices[@]}" routes "$plan" "$1" > "$out/routes.json.tmp"
+      "${slices[@]}" routes "$plan" "$1" --grpc > "$out/gateway-routes.json.tmp"
+      mv "$out/gateway-routes.json.tmp" "$out/gateway-routes.json"
       mv "$out/routes.json.tmp" "$out/routes.json"
     }
     : > "$out/nodes.next"
@@ -135,7 +143,7 @@ for m in models:
           started=$((started + 1))
         fi
       done
-      while IFS=$'\t' read -r node pid url; do
+      while IFS=$'\t' read -r node pid url _; do
         wait_ready "$node" "$pid" "$url"
         "${slices[@]}" wait "$url" "$plan" "$node" $((deadline - SECONDS)) --union "$previous" --catalog "$catalog" || exit 1
       done < "$out/nodes.next"
@@ -145,7 +153,7 @@ for m in models:
       fi
       # The routes point at the new places: drop what moved away, stop the nodes that are gone.
       changes+=$'\n'$("${slices[@]}" write "$plan" "$out")
-      while IFS=$'\t' read -r node _ url; do
+      while IFS=$'\t' read -r node _ url _; do
         "${slices[@]}" wait "$url" "$plan" "$node" $((deadline - SECONDS)) || exit 1
       done < "$out/nodes.next"
       stopped=0
@@ -182,17 +190,19 @@ for m in models:
       start_node "$node"
     done
     mv "$out/nodes.next" "$out/nodes.tsv"
-    while IFS=$'\t' read -r node pid url; do
+    while IFS=$'\t' read -r node pid url _; do
       wait_ready "$node" "$pid" "$url"
     done < "$out/nodes.tsv"
     write_routes "$out/nodes.tsv"
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    setsid "$stowage" gateway --routes "$out/routes.json" --host 127.0.0.1 --port "$port" \
-      > "$out/logs/gateway.log" 2>&1 < /dev/null &
+    port=$(free_port)
+    grpc=$(free_port)
+    setsid "$stowage" gateway --routes "$out/gateway-routes.json" --host 127.0.0.1 --port "$port" \
+      --grpc-port "$grpc" > "$out/logs/gateway.log" 2>&1 < /dev/null &
     echo "$!" > "$out/gateway.pid"
     wait_ready gateway "$(cat "$out/gateway.pid")" "http://127.0.0.1:$port"
     echo "http://127.0.0.1:$port" > "$out/gateway.url"
-    echo "deploy: $(wc -l < "$out/nodes.tsv") nodes ready; routes in $out/routes.json; every model at $(cat "$out/gateway.url") (gateway); logs in $out/logs/"
+    echo "127.0.0.1:$grpc" > "$out/gateway.grpc"
+    echo "deploy: $(wc -l < "$out/nodes.tsv") nodes ready; routes in $out/routes.json; every model at $(cat "$out/gateway.url") (gateway; KServe v2 gRPC at $(cat "$out/gateway.grpc")); logs in $out/logs/"
     ;;
   kubernetes)
     echo kubernetes > "$out/runtime"

@@ -10,8 +10,9 @@ plan with only that node), with the whole catalog; it reloads itself when that f
       node: "<node>\t<new|changed|rehashed|same>" (rehashed: only the catalog's sha256 changed). With --union, a node of both plans also keeps the
       models it had in PREVIOUS that catalog C still has: a model moving between nodes is then
       served by both until the routes switch (make before break).
-  plan_slices.py routes PLAN NODES_TSV
-      prints routes.json: model id -> the URL of its node (NODES_TSV: node, pid, url per line).
+  plan_slices.py routes PLAN NODES_TSV [--grpc]
+      prints routes.json: model id -> the URL of its node (NODES_TSV: node, pid, url and gRPC
+      address per line); with --grpc, -> {"url": …, "grpc": …} (the gateway's routes).
   plan_slices.py wait URL PLAN NODE SECONDS [--union PREVIOUS --catalog C]
       waits until the node at URL serves exactly the models its slice names, none still loading.
   plan_slices.py gateway URL ROUTES SECONDS
@@ -98,8 +99,8 @@ def routes(args):
     url = {}
     for line in open(args[1]).read().split("\n"):
         if line:
-            node, _, u = line.split("\t")
-            url[node] = u
+            node, _, u, grpc = line.split("\t")
+            url[node] = {"url": u, "grpc": grpc} if args[2:] == ["--grpc"] else u
     print(json.dumps({m: url[n["id"]] for n in plan["nodes"] for m in n["models"]}, indent=1, sort_keys=True))
 
 

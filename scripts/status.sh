@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Shows what scripts/deploy.sh runs:  scripts/status.sh [--out DIR]      (DIR default out/deploy)
-# local: each node's pid (or "dead"), URL and /ready answer; kubernetes: kubectl get of its objects.
+# local: each node's pid (or "dead"), URL, gRPC address and /ready answer; kubernetes: kubectl get
+# of its objects.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -14,11 +15,11 @@ while (($#)); do
 done
 case "$(cat "$out/runtime" 2> /dev/null || echo none)" in
   local)
-    printf '%-28s %-8s %-28s %s\n' node pid url ready
-    while IFS=$'\t' read -r node pid url; do
+    printf '%-28s %-8s %-28s %-28s %s\n' node pid url grpc ready
+    while IFS=$'\t' read -r node pid url grpc; do
       alive=$(kill -0 "$pid" 2> /dev/null && echo "$pid" || echo "dead")
       ready=$(curl -s "$url/ready" || echo unreachable)
-      printf '%-28s %-8s %-28s %s\n' "$node" "$alive" "$url" "$ready"
+      printf '%-28s %-8s %-28s %-28s %s\n' "$node" "$alive" "$url" "${grpc:--}" "$ready"
     done < "$out/nodes.tsv"
     ;;
   kubernetes)

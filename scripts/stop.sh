@@ -22,7 +22,7 @@ case "$runtime" in
       kill -TERM "$gateway" 2> /dev/null || true
       for _ in $(seq 100); do kill -0 "$gateway" 2> /dev/null || break; sleep 0.1; done
       kill -KILL "$gateway" 2> /dev/null || true
-      rm -f "$out/gateway.pid" "$out/gateway.url"
+      rm -f "$out/gateway.pid" "$out/gateway.url" "$out/gateway.grpc"
     fi
     while IFS=$'\t' read -r _ pid _; do kill -TERM "$pid" 2> /dev/null || true; done < "$out/nodes.tsv"
     deadline=$((SECONDS + ${STOWAGE_STOP_TIMEOUT:-40}))

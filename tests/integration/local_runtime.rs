@@ -20,6 +20,36 @@ fn alive(pid: &str) -> bool {
         && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
 }
 
+/// One `ModelInfer` per model at the gRPC address `addr` (host:port): each model's output names.
+fn grpc_infer<'a>(addr: &str, models: impl Iterator<Item = &'a String>) -> Vec<(String, Vec<String>)> {
+    use stowage::grpc::pb;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut client =
+            pb::grpc_inference_service_client::GrpcInferenceServiceClient::connect(format!("http://{addr}"))
+                .await
+                .unwrap();
+        let mut answers = Vec::new();
+        for model in models {
+            let text = pb::model_infer_request::InferInputTensor {
+                name: "text".into(),
+                datatype: "BYTES".into(),
+                shape: vec![1],
+                contents: Some(pb::InferTensorContents {
+                    bytes_contents: vec![b"thanks for the fast delivery".to_vec().into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let req = pb::ModelInferRequest { model_name: model.clone(), inputs: vec![text], ..Default::default() };
+            let r = client.model_infer(req).await.unwrap_or_else(|e| panic!("{model}: {e}")).into_inner();
+            assert_eq!(r.model_name, *model);
+            answers.push((model.clone(), r.outputs.into_iter().map(|o| o.name).collect()));
+        }
+        answers
+    })
+}
+
 #[test]
 fn deploy_local_predict_every_model_and_stop() {
     let dir = tempfile::tempdir().unwrap();
@@ -57,6 +87,12 @@ fn deploy_local_predict_every_model_and_stop() {
             .unwrap();
         let body: serde_json::Value = r.body_mut().read_json().unwrap();
         assert_eq!(body["model"], model.as_str(), "{body}");
+    }
+    // And over KServe v2 gRPC, at the address in gateway.grpc: each model's outputs.
+    let grpc = std::fs::read_to_string(out.join("gateway.grpc")).unwrap().trim().to_string();
+    for (model, outputs) in grpc_infer(&grpc, routes.keys()) {
+        let want: &[&str] = if model.ends_with('4') { &["embedding"] } else { &["probabilities", "logits"] };
+        assert_eq!(outputs, want, "{model} over gRPC");
     }
     let status = run(Command::new(Path::new(ROOT).join("scripts/status.sh")).arg("--out").arg(&out));
     assert_eq!(status.matches("\"status\":\"ready\"").count(), 3, "{status}");
