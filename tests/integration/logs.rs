@@ -324,3 +324,53 @@ fn an_otlp_endpoint_that_is_not_http_is_refused_with_its_flag() {
         assert!(!dir.path().join("models.toml").exists(), "it ran anyway");
     }
 }
+
+#[test]
+fn a_grpc_call_through_the_gateway_is_traced_at_both() {
+    let probe = std::process::Command::new("python3").args(["-c", "import tritonclient.grpc"]).output().unwrap();
+    if !probe.status.success() {
+        let required = std::env::var("STOWAGE_REQUIRE_TRITONCLIENT").is_ok_and(|v| v == "1");
+        assert!(!required, "tritonclient[grpc] required");
+        eprintln!("skipped: no tritonclient[grpc]");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    run(stowage().args(["synth", "--count", "1", "--out"]).arg(dir.path()));
+    let (node_port, node_grpc, gw_port, gw_grpc) = (free_port(), free_port(), free_port(), free_port());
+    let (node_log, gw_log) = (dir.path().join("node.log"), dir.path().join("gateway.log"));
+    let catalog = dir.path().join("models.toml");
+    let (np, ng) = (node_port.to_string(), node_grpc.to_string());
+    let _node = traced(
+        &["serve", "--host", "127.0.0.1", "--port", &np, "--grpc-port", &ng, "--catalog", catalog.to_str().unwrap()],
+        &node_log,
+        &format!("http://127.0.0.1:{node_port}/ready"),
+    );
+    let routes = dir.path().join("routes.json");
+    let entry = serde_json::json!({"tiny-0001": {"url": format!("http://127.0.0.1:{node_port}"), "grpc": format!("http://127.0.0.1:{node_grpc}")}});
+    std::fs::write(&routes, entry.to_string()).unwrap();
+    let (gp, gg) = (gw_port.to_string(), gw_grpc.to_string());
+    let _gw = traced(
+        &["gateway", "--host", "127.0.0.1", "--port", &gp, "--grpc-port", &gg, "--routes", routes.to_str().unwrap()],
+        &gw_log,
+        &format!("http://127.0.0.1:{gw_port}/ready"),
+    );
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let call = format!(
+        r#"
+import numpy as np, tritonclient.grpc as g
+c = g.InferenceServerClient("127.0.0.1:{gw_grpc}")
+t = g.InferInput("text", [1], "BYTES")
+t.set_data_from_numpy(np.array([b"traced"], dtype=np.object_))
+c.infer("tiny-0001", [t], headers={{"traceparent": "00-{trace_id}-00f067aa0ba902b7-01"}})
+print("called")
+"#
+    );
+    let out = std::process::Command::new("python3").args(["-c", &call]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(300));
+    let (gw, node) = (spans_of(&gw_log, trace_id), spans_of(&node_log, trace_id));
+    assert_eq!((gw.len(), node.len()), (1, 1), "gateway {gw:?}, node {node:?}");
+    assert_eq!(gw[0]["parent_span_id"], "00f067aa0ba902b7", "{gw:?}");
+    assert_eq!(node[0]["parent_span_id"], gw[0]["span_id"], "gateway {gw:?}, node {node:?}");
+    assert_eq!(node[0]["path"], "/inference.GRPCInferenceService/ModelInfer");
+}
