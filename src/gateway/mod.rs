@@ -83,6 +83,7 @@ pub fn configure(state: Arc<GatewayState>) -> impl FnOnce(&mut web::ServiceConfi
             .service(web::resource("/ready").get(ready).head(ready).default_service(only("GET, HEAD")))
             .service(web::resource("/metrics").get(metrics).default_service(only("GET")))
             .service(web::resource("/models").get(models).default_service(only("GET")))
+            .service(web::resource("/openapi.json").get(crate::http::openapi::gateway).default_service(only("GET")))
             .service(web::resource("/v2").get(server_metadata).default_service(only("GET")))
             .service(web::resource("/v2/health/live").get(live).default_service(only("GET")))
             .service(web::resource("/v2/health/ready").get(v2_ready).default_service(only("GET")))

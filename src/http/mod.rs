@@ -9,6 +9,7 @@ pub mod health;
 pub mod jobs;
 pub mod metrics;
 pub mod models;
+pub mod openapi;
 pub mod predictions;
 pub mod server;
 pub mod state;
@@ -41,6 +42,7 @@ pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(web::resource("/models").get(models::list).default_service(only("GET")))
             .service(web::resource("/models/{model_id}").get(models::one).default_service(only("GET")))
             .service(web::resource("/metrics").get(metrics::render).default_service(only("GET")))
+            .service(web::resource("/openapi.json").get(openapi::node).default_service(only("GET")))
             // The Open Inference Protocol (KServe v2), for Triton and KServe clients.
             .service(web::resource("/v2").get(v2::server_metadata).default_service(only("GET")))
             .service(web::resource("/v2/health/live").get(v2::live).default_service(only("GET")))

@@ -23,6 +23,7 @@ mod live_nodes;
 mod local_runtime;
 mod logs;
 mod open_loop;
+mod openapi;
 mod readme;
 mod repository;
 mod s3;
