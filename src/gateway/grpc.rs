@@ -147,27 +147,21 @@ fn counted<T>(result: Result<Response<T>, Status>) -> Result<Response<T>, Status
 #[tonic::async_trait]
 impl GrpcInferenceService for GatewayService {
     async fn server_live(&self, r: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
-        traced("ServerLive", r.metadata(), |_| async { Ok(pb::ServerLiveResponse { live: true }) }).await
+        crate::grpc::server_live(r).await
     }
 
     async fn server_ready(
         &self,
         r: Request<pb::ServerReadyRequest>,
     ) -> Result<Response<pb::ServerReadyResponse>, Status> {
-        let ready = super::routed(&self.state).is_ok();
-        traced("ServerReady", r.metadata(), |_| async move { Ok(pb::ServerReadyResponse { ready }) }).await
+        crate::grpc::server_ready(r, super::routed(&self.state).is_ok()).await
     }
 
     async fn server_metadata(
         &self,
         r: Request<pb::ServerMetadataRequest>,
     ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
-        let meta = pb::ServerMetadataResponse {
-            name: "stowage".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            extensions: Vec::new(),
-        };
-        traced("ServerMetadata", r.metadata(), |_| async { Ok(meta) }).await
+        crate::grpc::server_metadata(r).await
     }
 
     async fn model_ready(&self, r: Request<pb::ModelReadyRequest>) -> Result<Response<pb::ModelReadyResponse>, Status> {

@@ -93,6 +93,31 @@ where
     result.map(Response::new)
 }
 
+/// `ServerLive`, on a node and the gateway: live while it answers.
+pub(crate) async fn server_live(r: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
+    traced("ServerLive", r.metadata(), |_| async { Ok(pb::ServerLiveResponse { live: true }) }).await
+}
+
+/// `ServerReady`, as the caller's `/ready` says.
+pub(crate) async fn server_ready(
+    r: Request<pb::ServerReadyRequest>,
+    ready: bool,
+) -> Result<Response<pb::ServerReadyResponse>, Status> {
+    traced("ServerReady", r.metadata(), |_| async move { Ok(pb::ServerReadyResponse { ready }) }).await
+}
+
+/// `ServerMetadata`, on a node and the gateway.
+pub(crate) async fn server_metadata(
+    r: Request<pb::ServerMetadataRequest>,
+) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+    let meta = pb::ServerMetadataResponse {
+        name: "stowage".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        extensions: Vec::new(),
+    };
+    traced("ServerMetadata", r.metadata(), |_| async { Ok(meta) }).await
+}
+
 /// A node's call: its error, the table's, as a gRPC status.
 async fn node_call<T>(call: impl std::future::Future<Output = Result<T, ApiError>>) -> Result<T, Status> {
     call.await.map_err(|e| status(&e))
@@ -171,7 +196,7 @@ pub(crate) fn infer_request(req: pb::ModelInferRequest) -> Result<(InferRequest,
 #[tonic::async_trait]
 impl GrpcInferenceService for NodeService {
     async fn server_live(&self, r: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
-        traced("ServerLive", r.metadata(), |_| async { Ok(pb::ServerLiveResponse { live: true }) }).await
+        server_live(r).await
     }
 
     async fn server_ready(
@@ -179,8 +204,7 @@ impl GrpcInferenceService for NodeService {
         r: Request<pb::ServerReadyRequest>,
     ) -> Result<Response<pb::ServerReadyResponse>, Status> {
         let ready = self.state.node.readiness();
-        let ready = ready.is_ready() && !ready.leaving;
-        traced("ServerReady", r.metadata(), |_| async move { Ok(pb::ServerReadyResponse { ready }) }).await
+        server_ready(r, ready.is_ready() && !ready.leaving).await
     }
 
     async fn model_ready(&self, r: Request<pb::ModelReadyRequest>) -> Result<Response<pb::ModelReadyResponse>, Status> {
@@ -203,12 +227,7 @@ impl GrpcInferenceService for NodeService {
         &self,
         r: Request<pb::ServerMetadataRequest>,
     ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
-        let meta = pb::ServerMetadataResponse {
-            name: "stowage".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            extensions: Vec::new(),
-        };
-        traced("ServerMetadata", r.metadata(), |_| async { Ok(meta) }).await
+        server_metadata(r).await
     }
 
     async fn model_metadata(

@@ -5,7 +5,7 @@
 //! original id; KServe v2's `Prefer: respond-async` and callbacks; the gateway routes both.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Stdio;
@@ -202,19 +202,7 @@ fn sigkill_twice_loses_no_accepted_job_and_runs_each_to_one_result() {
 fn receive_one(listener: &TcpListener) -> Value {
     let (mut s, _) = listener.accept().unwrap();
     let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut len = 0;
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line).unwrap();
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap();
-        }
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).unwrap();
+    let (_, body) = crate::common::read_request(&mut r).unwrap();
     s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
     serde_json::from_slice(&body).unwrap()
 }

@@ -114,3 +114,27 @@ pub fn local_catalog(dir: &Path) {
     )
     .unwrap();
 }
+
+/// Reads one HTTP/1.1 request with a Content-Length body from `r`: its path and body; None at
+/// the end of the connection (for the small receivers the tests run on loopback).
+pub fn read_request(r: &mut impl std::io::BufRead) -> Option<(String, Vec<u8>)> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let path = line.split(' ').nth(1).unwrap_or("").to_string();
+    let mut len = 0;
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).unwrap();
+    Some((path, body))
+}

@@ -4,7 +4,7 @@
 //! `--otlp-endpoint`, in the spans both send to an OTLP receiver on loopback.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -166,24 +166,7 @@ fn otlp_receiver() -> (String, Arc<Mutex<Vec<Exported>>>) {
             std::thread::spawn(move || {
                 let mut r = BufReader::new(conn.try_clone().unwrap());
                 let mut w = conn;
-                loop {
-                    let (mut len, mut path, mut line) = (0, String::new(), String::new());
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    path.push_str(line.split(' ').nth(1).unwrap_or(""));
-                    loop {
-                        line.clear();
-                        r.read_line(&mut line).unwrap();
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap();
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    r.read_exact(&mut body).unwrap();
+                while let Some((path, body)) = crate::common::read_request(&mut r) {
                     assert_eq!(path, "/v1/traces");
                     let req = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
                     let mut got = kept.lock().unwrap();
