@@ -110,6 +110,24 @@ pixels = grpcclient.InferInput("pixels", [1], "FP32")
 pixels.set_data_from_numpy(np.zeros(1, dtype=np.float32))
 wrong_type = grpcclient.InferInput("text", [1], "INT64")
 wrong_type.set_data_from_numpy(np.zeros(1, dtype=np.int64))
+# Raw contents for some inputs but not all; a message over --max-body-bytes (1 MiB by default).
+req = service_pb2.ModelInferRequest(model_name=classifier)
+req.inputs.add(name="text", datatype="BYTES", shape=[1])
+req.inputs.add(name="text_pair", datatype="BYTES", shape=[1])
+req.raw_input_contents.append(len(b"one").to_bytes(4, "little") + b"one")
+try:
+    stub.ModelInfer(req)
+    raise AssertionError("raw contents for one input of two")
+except grpc.RpcError as e:
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and e.details().startswith("malformed_request:"), e
+big = service_pb2.ModelInferRequest(model_name=classifier)
+big.inputs.add(name="text", datatype="BYTES", shape=[1]).contents.bytes_contents.append(b"x" * (2 << 20))
+try:
+    stub.ModelInfer(big)
+    raise AssertionError("a 2 MiB message")
+except grpc.RpcError as e:
+    assert e.code() == grpc.StatusCode.OUT_OF_RANGE and "too large" in e.details(), e
+
 for what, call, code, name in [
     ("unknown model", lambda: client.infer("no-such-model", [text_input()]), "StatusCode.NOT_FOUND", "unknown_model"),
     ("unknown model ready", lambda: client.is_model_ready("no-such-model"), "StatusCode.NOT_FOUND", "unknown_model"),
