@@ -1,9 +1,10 @@
 //! KServe v2 over gRPC at the gateway (`--grpc-port`; docs/http-api.md, "The gateway"): the
 //! model calls (`ModelInfer`, `ModelReady`, `ModelMetadata`) go to the model's node, by the
 //! request's model name, over one HTTP/2 connection per node (a tonic channel, multiplexed and
-//! reconnected as needed); the node's answer, or its error status, comes back as it is. The
-//! messages are decoded only to find the model: their `bytes` fields (the tensors' raw contents)
-//! are slices of the received buffer, not copies. Health and server metadata are the gateway's.
+//! reconnected as needed); the node's answer, or its error status, comes back as it is. A
+//! `ModelInfer` passes through as its bytes, both ways (`Passthrough`, the `Raw` codec): only its
+//! model name (field 1) is read to route it, nothing is decoded or encoded again. Health and
+//! server metadata are the gateway's.
 //! A call that reached no node answers `UNAVAILABLE` (`node_unavailable`) or `DEADLINE_EXCEEDED`
 //! (`upstream_timeout`); a model no node has, `NOT_FOUND` (`unknown_model`). Calls are not
 //! retried: a call that failed may have run.
@@ -12,7 +13,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prost::bytes::{Buf, BufMut, Bytes};
+use prost::Message;
 use stowage_node::metrics as m;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
@@ -37,16 +41,50 @@ pub struct GatewayService {
 }
 
 impl GatewayService {
-    /// The service, its messages bounded by `--max-body-bytes`.
-    pub fn server(state: Arc<GatewayState>) -> GrpcInferenceServiceServer<Self> {
+    /// The service, its messages bounded by `--max-body-bytes`: `ModelInfer` passed through as
+    /// bytes, the other methods decoded.
+    pub fn server(state: Arc<GatewayState>) -> Passthrough {
         let limit = state.max_body_bytes;
-        GrpcInferenceServiceServer::new(Self { state, channels: Mutex::default() })
+        let service = Arc::new(Self { state, channels: Mutex::default() });
+        let decoded = GrpcInferenceServiceServer::from_arc(service.clone())
             .max_decoding_message_size(limit)
-            .max_encoding_message_size(MAX_ANSWER_BYTES)
+            .max_encoding_message_size(MAX_ANSWER_BYTES);
+        Passthrough { decoded, service, limit }
     }
 
-    /// The node of `model` and a client of its gRPC address.
-    fn client(&self, model: &str) -> Result<(Arc<Upstream>, GrpcInferenceServiceClient<Channel>), Status> {
+    /// A client of `channel` with the gateway's message limits.
+    fn client_of(&self, channel: Channel) -> GrpcInferenceServiceClient<Channel> {
+        GrpcInferenceServiceClient::new(channel)
+            .max_decoding_message_size(MAX_ANSWER_BYTES)
+            .max_encoding_message_size(self.state.max_body_bytes)
+    }
+
+    /// A `ModelInfer` as its bytes: routed by the model name read from them, forwarded as they
+    /// came, the node's answer back as its bytes.
+    async fn model_infer_raw(&self, r: Request<Bytes>) -> Result<Response<Bytes>, Status> {
+        let (metadata, _, msg) = r.into_parts();
+        let model = match ModelName::decode(msg.clone()) {
+            Ok(m) => m.model_name,
+            Err(e) => {
+                let e = ApiError::new(Code::MalformedRequest, format!("not a ModelInferRequest: {e}"));
+                return counted(Err(status(&e)));
+            }
+        };
+        let limit = self.state.max_body_bytes;
+        let call = |trace| {
+            self.forward(&model, metadata.clone(), msg, trace, |channel, req| async move {
+                let mut grpc = tonic::client::Grpc::new(channel)
+                    .max_decoding_message_size(MAX_ANSWER_BYTES)
+                    .max_encoding_message_size(limit);
+                grpc.ready().await.map_err(|e| Status::unavailable(format!("not ready: {e}")))?;
+                grpc.unary(req, tonic::codegen::http::uri::PathAndQuery::from_static(MODEL_INFER), Raw).await
+            })
+        };
+        counted(traced("ModelInfer", &metadata, call).await)
+    }
+
+    /// The node of `model` and the channel to its gRPC address.
+    fn client(&self, model: &str) -> Result<(Arc<Upstream>, Channel), Status> {
         let Some(up) = self.state.routes.get().models.get(model).cloned() else {
             return Err(status(&ApiError::new(Code::UnknownModel, format!("no model {model:?} behind this gateway"))));
         };
@@ -77,13 +115,10 @@ impl GatewayService {
                 }
             }
         };
-        let client = GrpcInferenceServiceClient::new(channel)
-            .max_decoding_message_size(MAX_ANSWER_BYTES)
-            .max_encoding_message_size(self.state.max_body_bytes);
-        Ok((up, client))
+        Ok((up, channel))
     }
 
-    /// Forwards one model call: `send` makes it on the node's client with the caller's metadata
+    /// Forwards one model call: `send` makes it on the node's channel with the caller's metadata
     /// and the gateway's span as the node's parent; the node's answer or status comes back.
     async fn forward<Req, Res, F>(
         &self,
@@ -91,18 +126,18 @@ impl GatewayService {
         metadata: tonic::metadata::MetadataMap,
         msg: Req,
         trace: crate::trace::RequestTrace,
-        send: impl FnOnce(GrpcInferenceServiceClient<Channel>, Request<Req>) -> F,
+        send: impl FnOnce(Channel, Request<Req>) -> F,
     ) -> Result<Res, Status>
     where
         F: std::future::Future<Output = Result<Response<Res>, Status>>,
     {
-        let (up, client) = self.client(model)?;
+        let (up, channel) = self.client(model)?;
         let mut req = Request::from_parts(metadata, Default::default(), msg);
         if let Ok(v) = trace.traceparent().parse() {
             req.metadata_mut().insert(crate::trace::TRACEPARENT, v);
         }
         let started = Instant::now();
-        let result = send(client, req).await;
+        let result = send(channel, req).await;
         metrics::histogram!(m::GATEWAY_UPSTREAM_DURATION, "node" => up.node.clone())
             .record(started.elapsed().as_secs_f64());
         match result {
@@ -167,9 +202,12 @@ impl GrpcInferenceService for GatewayService {
     async fn model_ready(&self, r: Request<pb::ModelReadyRequest>) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let (metadata, _, msg) = r.into_parts();
         let model = msg.name.clone();
-        let call = |trace| {
-            self.forward(&model, metadata.clone(), msg, trace, |mut c, r| async move { c.model_ready(r).await })
-        };
+        let call =
+            |trace| {
+                self.forward(&model, metadata.clone(), msg, trace, |c, r| async move {
+                    self.client_of(c).model_ready(r).await
+                })
+            };
         counted(traced("ModelReady", &metadata, call).await)
     }
 
@@ -180,7 +218,9 @@ impl GrpcInferenceService for GatewayService {
         let (metadata, _, msg) = r.into_parts();
         let model = msg.name.clone();
         let call = |trace| {
-            self.forward(&model, metadata.clone(), msg, trace, |mut c, r| async move { c.model_metadata(r).await })
+            self.forward(&model, metadata.clone(), msg, trace, |c, r| async move {
+                self.client_of(c).model_metadata(r).await
+            })
         };
         counted(traced("ModelMetadata", &metadata, call).await)
     }
@@ -188,9 +228,137 @@ impl GrpcInferenceService for GatewayService {
     async fn model_infer(&self, r: Request<pb::ModelInferRequest>) -> Result<Response<pb::ModelInferResponse>, Status> {
         let (metadata, _, msg) = r.into_parts();
         let model = msg.model_name.clone();
-        let call = |trace| {
-            self.forward(&model, metadata.clone(), msg, trace, |mut c, r| async move { c.model_infer(r).await })
-        };
+        let call =
+            |trace| {
+                self.forward(&model, metadata.clone(), msg, trace, |c, r| async move {
+                    self.client_of(c).model_infer(r).await
+                })
+            };
         counted(traced("ModelInfer", &metadata, call).await)
+    }
+}
+
+/// The path of `ModelInfer`.
+const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+
+/// The model name of a `ModelInferRequest` (its field 1); prost skips the other fields.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ModelName {
+    #[prost(string, tag = "1")]
+    model_name: String,
+}
+
+/// A message as its bytes, undecoded: what the gateway passes on.
+#[derive(Debug, Default, Clone, Copy)]
+struct Raw;
+
+impl Codec for Raw {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl Encoder for Raw {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// The gateway's gRPC service: `ModelInfer` as bytes (`GatewayService::model_infer_raw`), every
+/// other method through the generated, decoding server.
+#[derive(Clone)]
+pub struct Passthrough {
+    decoded: GrpcInferenceServiceServer<GatewayService>,
+    service: Arc<GatewayService>,
+    limit: usize,
+}
+
+impl tonic::server::NamedService for Passthrough {
+    const NAME: &'static str = "inference.GRPCInferenceService";
+}
+
+/// `ModelInfer` of the passthrough, as tonic's server calls it.
+struct RawInfer(Arc<GatewayService>);
+
+impl tonic::server::UnaryService<Bytes> for RawInfer {
+    type Response = Bytes;
+    type Future = tonic::codegen::BoxFuture<Response<Bytes>, Status>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move { service.model_infer_raw(request).await })
+    }
+}
+
+impl<B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for Passthrough
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        if req.uri().path() != MODEL_INFER {
+            return self.decoded.call(req);
+        }
+        let (service, limit) = (self.service.clone(), self.limit);
+        Box::pin(async move {
+            let mut grpc =
+                tonic::server::Grpc::new(Raw).apply_max_message_size_config(Some(limit), Some(MAX_ANSWER_BYTES));
+            Ok(grpc.unary(RawInfer(service), req).await)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_infer_is_routed_by_the_name_read_from_its_bytes() {
+        let req = pb::ModelInferRequest {
+            model_name: "tiny-0001".into(),
+            id: "r-1".into(),
+            inputs: vec![pb::model_infer_request::InferInputTensor {
+                name: "text".into(),
+                datatype: "BYTES".into(),
+                shape: vec![1],
+                ..Default::default()
+            }],
+            raw_input_contents: vec![Bytes::from_static(b"\x04\0\0\0fine")],
+            ..Default::default()
+        };
+        let bytes = Bytes::from(req.encode_to_vec());
+        assert_eq!(ModelName::decode(bytes.clone()).unwrap().model_name, "tiny-0001");
+        // A message that is not one is refused, not routed.
+        assert!(ModelName::decode(&b"\x0a\xff"[..]).is_err());
     }
 }
