@@ -62,25 +62,41 @@ impl GatewayService {
     /// A `ModelInfer` as its bytes: routed by the model name read from them, forwarded as they
     /// came, the node's answer back as its bytes.
     async fn model_infer_raw(&self, r: Request<Bytes>) -> Result<Response<Bytes>, Status> {
-        let (metadata, _, msg) = r.into_parts();
-        let model = match ModelName::decode(msg.clone()) {
-            Ok(m) => m.model_name,
-            Err(e) => {
-                let e = ApiError::new(Code::MalformedRequest, format!("not a ModelInferRequest: {e}"));
-                return counted(Err(status(&e)));
-            }
+        let model_of = |msg: &Bytes| {
+            ModelName::decode(msg.clone())
+                .map(|m| m.model_name)
+                .map_err(|e| status(&ApiError::new(Code::MalformedRequest, format!("not a ModelInferRequest: {e}"))))
         };
         let limit = self.state.max_body_bytes;
-        let call = |trace| {
-            self.forward(&model, metadata.clone(), msg, trace, |channel, req| async move {
-                let mut grpc = tonic::client::Grpc::new(channel)
-                    .max_decoding_message_size(MAX_ANSWER_BYTES)
-                    .max_encoding_message_size(limit);
-                grpc.ready().await.map_err(|e| Status::unavailable(format!("not ready: {e}")))?;
-                grpc.unary(req, tonic::codegen::http::uri::PathAndQuery::from_static(MODEL_INFER), Raw).await
-            })
+        self.model_call("ModelInfer", r, model_of, |channel, req| async move {
+            let mut grpc = tonic::client::Grpc::new(channel)
+                .max_decoding_message_size(MAX_ANSWER_BYTES)
+                .max_encoding_message_size(limit);
+            grpc.ready().await.map_err(|e| Status::unavailable(format!("not ready: {e}")))?;
+            grpc.unary(req, tonic::codegen::http::uri::PathAndQuery::from_static(MODEL_INFER), Raw).await
+        })
+        .await
+    }
+
+    /// One model call, `method`, end to end: its model (`model_of` its message), in its span,
+    /// forwarded by `send` (`forward`), counted.
+    async fn model_call<Req, Res, F>(
+        &self,
+        method: &str,
+        r: Request<Req>,
+        model_of: impl FnOnce(&Req) -> Result<String, Status>,
+        send: impl FnOnce(Channel, Request<Req>) -> F,
+    ) -> Result<Response<Res>, Status>
+    where
+        F: std::future::Future<Output = Result<Response<Res>, Status>>,
+    {
+        let (metadata, _, msg) = r.into_parts();
+        let model = match model_of(&msg) {
+            Ok(model) => model,
+            Err(s) => return counted(Err(s)),
         };
-        counted(traced("ModelInfer", &metadata, call).await)
+        let call = |trace| self.forward(&model, metadata.clone(), msg, trace, send);
+        counted(traced(method, &metadata, call).await)
     }
 
     /// The node of `model` and the channel to its gRPC address.
@@ -200,41 +216,24 @@ impl GrpcInferenceService for GatewayService {
     }
 
     async fn model_ready(&self, r: Request<pb::ModelReadyRequest>) -> Result<Response<pb::ModelReadyResponse>, Status> {
-        let (metadata, _, msg) = r.into_parts();
-        let model = msg.name.clone();
-        let call =
-            |trace| {
-                self.forward(&model, metadata.clone(), msg, trace, |c, r| async move {
-                    self.client_of(c).model_ready(r).await
-                })
-            };
-        counted(traced("ModelReady", &metadata, call).await)
+        let model_of = |m: &pb::ModelReadyRequest| Ok(m.name.clone());
+        self.model_call("ModelReady", r, model_of, |c, r| async move { self.client_of(c).model_ready(r).await }).await
     }
 
     async fn model_metadata(
         &self,
         r: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
-        let (metadata, _, msg) = r.into_parts();
-        let model = msg.name.clone();
-        let call = |trace| {
-            self.forward(&model, metadata.clone(), msg, trace, |c, r| async move {
-                self.client_of(c).model_metadata(r).await
-            })
-        };
-        counted(traced("ModelMetadata", &metadata, call).await)
+        let model_of = |m: &pb::ModelMetadataRequest| Ok(m.name.clone());
+        self.model_call("ModelMetadata", r, model_of, |c, r| async move { self.client_of(c).model_metadata(r).await })
+            .await
     }
 
+    /// Only reached where this service is mounted without `Passthrough`, which takes `ModelInfer`
+    /// as bytes (`model_infer_raw`).
     async fn model_infer(&self, r: Request<pb::ModelInferRequest>) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let (metadata, _, msg) = r.into_parts();
-        let model = msg.model_name.clone();
-        let call =
-            |trace| {
-                self.forward(&model, metadata.clone(), msg, trace, |c, r| async move {
-                    self.client_of(c).model_infer(r).await
-                })
-            };
-        counted(traced("ModelInfer", &metadata, call).await)
+        let model_of = |m: &pb::ModelInferRequest| Ok(m.model_name.clone());
+        self.model_call("ModelInfer", r, model_of, |c, r| async move { self.client_of(c).model_infer(r).await }).await
     }
 }
 

@@ -171,7 +171,7 @@ pub(crate) fn infer_request(req: pb::ModelInferRequest) -> Result<(InferRequest,
                     let texts = c
                         .bytes_contents
                         .into_iter()
-                        .map(|b| String::from_utf8(b.to_vec()).map(Value::from))
+                        .map(|b| std::str::from_utf8(&b).map(Value::from))
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(|_| malformed(format!("input {:?}: not UTF-8", t.name)))?;
                     Some(Value::Array(texts))
