@@ -138,3 +138,16 @@ pub fn read_request(r: &mut impl std::io::BufRead) -> Option<(String, Vec<u8>)> 
     r.read_exact(&mut body).unwrap();
     Some((path, body))
 }
+
+/// Whether python3 can `import module` (a client the tests run, from scripts/requirements-test.txt);
+/// without it a test skips, unless CI requires the clients (STOWAGE_REQUIRE_TRITONCLIENT=1).
+pub fn client_present(module: &str) -> bool {
+    let probe = Command::new("python3").args(["-c", &format!("import {module}")]).output().unwrap();
+    if probe.status.success() {
+        return true;
+    }
+    let required = std::env::var("STOWAGE_REQUIRE_TRITONCLIENT").is_ok_and(|v| v == "1");
+    assert!(!required, "{module} required: {}", String::from_utf8_lossy(&probe.stderr));
+    eprintln!("skipped: no {module} (scripts/requirements-test.txt)");
+    false
+}

@@ -6,7 +6,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::common::{free_port, run, stowage, wait_ok, Proc};
+use crate::common::{client_present, free_port, run, stowage, wait_ok, Proc};
 
 /// A node serving the catalog in `dir`, ready, and its port.
 fn serve(dir: &std::path::Path) -> (Proc, u16) {
@@ -26,18 +26,6 @@ fn serve_with(dir: &std::path::Path, flags: &[&str]) -> (Proc, u16) {
     );
     wait_ok(&format!("http://127.0.0.1:{port}/ready"), &mut node);
     (node, port)
-}
-
-/// Whether `import module` works; without it the test skips, unless CI requires the client.
-fn client_present(module: &str) -> bool {
-    let probe = Command::new("python3").args(["-c", &format!("import {module}")]).output().unwrap();
-    if probe.status.success() {
-        return true;
-    }
-    let required = std::env::var("STOWAGE_REQUIRE_TRITONCLIENT").is_ok_and(|v| v == "1");
-    assert!(!required, "{module} required: {}", String::from_utf8_lossy(&probe.stderr));
-    eprintln!("skipped: no {module} (pip install 'tritonclient[http,grpc]')");
-    false
 }
 
 /// Runs a client script of tests/clients with `args`; asserts it ends with `ok`.

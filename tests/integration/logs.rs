@@ -89,27 +89,39 @@ fn spans_of(log: &std::path::Path, trace_id: &str) -> Vec<serde_json::Value> {
     request_spans(log).into_iter().filter(|s| s["trace_id"] == trace_id).collect()
 }
 
-#[test]
-fn a_trace_crosses_the_gateway_to_the_node_and_both_log_it() {
+/// A traced node serving one synthesized model, and a traced gateway in front of it, each with
+/// `flags` of its own; `route` makes the model's route-map entry from the node's URL.
+struct Pair {
+    _dir: tempfile::TempDir,
+    _node: Proc,
+    _gw: Proc,
+    node_url: String,
+    gw_url: String,
+    node_log: std::path::PathBuf,
+    gw_log: std::path::PathBuf,
+}
+
+fn traced_pair(node_flags: &[&str], gw_flags: &[&str], route: impl FnOnce(&str) -> serde_json::Value) -> Pair {
     let dir = tempfile::tempdir().unwrap();
     run(stowage().args(["synth", "--count", "1", "--out"]).arg(dir.path()));
-    let (node_port, gw_port) = (free_port(), free_port());
-    let node_url = format!("http://127.0.0.1:{node_port}");
+    let (node_port, gw_port) = (free_port().to_string(), free_port().to_string());
+    let (node_url, gw_url) = (format!("http://127.0.0.1:{node_port}"), format!("http://127.0.0.1:{gw_port}"));
     let (node_log, gw_log) = (dir.path().join("node.log"), dir.path().join("gateway.log"));
     let catalog = dir.path().join("models.toml");
-    let _node = traced(
-        &["serve", "--host", "127.0.0.1", "--port", &node_port.to_string(), "--catalog", catalog.to_str().unwrap()],
-        &node_log,
-        &format!("{node_url}/ready"),
-    );
+    let mut args = vec!["serve", "--host", "127.0.0.1", "--port", &node_port, "--catalog", catalog.to_str().unwrap()];
+    args.extend(node_flags);
+    let node = traced(&args, &node_log, &format!("{node_url}/ready"));
     let routes = dir.path().join("routes.json");
-    std::fs::write(&routes, format!(r#"{{"tiny-0001": "{node_url}"}}"#)).unwrap();
-    let gw_url = format!("http://127.0.0.1:{gw_port}");
-    let _gw = traced(
-        &["gateway", "--host", "127.0.0.1", "--port", &gw_port.to_string(), "--routes", routes.to_str().unwrap()],
-        &gw_log,
-        &format!("{gw_url}/ready"),
-    );
+    std::fs::write(&routes, serde_json::json!({"tiny-0001": route(&node_url)}).to_string()).unwrap();
+    let mut args = vec!["gateway", "--host", "127.0.0.1", "--port", &gw_port, "--routes", routes.to_str().unwrap()];
+    args.extend(gw_flags);
+    let gw = traced(&args, &gw_log, &format!("{gw_url}/ready"));
+    Pair { _dir: dir, _node: node, _gw: gw, node_url, gw_url, node_log, gw_log }
+}
+
+#[test]
+fn a_trace_crosses_the_gateway_to_the_node_and_both_log_it() {
+    let Pair { node_url, gw_url, node_log, gw_log, .. } = &traced_pair(&[], &[], |url| url.into());
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let r = ureq::get(&format!("{gw_url}/predictions/tiny-0001?text=traced"))
         .header("traceparent", &format!("00-{trace_id}-00f067aa0ba902b7-01"))
@@ -125,14 +137,14 @@ fn a_trace_crosses_the_gateway_to_the_node_and_both_log_it() {
         assert_eq!(get.call().unwrap().status(), 200);
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let (gw, node) = (spans_of(&gw_log, trace_id), spans_of(&node_log, trace_id));
+    let (gw, node) = (spans_of(gw_log, trace_id), spans_of(node_log, trace_id));
     assert_eq!((gw.len(), node.len()), (1, 1), "gateway {gw:?}, node {node:?}");
     // The client's span is the gateway's parent; the gateway's span is the node's parent.
     assert_eq!(gw[0]["parent_span_id"], "00f067aa0ba902b7", "{gw:?}");
     assert_eq!(node[0]["parent_span_id"], gw[0]["span_id"], "gateway {gw:?}, node {node:?}");
     assert_ne!(node[0]["span_id"], gw[0]["span_id"]);
     assert_eq!(node[0]["path"], "/predictions/tiny-0001");
-    let own: Vec<serde_json::Value> = request_spans(&node_log)
+    let own: Vec<serde_json::Value> = request_spans(node_log)
         .into_iter()
         .filter(|s| s["path"] == "/predictions/tiny-0001" && s["trace_id"] != trace_id)
         .collect();
@@ -216,33 +228,9 @@ fn hex(bytes: &[u8]) -> String {
 #[test]
 fn with_otlp_the_gateway_and_node_send_linked_spans_with_the_nodes_steps() {
     let (collector, spans) = otlp_receiver();
-    let dir = tempfile::tempdir().unwrap();
-    run(stowage().args(["synth", "--count", "1", "--out"]).arg(dir.path()));
-    let (node_port, gw_port) = (free_port(), free_port());
-    let node_url = format!("http://127.0.0.1:{node_port}");
-    let (node_log, gw_log) = (dir.path().join("node.log"), dir.path().join("gateway.log"));
-    let catalog = dir.path().join("models.toml");
-    let node_port = node_port.to_string();
-    let _node = traced(
-        &["serve", "--otlp-endpoint", &collector, "--host", "127.0.0.1", "--port", &node_port, "--catalog"]
-            .into_iter()
-            .chain([catalog.to_str().unwrap()])
-            .collect::<Vec<_>>(),
-        &node_log,
-        &format!("{node_url}/ready"),
-    );
-    let routes = dir.path().join("routes.json");
-    std::fs::write(&routes, format!(r#"{{"tiny-0001": "{node_url}"}}"#)).unwrap();
-    let gw_url = format!("http://127.0.0.1:{gw_port}");
-    let gw_port = gw_port.to_string();
-    let _gw = traced(
-        &["gateway", "--otlp-endpoint", &format!("{collector}/v1/traces"), "--host", "127.0.0.1", "--port", &gw_port]
-            .into_iter()
-            .chain(["--routes", routes.to_str().unwrap()])
-            .collect::<Vec<_>>(),
-        &gw_log,
-        &format!("{gw_url}/ready"),
-    );
+    let traces = format!("{collector}/v1/traces");
+    let Pair { gw_url, node_log, gw_log, .. } =
+        &traced_pair(&["--otlp-endpoint", &collector], &["--otlp-endpoint", &traces], |url| url.into());
     let (trace_id, client_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
     let r = ureq::get(&format!("{gw_url}/predictions/tiny-0001?text=traced"))
         .header("traceparent", &format!("00-{trace_id}-{client_span}-01"))
@@ -283,7 +271,7 @@ fn with_otlp_the_gateway_and_node_send_linked_spans_with_the_nodes_steps() {
     assert!(one("stowage-node", "inference").attributes.contains_key("engine"));
     assert_eq!(got.len(), 5, "{got:#?}");
     // The logs name the spans the collector got.
-    let (gw_lines, node_lines) = (spans_of(&gw_log, trace_id), spans_of(&node_log, trace_id));
+    let (gw_lines, node_lines) = (spans_of(gw_log, trace_id), spans_of(node_log, trace_id));
     assert_eq!(gw_lines.len(), 1, "{gw_lines:?}");
     assert_eq!(
         (gw_lines[0]["span_id"].as_str(), node_lines[0]["span_id"].as_str()),
@@ -310,32 +298,14 @@ fn an_otlp_endpoint_that_is_not_http_is_refused_with_its_flag() {
 
 #[test]
 fn a_grpc_call_through_the_gateway_is_traced_at_both() {
-    let probe = std::process::Command::new("python3").args(["-c", "import tritonclient.grpc"]).output().unwrap();
-    if !probe.status.success() {
-        let required = std::env::var("STOWAGE_REQUIRE_TRITONCLIENT").is_ok_and(|v| v == "1");
-        assert!(!required, "tritonclient[grpc] required");
-        eprintln!("skipped: no tritonclient[grpc]");
+    if !crate::common::client_present("tritonclient.grpc") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    run(stowage().args(["synth", "--count", "1", "--out"]).arg(dir.path()));
-    let (node_port, node_grpc, gw_port, gw_grpc) = (free_port(), free_port(), free_port(), free_port());
-    let (node_log, gw_log) = (dir.path().join("node.log"), dir.path().join("gateway.log"));
-    let catalog = dir.path().join("models.toml");
-    let (np, ng) = (node_port.to_string(), node_grpc.to_string());
-    let _node = traced(
-        &["serve", "--host", "127.0.0.1", "--port", &np, "--grpc-port", &ng, "--catalog", catalog.to_str().unwrap()],
-        &node_log,
-        &format!("http://127.0.0.1:{node_port}/ready"),
-    );
-    let routes = dir.path().join("routes.json");
-    let entry = serde_json::json!({"tiny-0001": {"url": format!("http://127.0.0.1:{node_port}"), "grpc": format!("http://127.0.0.1:{node_grpc}")}});
-    std::fs::write(&routes, entry.to_string()).unwrap();
-    let (gp, gg) = (gw_port.to_string(), gw_grpc.to_string());
-    let _gw = traced(
-        &["gateway", "--host", "127.0.0.1", "--port", &gp, "--grpc-port", &gg, "--routes", routes.to_str().unwrap()],
-        &gw_log,
-        &format!("http://127.0.0.1:{gw_port}/ready"),
+    let (node_grpc, gw_grpc) = (free_port().to_string(), free_port().to_string());
+    let Pair { node_log, gw_log, .. } = &traced_pair(
+        &["--grpc-port", &node_grpc],
+        &["--grpc-port", &gw_grpc],
+        |url| serde_json::json!({"url": url, "grpc": format!("http://127.0.0.1:{node_grpc}")}),
     );
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let call = format!(
@@ -351,7 +321,7 @@ print("called")
     let out = std::process::Command::new("python3").args(["-c", &call]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     std::thread::sleep(Duration::from_millis(300));
-    let (gw, node) = (spans_of(&gw_log, trace_id), spans_of(&node_log, trace_id));
+    let (gw, node) = (spans_of(gw_log, trace_id), spans_of(node_log, trace_id));
     assert_eq!((gw.len(), node.len()), (1, 1), "gateway {gw:?}, node {node:?}");
     assert_eq!(gw[0]["parent_span_id"], "00f067aa0ba902b7", "{gw:?}");
     assert_eq!(node[0]["parent_span_id"], gw[0]["span_id"], "gateway {gw:?}, node {node:?}");
