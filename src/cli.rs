@@ -529,6 +529,11 @@ pub struct GatewayArgs {
     #[arg(long, env = "STOWAGE_UPSTREAM_TIMEOUT_MS", default_value_t = crate::gateway::DEFAULT_UPSTREAM_TIMEOUT_MS)]
     pub upstream_timeout_ms: u64,
 
+    /// Longest a request waits for a node that scales to zero (min_replicas 0) to start, in
+    /// milliseconds; beyond, 503 `node_starting` with Retry-After.
+    #[arg(long, env = "STOWAGE_HOLD_TIMEOUT_MS", default_value_t = crate::gateway::wake::DEFAULT_HOLD_TIMEOUT_MS)]
+    pub hold_timeout_ms: u64,
+
     /// How often the plan or route map is checked for changes, in milliseconds (a changed file
     /// that can be used replaces the routes; one that cannot changes nothing).
     #[arg(long, env = "STOWAGE_RELOAD_INTERVAL_MS", default_value_t = crate::gateway::DEFAULT_RELOAD_INTERVAL_MS)]

@@ -43,6 +43,9 @@ pub struct Limits {
     /// Latency target: the P90 response time each node must keep at its planned peak (a
     /// model's `slo_p90_ms` may tighten it for the nodes that hold it). `None`: no target.
     pub slo_p90_ms: Option<f64>,
+    /// A node whose models' summed `peak_rps` is below this may scale to zero replicas (0: only
+    /// nodes whose models all ask for it, `scale_to_zero = true`).
+    pub scale_to_zero_below_rps: f64,
 }
 
 impl Default for Limits {
@@ -55,6 +58,7 @@ impl Default for Limits {
             cold_pool_margin: DEFAULT_COLD_POOL_MARGIN,
             request_tokens: DEFAULT_REQUEST_TOKENS,
             slo_p90_ms: None,
+            scale_to_zero_below_rps: 0.0,
         }
     }
 }
@@ -177,6 +181,9 @@ pub struct Model {
     pub request_tokens: Option<usize>,
     /// A tighter latency target than the catalog's for the node that holds this model.
     pub slo_p90_ms: Option<f64>,
+    /// The model may wait for its node to start: a node whose models all say so scales to zero
+    /// replicas when idle (the gateway holds its first request while it starts).
+    pub scale_to_zero: bool,
 }
 
 impl Model {
@@ -283,6 +290,19 @@ impl Catalog {
         }
     }
 
+    /// The catalog with only the models `keep` keeps (in their order), the rest as it is.
+    pub fn subset(&self, keep: impl Fn(&Model) -> bool) -> Catalog {
+        let models: Vec<Model> = self.models.iter().filter(|m| keep(m)).cloned().collect();
+        Catalog {
+            path: self.path.clone(),
+            sha256: self.sha256.clone(),
+            limits: self.limits,
+            instance_types: self.instance_types.clone(),
+            index: models.iter().enumerate().map(|(i, m)| (m.id.clone(), i)).collect(),
+            models,
+        }
+    }
+
     pub fn model(&self, id: &str) -> Option<&Model> {
         self.index.get(id).map(|&i| &self.models[i])
     }
@@ -352,6 +372,7 @@ struct RawLimits {
     cold_pool_margin: Option<Spanned<f64>>,
     request_tokens: Option<Spanned<f64>>,
     slo_p90_ms: Option<Spanned<f64>>,
+    scale_to_zero_below_rps: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -389,6 +410,7 @@ struct RawModel {
     residency: Option<Spanned<String>>,
     request_tokens: Option<Spanned<f64>>,
     slo_p90_ms: Option<Spanned<f64>>,
+    scale_to_zero: Option<bool>,
 }
 
 // ---- validation ------------------------------------------------------------------------------
@@ -549,6 +571,8 @@ impl Validator<'_> {
         );
         let cold_pool_margin =
             positive(raw.cold_pool_margin, "limits.cold_pool_margin", DEFAULT_COLD_POOL_MARGIN, Sign::NonNegative);
+        let scale_to_zero_below_rps =
+            positive(raw.scale_to_zero_below_rps, "limits.scale_to_zero_below_rps", 0.0, Sign::NonNegative);
         let request_tokens = self.tokens(raw.request_tokens.as_ref(), "limits.request_tokens");
         let slo_p90_ms = match &raw.slo_p90_ms {
             None => Some(None),
@@ -562,6 +586,7 @@ impl Validator<'_> {
             cold_pool_margin: cold_pool_margin?,
             request_tokens: request_tokens?.unwrap_or(DEFAULT_REQUEST_TOKENS),
             slo_p90_ms: slo_p90_ms?,
+            scale_to_zero_below_rps: scale_to_zero_below_rps?,
         })
     }
 
@@ -794,6 +819,7 @@ impl Validator<'_> {
             residency: residency?,
             request_tokens: request_tokens?,
             slo_p90_ms: slo_p90_ms?,
+            scale_to_zero: r.scale_to_zero.unwrap_or(false),
         })
     }
 

@@ -69,6 +69,26 @@ pub struct PlanNode {
     /// The P90 target the node must keep: the tightest of its models' (`slo_p90_ms`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo_p90_ms: Option<f64>,
+    /// Replicas the node keeps when idle: 1, or 0 for a node that scales to zero (its models all
+    /// `scale_to_zero`, or their traffic below `[limits] scale_to_zero_below_rps`); written only
+    /// when 0.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub min_replicas: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+impl PlanNode {
+    /// Whether the node may have no replica: the gateway holds its requests while it starts.
+    pub fn scales_to_zero(&self) -> bool {
+        self.min_replicas == 0
+    }
 }
 
 /// Predicted response-time percentiles of a node at its peak, in milliseconds.
@@ -266,6 +286,7 @@ mod tests {
                 cold_pool_mib: 0.0,
                 predicted: Some(Predicted { p50_ms: 4.0, p90_ms: 9.5 }),
                 slo_p90_ms: Some(100.0),
+                min_replicas: 1,
             }],
             changes: None,
         }
@@ -277,6 +298,12 @@ mod tests {
         assert_eq!(Plan::parse("p.json", &p.to_json()).unwrap(), p);
         assert_eq!(p.node_of("b").unwrap().id, "inf1-6xlarge-000");
         assert_eq!(p.model_count(), 2);
+        // `min_replicas` is written only for a node that scales to zero.
+        assert!(!p.to_json().contains("min_replicas"));
+        let mut zero = p.clone();
+        zero.nodes[0].min_replicas = 0;
+        assert!(zero.to_json().contains("\"min_replicas\": 0"));
+        assert!(Plan::parse("p.json", &zero.to_json()).unwrap().nodes[0].scales_to_zero());
     }
 
     #[test]

@@ -69,6 +69,8 @@ make_error_codes! {
     NodeUnavailable => 503, Some(1);
     /// The model's node took longer than the gateway waits.
     UpstreamTimeout => 504, None;
+    /// The model's node scales to zero and was not ready within the gateway's hold timeout.
+    NodeStarting => 503, Some(5);
     /// An admin call without the bearer token, or with a wrong one.
     Unauthorized => 401, None;
     /// A reload whose plan and catalog cannot be served (unreadable, inconsistent, no such node).

@@ -37,6 +37,8 @@ pub const PLAN_INFO: &str = "stowage_plan_info";
 pub const GATEWAY_REQUESTS: &str = "stowage_gateway_requests_total";
 pub const GATEWAY_UPSTREAM_DURATION: &str = "stowage_gateway_upstream_duration_seconds";
 pub const GATEWAY_UPSTREAM_ERRORS: &str = "stowage_gateway_upstream_errors_total";
+pub const GATEWAY_WAITING: &str = "stowage_gateway_waiting_requests";
+pub const GATEWAY_HOLD_DURATION: &str = "stowage_gateway_hold_duration_seconds";
 pub const ASYNC_SUBMITTED: &str = "stowage_async_submitted_total";
 pub const ASYNC_JOBS: &str = "stowage_async_jobs";
 pub const ASYNC_COMPLETED: &str = "stowage_async_completed_total";
@@ -270,6 +272,16 @@ fn describe() {
         GATEWAY_UPSTREAM_ERRORS,
         Unit::Count,
         "Gateway: requests a node did not answer, per node and kind (connect, timeout, send, body)"
+    );
+    describe_gauge!(
+        GATEWAY_WAITING,
+        Unit::Count,
+        "Gateway: requests held for a node that scales to zero until it is ready, per node (what wakes it)"
+    );
+    describe_histogram!(
+        GATEWAY_HOLD_DURATION,
+        Unit::Seconds,
+        "Gateway: how long a request was held for its node to start, per node (the hold timeout when it did not)"
     );
     describe_histogram!(
         BATCH_WAIT,

@@ -144,6 +144,7 @@ mod tests {
             cold_pool_mib: pool,
             predicted: None,
             slo_p90_ms: None,
+            min_replicas: 1,
         }
     }
 

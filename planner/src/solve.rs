@@ -214,10 +214,56 @@ pub fn solve_problem(p: &Problem, opts: &Options) -> Result<Solved, SolveError> 
     })
 }
 
-/// Plans a whole catalog.
+/// Plans a whole catalog. Models that may wait for their node to start (`scale_to_zero`) are
+/// packed apart from the others, so that their nodes scale to zero (a node shared with an
+/// always-on model could not).
 pub fn plan(catalog: &Catalog, opts: &Options) -> Result<Plan, SolveError> {
-    let (p, s) = plan_problem(catalog, opts)?;
-    Ok(to_plan(catalog, &p, &s))
+    let zero = catalog.models.iter().filter(|m| m.scale_to_zero).count();
+    if zero == 0 || zero == catalog.models.len() {
+        let (p, s) = plan_problem(catalog, opts)?;
+        return Ok(to_plan(catalog, &p, &s));
+    }
+    let on = plan(&catalog.subset(|m| !m.scale_to_zero), opts)?;
+    let off = plan(&catalog.subset(|m| m.scale_to_zero), opts)?;
+    Ok(merge(on, off))
+}
+
+/// One plan of two planned apart (`plan`'s groups): the nodes of both, numbered again per type
+/// (`a`'s first); costs, bounds and solve times added.
+fn merge(a: Plan, b: Plan) -> Plan {
+    let mut index: std::collections::HashMap<String, usize> = Default::default();
+    let nodes: Vec<PlanNode> = a
+        .nodes
+        .into_iter()
+        .chain(b.nodes)
+        .map(|mut n| {
+            let k = index.entry(n.instance_type.clone()).or_default();
+            n.id = node_id(&n.instance_type, *k);
+            *k += 1;
+            n
+        })
+        .collect();
+    let cost = round6(a.cost_per_hour + b.cost_per_hour);
+    let bound = round6(a.lower_bound_per_hour + b.lower_bound_per_hour).min(cost);
+    Plan {
+        format: a.format,
+        catalog_sha256: a.catalog_sha256,
+        cost_per_hour: cost,
+        lower_bound_per_hour: bound,
+        solver: SolverInfo {
+            method: if a.solver.method == b.solver.method {
+                a.solver.method
+            } else {
+                format!("{}; {}", a.solver.method, b.solver.method)
+            },
+            seconds: ((a.solver.seconds + b.solver.seconds) * 1000.0).round() / 1000.0,
+            proven_optimal: a.solver.proven_optimal && b.solver.proven_optimal,
+            gap: if cost > 0.0 { round6((cost - bound).max(0.0) / cost) } else { 0.0 },
+            bound: a.solver.bound,
+        },
+        nodes,
+        changes: None,
+    }
 }
 
 /// What a cold load holds while it runs, beyond its model's memory, per MiB of that memory: the
@@ -505,7 +551,18 @@ pub(crate) fn plan_node(catalog: &Catalog, p: &Problem, b: &crate::heuristic::Bi
         cold_pool_mib,
         predicted,
         slo_p90_ms,
+        min_replicas: u32::from(!scales_to_zero(catalog, b.items.iter().map(|&i| &catalog.models[i]))),
     }
+}
+
+/// Whether a node of these models may scale to zero replicas: they all ask for it
+/// (`scale_to_zero`), or their summed peak traffic is below `[limits] scale_to_zero_below_rps`.
+pub fn scales_to_zero<'a>(
+    catalog: &Catalog,
+    mut models: impl Iterator<Item = &'a stowage_core::Model> + Clone,
+) -> bool {
+    let quiet = models.clone().map(|m| m.peak_rps).sum::<f64>() < catalog.limits.scale_to_zero_below_rps;
+    quiet || models.all(|m| m.scale_to_zero)
 }
 
 fn round3(x: f64) -> f64 {

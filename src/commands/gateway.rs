@@ -33,5 +33,6 @@ pub fn run(args: &GatewayArgs) -> Result<()> {
         max_connections: args.max_connections,
         shutdown_delay: Duration::from_secs(args.shutdown_delay_seconds),
         drain: Duration::from_secs(args.drain_seconds),
+        hold_timeout: Duration::from_millis(args.hold_timeout_ms),
     })
 }

@@ -7,7 +7,9 @@
 //! server metadata are the gateway's.
 //! A call that reached no node answers `UNAVAILABLE` (`node_unavailable`) or `DEADLINE_EXCEEDED`
 //! (`upstream_timeout`); a model no node has, `NOT_FOUND` (`unknown_model`). Calls are not
-//! retried: a call that failed may have run.
+//! retried — a call that failed may have run — except to a node that scales to zero, where a
+//! transport failure means it has no replica: the call is held until the node is ready
+//! (`wake.rs`) and sent again, or answers `UNAVAILABLE` (`node_starting`) after the hold timeout.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -85,9 +87,10 @@ impl GatewayService {
         method: &str,
         r: Request<Req>,
         model_of: impl FnOnce(&Req) -> Result<String, Status>,
-        send: impl FnOnce(Channel, Request<Req>) -> F,
+        send: impl Fn(Channel, Request<Req>) -> F,
     ) -> Result<Response<Res>, Status>
     where
+        Req: Clone,
         F: std::future::Future<Output = Result<Response<Res>, Status>>,
     {
         let (metadata, _, msg) = r.into_parts();
@@ -142,20 +145,40 @@ impl GatewayService {
         metadata: tonic::metadata::MetadataMap,
         msg: Req,
         trace: crate::trace::RequestTrace,
-        send: impl FnOnce(Channel, Request<Req>) -> F,
+        send: impl Fn(Channel, Request<Req>) -> F,
     ) -> Result<Res, Status>
     where
+        Req: Clone,
         F: std::future::Future<Output = Result<Response<Res>, Status>>,
     {
         let (up, channel) = self.client(model)?;
-        let mut req = Request::from_parts(metadata, Default::default(), msg);
-        if let Ok(v) = trace.traceparent().parse() {
-            req.metadata_mut().insert(crate::trace::TRACEPARENT, v);
-        }
-        let started = Instant::now();
-        let result = send(channel, req).await;
-        metrics::histogram!(m::GATEWAY_UPSTREAM_DURATION, "node" => up.node.clone())
-            .record(started.elapsed().as_secs_f64());
+        let mut tries = 0;
+        let result = loop {
+            // A node that scales to zero and has no replica now: the call waits for it to start.
+            self.state.waker.ready(&up).await.map_err(|e| status(&e))?;
+            let mut req = Request::from_parts(metadata.clone(), Default::default(), msg.clone());
+            if let Ok(v) = trace.traceparent().parse() {
+                req.metadata_mut().insert(crate::trace::TRACEPARENT, v);
+            }
+            let started = Instant::now();
+            let result = send(channel.clone(), req).await;
+            metrics::histogram!(m::GATEWAY_UPSTREAM_DURATION, "node" => up.node.clone())
+                .record(started.elapsed().as_secs_f64());
+            match &result {
+                // The transport could not reach a node that scales to zero: it has gone to zero
+                // replicas. Held until it is back, then sent again (a model call has no effect
+                // beyond its answer).
+                Err(s)
+                    if table_code(s).is_none()
+                        && s.code() == tonic::Code::Unavailable
+                        && tries < 2
+                        && self.state.waker.gone(&up) =>
+                {
+                    tries += 1
+                }
+                _ => break result,
+            }
+        };
         match result {
             Ok(r) => Ok(r.into_inner()),
             // The node's own answer (it names its code): as it is.

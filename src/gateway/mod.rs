@@ -1,12 +1,14 @@
 //! `stowage gateway`: one address for every model of a plan. A stateless HTTP proxy: it finds the
 //! node of a request's model in its route table (`routes.rs`) and forwards the request there on
 //! pooled keep-alive connections (awc), answering 404 for a model no node has and 503 when its
-//! node cannot be reached; `/predictions/…` and the KServe v2 model routes pass through, the
+//! node cannot be reached (a node that scales to zero: held until it starts, `wake.rs`);
+//! `/predictions/…` and the KServe v2 model routes pass through, the
 //! health, readiness and metrics routes are its own. Any number of gateways can run side by side.
 
 pub mod grpc;
 pub mod proxy;
 pub mod routes;
+pub mod wake;
 
 use std::net::ToSocketAddrs;
 use std::sync::Arc;
@@ -50,6 +52,8 @@ pub struct GatewayOptions {
     pub shutdown_delay: Duration,
     /// How long in-flight requests may take to finish once the gateway stops accepting.
     pub drain: Duration,
+    /// How long a request waits for a node that scales to zero to start (`--hold-timeout-ms`).
+    pub hold_timeout: Duration,
 }
 
 /// What the gateway's handlers share.
@@ -61,6 +65,8 @@ pub struct GatewayState {
     pub body_timeout: Duration,
     /// Set on SIGTERM: /ready and /v2/health/ready fail while requests are still forwarded.
     pub leaving: std::sync::atomic::AtomicBool,
+    /// Holds requests for nodes that scale to zero while they start.
+    pub waker: wake::Waker,
 }
 
 /// Mounts the gateway's routes; used by `run` and by in-process tests.
@@ -153,6 +159,7 @@ pub fn run(opts: GatewayOptions) -> Result<()> {
         max_body_bytes: opts.max_body_bytes,
         body_timeout: opts.body_timeout,
         leaving: std::sync::atomic::AtomicBool::new(false),
+        waker: wake::Waker::new(opts.hold_timeout),
     });
     let signalled = state.clone();
     let addr = (opts.host.as_str(), opts.port)

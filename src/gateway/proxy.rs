@@ -1,8 +1,10 @@
 //! Forwarding one request to the node of its model: method, path, query, headers (less the
 //! hop-by-hop ones) and body go as they came, the node's answer comes back as it is. A request
 //! whose connection could not even be opened is tried once more (it was never sent); one that
-//! was sent is never repeated. Errors are the nodes' JSON errors: 404 `unknown_model`, 503
-//! `node_unavailable`, 504 `upstream_timeout` (`{"error"}` alone on KServe v2 routes).
+//! was sent is never repeated. A request for a node that scales to zero and has no replica is
+//! held until the node is ready (`wake.rs`). Errors are the nodes' JSON errors: 404
+//! `unknown_model`, 503 `node_unavailable` or `node_starting`, 504 `upstream_timeout` (`{"error"}`
+//! alone on KServe v2 routes).
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -84,7 +86,13 @@ pub async fn forward(
     };
     let path = req.uri().path_and_query().map_or(req.path(), |p| p.as_str());
     let url = format!("{}{path}", up.base);
-    let started = Instant::now();
+    // A node that scales to zero and has no replica now: the request waits for it to start.
+    if let Err(e) = state.waker.ready(&up).await {
+        let response = error(&req, e);
+        count(response.status().as_u16());
+        return response;
+    }
+    let mut started = Instant::now();
     let mut tries = 0;
     let result = loop {
         let mut fwd = client.request(req.method().clone(), &url).timeout(state.upstream_timeout);
@@ -99,6 +107,17 @@ pub async fn forward(
             fwd = fwd.insert_header(("x-forwarded-for", peer.ip().to_string()));
         }
         match fwd.send_body(body.clone()).await {
+            // Never sent, to a node that scales to zero: it has no replica now. Held until it
+            // is ready, then sent.
+            Err(SendRequestError::Connect(_)) if tries < 3 && state.waker.gone(&up) => {
+                if let Err(e) = state.waker.ready(&up).await {
+                    let response = error(&req, e);
+                    count(response.status().as_u16());
+                    return response;
+                }
+                started = Instant::now();
+                tries += 1;
+            }
             // Never sent: the connection could not be opened. Once more, on a fresh connection.
             Err(SendRequestError::Connect(_)) if tries == 0 => tries += 1,
             other => break other,

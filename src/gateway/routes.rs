@@ -22,8 +22,8 @@ pub enum Source {
     /// A plan; each node's URL is `template` with `{node}` and `{namespace}` filled in, its gRPC
     /// address `grpc_template` likewise.
     Plan { path: PathBuf, template: String, grpc_template: String, namespace: String },
-    /// A JSON object of model id → node base URL, or → `{"url": …, "grpc": …}` (the node's
-    /// gRPC address too).
+    /// A JSON object of model id → node base URL, or → `{"url": …, "grpc": …, "min_replicas": 0}`
+    /// (the node's gRPC address too; 0 for a node that scales to zero).
     Map(PathBuf),
 }
 
@@ -37,6 +37,8 @@ pub struct Upstream {
     /// Whether `node` is an id clients may see (a plan's); a route map's nodes are their
     /// addresses, which error bodies never show.
     pub named: bool,
+    /// The node may have no replica (`min_replicas` 0): its requests are held while it starts.
+    pub scales_to_zero: bool,
 }
 
 impl Upstream {
@@ -67,7 +69,9 @@ pub enum RoutesError {
     Map { path: String, error: serde_json::Error },
     #[error("{path}: model {model:?} has no http(s) URL: {url:?}")]
     Url { path: String, model: String, url: String },
-    #[error("{path}: model {model:?}: expected a URL or {{\"url\": …, \"grpc\": …}}, not {value}")]
+    #[error(
+        "{path}: model {model:?}: expected a URL or {{\"url\": …, \"grpc\": …, \"min_replicas\": 0}}, not {value}"
+    )]
     Entry { path: String, model: String, value: String },
 }
 
@@ -83,10 +87,10 @@ impl Source {
         let mut by_node: HashMap<String, Arc<Upstream>> = HashMap::new();
         // One upstream per node and gRPC address: a route map's entries for one URL may differ in
         // their gRPC address (or give none), and each model keeps what its own entry says.
-        let mut upstream = |node: &str, base: String, grpc: Option<String>, named: bool| {
+        let mut upstream = |node: &str, base: String, grpc: Option<String>, named: bool, scales_to_zero: bool| {
             by_node
-                .entry(format!("{node} {grpc:?}"))
-                .or_insert_with(|| Arc::new(Upstream { node: node.to_string(), base, grpc, named }))
+                .entry(format!("{node} {grpc:?} {scales_to_zero}"))
+                .or_insert_with(|| Arc::new(Upstream { node: node.to_string(), base, grpc, named, scales_to_zero }))
                 .clone()
         };
         let mut models = HashMap::new();
@@ -97,7 +101,7 @@ impl Source {
                     let fill = |t: &str| {
                         t.replace("{node}", &n.id).replace("{namespace}", namespace).trim_end_matches('/').to_string()
                     };
-                    let up = upstream(&n.id, fill(template), Some(fill(grpc_template)), true);
+                    let up = upstream(&n.id, fill(template), Some(fill(grpc_template)), true, n.scales_to_zero());
                     models.extend(n.models.iter().map(|m| (m.clone(), up.clone())));
                 }
             }
@@ -109,16 +113,30 @@ impl Source {
                     serde_json::from_str(&text).map_err(|error| RoutesError::Map { path: show.clone(), error })?;
                 let http = |u: &str| u.starts_with("http://") || u.starts_with("https://");
                 for (model, entry) in map {
-                    let (url, grpc) = match &entry {
-                        serde_json::Value::String(url) => (url.clone(), None),
-                        serde_json::Value::Object(o) => match (o.get("url"), o.get("grpc")) {
-                            (Some(serde_json::Value::String(u)), None) => (u.clone(), None),
-                            (Some(serde_json::Value::String(u)), Some(serde_json::Value::String(g))) if http(g) => {
-                                (u.clone(), Some(g.trim_end_matches('/').to_string()))
+                    let bad =
+                        |model: String| RoutesError::Entry { path: show.clone(), model, value: entry.to_string() };
+                    let (url, grpc, min_replicas) = match &entry {
+                        serde_json::Value::String(url) => (url.clone(), None, 1),
+                        serde_json::Value::Object(o) => {
+                            if o.keys().any(|k| !["url", "grpc", "min_replicas"].contains(&k.as_str())) {
+                                return Err(bad(model));
                             }
-                            _ => return Err(RoutesError::Entry { path: show, model, value: entry.to_string() }),
-                        },
-                        _ => return Err(RoutesError::Entry { path: show, model, value: entry.to_string() }),
+                            let min_replicas = match o.get("min_replicas") {
+                                None => 1,
+                                Some(v) => match v.as_u64() {
+                                    Some(n) => n,
+                                    None => return Err(bad(model)),
+                                },
+                            };
+                            match (o.get("url"), o.get("grpc")) {
+                                (Some(serde_json::Value::String(u)), None) => (u.clone(), None, min_replicas),
+                                (Some(serde_json::Value::String(u)), Some(serde_json::Value::String(g))) if http(g) => {
+                                    (u.clone(), Some(g.trim_end_matches('/').to_string()), min_replicas)
+                                }
+                                _ => return Err(bad(model)),
+                            }
+                        }
+                        _ => return Err(bad(model)),
                     };
                     if !http(&url) {
                         return Err(RoutesError::Url { path: show, model, url });
@@ -126,7 +144,7 @@ impl Source {
                     // A node is its URL in a route map.
                     let base = url.trim_end_matches('/').to_string();
                     let node = base.split("://").nth(1).unwrap_or(&base).to_string();
-                    models.insert(model, upstream(&node, base, grpc, false));
+                    models.insert(model, upstream(&node, base, grpc, false, min_replicas == 0));
                 }
             }
         }

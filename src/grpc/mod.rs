@@ -38,6 +38,7 @@ pub fn code_of(code: Code) -> tonic::Code {
         | Code::ModelFailed
         | Code::ShuttingDown
         | Code::NodeUnavailable
+        | Code::NodeStarting
         | Code::ColdPoolFull
         | Code::JobStoreFailed => tonic::Code::Unavailable,
         Code::InferenceFailed => tonic::Code::Internal,

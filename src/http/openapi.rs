@@ -310,7 +310,7 @@ mod ops {
                   (status = 429, description = "queue_full (Retry-After)", body = Error),
                   (status = 499, description = "client_closed_request", body = Error),
                   (status = 500, description = "inference_failed", body = Error),
-                  (status = 503, description = "not_ready, model_failed, shutting_down, queue_timeout, cold_pool_full (Retry-After); node_unavailable (gateway)", body = Error),
+                  (status = 503, description = "not_ready, model_failed, shutting_down, queue_timeout, cold_pool_full (Retry-After); node_unavailable, node_starting (gateway)", body = Error),
                   (status = 504, description = "upstream_timeout (gateway)", body = Error)))]
     fn predict_get() {}
 
@@ -326,7 +326,7 @@ mod ops {
                   (status = 429, description = "queue_full (Retry-After)", body = Error),
                   (status = 499, description = "client_closed_request", body = Error),
                   (status = 500, description = "inference_failed", body = Error),
-                  (status = 503, description = "not_ready, model_failed, shutting_down, queue_timeout, cold_pool_full (Retry-After); node_unavailable (gateway)", body = Error),
+                  (status = 503, description = "not_ready, model_failed, shutting_down, queue_timeout, cold_pool_full (Retry-After); node_unavailable, node_starting (gateway)", body = Error),
                   (status = 504, description = "upstream_timeout (gateway)", body = Error)))]
     fn predict_post() {}
 
@@ -402,7 +402,7 @@ mod ops {
         params(("model_id" = String, Path, description = "The model's id")),
         responses((status = 200, description = "Model metadata", body = ModelMetadata),
                   (status = 404, description = "unknown_model", body = V2Error),
-                  (status = 503, description = "not_ready, model_failed, cold_pool_full; node_unavailable (gateway)", body = V2Error),
+                  (status = 503, description = "not_ready, model_failed, cold_pool_full; node_unavailable, node_starting (gateway)", body = V2Error),
                   (status = 504, description = "upstream_timeout (gateway)", body = V2Error)))]
     fn v2_model() {}
 
@@ -410,7 +410,7 @@ mod ops {
         params(("model_id" = String, Path, description = "The model's id")),
         responses((status = 200, description = "Ready", body = ModelReady),
                   (status = 404, description = "unknown_model", body = V2Error),
-                  (status = 503, description = "not_ready, model_failed, cold_pool_full; node_unavailable (gateway)", body = V2Error),
+                  (status = 503, description = "not_ready, model_failed, cold_pool_full; node_unavailable, node_starting (gateway)", body = V2Error),
                   (status = 504, description = "upstream_timeout (gateway)", body = V2Error)))]
     fn v2_model_ready() {}
 
@@ -430,7 +430,7 @@ mod ops {
                   (status = 499, description = "client_closed_request", body = V2Error),
                   (status = 500, description = "inference_failed", body = V2Error),
                   (status = 501, description = "async_disabled", body = V2Error),
-                  (status = 503, description = "not_ready, model_failed, shutting_down, queue_timeout, cold_pool_full, job_store_failed (Retry-After); node_unavailable (gateway)", body = V2Error),
+                  (status = 503, description = "not_ready, model_failed, shutting_down, queue_timeout, cold_pool_full, job_store_failed (Retry-After); node_unavailable, node_starting (gateway)", body = V2Error),
                   (status = 504, description = "upstream_timeout (gateway)", body = V2Error)))]
     fn v2_infer() {}
 

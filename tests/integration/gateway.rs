@@ -144,3 +144,101 @@ fn one_address_for_every_model_of_a_plan() {
     assert_eq!(post(&format!("{gw}/predictions/{first}"), &body).0, 200);
     gateway.assert_running();
 }
+
+/// Starts `stowage gateway` on a route map with `--hold-timeout-ms hold`; its URL.
+fn gateway_on(routes: &std::path::Path, hold: u64) -> (String, Proc) {
+    let port = free_port();
+    let mut gateway = Proc(
+        stowage()
+            .args(["gateway", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--hold-timeout-ms", &hold.to_string(), "--routes"])
+            .arg(routes)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let gw = format!("http://127.0.0.1:{port}");
+    wait_ok(&format!("{gw}/ready"), &mut gateway);
+    (gw, gateway)
+}
+
+/// The node a plan's only node, served on `port`.
+fn serve_on(plan: &std::path::Path, node: &str, port: u16) -> Proc {
+    Proc(
+        stowage()
+            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--node", node, "--plan"])
+            .arg(plan)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn a_node_that_scales_to_zero_is_waited_for_then_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    run(stowage().args(["synth", "--count", "2", "--out"]).arg(dir.path()));
+    local_catalog(dir.path());
+    let plan_path = dir.path().join("plan.json");
+    run(stowage().arg("plan").arg("--catalog").arg(dir.path().join("models.toml")).arg("--out").arg(&plan_path));
+    let plan = Plan::load(&plan_path).unwrap();
+    let (node, model) = (plan.nodes[0].id.clone(), plan.nodes[0].models[0].clone());
+    // No node listens on `port` yet: the route map says its node scales to zero.
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let routes = dir.path().join("routes.json");
+    let entry = serde_json::json!({"url": base, "min_replicas": 0});
+    std::fs::write(&routes, serde_json::json!({ &model: entry }).to_string()).unwrap();
+    let predict = |gw: &str| {
+        let r = ureq::get(&format!("{gw}/predictions/{model}?text=hello"))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .unwrap();
+        let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+        (r.status().as_u16(), retry, r.into_body().read_json::<Value>().unwrap_or(Value::Null))
+    };
+
+    // Nothing starts it: after the hold timeout, 503 node_starting with Retry-After, never a hang.
+    let (short, _short) = gateway_on(&routes, 300);
+    let t = Instant::now();
+    let (status, retry, err) = predict(&short);
+    let held = t.elapsed();
+    assert_eq!((status, err["code"].as_str(), retry.as_deref()), (503, Some("node_starting"), Some("5")), "{err}");
+    assert!(held >= Duration::from_millis(300) && held < Duration::from_secs(5), "{held:?}");
+
+    // A request waits, counted per node, until the node starts; then it is answered.
+    let (gw, _gateway) = gateway_on(&routes, 30_000);
+    let waiting = |gw: &str| {
+        let metrics = ureq::get(&format!("{gw}/metrics")).call().unwrap().into_body().read_to_string().unwrap();
+        let series = format!("stowage_gateway_waiting_requests{{node=\"127.0.0.1:{port}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(series.as_str()).map(|v| v.trim().to_string()))
+    };
+    let mut served = std::thread::scope(|s| {
+        let held = s.spawn(|| predict(&gw));
+        eventually("the request is held", || waiting(&gw).as_deref() == Some("1"));
+        let served = serve_on(&plan_path, &node, port);
+        let (status, _, answer) = held.join().unwrap();
+        assert_eq!(status, 200, "{answer}");
+        served
+    });
+    assert_eq!(waiting(&gw).as_deref(), Some("0"));
+    let metrics = ureq::get(&format!("{gw}/metrics")).call().unwrap().into_body().read_to_string().unwrap();
+    assert!(metrics.contains("stowage_gateway_hold_duration_seconds_count{"), "{metrics}");
+    assert_eq!(predict(&gw).0, 200);
+
+    // The node goes back to zero: the next request finds it gone, waits, and is answered when a
+    // replica is back.
+    assert_eq!(served.terminate().code(), Some(0));
+    let _served = std::thread::scope(|s| {
+        let held = s.spawn(|| predict(&gw));
+        eventually("the request is held again", || waiting(&gw).as_deref() == Some("1"));
+        let served = serve_on(&plan_path, &node, port);
+        let (status, _, answer) = held.join().unwrap();
+        assert_eq!(status, 200, "{answer}");
+        served
+    });
+}
