@@ -7,7 +7,11 @@
 #   DIR/gateway.url, and over KServe v2 gRPC at the host:port in DIR/gateway.grpc; it reads
 #   DIR/gateway-routes.json, routes.json with each node's gRPC address, again when it changes;
 #   the nodes serve gRPC too, on ports of their own). A node whose model fails to load
-#   stops the deployment at once, with the node's reason. On a running deployment it reconciles in
+#   stops the deployment at once, with the node's reason. A node that scales to zero
+#   ("min_replicas": 0 in the plan) is not started: scripts/autoscale.py, started beside the
+#   gateway, does what KEDA would: it starts the node when the gateway holds a request for it
+#   and stops it after STOWAGE_IDLE_SECONDS (60) idle; the gateway holds requests meanwhile,
+#   for STOWAGE_HOLD_TIMEOUT_MS at most (its --hold-timeout-ms). On a running deployment it reconciles in
 #   place: starts new nodes, rewrites changed nodes' plan slices (they reload themselves; a moving
 #   model is served by both nodes until the routes switch), then rewrites routes.json and drains
 #   and stops the nodes the plan no longer has. The catalog (--catalog among EXTRA FLAGS, else
@@ -51,6 +55,8 @@ stowage=$(release_binary)
 cd "$root"
 mkdir -p "$out"
 nodes=$(python3 -c 'import json,sys; print(" ".join(n["id"] for n in json.load(open(sys.argv[1]))["nodes"]))' "$plan")
+# The nodes that scale to zero.
+zero=" $(python3 -c 'import json,sys; print(" ".join(n["id"] for n in json.load(open(sys.argv[1]))["nodes"] if n.get("min_replicas", 1) == 0))' "$plan") "
 
 case "$runtime" in
   local)
@@ -113,6 +119,25 @@ for m in models:
         "${extra[@]+"${extra[@]}"}" >> "$out/logs/$node.log" 2>&1 < /dev/null &
       printf '%s\t%s\t%s\t%s\n' "$node" "$!" "http://127.0.0.1:$port" "http://127.0.0.1:$grpc" >> "$out/nodes.next"
     }
+    # Readies node NAME, which scales to zero, without starting it: its ports, and the command line
+    # scripts/autoscale.py starts it with (DIR/nodes/NAME/argv); appends it to $out/nodes.next
+    # with pid "-". It leaves at once when stopped: no load balancer to wait for.
+    prepare_zero_node() {
+      local node=$1 port grpc
+      port=$(free_port)
+      grpc=$(free_port)
+      printf '%s\0' "$stowage" serve --plan "$out/nodes/$node/plan.json" --catalog "$catalog" --node "$node" \
+        --host 127.0.0.1 --port "$port" --grpc-port "$grpc" --async-dir "$out/nodes/$node/jobs" \
+        --shutdown-delay-seconds 0 "${extra[@]+"${extra[@]}"}" > "$out/nodes/$node/argv"
+      printf '%s\t-\t%s\t%s\n' "$node" "http://127.0.0.1:$port" "http://127.0.0.1:$grpc" >> "$out/nodes.next"
+    }
+    # KEDA's part, locally: scripts/autoscale.py starts and stops the nodes that scale to zero.
+    start_autoscaler() {
+      if ! kill -0 "$(cat "$out/autoscaler.pid" 2> /dev/null || echo none)" 2> /dev/null; then
+        setsid python3 scripts/autoscale.py "$out" >> "$out/logs/autoscaler.log" 2>&1 < /dev/null &
+        echo "$!" > "$out/autoscaler.pid"
+      fi
+    }
     # Writes routes.json (model → node URL) and gateway-routes.json (with the gRPC addresses) for
     # the plan from the node list $1, each replacing the old one at once.
     write_routes() {
@@ -136,14 +161,20 @@ for m in models:
       for node in $nodes; do
         line=$(awk -F'\t' -v n="$node" '$1 == n' "$out/nodes.tsv")
         pid=$(cut -f2 <<< "$line")
-        if [ -n "$line" ] && kill -0 "$pid" 2> /dev/null; then
+        if [ -n "$line" ] && [ "$pid" != - ] && kill -0 "$pid" 2> /dev/null; then
+          # Running: it stays as it is (a node that now scales to zero too, until redeployed).
           echo "$line" >> "$out/nodes.next"
+        elif [[ "$zero" == *" $node "* ]]; then
+          if [ "$pid" = - ]; then echo "$line" >> "$out/nodes.next"; else prepare_zero_node "$node"; fi
         else
+          # New, or no longer scaling to zero (the autoscaler stops its process once it is off
+          # nodes.tsv): started here.
           start_node "$node"
           started=$((started + 1))
         fi
       done
       while IFS=$'\t' read -r node pid url _; do
+        [ "$pid" != - ] || continue
         wait_ready "$node" "$pid" "$url"
         "${slices[@]}" wait "$url" "$plan" "$node" $((deadline - SECONDS)) --union "$previous" --catalog "$catalog" || exit 1
       done < "$out/nodes.next"
@@ -153,12 +184,13 @@ for m in models:
       fi
       # The routes point at the new places: drop what moved away, stop the nodes that are gone.
       changes+=$'\n'$("${slices[@]}" write "$plan" "$out")
-      while IFS=$'\t' read -r node _ url _; do
+      while IFS=$'\t' read -r node pid url _; do
+        [ "$pid" != - ] || continue
         "${slices[@]}" wait "$url" "$plan" "$node" $((deadline - SECONDS)) || exit 1
       done < "$out/nodes.next"
       stopped=0
       while IFS=$'\t' read -r node pid _; do
-        if ! grep -q "^$node	" "$out/nodes.next"; then
+        if ! grep -q "^$node	" "$out/nodes.next" && [ "$pid" != - ]; then
           kill -TERM "$pid" 2> /dev/null || true
           gone=$((SECONDS + ${STOWAGE_STOP_TIMEOUT:-40}))
           while kill -0 "$pid" 2> /dev/null; do
@@ -178,6 +210,7 @@ for m in models:
       done
       mv "$out/nodes.next" "$out/nodes.tsv"
       cp "$plan" "$out/plan.json"
+      start_autoscaler
       echo "deploy: in place: $reloaded nodes reloaded, $started started, $stopped stopped, $same unchanged; routes in $out/routes.json; every model at $(cat "$out/gateway.url") (gateway)"
       exit 0
     fi
@@ -187,10 +220,11 @@ for m in models:
     "${slices[@]}" write "$plan" "$out" > /dev/null
     cp "$plan" "$out/plan.json"
     for node in $nodes; do
-      start_node "$node"
+      if [[ "$zero" == *" $node "* ]]; then prepare_zero_node "$node"; else start_node "$node"; fi
     done
     mv "$out/nodes.next" "$out/nodes.tsv"
     while IFS=$'\t' read -r node pid url _; do
+      [ "$pid" != - ] || continue
       wait_ready "$node" "$pid" "$url"
     done < "$out/nodes.tsv"
     write_routes "$out/nodes.tsv"
@@ -202,7 +236,11 @@ for m in models:
     wait_ready gateway "$(cat "$out/gateway.pid")" "http://127.0.0.1:$port"
     echo "http://127.0.0.1:$port" > "$out/gateway.url"
     echo "127.0.0.1:$grpc" > "$out/gateway.grpc"
-    echo "deploy: $(wc -l < "$out/nodes.tsv") nodes ready; routes in $out/routes.json; every model at $(cat "$out/gateway.url") (gateway; KServe v2 gRPC at $(cat "$out/gateway.grpc")); logs in $out/logs/"
+    start_autoscaler
+    asleep=$(awk -F'\t' '$2 == "-"' "$out/nodes.tsv" | wc -l)
+    note=""
+    [ "$asleep" = 0 ] || note=" ($asleep more scaled to zero: started on their first request)"
+    echo "deploy: $(awk -F'\t' '$2 != "-"' "$out/nodes.tsv" | wc -l) nodes ready$note; routes in $out/routes.json; every model at $(cat "$out/gateway.url") (gateway; KServe v2 gRPC at $(cat "$out/gateway.grpc")); logs in $out/logs/"
     ;;
   kubernetes)
     echo kubernetes > "$out/runtime"

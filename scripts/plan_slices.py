@@ -12,7 +12,8 @@ plan with only that node), with the whole catalog; it reloads itself when that f
       served by both until the routes switch (make before break).
   plan_slices.py routes PLAN NODES_TSV [--grpc]
       prints routes.json: model id -> the URL of its node (NODES_TSV: node, pid, url and gRPC
-      address per line); with --grpc, -> {"url": …, "grpc": …} (the gateway's routes).
+      address per line); with --grpc, -> {"url": …, "grpc": …} (the gateway's routes), with
+      "min_replicas": 0 for a node that scales to zero.
   plan_slices.py wait URL PLAN NODE SECONDS [--union PREVIOUS --catalog C]
       waits until the node at URL serves exactly the models its slice names, none still loading.
   plan_slices.py gateway URL ROUTES SECONDS
@@ -97,10 +98,13 @@ def write(args):
 def routes(args):
     plan = load(args[0])
     url = {}
+    zero = {n["id"] for n in plan["nodes"] if n.get("min_replicas", 1) == 0}
     for line in open(args[1]).read().split("\n"):
         if line:
             node, _, u, grpc = line.split("\t")
             url[node] = {"url": u, "grpc": grpc} if args[2:] == ["--grpc"] else u
+            if args[2:] == ["--grpc"] and node in zero:
+                url[node]["min_replicas"] = 0
     print(json.dumps({m: url[n["id"]] for n in plan["nodes"] for m in n["models"]}, indent=1, sort_keys=True))
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stops what scripts/deploy.sh started:  scripts/stop.sh [--out DIR]      (DIR default out/deploy)
-# local: SIGTERM to the gateway and every node (they drain and exit), SIGKILL to any still running
-# after STOWAGE_STOP_TIMEOUT seconds (default 40); kubernetes: kubectl delete -k DIR/manifests.
+# local: SIGTERM to the autoscaler (it stops the nodes that scale to zero it runs), the gateway
+# and every node (they drain and exit), SIGKILL to any still running after STOWAGE_STOP_TIMEOUT
+# seconds (default 40); kubernetes: kubectl delete -k DIR/manifests.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -17,6 +18,15 @@ runtime=$(cat "$out/runtime" 2> /dev/null || echo none)
 case "$runtime" in
   local)
     [ -f "$out/nodes.tsv" ] || { echo "stop: nothing runs from $out"; exit 0; }
+    # The autoscaler first: it stops the nodes that scale to zero it started.
+    if [ -f "$out/autoscaler.pid" ]; then
+      autoscaler=$(cat "$out/autoscaler.pid")
+      kill -TERM "$autoscaler" 2> /dev/null || true
+      gone=$((SECONDS + ${STOWAGE_STOP_TIMEOUT:-40} + 5))
+      while kill -0 "$autoscaler" 2> /dev/null && ((SECONDS < gone)); do sleep 0.1; done
+      kill -KILL "$autoscaler" 2> /dev/null || true
+      rm -f "$out/autoscaler.pid"
+    fi
     if [ -f "$out/gateway.pid" ]; then
       gateway=$(cat "$out/gateway.pid")
       kill -TERM "$gateway" 2> /dev/null || true
@@ -24,9 +34,10 @@ case "$runtime" in
       kill -KILL "$gateway" 2> /dev/null || true
       rm -f "$out/gateway.pid" "$out/gateway.url" "$out/gateway.grpc"
     fi
-    while IFS=$'\t' read -r _ pid _; do kill -TERM "$pid" 2> /dev/null || true; done < "$out/nodes.tsv"
+    while IFS=$'\t' read -r _ pid _; do [ "$pid" = - ] || kill -TERM "$pid" 2> /dev/null || true; done < "$out/nodes.tsv"
     deadline=$((SECONDS + ${STOWAGE_STOP_TIMEOUT:-40}))
     while IFS=$'\t' read -r node pid _; do
+      [ "$pid" != - ] || continue
       while kill -0 "$pid" 2> /dev/null; do
         if ((SECONDS > deadline)); then
           echo "stop: $node (pid $pid) did not drain in time; killing it" >&2

@@ -2,7 +2,8 @@
 //! several nodes → scripts/deploy.sh --runtime local → one prediction per model through the route
 //! map → scripts/status.sh → a short scripts/loadtest.sh sweep (the CI smoke run: report files) →
 //! a second plan deployed in place under load through the gateway → scripts/stop.sh → no node
-//! process left behind.
+//! process left behind. And a node that scales to zero: not started by the deployment, started by
+//! its first request through the gateway, stopped when idle, started again.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -255,7 +256,7 @@ fn deploy_local_predict_every_model_and_stop() {
     assert!(!alive(&gateway_pid), "the gateway still runs after stop.sh");
     assert!(!out.join("gateway.url").exists());
     let logs = std::fs::read_dir(out.join("logs")).unwrap().count();
-    assert_eq!(logs, 5, "four nodes and the gateway");
+    assert_eq!(logs, 6, "four nodes, the gateway and the autoscaler");
     // Nothing left to stop.
     assert!(run(Command::new(Path::new(ROOT).join("scripts/stop.sh")).arg("--out").arg(&out)).contains("nothing"));
 }
@@ -288,4 +289,96 @@ fn deploy_fails_fast_with_the_nodes_reason_when_a_model_cannot_load() {
         let out = Command::new(Path::new(ROOT).join("scripts/deploy.sh")).current_dir(d).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
+}
+
+/// The pids of the `stowage serve` processes of node `node` (from /proc: whoever started them).
+fn serving(node: &str) -> Vec<String> {
+    let needle = format!("\0--node\0{node}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let pid = e.ok()?.file_name().into_string().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).to_string();
+            (cmdline.contains("\0serve\0") && cmdline.contains(&needle) && alive(&pid)).then_some(pid)
+        })
+        .collect()
+}
+
+/// Waits (at most `secs`) until `check` holds.
+fn within(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn deploy_local_scales_a_node_to_zero_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run(crate::common::stowage().args(["synth", "--count", "4", "--out"]).arg(d));
+    crate::common::local_catalog(d);
+    // tiny-0004 may wait for its node: it gets a node of its own, which scales to zero.
+    let catalog = std::fs::read_to_string(d.join("models.toml")).unwrap();
+    let marked = catalog.replace("id = \"tiny-0004\"\n", "id = \"tiny-0004\"\nscale_to_zero = true\n");
+    std::fs::write(d.join("models.toml"), marked).unwrap();
+    let plan = d.join("plan.json");
+    run(crate::common::stowage().arg("plan").arg("--catalog").arg(d.join("models.toml")).arg("--out").arg(&plan));
+    let p = stowage_core::Plan::load(&plan).unwrap();
+    let zero = p.nodes.iter().find(|n| n.scales_to_zero()).expect("a node that scales to zero");
+    assert_eq!(zero.models, ["tiny-0004"]);
+    let node = zero.id.clone();
+
+    let out = d.join("deploy");
+    let said = run(Command::new(Path::new(ROOT).join("scripts/deploy.sh"))
+        .env("STOWAGE_IDLE_SECONDS", "2")
+        .env("STOWAGE_HOLD_TIMEOUT_MS", "8000")
+        .args(["--runtime", "local", "--out"])
+        .arg(&out)
+        .arg(&plan));
+    assert!(said.contains("1 nodes ready (1 more scaled to zero"), "{said}");
+    // After the deployment no process serves that node.
+    assert!(serving(&node).is_empty(), "{node} runs before any request");
+    let gateway = std::fs::read_to_string(out.join("gateway.url")).unwrap().trim().to_string();
+    let status = run(Command::new(Path::new(ROOT).join("scripts/status.sh")).arg("--out").arg(&out));
+    assert!(status.lines().any(|l| l.starts_with(&node) && l.contains(" zero ")), "{status}");
+
+    // The first request through the gateway starts it and is answered.
+    let t = std::time::Instant::now();
+    let r = ureq::get(&format!("{gateway}/predictions/tiny-0004?text=wake+up")).call().unwrap();
+    let cold = t.elapsed();
+    assert_eq!(r.status(), 200);
+    eprintln!("cold start through the gateway: {cold:?}");
+    assert_eq!(serving(&node).len(), 1);
+    // Idle: stopped again.
+    within(20, "the idle node stops", || serving(&node).is_empty());
+
+    // Over gRPC too: the call waits for the node and is answered.
+    let grpc = std::fs::read_to_string(out.join("gateway.grpc")).unwrap().trim().to_string();
+    let answers = grpc_infer(&grpc, ["tiny-0004".to_string()].iter());
+    assert_eq!(answers[0].1, ["probabilities", "logits"]);
+    within(20, "the idle node stops again", || serving(&node).is_empty());
+
+    // With nothing to start it (the autoscaler is gone), a request gets 503 with Retry-After after
+    // the hold timeout: never a hang.
+    let autoscaler = std::fs::read_to_string(out.join("autoscaler.pid")).unwrap().trim().to_string();
+    assert!(Command::new("kill").args(["-KILL", &autoscaler]).status().unwrap().success());
+    let t = std::time::Instant::now();
+    let r = ureq::get(&format!("{gateway}/predictions/tiny-0004?text=anyone"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .unwrap();
+    let held = t.elapsed();
+    assert_eq!((r.status().as_u16(), r.headers().get("retry-after").map(|v| v.to_str().unwrap())), (503, Some("5")));
+    assert!(held >= std::time::Duration::from_secs(8) && held < std::time::Duration::from_secs(20), "{held:?}");
+    // The other node answered throughout.
+    assert_eq!(ureq::get(&format!("{gateway}/predictions/tiny-0001?text=hi")).call().unwrap().status(), 200);
+
+    let said = run(Command::new(Path::new(ROOT).join("scripts/stop.sh")).arg("--out").arg(&out));
+    assert!(said.contains("stopped 2 nodes"), "{said}");
+    assert!(p.nodes.iter().all(|n| serving(&n.id).is_empty()), "a node runs after stop.sh");
 }
