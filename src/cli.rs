@@ -430,9 +430,14 @@ pub struct ManifestsArgs {
     #[arg(long, env = "STOWAGE_KEDA_INFLIGHT", requires_all = ["monitoring", "hpa_max_replicas"])]
     pub keda_inflight: Option<f64>,
 
-    /// Prometheus as KEDA queries it (with --keda-inflight).
+    /// Prometheus as KEDA queries it (with --keda-inflight, and for nodes that scale to zero).
     #[arg(long, env = "STOWAGE_PROMETHEUS_URL", default_value = stowage_deployment::monitoring::DEFAULT_PROMETHEUS_URL)]
     pub prometheus_url: String,
+
+    /// Seconds a node that scales to zero ("min_replicas": 0 in the plan) stays up with no
+    /// request before KEDA scales it to zero (its ScaledObject's cooldownPeriod).
+    #[arg(long, env = "STOWAGE_IDLE_SECONDS", default_value_t = 300)]
+    pub idle_seconds: i32,
 
     /// Asynchronous requests on one SQS queue per node: this URL with {node} filled in (e.g.
     /// https://sqs.eu-west-1.amazonaws.com/123456789012/stowage-{node}; create the queues first).

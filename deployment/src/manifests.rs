@@ -82,6 +82,12 @@ pub struct ManifestOptions {
     pub monitoring: Option<crate::monitoring::MonitoringOptions>,
     /// Asynchronous requests on an SQS queue per node, KEDA scaling on its depth.
     pub async_queue: Option<crate::jobs::AsyncQueueOptions>,
+    /// Prometheus as KEDA queries it: the triggers of nodes that scale to zero, and
+    /// `--keda-inflight`'s.
+    pub prometheus_url: String,
+    /// Seconds a node that scales to zero stays up with no request before KEDA scales it to zero
+    /// (its ScaledObject's `cooldownPeriod`).
+    pub idle_seconds: i32,
 }
 
 /// Who may reach the nodes.
@@ -433,7 +439,9 @@ fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deploy
     Deployment {
         metadata: meta(&node.id, Some(&o.namespace), Some(&node.id)),
         spec: Some(DeploymentSpec {
-            replicas: Some(o.replicas),
+            // A node that scales to zero: its ScaledObject owns the count (applying the manifests
+            // again must not wake it).
+            replicas: (!node.scales_to_zero()).then_some(o.replicas),
             selector: LabelSelector { match_labels: Some(selector(&node.id)), ..Default::default() },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -693,19 +701,30 @@ pub fn render(
             serde_yaml_ng::to_string(&service(n, o)).expect("serializes"),
             serde_yaml_ng::to_string(&pdb(n, o)).expect("serializes"),
         ];
-        if let Some(max) = o.hpa_max_replicas.filter(|&m| m > o.replicas) {
-            // KEDA makes (and owns) the node's HPA, on load and queue depth instead of CPU.
-            let mut triggers = Vec::new();
+        let max = o.hpa_max_replicas.filter(|&m| m > o.replicas);
+        // KEDA makes (and owns) the node's HPA, on load and queue depth instead of CPU; for a
+        // node that scales to zero, from zero on the requests the gateway holds for it.
+        let mut triggers = Vec::new();
+        if n.scales_to_zero() {
+            triggers.extend(crate::monitoring::wake_triggers(n, &o.namespace, &o.prometheus_url));
+        }
+        if max.is_some() {
             if let Some(keda) = o.monitoring.as_ref().and_then(|m| m.keda.as_ref()) {
                 triggers.push(crate::monitoring::inflight_trigger(n, &o.namespace, keda));
             }
             if let Some(q) = &o.async_queue {
                 triggers.push(crate::jobs::sqs_trigger(n, q));
             }
+        }
+        if n.scales_to_zero() {
+            let max = max.unwrap_or(o.replicas).max(1);
+            docs.push(crate::monitoring::scaled_object(n, &o.namespace, triggers, 0, max, o.idle_seconds));
+        } else if let Some(max) = max {
             if triggers.is_empty() {
                 docs.push(serde_yaml_ng::to_string(&hpa(n, o, max)).expect("serializes"));
             } else {
-                docs.push(crate::monitoring::scaled_object(n, &o.namespace, triggers, o.replicas, max));
+                let cooldown = crate::monitoring::DEFAULT_COOLDOWN_SECONDS;
+                docs.push(crate::monitoring::scaled_object(n, &o.namespace, triggers, o.replicas, max, cooldown));
             }
         }
         files.push(ManifestFile { name: format!("node-{}.yaml", n.id), yaml: docs.join("---\n") });

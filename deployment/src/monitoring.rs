@@ -223,9 +223,44 @@ pub fn inflight_trigger(n: &PlanNode, namespace: &str, keda: &KedaOptions) -> Va
     })
 }
 
+/// The triggers that scale node `n`, which scales to zero, from zero and keep it up: requests the
+/// gateway holds for it (waiting now, or held in the last minute: a wait shorter than KEDA's
+/// polling is seen too), and requests it answered in the last two minutes. KEDA activates the
+/// node when either is above 0 (`activationThreshold`) and scales it to zero when both have been
+/// 0 for the ScaledObject's `cooldownPeriod`.
+pub fn wake_triggers(n: &PlanNode, namespace: &str, prometheus_url: &str) -> Vec<Value> {
+    let ns = format!("namespace=\"{namespace}\"");
+    let held = format!(
+        "sum(stowage_gateway_waiting_requests{{{ns}, node=\"{id}\"}}) + sum(increase(stowage_gateway_hold_duration_seconds_count{{{ns}, node=\"{id}\"}}[1m]))",
+        id = n.id
+    );
+    let answered = format!("sum(rate(stowage_requests_total{{{ns}, {NODE_LABEL}=\"{}\"}}[2m]))", n.id);
+    let trigger = |name: &str, query: String| {
+        json!({
+            "type": "prometheus",
+            "name": name,
+            "metricType": "Value",
+            "metadata": {
+                "serverAddress": prometheus_url,
+                "query": query,
+                // Any held request wakes the node; one replica serves the node's planned peak.
+                "threshold": "1000000",
+                "activationThreshold": "0",
+                "ignoreNullValues": "true",
+            },
+        })
+    };
+    vec![trigger("held-at-gateway", held), trigger("answered", answered)]
+}
+
+/// KEDA's `cooldownPeriod` for a node that does not scale to zero: a new pod loads every model
+/// of the node before it is ready, so it does not flap.
+pub const DEFAULT_COOLDOWN_SECONDS: i32 = 600;
+
 /// The KEDA ScaledObject of node `n`: from `min` to `max` replicas on its `triggers` (KEDA adds
-/// pods while any trigger asks for more).
-pub fn scaled_object(n: &PlanNode, namespace: &str, triggers: Vec<Value>, min: i32, max: i32) -> String {
+/// pods while any trigger asks for more); `cooldown` seconds with no trigger active before it
+/// goes to `min` 0.
+pub fn scaled_object(n: &PlanNode, namespace: &str, triggers: Vec<Value>, min: i32, max: i32, cooldown: i32) -> String {
     let labels: BTreeMap<&str, &str> = BTreeMap::from([
         ("app.kubernetes.io/name", "stowage"),
         ("app.kubernetes.io/part-of", "stowage"),
@@ -239,8 +274,7 @@ pub fn scaled_object(n: &PlanNode, namespace: &str, triggers: Vec<Value>, min: i
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": n.id},
             "minReplicaCount": min,
             "maxReplicaCount": max,
-            // A new pod loads every model of the node before it is ready: do not flap.
-            "cooldownPeriod": 600,
+            "cooldownPeriod": cooldown,
             "triggers": triggers,
         },
     });

@@ -29,6 +29,8 @@ fn opts() -> ManifestOptions {
         }),
         monitoring: None,
         async_queue: None,
+        prometheus_url: "http://prometheus.monitoring:9090".into(),
+        idle_seconds: 300,
     }
 }
 
@@ -312,8 +314,10 @@ fn a_node_whose_models_change_keeps_its_deployment_and_only_its_configmap_change
 fn monitoring_watches_nodes_and_gateway_and_its_dashboard_reads_documented_metrics() {
     use stowage_deployment::monitoring::{panels, KedaOptions, MonitoringOptions, NODE_LABEL};
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../planner/tests/data");
-    let plan_json = std::fs::read_to_string(dir.join("small.plan.json")).unwrap();
-    let plan = Plan::parse("small.plan.json", &plan_json).unwrap();
+    let mut plan = Plan::load(dir.join("small.plan.json")).unwrap();
+    // Its first node scales to zero.
+    plan.nodes[0].min_replicas = 0;
+    let plan_json = plan.to_json();
     let catalog = Catalog::load(dir.join("small.toml")).unwrap();
     let toml = std::fs::read_to_string(dir.join("small.toml")).unwrap();
     let keda = KedaOptions { prometheus_url: "http://prometheus.monitoring:9090".into(), inflight_per_pod: 8.0 };
@@ -376,22 +380,43 @@ fn monitoring_watches_nodes_and_gateway_and_its_dashboard_reads_documented_metri
         .flat_map(|f| docs(&f.yaml))
         .filter(|d| d["kind"] == "ScaledObject" || d["kind"] == "HorizontalPodAutoscaler")
         .collect();
-    // KEDA scales each node on load instead of the CPU HPA.
+    // KEDA scales each node on load instead of the CPU HPA; the node that scales to zero, from
+    // zero: woken by the requests the gateway holds for it (by its plan id, the gateway's `node`
+    // label), kept up while it answers, back to zero after --idle-seconds.
     assert_eq!(scaled.len(), plan.nodes.len());
     for so in &scaled {
         assert_eq!(so["kind"], "ScaledObject");
-        assert_eq!(so["spec"]["scaleTargetRef"]["name"], so["metadata"]["name"]);
+        let name = so["metadata"]["name"].as_str().unwrap();
+        assert_eq!(so["spec"]["scaleTargetRef"]["name"], name);
+        let zero = name == plan.nodes[0].id;
         assert_eq!(
             (so["spec"]["minReplicaCount"].as_i64(), so["spec"]["maxReplicaCount"].as_i64()),
-            (Some(1), Some(4))
+            (Some(if zero { 0 } else { 1 }), Some(4))
         );
-        let trigger = &so["spec"]["triggers"][0];
-        assert_eq!(
-            (trigger["type"].as_str(), trigger["metadata"]["threshold"].as_str()),
-            (Some("prometheus"), Some("8"))
-        );
-        exprs.push(trigger["metadata"]["query"].as_str().unwrap().to_string());
+        let triggers = so["spec"]["triggers"].as_array().unwrap();
+        let inflight = triggers.iter().find(|t| t["metadata"]["threshold"] == "8").unwrap();
+        assert_eq!(inflight["type"], "prometheus");
+        if zero {
+            assert_eq!(so["spec"]["cooldownPeriod"], 300);
+            let held = triggers.iter().find(|t| t["name"] == "held-at-gateway").unwrap();
+            let query = held["metadata"]["query"].as_str().unwrap();
+            assert!(query.contains(&format!("node=\"{name}\"")) && query.contains("stowage_gateway_waiting_requests"));
+            assert_eq!(held["metadata"]["activationThreshold"], "0");
+            assert!(triggers.iter().any(|t| t["name"] == "answered"));
+        } else {
+            assert_eq!(triggers.len(), 1);
+        }
+        for t in triggers {
+            assert_eq!(t["metadata"]["serverAddress"], "http://prometheus.monitoring:9090");
+            exprs.push(t["metadata"]["query"].as_str().unwrap().to_string());
+        }
     }
+    // Applying the manifests again leaves the node's replicas to KEDA.
+    let zero_node = docs(&file(&format!("node-{}.yaml", plan.nodes[0].id)));
+    let deployment = zero_node.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    assert!(deployment["spec"].get("replicas").is_none(), "{deployment}");
+    let other = docs(&file(&format!("node-{}.yaml", plan.nodes[1].id)));
+    assert_eq!(other.iter().find(|d| d["kind"] == "Deployment").unwrap()["spec"]["replicas"], 1);
     let mut names = std::collections::BTreeSet::new();
     for e in &exprs {
         let mut rest = e.as_str();

@@ -67,7 +67,18 @@ pub fn run(args: &ManifestsArgs) -> Result<()> {
                 .map(|n| KedaOptions { prometheus_url: args.prometheus_url.clone(), inflight_per_pod: n }),
         }),
         async_queue: None,
+        prometheus_url: args.prometheus_url.clone(),
+        idle_seconds: args.idle_seconds,
     };
+    ensure!(args.idle_seconds >= 1, "--idle-seconds must be at least 1");
+    let asleep = plan.nodes.iter().filter(|n| n.scales_to_zero()).count();
+    if asleep > 0 && !args.monitoring {
+        eprintln!(
+            "manifests: {asleep} node(s) scale to zero: their KEDA ScaledObjects read the gateway's metrics from Prometheus \
+             ({}): add --monitoring for the PodMonitors that scrape them, or scrape the gateway yourself",
+            args.prometheus_url
+        );
+    }
     let mut opts = opts;
     if let Some(url) = &args.async_queue_url {
         ensure!(url.contains("{node}"), "--async-queue-url must name each node's queue with {{node}}");
