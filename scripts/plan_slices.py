@@ -13,7 +13,8 @@ plan with only that node), with the whole catalog; it reloads itself when that f
   plan_slices.py routes PLAN NODES_TSV [--grpc]
       prints routes.json: model id -> the URL of its node (NODES_TSV: node, pid, url and gRPC
       address per line); with --grpc, -> {"url": …, "grpc": …} (the gateway's routes), with
-      "min_replicas": 0 for a node that scales to zero.
+      "min_replicas": 0 for a node that scales to zero, and a list of those for a model with
+      replicas (routes.json names its first node).
   plan_slices.py wait URL PLAN NODE SECONDS [--union PREVIOUS --catalog C]
       waits until the node at URL serves exactly the models its slice names, none still loading.
   plan_slices.py gateway URL ROUTES SECONDS
@@ -53,6 +54,8 @@ def catalog_ids(path):
 def slice_of(plan, node, models):
     n = dict(next(n for n in plan["nodes"] if n["id"] == node))
     n["models"] = models
+    # A model's shares over its replicas' nodes are the whole plan's: a slice's would not add up.
+    n.pop("shares", None)
     # Nothing that changes when only other nodes do (solver time, the changes block): a node's
     # file is rewritten only when its own models change.
     solver = {"method": "slice", "seconds": 0.0, "proven_optimal": False, "gap": 0.0}
@@ -98,14 +101,21 @@ def write(args):
 def routes(args):
     plan = load(args[0])
     url = {}
+    gateway = args[2:] == ["--grpc"]
     zero = {n["id"] for n in plan["nodes"] if n.get("min_replicas", 1) == 0}
     for line in open(args[1]).read().split("\n"):
         if line:
             node, _, u, grpc = line.split("\t")
-            url[node] = {"url": u, "grpc": grpc} if args[2:] == ["--grpc"] else u
-            if args[2:] == ["--grpc"] and node in zero:
+            url[node] = {"url": u, "grpc": grpc} if gateway else u
+            if gateway and node in zero:
                 url[node]["min_replicas"] = 0
-    print(json.dumps({m: url[n["id"]] for n in plan["nodes"] for m in n["models"]}, indent=1, sort_keys=True))
+    # A model with replicas: the gateway gets each of its nodes; the load tests, the first.
+    routes = {}
+    for n in plan["nodes"]:
+        for m in n["models"]:
+            routes.setdefault(m, []).append(url[n["id"]])
+    print(json.dumps({m: (nodes if gateway and len(nodes) > 1 else nodes[0]) for m, nodes in routes.items()},
+                     indent=1, sort_keys=True))
 
 
 def poll(url, done, seconds, every):

@@ -184,7 +184,13 @@ pub struct Model {
     /// The model may wait for its node to start: a node whose models all say so scales to zero
     /// replicas when idle (the gateway holds its first request while it starts).
     pub scale_to_zero: bool,
+    /// Copies of the model on distinct nodes at least (for availability); more where its peak
+    /// needs more compute than one node of any type gives (`Model::replicas`).
+    pub min_replicas: u32,
 }
+
+/// Most copies one model may be split into.
+pub const MAX_REPLICAS: u32 = 1000;
 
 impl Model {
     /// Its typical request length in tokens: its own, else the catalog's.
@@ -198,6 +204,20 @@ impl Model {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// How many copies of the model the plan places, on distinct nodes, each with an equal share
+    /// of its traffic: its `min_replicas`, or as many as its peak needs on the type where it
+    /// needs the fewest (its compute share there, rounded up), whichever is more.
+    pub fn replicas(&self, limits: &Limits, types: &[InstanceType]) -> u32 {
+        let needed = types
+            .iter()
+            .filter_map(|it| demand(limits, self, it))
+            .filter(|d| d.memory <= 1.0 + 1e-12)
+            .map(|d| d.utilization.max(1.0).ceil())
+            .fold(f64::INFINITY, f64::min);
+        let needed = if needed.is_finite() { needed.min(f64::from(u32::MAX)) as u32 } else { 1 };
+        needed.max(self.min_replicas)
     }
 
     /// Whether the model is cold under `limits` (its own `residency`, or `auto` by traffic).
@@ -292,7 +312,12 @@ impl Catalog {
 
     /// The catalog with only the models `keep` keeps (in their order), the rest as it is.
     pub fn subset(&self, keep: impl Fn(&Model) -> bool) -> Catalog {
-        let models: Vec<Model> = self.models.iter().filter(|m| keep(m)).cloned().collect();
+        self.with_models(self.models.iter().filter(|m| keep(m)).cloned().collect())
+    }
+
+    /// The catalog with `models` instead of its own (the planner's copies of models with
+    /// replicas), the rest as it is.
+    pub fn with_models(&self, models: Vec<Model>) -> Catalog {
         Catalog {
             path: self.path.clone(),
             sha256: self.sha256.clone(),
@@ -411,6 +436,7 @@ struct RawModel {
     request_tokens: Option<Spanned<f64>>,
     slo_p90_ms: Option<Spanned<f64>>,
     scale_to_zero: Option<bool>,
+    min_replicas: Option<Spanned<i64>>,
 }
 
 // ---- validation ------------------------------------------------------------------------------
@@ -765,6 +791,18 @@ impl Validator<'_> {
             None => Some(None),
             Some(v) => self.number(Some(v), v.span(), &at("slo_p90_ms"), Sign::Positive).map(Some),
         };
+        let min_replicas = match &r.min_replicas {
+            None => Some(1),
+            Some(n) if (1..=i64::from(MAX_REPLICAS)).contains(n.get_ref()) => Some(*n.get_ref() as u32),
+            Some(n) => {
+                self.error(
+                    Some(n.span()),
+                    &at("min_replicas"),
+                    format!("must be a whole number from 1 to {MAX_REPLICAS}, got {}", n.get_ref()),
+                );
+                None
+            }
+        };
         let engine = match &r.engine {
             None => Some(None),
             Some(e) => match e.get_ref().parse::<Engine>() {
@@ -820,28 +858,36 @@ impl Validator<'_> {
             request_tokens: request_tokens?,
             slo_p90_ms: slo_p90_ms?,
             scale_to_zero: r.scale_to_zero.unwrap_or(false),
+            min_replicas: min_replicas?,
         })
     }
 
-    /// A model that fits no instance type is an error naming it: never a silent drop.
+    /// A model that fits no instance type is an error naming it: never a silent drop. A model
+    /// whose peak needs more compute than a node has fits as replicas (`Model::replicas`), up to
+    /// `MAX_REPLICAS`.
     fn check_fits(&mut self, i: usize, span: Range<usize>, model: &Model, limits: &Limits, types: &[InstanceType]) {
         let mut reasons = Vec::new();
         for it in types {
             match demand(limits, model, it) {
-                Some(d) if d.fits() => return,
-                Some(d) => {
-                    let fp = model.footprints[&it.family];
-                    if d.memory > 1.0 {
-                        let cap = it.memory_gib * 1024.0 * limits.max_memory;
-                        reasons.push(format!("{}: needs {} MiB of {cap:.0} MiB", it.name, fp.memory_mib));
-                    } else {
-                        reasons.push(format!(
-                            "{}: needs {:.0}% of its compute at peak, limit {:.0}%",
-                            it.name,
-                            d.utilization * limits.max_utilization * 100.0,
-                            limits.max_utilization * 100.0
-                        ));
+                Some(d) if d.memory <= 1.0 + 1e-12 => {
+                    let replicas = model.replicas(limits, types);
+                    if replicas > MAX_REPLICAS {
+                        let share = d.utilization * limits.max_utilization * 100.0;
+                        self.error(
+                            Some(span),
+                            &format!("models[{i}]"),
+                            format!(
+                                "model {:?} needs {replicas} replicas (its peak is {share:.0}% of a {}'s compute), more than {MAX_REPLICAS}: check its peak_rps and service_ms",
+                                model.id, it.name
+                            ),
+                        );
                     }
+                    return;
+                }
+                Some(_) => {
+                    let fp = model.footprints[&it.family];
+                    let cap = it.memory_gib * 1024.0 * limits.max_memory;
+                    reasons.push(format!("{}: needs {} MiB of {cap:.0} MiB", it.name, fp.memory_mib));
                 }
                 None => {}
             }

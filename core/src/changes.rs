@@ -60,10 +60,7 @@ impl Changes {
     /// The differences from `previous` to `next`; moved bytes from `catalog` (the new one) when
     /// given.
     pub fn between(previous: &Plan, next: &Plan, catalog: Option<&Catalog>) -> Self {
-        let where_was: BTreeMap<&str, &str> =
-            previous.nodes.iter().flat_map(|n| n.models.iter().map(move |m| (m.as_str(), n.id.as_str()))).collect();
-        let where_is: BTreeMap<&str, &str> =
-            next.nodes.iter().flat_map(|n| n.models.iter().map(move |m| (m.as_str(), n.id.as_str()))).collect();
+        let (where_was, where_is) = (nodes_of(previous), nodes_of(next));
         let before: BTreeMap<&str, _> = previous.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
         let after: BTreeMap<&str, _> = next.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
         let retyped: Vec<Retype> = next
@@ -81,9 +78,20 @@ impl Changes {
         let restarted: BTreeSet<&str> = retyped.iter().map(|r| r.node.as_str()).collect();
         let mut moved = Vec::new();
         let mut moved_bytes = 0u64;
-        for (m, to) in &where_is {
-            let Some(from) = where_was.get(m) else { continue };
-            if from != to || restarted.contains(to) {
+        for (m, now) in &where_is {
+            let Some(was) = where_was.get(m) else { continue };
+            // A node that gained the model took it from one that lost it (a new replica: from
+            // its first node).
+            let mut lost = was.difference(now);
+            for to in now {
+                let from = if was.contains(to) {
+                    if !restarted.contains(to) {
+                        continue;
+                    }
+                    *to
+                } else {
+                    lost.next().or_else(|| was.first()).copied().unwrap_or(to)
+                };
                 moved.push(Move { model: m.to_string(), from: from.to_string(), to: to.to_string() });
                 moved_bytes += catalog.map_or(0, |c| model_bytes(c, m, &after[to].instance_type));
             }
@@ -158,4 +166,15 @@ pub fn model_bytes(catalog: &Catalog, id: &str, instance_type: &str) -> u64 {
         .model(id)
         .and_then(|m| family.and_then(|f| m.footprints.get(f)))
         .map_or(0, |f| (f.memory_mib * 1048576.0) as u64)
+}
+
+/// Each model of `p` with its nodes (several for a model with replicas).
+fn nodes_of(p: &Plan) -> BTreeMap<&str, BTreeSet<&str>> {
+    let mut at: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for n in &p.nodes {
+        for m in &n.models {
+            at.entry(m.as_str()).or_default().insert(n.id.as_str());
+        }
+    }
+    at
 }

@@ -9,7 +9,9 @@ pub mod ident;
 pub mod instance_types;
 pub mod plan;
 
-pub use catalog::{Catalog, CatalogError, Engine, Footprint, InstanceType, Limits, Model, Residency, UnknownEngine};
+pub use catalog::{
+    Catalog, CatalogError, Engine, Footprint, InstanceType, Limits, Model, Residency, UnknownEngine, MAX_REPLICAS,
+};
 pub use changes::{Changes, Move, Retype};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use ident::{is_dns_label, node_id};

@@ -74,6 +74,11 @@ pub struct PlanNode {
     /// when 0.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub min_replicas: u32,
+    /// The models of `models` that are on other nodes too (replicas: more traffic than one node
+    /// serves, or the catalog's `min_replicas`), with the share of the model's traffic this node
+    /// carries; the shares of a model over its nodes add up to 1.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub shares: std::collections::BTreeMap<String, f64>,
 }
 
 fn one() -> u32 {
@@ -164,8 +169,10 @@ pub enum PlanDefect {
     NodeId(String),
     #[error("node id {0:?} appears twice")]
     DuplicateNode(String),
-    #[error("model {model:?} is on both {first:?} and {second:?}")]
+    #[error("model {model:?} is on both {first:?} and {second:?} without a share of its traffic on each (\"shares\")")]
     ModelTwice { model: String, first: String, second: String },
+    #[error("model {model:?} has replicas whose shares of its traffic add up to {total}, not 1")]
+    Shares { model: String, total: String },
 }
 
 impl Plan {
@@ -210,23 +217,45 @@ impl Plan {
                 return Err(PlanDefect::DuplicateNode(n.id.clone()));
             }
             for m in &n.models {
-                if let Some(other) = models.insert(m.as_str(), n.id.as_str()) {
-                    return Err(PlanDefect::ModelTwice {
-                        model: m.clone(),
-                        first: other.to_string(),
-                        second: n.id.clone(),
-                    });
+                let replica = n.shares.get(m).copied();
+                if let Some((other, shared)) = models.insert(m.as_str(), (n.id.as_str(), replica)) {
+                    if shared.is_none() || replica.is_none() {
+                        return Err(PlanDefect::ModelTwice {
+                            model: m.clone(),
+                            first: other.to_string(),
+                            second: n.id.clone(),
+                        });
+                    }
                 }
             }
         }
+        let mut totals: std::collections::BTreeMap<&str, f64> = Default::default();
+        for n in &self.nodes {
+            for (m, share) in &n.shares {
+                *totals.entry(m.as_str()).or_default() += share;
+            }
+        }
+        if let Some((m, total)) = totals.into_iter().find(|(_, t)| (t - 1.0).abs() > 1e-3) {
+            return Err(PlanDefect::Shares { model: m.to_string(), total: format!("{total:.4}") });
+        }
         Ok(())
+    }
+
+    /// The nodes that serve `model`, with the share of its traffic each carries (1 for a model
+    /// on one node).
+    pub fn replicas_of(&self, model: &str) -> Vec<(&PlanNode, f64)> {
+        self.nodes
+            .iter()
+            .filter(|n| n.models.iter().any(|m| m == model))
+            .map(|n| (n, n.shares.get(model).copied().unwrap_or(1.0)))
+            .collect()
     }
 
     pub fn node(&self, id: &str) -> Option<&PlanNode> {
         self.nodes.iter().find(|n| n.id == id)
     }
 
-    /// The node that hosts `model`.
+    /// The (first) node that hosts `model`.
     pub fn node_of(&self, model: &str) -> Option<&PlanNode> {
         self.nodes.iter().find(|n| n.models.iter().any(|m| m == model))
     }
@@ -287,6 +316,7 @@ mod tests {
                 predicted: Some(Predicted { p50_ms: 4.0, p90_ms: 9.5 }),
                 slo_p90_ms: Some(100.0),
                 min_replicas: 1,
+                shares: Default::default(),
             }],
             changes: None,
         }
@@ -304,6 +334,26 @@ mod tests {
         zero.nodes[0].min_replicas = 0;
         assert!(zero.to_json().contains("\"min_replicas\": 0"));
         assert!(Plan::parse("p.json", &zero.to_json()).unwrap().nodes[0].scales_to_zero());
+    }
+
+    #[test]
+    fn a_model_on_two_nodes_needs_shares_that_add_up() {
+        let mut p = plan();
+        let mut other = p.nodes[0].clone();
+        other.id = "inf1-6xlarge-001".into();
+        other.models = vec!["b".into()];
+        p.nodes.push(other);
+        assert!(matches!(p.validate(), Err(PlanDefect::ModelTwice { .. })));
+        p.nodes[0].shares.insert("b".into(), 0.5);
+        p.nodes[1].shares.insert("b".into(), 0.25);
+        assert!(matches!(p.validate(), Err(PlanDefect::Shares { .. })));
+        p.nodes[1].shares.insert("b".into(), 0.5);
+        p.validate().unwrap();
+        let r = Plan::parse("p.json", &p.to_json()).unwrap();
+        assert_eq!(
+            r.replicas_of("b").iter().map(|(n, s)| (n.id.as_str(), *s)).collect::<Vec<_>>(),
+            [("inf1-6xlarge-000", 0.5), ("inf1-6xlarge-001", 0.5)]
+        );
     }
 
     #[test]

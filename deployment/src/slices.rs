@@ -81,7 +81,9 @@ pub fn plan_slice(plan: &Plan, node: &PlanNode, catalog_sha256: &str) -> Plan {
             gap: 0.0,
             bound: String::new(),
         },
-        nodes: vec![node.clone()],
+        // A model's shares over its replicas' nodes are the whole plan's (a slice's would not
+        // add up); the node has no use for them.
+        nodes: vec![PlanNode { shares: Default::default(), ..node.clone() }],
         changes: None,
     }
 }

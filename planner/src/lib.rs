@@ -13,6 +13,7 @@ pub mod latency;
 pub mod milp;
 pub mod problem;
 pub mod replan;
+pub mod replicas;
 pub mod report;
 pub mod slo;
 pub mod solve;

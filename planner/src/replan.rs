@@ -95,8 +95,27 @@ impl State<'_> {
     }
 }
 
-/// Plans `catalog` starting from `previous`; the result carries its `changes` block.
+/// Plans `catalog` starting from `previous`; the result carries its `changes` block. Models with
+/// replicas are planned as their copies (`replicas.rs`), each kept on the node it was on.
 pub fn replan(catalog: &Catalog, previous: &Plan, opts: &Options, budget: Budget) -> Result<Plan, SolveError> {
+    let split = crate::replicas::split(catalog);
+    let replicated = previous.nodes.iter().any(|n| !n.shares.is_empty());
+    if split.is_none() && !replicated {
+        return replan_whole(catalog, previous, opts, budget);
+    }
+    let planned = split.as_ref().unwrap_or(catalog);
+    let mut plan =
+        crate::replicas::join(replan_whole(planned, &crate::replicas::split_plan(previous, planned), opts, budget)?);
+    // What changed, in the models' terms.
+    let inner = plan.changes.take().unwrap_or_default();
+    let mut changes = Changes::between(previous, &plan, Some(catalog));
+    changes.fresh_cost_per_hour = inner.fresh_cost_per_hour;
+    changes.next_node_index = inner.next_node_index;
+    plan.changes = Some(changes);
+    Ok(plan)
+}
+
+fn replan_whole(catalog: &Catalog, previous: &Plan, opts: &Options, budget: Budget) -> Result<Plan, SolveError> {
     let start = std::time::Instant::now();
     let (p, fresh) = crate::solve::plan_problem(catalog, opts)?;
     let fresh_cost = fresh.packing.cost(&p);

@@ -145,6 +145,7 @@ mod tests {
             predicted: None,
             slo_p90_ms: None,
             min_replicas: 1,
+            shares: Default::default(),
         }
     }
 

@@ -214,10 +214,14 @@ pub fn solve_problem(p: &Problem, opts: &Options) -> Result<Solved, SolveError> 
     })
 }
 
-/// Plans a whole catalog. Models that may wait for their node to start (`scale_to_zero`) are
+/// Plans a whole catalog. A model with replicas is planned as its copies, on distinct nodes
+/// (`replicas.rs`). Models that may wait for their node to start (`scale_to_zero`) are
 /// packed apart from the others, so that their nodes scale to zero (a node shared with an
 /// always-on model could not).
 pub fn plan(catalog: &Catalog, opts: &Options) -> Result<Plan, SolveError> {
+    if let Some(split) = crate::replicas::split(catalog) {
+        return Ok(crate::replicas::join(plan(&split, opts)?));
+    }
     let zero = catalog.models.iter().filter(|m| m.scale_to_zero).count();
     if zero == 0 || zero == catalog.models.len() {
         let (p, s) = plan_problem(catalog, opts)?;
@@ -349,6 +353,7 @@ pub fn plan_problem(catalog: &Catalog, opts: &Options) -> Result<(Problem, Solve
         let p = Problem::from_catalog_pinned(catalog, &pinned);
         reachable(catalog, &p)?;
         let mut s = solve_problem(&p, opts)?;
+        separate(&p, &mut s);
         rehome_cold(catalog, &p, &mut s.packing);
         crate::targets::meet_targets(catalog, &p, &mut s.packing.bins);
         s.packing.normalize(&p);
@@ -383,6 +388,7 @@ pub fn plan_problem(catalog: &Catalog, opts: &Options) -> Result<(Problem, Solve
             pinned.extend(catalog.models.iter().filter(|m| m.is_cold(&catalog.limits)).map(|m| m.id.clone()));
             let p = Problem::from_catalog_pinned(catalog, &pinned);
             let mut s = solve_problem(&p, opts)?;
+            separate(&p, &mut s);
             crate::targets::meet_targets(catalog, &p, &mut s.packing.bins);
             s.packing.normalize(&p);
             return Ok((p, s));
@@ -390,6 +396,52 @@ pub fn plan_problem(catalog: &Catalog, opts: &Options) -> Result<(Problem, Solve
         pinned.extend(more);
     }
     unreachable!("the rounds end when no node is over its limit")
+}
+
+/// Moves copies of one model (`replicas.rs`) that the packing put on the same node to nodes
+/// without one: the first with room, else a new node of the cheapest type with room (within
+/// its `max_count`). The packing is then no longer proven optimal.
+fn separate(p: &Problem, s: &mut Solved) {
+    use crate::heuristic::Bin;
+    use crate::replicas::model_of;
+    let holds = |b: &Bin, model: &str| b.items.iter().any(|&j| model_of(&p.items[j]) == model);
+    let mut moved = false;
+    for k in 0..s.packing.bins.len() {
+        let mut seen = std::collections::HashSet::new();
+        let twins: Vec<usize> =
+            s.packing.bins[k].items.iter().copied().filter(|&i| !seen.insert(model_of(&p.items[i]))).collect();
+        for i in twins {
+            let model = model_of(&p.items[i]);
+            let bins = &s.packing.bins;
+            let room = |b: &Bin| p.demand(i, b.t).is_some_and(|d| b.fits(d)) && !holds(b, model);
+            let mut to = (0..bins.len()).find(|&j| j != k && !bins[j].items.is_empty() && room(&bins[j]));
+            if to.is_none() {
+                let mut counts = vec![0usize; p.n_types()];
+                for b in bins.iter().filter(|b| !b.items.is_empty()) {
+                    counts[b.t] += 1;
+                }
+                let t = (0..p.n_types())
+                    .filter(|&t| counts[t] < p.types[t].max_count && p.demand(i, t).is_some())
+                    .min_by(|&a, &b| p.types[a].price.total_cmp(&p.types[b].price).then(a.cmp(&b)));
+                if let Some(t) = t {
+                    s.packing.bins.push(Bin::new(t));
+                    to = Some(s.packing.bins.len() - 1);
+                }
+            }
+            let Some(j) = to else { continue };
+            let d = p.demand(i, s.packing.bins[j].t).expect("checked");
+            s.packing.bins[j].add(i, d);
+            let from = &mut s.packing.bins[k];
+            from.items.retain(|&x| x != i);
+            let d = p.demand(i, from.t).expect("it was placed there");
+            from.load = [from.load[0] - d[0], from.load[1] - d[1]];
+            moved = true;
+        }
+    }
+    if moved {
+        s.packing.normalize(p);
+        s.proven_optimal = false;
+    }
 }
 
 /// Every model can go somewhere: a model that cannot keep its latency target on any type, even
@@ -552,6 +604,7 @@ pub(crate) fn plan_node(catalog: &Catalog, p: &Problem, b: &crate::heuristic::Bi
         predicted,
         slo_p90_ms,
         min_replicas: u32::from(!scales_to_zero(catalog, b.items.iter().map(|&i| &catalog.models[i]))),
+        shares: Default::default(),
     }
 }
 

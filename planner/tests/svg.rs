@@ -64,6 +64,7 @@ fn synthetic(nodes: usize, seed: u64) -> (Plan, Shares) {
             predicted: Some(Predicted { p50_ms: p90 / 3.0, p90_ms: p90 }),
             slo_p90_ms: Some(100.0),
             min_replicas: 1,
+            shares: Default::default(),
         });
     }
     let cost: f64 = out.iter().map(|n| n.price_per_hour).sum();

@@ -70,7 +70,8 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
             let text =
                 args.text.clone().unwrap_or_else(|| text_of(&catalog, model, model.request_tokens(&catalog.limits)));
             requests.push(openloop::Request::predict(&base, m, &text));
-            rates.push(model.peak_rps * args.factor);
+            // A model with replicas: this node's share of its traffic.
+            rates.push(model.peak_rps * n.shares.get(m).copied().unwrap_or(1.0) * args.factor);
             node_of.push(k);
         }
     }

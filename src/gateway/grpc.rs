@@ -102,11 +102,8 @@ impl GatewayService {
         counted(traced(method, &metadata, call).await)
     }
 
-    /// The node of `model` and the channel to its gRPC address.
-    fn client(&self, model: &str) -> Result<(Arc<Upstream>, Channel), Status> {
-        let Some(up) = self.state.routes.get().models.get(model).cloned() else {
-            return Err(status(&ApiError::new(Code::UnknownModel, format!("no model {model:?} behind this gateway"))));
-        };
+    /// The channel to the gRPC address of `up`, a node of `model`.
+    fn client(&self, up: &Upstream, model: &str) -> Result<Channel, Status> {
         let Some(address) = up.grpc.clone() else {
             let e = ApiError::new(
                 Code::NodeUnavailable,
@@ -134,7 +131,7 @@ impl GatewayService {
                 }
             }
         };
-        Ok((up, channel))
+        Ok(channel)
     }
 
     /// Forwards one model call: `send` makes it on the node's channel with the caller's metadata
@@ -151,31 +148,48 @@ impl GatewayService {
         Req: Clone,
         F: std::future::Future<Output = Result<Response<Res>, Status>>,
     {
-        let (up, channel) = self.client(model)?;
+        let routes = self.state.routes.get();
+        let Some(replicas) = routes.models.get(model) else {
+            return Err(status(&ApiError::new(Code::UnknownModel, format!("no model {model:?} behind this gateway"))));
+        };
+        // The model's node, or of its replicas the one with the fewest calls in flight.
+        let Some((mut k, mut up)) = replicas.pick(&[]) else {
+            return Err(status(&ApiError::new(Code::UnknownModel, format!("no node for model {model:?}"))));
+        };
+        let mut tried = Vec::new();
         let mut tries = 0;
         let result = loop {
+            let channel = self.client(&up, model)?;
             // A node that scales to zero and has no replica now: the call waits for it to start.
             self.state.waker.ready(&up).await.map_err(|e| status(&e))?;
+            let inflight = up.sending();
             let mut req = Request::from_parts(metadata.clone(), Default::default(), msg.clone());
             if let Ok(v) = trace.traceparent().parse() {
                 req.metadata_mut().insert(crate::trace::TRACEPARENT, v);
             }
             let started = Instant::now();
-            let result = send(channel.clone(), req).await;
+            let result = send(channel, req).await;
+            drop(inflight);
             metrics::histogram!(m::GATEWAY_UPSTREAM_DURATION, "node" => up.node.clone())
                 .record(started.elapsed().as_secs_f64());
+            let transport =
+                matches!(&result, Err(s) if table_code(s).is_none() && s.code() == tonic::Code::Unavailable);
+            // The transport could not reach one of the model's replicas: another takes the call
+            // (a model call has no effect beyond its answer).
+            if transport && replicas.nodes.len() > tried.len() + 1 {
+                let msg = format!("{} of model {model:?} cannot be reached: trying another replica", up.shown());
+                let detail = result.as_ref().err().map(|s| s.message().to_string()).unwrap_or_default();
+                note_failure(&up.node, "connect", &detail, &ApiError::new(Code::NodeUnavailable, msg));
+                up.unreachable();
+                tried.push(k);
+                (k, up) = replicas.pick(&tried).expect("an untried replica is left");
+                continue;
+            }
             match &result {
                 // The transport could not reach a node that scales to zero: it has gone to zero
                 // replicas. Held until it is back, then sent again (a model call has no effect
                 // beyond its answer).
-                Err(s)
-                    if table_code(s).is_none()
-                        && s.code() == tonic::Code::Unavailable
-                        && tries < 2
-                        && self.state.waker.gone(&up) =>
-                {
-                    tries += 1
-                }
+                Err(_) if transport && tries < 2 && self.state.waker.gone(&up) => tries += 1,
                 _ => break result,
             }
         };

@@ -128,7 +128,8 @@ fn routed(state: &GatewayState) -> Result<(usize, usize), ApiError> {
         return Err(ApiError::new(Code::NotReady, "the gateway is shutting down"));
     }
     let routes = state.routes.get();
-    let nodes: std::collections::HashSet<&str> = routes.models.values().map(|u| u.node.as_str()).collect();
+    let nodes: std::collections::HashSet<&str> =
+        routes.models.values().flat_map(|r| r.nodes.iter().map(|u| u.node.as_str())).collect();
     match routes.models.len() {
         0 => Err(ApiError::new(Code::NotReady, "the gateway has no routes")),
         models => Ok((models, nodes.len())),
@@ -140,12 +141,23 @@ async fn metrics(state: web::Data<GatewayState>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(state.metrics.render())
 }
 
-/// Every model the gateway routes, with its node and that node's URL.
+/// Every model the gateway routes, with its node and that node's URL (a model with replicas:
+/// the first, and all of them in `replicas`).
 async fn models(state: web::Data<GatewayState>) -> HttpResponse {
     let routes = state.routes.get();
     let mut list: Vec<_> = routes.models.iter().collect();
     list.sort_by(|a, b| a.0.cmp(b.0));
-    let models: Vec<_> = list.iter().map(|(m, up)| json!({"id": m, "node": up.node, "url": up.base})).collect();
+    let models: Vec<_> = list
+        .iter()
+        .map(|(m, r)| {
+            let up = r.first();
+            let mut entry = json!({"id": m, "node": up.node, "url": up.base});
+            if r.nodes.len() > 1 {
+                entry["replicas"] = r.nodes.iter().map(|u| json!({"node": u.node, "url": u.base})).collect();
+            }
+            entry
+        })
+        .collect();
     HttpResponse::Ok().json(json!({"models": models}))
 }
 

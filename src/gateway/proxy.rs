@@ -1,7 +1,8 @@
 //! Forwarding one request to the node of its model: method, path, query, headers (less the
-//! hop-by-hop ones) and body go as they came, the node's answer comes back as it is. A request
-//! whose connection could not even be opened is tried once more (it was never sent); one that
-//! was sent is never repeated. A request for a node that scales to zero and has no replica is
+//! hop-by-hop ones) and body go as they came, the node's answer comes back as it is. A model with
+//! replicas sends each request to the replica with the fewest requests in flight from this
+//! gateway. A request whose connection could not even be opened (it was never sent) goes to
+//! another replica, else is tried once more; one that was sent is never repeated. A request for a node that scales to zero and has no replica is
 //! held until the node is ready (`wake.rs`). Errors are the nodes' JSON errors: 404
 //! `unknown_model`, 503 `node_unavailable` or `node_starting`, 504 `upstream_timeout` (`{"error"}`
 //! alone on KServe v2 routes).
@@ -69,7 +70,8 @@ pub async fn forward(
         None => req.match_info().get("model_id").unwrap_or_default(),
     }
     .to_string();
-    let Some(up) = state.routes.get().models.get(&model).cloned() else {
+    let routes = state.routes.get();
+    let Some(replicas) = routes.models.get(&model) else {
         let e = match job {
             Some(j) => ApiError::new(Code::UnknownJob, format!("no job {j:?} behind this gateway")),
             None => ApiError::new(Code::UnknownModel, format!("no model {model:?} behind this gateway")),
@@ -85,16 +87,22 @@ pub async fn forward(
         Err(e) => return error(&req, e),
     };
     let path = req.uri().path_and_query().map_or(req.path(), |p| p.as_str());
-    let url = format!("{}{path}", up.base);
+    // The model's node, or of its replicas the one with the fewest requests in flight.
+    let Some((mut k, mut up)) = replicas.pick(&[]) else {
+        return error(&req, ApiError::new(Code::UnknownModel, format!("no node for model {model:?}")));
+    };
+    let mut tried = Vec::new();
     // A node that scales to zero and has no replica now: the request waits for it to start.
     if let Err(e) = state.waker.ready(&up).await {
         let response = error(&req, e);
         count(response.status().as_u16());
         return response;
     }
+    let mut inflight = up.sending();
     let mut started = Instant::now();
     let mut tries = 0;
     let result = loop {
+        let url = format!("{}{path}", up.base);
         let mut fwd = client.request(req.method().clone(), &url).timeout(state.upstream_timeout);
         for (name, value) in req.headers().iter().filter(|(n, _)| !hop_by_hop(n)) {
             fwd = fwd.append_header((name.clone(), value.clone()));
@@ -107,6 +115,21 @@ pub async fn forward(
             fwd = fwd.insert_header(("x-forwarded-for", peer.ip().to_string()));
         }
         match fwd.send_body(body.clone()).await {
+            // Never sent, and the model has another replica: that one takes it.
+            Err(SendRequestError::Connect(e)) if replicas.nodes.len() > tried.len() + 1 => {
+                let msg = format!("{} of model {model:?} cannot be reached: trying another replica", up.shown());
+                note_failure(&up.node, "connect", &e.to_string(), &ApiError::new(Code::NodeUnavailable, msg));
+                up.unreachable();
+                tried.push(k);
+                (k, up) = replicas.pick(&tried).expect("an untried replica is left");
+                if let Err(e) = state.waker.ready(&up).await {
+                    let response = error(&req, e);
+                    count(response.status().as_u16());
+                    return response;
+                }
+                inflight = up.sending();
+                started = Instant::now();
+            }
             // Never sent, to a node that scales to zero: it has no replica now. Held until it
             // is ready, then sent.
             Err(SendRequestError::Connect(_)) if tries < 3 && state.waker.gone(&up) => {
@@ -171,6 +194,7 @@ pub async fn forward(
             ApiError::new(Code::NodeUnavailable, format!("{} of model {model:?} failed to answer", up.shown())),
         ),
     };
+    drop(inflight);
     metrics::histogram!(m::GATEWAY_UPSTREAM_DURATION, "node" => up.node.clone())
         .record(started.elapsed().as_secs_f64());
     count(response.status().as_u16());

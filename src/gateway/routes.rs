@@ -5,8 +5,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use stowage_core::Plan;
 use tracing::{info, warn};
@@ -28,7 +29,7 @@ pub enum Source {
 }
 
 /// One node as the gateway reaches it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Upstream {
     pub node: String,
     pub base: String,
@@ -39,6 +40,103 @@ pub struct Upstream {
     pub named: bool,
     /// The node may have no replica (`min_replicas` 0): its requests are held while it starts.
     pub scales_to_zero: bool,
+    /// Requests this gateway has sent it that are not answered yet, and when it was last found
+    /// unreachable: how a model with replicas picks one.
+    pub load: Load,
+}
+
+/// What the gateway knows of a node's load now (never part of the routes' equality).
+#[derive(Debug, Default)]
+pub struct Load {
+    inflight: AtomicUsize,
+    /// Milliseconds after the gateway's start until which the node is passed over.
+    down_until_ms: AtomicU64,
+}
+
+impl PartialEq for Load {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Load {}
+
+/// How long a node that could not be reached is passed over by a model's other replicas.
+const DOWN_FOR: Duration = Duration::from_secs(2);
+
+/// Milliseconds since the process started.
+fn now_ms() -> u64 {
+    static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+    START.elapsed().as_millis() as u64
+}
+
+/// A request in flight to a node, counted until it is dropped.
+pub struct InFlight(Arc<Upstream>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.load.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Upstream {
+    /// Counts a request sent to the node until the guard is dropped.
+    pub fn sending(self: &Arc<Self>) -> InFlight {
+        self.load.inflight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// The node could not be reached: its model's other replicas take its requests for a while.
+    pub fn unreachable(&self) {
+        self.load.down_until_ms.store(now_ms() + DOWN_FOR.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn down(&self) -> bool {
+        self.load.down_until_ms.load(Ordering::Relaxed) > now_ms()
+    }
+}
+
+/// The nodes of one model: one, or its replicas'.
+#[derive(Debug, Default)]
+pub struct Replicas {
+    pub nodes: Vec<Arc<Upstream>>,
+    /// Where the next pick starts: ties go round.
+    next: AtomicUsize,
+}
+
+impl PartialEq for Replicas {
+    fn eq(&self, other: &Self) -> bool {
+        self.nodes == other.nodes
+    }
+}
+
+impl Eq for Replicas {}
+
+impl Replicas {
+    fn of(nodes: Vec<Arc<Upstream>>) -> Self {
+        Self { nodes, next: AtomicUsize::new(0) }
+    }
+
+    /// The node to send the model's next request to, of those not `tried` yet: the one with the
+    /// fewest requests in flight from this gateway (least outstanding requests; ties in turn),
+    /// passing over nodes found unreachable in the last seconds unless all are.
+    pub fn pick(&self, tried: &[usize]) -> Option<(usize, Arc<Upstream>)> {
+        let n = self.nodes.len();
+        let start = if n > 1 { self.next.fetch_add(1, Ordering::Relaxed) } else { 0 };
+        let best = |skip_down: bool| {
+            (0..n)
+                .map(|k| (start + k) % n)
+                .filter(|k| !tried.contains(k))
+                .filter(|&k| !skip_down || !self.nodes[k].down())
+                .min_by_key(|&k| self.nodes[k].load.inflight.load(Ordering::Relaxed))
+        };
+        best(true).or_else(|| best(false)).map(|k| (k, self.nodes[k].clone()))
+    }
+
+    /// The first node (for what names one node per model).
+    pub fn first(&self) -> &Arc<Upstream> {
+        &self.nodes[0]
+    }
 }
 
 impl Upstream {
@@ -55,7 +153,7 @@ impl Upstream {
 /// The routes in force.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Routes {
-    pub models: HashMap<String, Arc<Upstream>>,
+    pub models: HashMap<String, Replicas>,
 }
 
 /// Why a route file was not taken.
@@ -90,10 +188,19 @@ impl Source {
         let mut upstream = |node: &str, base: String, grpc: Option<String>, named: bool, scales_to_zero: bool| {
             by_node
                 .entry(format!("{node} {grpc:?} {scales_to_zero}"))
-                .or_insert_with(|| Arc::new(Upstream { node: node.to_string(), base, grpc, named, scales_to_zero }))
+                .or_insert_with(|| {
+                    Arc::new(Upstream {
+                        node: node.to_string(),
+                        base,
+                        grpc,
+                        named,
+                        scales_to_zero,
+                        load: Load::default(),
+                    })
+                })
                 .clone()
         };
-        let mut models = HashMap::new();
+        let mut models: HashMap<String, Vec<Arc<Upstream>>> = HashMap::new();
         match self {
             Source::Plan { path, template, grpc_template, namespace } => {
                 let plan = Plan::load(path)?;
@@ -102,7 +209,9 @@ impl Source {
                         t.replace("{node}", &n.id).replace("{namespace}", namespace).trim_end_matches('/').to_string()
                     };
                     let up = upstream(&n.id, fill(template), Some(fill(grpc_template)), true, n.scales_to_zero());
-                    models.extend(n.models.iter().map(|m| (m.clone(), up.clone())));
+                    for m in &n.models {
+                        models.entry(m.clone()).or_default().push(up.clone());
+                    }
                 }
             }
             Source::Map(path) => {
@@ -112,44 +221,56 @@ impl Source {
                 let map: HashMap<String, serde_json::Value> =
                     serde_json::from_str(&text).map_err(|error| RoutesError::Map { path: show.clone(), error })?;
                 let http = |u: &str| u.starts_with("http://") || u.starts_with("https://");
-                for (model, entry) in map {
-                    let bad =
-                        |model: String| RoutesError::Entry { path: show.clone(), model, value: entry.to_string() };
-                    let (url, grpc, min_replicas) = match &entry {
-                        serde_json::Value::String(url) => (url.clone(), None, 1),
-                        serde_json::Value::Object(o) => {
-                            if o.keys().any(|k| !["url", "grpc", "min_replicas"].contains(&k.as_str())) {
-                                return Err(bad(model));
-                            }
-                            let min_replicas = match o.get("min_replicas") {
-                                None => 1,
-                                Some(v) => match v.as_u64() {
-                                    Some(n) => n,
-                                    None => return Err(bad(model)),
-                                },
-                            };
-                            match (o.get("url"), o.get("grpc")) {
-                                (Some(serde_json::Value::String(u)), None) => (u.clone(), None, min_replicas),
-                                (Some(serde_json::Value::String(u)), Some(serde_json::Value::String(g))) if http(g) => {
-                                    (u.clone(), Some(g.trim_end_matches('/').to_string()), min_replicas)
-                                }
-                                _ => return Err(bad(model)),
-                            }
-                        }
-                        _ => return Err(bad(model)),
+                for (model, value) in map {
+                    // A model with replicas: a list of entries, one per node.
+                    let entries = match &value {
+                        serde_json::Value::Array(list) if !list.is_empty() => list.iter().collect(),
+                        _ => vec![&value],
                     };
-                    if !http(&url) {
-                        return Err(RoutesError::Url { path: show, model, url });
+                    for entry in entries {
+                        let Some((url, grpc, min_replicas)) = map_entry(entry) else {
+                            return Err(RoutesError::Entry { path: show, model, value: entry.to_string() });
+                        };
+                        if !http(&url) {
+                            return Err(RoutesError::Url { path: show, model, url });
+                        }
+                        // A node is its URL in a route map.
+                        let base = url.trim_end_matches('/').to_string();
+                        let node = base.split("://").nth(1).unwrap_or(&base).to_string();
+                        let up = upstream(&node, base, grpc, false, min_replicas == 0);
+                        models.entry(model.clone()).or_default().push(up);
                     }
-                    // A node is its URL in a route map.
-                    let base = url.trim_end_matches('/').to_string();
-                    let node = base.split("://").nth(1).unwrap_or(&base).to_string();
-                    models.insert(model, upstream(&node, base, grpc, false, min_replicas == 0));
                 }
             }
         }
-        Ok(Routes { models })
+        Ok(Routes { models: models.into_iter().map(|(m, nodes)| (m, Replicas::of(nodes))).collect() })
     }
+}
+
+/// A route map entry: a URL, or `{"url", "grpc", "min_replicas"}` (no other key), as (URL, gRPC
+/// address, min_replicas); `None` for anything else.
+fn map_entry(entry: &serde_json::Value) -> Option<(String, Option<String>, u64)> {
+    use serde_json::Value;
+    let o = match entry {
+        Value::String(url) => return Some((url.clone(), None, 1)),
+        Value::Object(o) => o,
+        _ => return None,
+    };
+    if o.keys().any(|k| !["url", "grpc", "min_replicas"].contains(&k.as_str())) {
+        return None;
+    }
+    let min_replicas = match o.get("min_replicas") {
+        None => 1,
+        Some(v) => v.as_u64()?,
+    };
+    let grpc = match o.get("grpc") {
+        None => None,
+        Some(Value::String(g)) if g.starts_with("http://") || g.starts_with("https://") => {
+            Some(g.trim_end_matches('/').to_string())
+        }
+        Some(_) => return None,
+    };
+    Some((o.get("url")?.as_str()?.to_string(), grpc, min_replicas))
 }
 
 /// What a file looked like when it was last read: a change in any of these reads it again.
@@ -223,6 +344,37 @@ mod tests {
     }
 
     #[test]
+    fn a_replica_is_picked_by_fewest_in_flight_ties_in_turn_and_a_down_one_passed_over() {
+        let up = |n: &str| Arc::new(Upstream { node: n.into(), base: format!("http://{n}"), ..Default::default() });
+        let r = Replicas::of(vec![up("a"), up("b"), up("c")]);
+        let picks: Vec<usize> = (0..6).map(|_| r.pick(&[]).unwrap().0).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        // Requests in flight on a and b: c takes the next ones.
+        let (_a, _b) = (r.nodes[0].sending(), r.nodes[1].sending());
+        assert!((0..3).all(|_| r.pick(&[]).unwrap().0 == 2));
+        // c cannot be reached: passed over for a while, unless it is all that is left.
+        r.nodes[2].unreachable();
+        assert!((0..3).all(|_| r.pick(&[]).unwrap().0 != 2));
+        assert_eq!(r.pick(&[0, 1]).unwrap().0, 2);
+        assert!(r.pick(&[0, 1, 2]).is_none());
+    }
+
+    #[test]
+    fn a_route_map_entry_may_list_a_models_replicas() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.json");
+        let map = r#"{"m": [{"url": "http://n1:8080"}, "http://n2:8080"], "k": "http://n1:8080"}"#;
+        std::fs::write(&path, map).unwrap();
+        let routes = Source::Map(path.clone()).load().unwrap();
+        let bases: Vec<&str> = routes.models["m"].nodes.iter().map(|u| u.base.as_str()).collect();
+        assert_eq!(bases, ["http://n1:8080", "http://n2:8080"]);
+        // One upstream per node, shared by its models.
+        assert!(Arc::ptr_eq(&routes.models["m"].nodes[0], &routes.models["k"].nodes[0]));
+        std::fs::write(&path, r#"{"m": [{"url": "http://n1:8080", "weight": 2}]}"#).unwrap();
+        assert!(matches!(Source::Map(path).load(), Err(RoutesError::Entry { .. })));
+    }
+
+    #[test]
     fn a_new_plan_reroutes_and_a_broken_one_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plan.json");
@@ -234,7 +386,7 @@ mod tests {
             namespace: "prod".into(),
         };
         let table = Table::new(source).unwrap();
-        let base = |t: &Table, m: &str| t.get().models.get(m).map(|u| u.base.clone());
+        let base = |t: &Table, m: &str| t.get().models.get(m).map(|r| r.first().base.clone());
         assert_eq!(base(&table, "m3").as_deref(), Some("http://node-b.prod.svc.cluster.local:8080"));
         table.watch(Duration::from_millis(20)).unwrap();
         let settle = || std::thread::sleep(Duration::from_millis(300));

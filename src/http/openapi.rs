@@ -281,10 +281,20 @@ pub struct GatewayRoutes {
     pub nodes: u64,
 }
 
-/// A model the gateway routes, with its node.
+/// A model the gateway routes, with its (first) node.
 #[derive(Serialize, ToSchema)]
 pub struct Route {
     pub id: String,
+    pub node: String,
+    pub url: String,
+    /// A model with replicas: each of its nodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<Vec<ReplicaNode>>,
+}
+
+/// One node of a model with replicas.
+#[derive(Serialize, ToSchema)]
+pub struct ReplicaNode {
     pub node: String,
     pub url: String,
 }
@@ -537,6 +547,7 @@ mod ops {
             GatewayRoutes,
             RouteList,
             Route,
+            ReplicaNode,
             PredictRequest,
             Predictions,
             Prediction,

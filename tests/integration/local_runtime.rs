@@ -291,9 +291,10 @@ fn deploy_fails_fast_with_the_nodes_reason_when_a_model_cannot_load() {
     }
 }
 
-/// The pids of the `stowage serve` processes of node `node` (from /proc: whoever started them).
-fn serving(node: &str) -> Vec<String> {
-    let needle = format!("\0--node\0{node}\0");
+/// The pids of the `stowage serve` processes of node `node` of the deployment in `out` (from
+/// /proc: whoever started them).
+fn serving(out: &Path, node: &str) -> Vec<String> {
+    let needle = format!("\0--plan\0{}\0", out.join("nodes").join(node).join("plan.json").display());
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| {
@@ -340,7 +341,7 @@ fn deploy_local_scales_a_node_to_zero_and_back() {
         .arg(&plan));
     assert!(said.contains("1 nodes ready (1 more scaled to zero"), "{said}");
     // After the deployment no process serves that node.
-    assert!(serving(&node).is_empty(), "{node} runs before any request");
+    assert!(serving(&out, &node).is_empty(), "{node} runs before any request");
     let gateway = std::fs::read_to_string(out.join("gateway.url")).unwrap().trim().to_string();
     let status = run(Command::new(Path::new(ROOT).join("scripts/status.sh")).arg("--out").arg(&out));
     assert!(status.lines().any(|l| l.starts_with(&node) && l.contains(" zero ")), "{status}");
@@ -351,15 +352,15 @@ fn deploy_local_scales_a_node_to_zero_and_back() {
     let cold = t.elapsed();
     assert_eq!(r.status(), 200);
     eprintln!("cold start through the gateway: {cold:?}");
-    assert_eq!(serving(&node).len(), 1);
+    assert_eq!(serving(&out, &node).len(), 1);
     // Idle: stopped again.
-    within(20, "the idle node stops", || serving(&node).is_empty());
+    within(20, "the idle node stops", || serving(&out, &node).is_empty());
 
     // Over gRPC too: the call waits for the node and is answered.
     let grpc = std::fs::read_to_string(out.join("gateway.grpc")).unwrap().trim().to_string();
     let answers = grpc_infer(&grpc, ["tiny-0004".to_string()].iter());
     assert_eq!(answers[0].1, ["probabilities", "logits"]);
-    within(20, "the idle node stops again", || serving(&node).is_empty());
+    within(20, "the idle node stops again", || serving(&out, &node).is_empty());
 
     // With nothing to start it (the autoscaler is gone), a request gets 503 with Retry-After after
     // the hold timeout: never a hang.
@@ -380,5 +381,77 @@ fn deploy_local_scales_a_node_to_zero_and_back() {
 
     let said = run(Command::new(Path::new(ROOT).join("scripts/stop.sh")).arg("--out").arg(&out));
     assert!(said.contains("stopped 2 nodes"), "{said}");
-    assert!(p.nodes.iter().all(|n| serving(&n.id).is_empty()), "a node runs after stop.sh");
+    assert!(p.nodes.iter().all(|n| serving(&out, &n.id).is_empty()), "a node runs after stop.sh");
+}
+
+#[test]
+fn a_model_at_five_times_a_node_spreads_over_its_replicas_and_survives_one_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run(crate::common::stowage().args(["synth", "--count", "3", "--out"]).arg(d));
+    crate::common::local_catalog(d);
+    // A node gives tiny models 2 units × 0.83 ÷ 5 ms = 332 rps: tiny-0001's 1600 rps need 5 nodes.
+    let catalog = std::fs::read_to_string(d.join("models.toml")).unwrap();
+    let at = catalog.find("id = \"tiny-0001\"").unwrap();
+    let rps = at + catalog[at..].find("peak_rps = ").unwrap();
+    let end = rps + catalog[rps..].find('\n').unwrap();
+    std::fs::write(d.join("models.toml"), format!("{}peak_rps = 1600{}", &catalog[..rps], &catalog[end..])).unwrap();
+    let plan = d.join("plan.json");
+    run(crate::common::stowage().arg("plan").arg("--catalog").arg(d.join("models.toml")).arg("--out").arg(&plan));
+    let p = stowage_core::Plan::load(&plan).unwrap();
+    let replicas = p.replicas_of("tiny-0001");
+    assert_eq!(replicas.len(), 5, "{}", p.to_json());
+
+    let out = d.join("deploy");
+    run(Command::new(Path::new(ROOT).join("scripts/deploy.sh"))
+        .args(["--runtime", "local", "--out"])
+        .arg(&out)
+        .arg(&plan));
+    let gateway = std::fs::read_to_string(out.join("gateway.url")).unwrap().trim().to_string();
+    let nodes: Vec<(String, String, String)> = std::fs::read_to_string(out.join("nodes.tsv"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].to_string(), f[1].to_string(), f[2].to_string())
+        })
+        .collect();
+    let answered = |url: &str| -> f64 {
+        let metrics = ureq::get(&format!("{url}/metrics")).call().unwrap().into_body().read_to_string().unwrap();
+        let series = "stowage_requests_total{model=\"tiny-0001\",code=\"200\"} ";
+        metrics.lines().find_map(|l| l.strip_prefix(series)).map_or(0.0, |v| v.trim().parse().unwrap())
+    };
+    let hot: Vec<&(String, String, String)> =
+        nodes.iter().filter(|(n, _, _)| replicas.iter().any(|(r, _)| &r.id == n)).collect();
+    assert_eq!(hot.len(), 5);
+    let before: Vec<f64> = hot.iter().map(|(_, _, url)| answered(url)).collect();
+    // Four clients through the gateway.
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..125 {
+                    let r = ureq::get(&format!("{gateway}/predictions/tiny-0001?text=spread")).call().unwrap();
+                    assert_eq!(r.status(), 200);
+                }
+            });
+        }
+    });
+    let counts: Vec<f64> = hot.iter().zip(&before).map(|((_, _, url), b)| answered(url) - b).collect();
+    assert_eq!(counts.iter().sum::<f64>(), 500.0, "{counts:?}");
+    assert!(counts.iter().all(|&c| (c - 100.0).abs() <= 20.0), "not within ±20 % of an even spread: {counts:?}");
+
+    // One of its nodes stops: every request still answers 200.
+    let (_, pid, _) = hot[2];
+    assert!(Command::new("kill").args(["-TERM", pid]).status().unwrap().success());
+    within(30, "the node stops", || !alive(pid));
+    for _ in 0..100 {
+        let r = ureq::get(&format!("{gateway}/predictions/tiny-0001?text=failover"))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    run(Command::new(Path::new(ROOT).join("scripts/stop.sh")).arg("--out").arg(&out));
 }

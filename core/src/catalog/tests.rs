@@ -130,10 +130,16 @@ fn model_that_fits_nowhere_is_named() {
     ));
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].contains("model \"huge\" fits no instance type: inf1.xlarge: needs 99999 MiB of 6451 MiB"), "{e:?}");
-    let e = errors(&with_model(
-        "id = \"hot\"\nartifact = \"a\"\npeak_rps = 1000\n[models.footprint.c5]\nmemory_mib = 1\nservice_ms = 100",
-    ));
-    assert!(e[0].contains("model \"hot\" fits no instance type: c5.xlarge: needs 2500% of its compute"), "{e:?}");
+    // More traffic than a node serves is no error: the model is split into replicas.
+    let hot =
+        "id = \"hot\"\nartifact = \"a\"\npeak_rps = 1000\n[models.footprint.c5]\nmemory_mib = 1\nservice_ms = 100";
+    let c = Catalog::parse("models.toml", &with_model(hot)).unwrap();
+    // 1000 rps × 100 ms on 4 vCPUs = 2500 %, at most 83 % a node: 31 replicas.
+    assert_eq!(c.model("hot").unwrap().replicas(&c.limits, &c.instance_types), 31);
+    let e = errors(&with_model(&hot.replace("peak_rps = 1000", "peak_rps = 100000")));
+    assert!(e[0].contains("model \"hot\" needs 3013 replicas"), "{e:?}");
+    let e = errors(&with_model(&hot.replace("peak_rps = 1000", "peak_rps = 1000\nmin_replicas = 0")));
+    assert!(e[0].contains("min_replicas: must be a whole number from 1 to 1000, got 0"), "{e:?}");
 }
 
 #[test]
