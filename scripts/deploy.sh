@@ -245,6 +245,10 @@ for m in models:
   kubernetes)
     echo kubernetes > "$out/runtime"
     "$stowage" manifests --plan "$plan" --out "$out/manifests" "${extra[@]}"
+    # --karpenter: the NodePools (cluster-scoped) first, so that the pods find instances.
+    if [ -f "$out/manifests/karpenter.yaml" ]; then
+      kubectl apply --server-side -f "$out/manifests/karpenter.yaml"
+    fi
     # Server-side apply: the gateway's plan ConfigMap outgrows the 256 KiB that client-side apply
     # keeps in an annotation near 10,000 models (every object stays under 1 MiB).
     kubectl apply --server-side -k "$out/manifests"

@@ -434,6 +434,30 @@ pub struct ManifestsArgs {
     #[arg(long, env = "STOWAGE_PROMETHEUS_URL", default_value = stowage_deployment::monitoring::DEFAULT_PROMETHEUS_URL)]
     pub prometheus_url: String,
 
+    /// Also write karpenter.yaml (apply it before the rest; it is cluster-scoped, so not in
+    /// kustomization.yaml): a Karpenter NodePool per instance type of the plan and their
+    /// EC2NodeClass; the nodes' pods tolerate the pools' taint. Needs --karpenter-role.
+    #[arg(long, env = "STOWAGE_KARPENTER", requires = "karpenter_role")]
+    pub karpenter: bool,
+
+    /// The IAM role of the instances Karpenter launches (with --karpenter).
+    #[arg(long, env = "STOWAGE_KARPENTER_ROLE")]
+    pub karpenter_role: Option<String>,
+
+    /// The AMI of the instances, as an EC2NodeClass amiSelectorTerms alias (with --karpenter).
+    #[arg(long, env = "STOWAGE_KARPENTER_AMI", default_value = "al2023@latest")]
+    pub karpenter_ami: String,
+
+    /// The karpenter.sh/discovery tag value of the cluster's subnets and security groups (with
+    /// --karpenter).
+    #[arg(long, env = "STOWAGE_KARPENTER_DISCOVERY", default_value = "stowage")]
+    pub karpenter_discovery: String,
+
+    /// Share of instances a NodePool may launch beyond the plan's nodes at their most replicas,
+    /// at least one: room for rolling updates (with --karpenter).
+    #[arg(long, env = "STOWAGE_KARPENTER_HEADROOM", default_value_t = 0.25)]
+    pub karpenter_headroom: f64,
+
     /// Seconds a node that scales to zero ("min_replicas": 0 in the plan) stays up with no
     /// request before KEDA scales it to zero (its ScaledObject's cooldownPeriod).
     #[arg(long, env = "STOWAGE_IDLE_SECONDS", default_value_t = 300)]

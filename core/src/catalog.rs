@@ -86,6 +86,9 @@ pub struct InstanceType {
     /// Parallel compute units: vCPUs (c5), GPUs (g4dn), NeuronCores (inf1).
     pub compute: f64,
     pub max_count: Option<u32>,
+    /// Nodes of this type may be Spot capacity (interruptions tolerated; `stowage manifests
+    /// --karpenter`); else on-demand only.
+    pub spot: bool,
 }
 
 /// What one model needs on one instance family.
@@ -408,6 +411,7 @@ struct RawInstanceType {
     memory_gib: Option<Spanned<f64>>,
     compute: Option<Spanned<f64>>,
     max_count: Option<Spanned<i64>>,
+    spot: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -683,6 +687,7 @@ impl Validator<'_> {
                     memory_gib,
                     compute,
                     max_count,
+                    spot: r.spot.unwrap_or(false),
                 });
             }
         }

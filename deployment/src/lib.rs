@@ -3,6 +3,7 @@
 //! packing (`stowage-planner`) or serving (`stowage-node`).
 
 pub mod jobs;
+pub mod karpenter;
 pub mod manifests;
 pub mod monitoring;
 pub mod slices;

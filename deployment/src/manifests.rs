@@ -88,6 +88,9 @@ pub struct ManifestOptions {
     /// Seconds a node that scales to zero stays up with no request before KEDA scales it to zero
     /// (its ScaledObject's `cooldownPeriod`).
     pub idle_seconds: i32,
+    /// The nodes' pods tolerate the taint of the Karpenter NodePools (`karpenter.rs`) that buy
+    /// their instances.
+    pub karpenter: bool,
 }
 
 /// Who may reach the nodes.
@@ -379,6 +382,9 @@ fn deployment(node: &PlanNode, catalog: &Catalog, o: &ManifestOptions) -> Deploy
     }
     if family == "inf1" {
         tolerations.push(tolerate(NEURON));
+    }
+    if o.karpenter {
+        tolerations.push(crate::karpenter::toleration());
     }
     let mut env = vec![EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), ..Default::default() }];
     if let Some(q) = &o.async_queue {

@@ -31,6 +31,7 @@ fn opts() -> ManifestOptions {
         async_queue: None,
         prometheus_url: "http://prometheus.monitoring:9090".into(),
         idle_seconds: 300,
+        karpenter: false,
     }
 }
 
@@ -527,4 +528,131 @@ fn async_queues_give_each_node_its_queue_and_a_keda_trigger_on_its_depth() {
             (Some(1), Some(4))
         );
     }
+}
+
+/// A 3,000-model plan over three instance types (c5 may be Spot), one of its nodes scaling to
+/// zero; its catalog and plan JSON.
+fn mixed(n: usize) -> (Plan, Catalog, String, String) {
+    let types = [
+        ("c5.xlarge", "c5", 0.17, 7, 4, true),
+        ("g4dn.xlarge", "g4dn", 0.526, 15, 1, false),
+        ("inf1.6xlarge", "inf1", 1.18, 47, 16, false),
+    ];
+    let mut toml = String::new();
+    for (name, family, price, mem, compute, spot) in types {
+        toml += &format!("[instance_types.\"{name}\"]\nfamily = \"{family}\"\nprice_per_hour = {price}\nmemory_gib = {mem}\ncompute = {compute}\n");
+        if spot {
+            toml += "spot = true\n";
+        }
+        toml += &format!("\n[profiles.\"bert-base\".{family}]\nmemory_mib = 600\nservice_ms = 6.0\n\n");
+    }
+    for i in 0..n {
+        toml += &format!(
+            "[[models]]\nid = \"model-{i:05}\"\nprofile = \"bert-base\"\nartifact = \"s3://stowage-models/model-{i:05}/model.onnx\"\npeak_rps = 0.5\n\n"
+        );
+    }
+    let catalog = Catalog::parse("models.toml", &toml).unwrap();
+    let nodes: Vec<serde_json::Value> = (0..n.div_ceil(20))
+        .map(|k| {
+            let (ty, family, price, ..) = types[k % 3];
+            let models: Vec<String> = (k * 20..((k + 1) * 20).min(n)).map(|i| format!("model-{i:05}")).collect();
+            let mut node = serde_json::json!({"id": format!("{}-{k:03}", ty.replace('.', "-")), "instance_type": ty,
+                "family": family, "price_per_hour": price, "models": models, "usage": {"memory": 0.5, "utilization": 0.1}});
+            if k == 0 {
+                node["min_replicas"] = 0.into();
+            }
+            node
+        })
+        .collect();
+    let plan_json = serde_json::to_string_pretty(&serde_json::json!({
+        "format": "stowage-plan/v1", "catalog_sha256": catalog.sha256, "cost_per_hour": 1.0, "lower_bound_per_hour": 1.0,
+        "solver": {"method": "test", "seconds": 0.0, "proven_optimal": false, "gap": 0.0}, "nodes": nodes,
+    }))
+    .unwrap();
+    (Plan::parse("plan.json", &plan_json).unwrap(), catalog, plan_json, toml)
+}
+
+#[test]
+fn karpenter_pools_cover_a_3000_model_plan_and_validate_with_keda_against_their_crds() {
+    use stowage_deployment::karpenter::{karpenter_yaml, shape, KarpenterOptions, TAINT_KEY};
+    use stowage_deployment::monitoring::{KedaOptions, MonitoringOptions};
+    let (plan, catalog, plan_json, toml) = mixed(3000);
+    let k = KarpenterOptions {
+        role: "KarpenterNodeRole-stowage".into(),
+        ami_alias: "al2023@latest".into(),
+        discovery: "stowage".into(),
+        headroom: 0.25,
+    };
+    let yaml = karpenter_yaml(&plan, &catalog, 3, &k).unwrap();
+    let docs: Vec<serde_json::Value> = yaml.split("---\n").map(|d| serde_yaml_ng::from_str(d).unwrap()).collect();
+    assert_eq!(docs.iter().filter(|d| d["kind"] == "EC2NodeClass").count(), 1);
+    let pools: Vec<&serde_json::Value> = docs.iter().filter(|d| d["kind"] == "NodePool").collect();
+    assert_eq!(pools.len(), 3);
+    for pool in pools {
+        let reqs = pool["spec"]["template"]["spec"]["requirements"].as_array().unwrap();
+        let req = |key: &str| reqs.iter().find(|r| r["key"] == key).unwrap()["values"].clone();
+        let ty = req("node.kubernetes.io/instance-type")[0].as_str().unwrap().to_string();
+        let capacity = req("karpenter.sh/capacity-type");
+        assert_eq!(
+            capacity,
+            if ty.starts_with("c5") {
+                serde_json::json!(["spot", "on-demand"])
+            } else {
+                serde_json::json!(["on-demand"])
+            }
+        );
+        // The limits cover every node of the type at its most replicas (3), with surge room.
+        let (cpu, mem) = shape(&ty).unwrap();
+        let nodes = plan.nodes.iter().filter(|n| n.instance_type == ty).count() as u64;
+        let limit_cpu: u64 = pool["spec"]["limits"]["cpu"].as_str().unwrap().parse().unwrap();
+        let limit_mem: u64 = pool["spec"]["limits"]["memory"].as_str().unwrap().trim_end_matches("Gi").parse().unwrap();
+        assert!(
+            limit_cpu >= u64::from(cpu) * nodes * 3 + u64::from(cpu) && limit_mem >= u64::from(mem) * nodes * 3,
+            "{pool}"
+        );
+        assert!(limit_cpu <= u64::from(cpu) * (nodes * 3 * 5 / 4 + 1), "{pool}");
+        assert_eq!(pool["spec"]["template"]["spec"]["taints"][0]["key"], TAINT_KEY);
+        assert_eq!(pool["spec"]["disruption"]["budgets"][0]["nodes"], "1");
+    }
+    // An instance type whose shape is unknown is refused, by name.
+    let mut odd = plan.clone();
+    odd.nodes[1].instance_type = "m7i.large".into();
+    assert!(karpenter_yaml(&odd, &catalog, 1, &k).unwrap_err().contains("\"m7i.large\""));
+
+    // The nodes' pods tolerate the pools' taint; KEDA scales them, the first from zero.
+    let keda = KedaOptions { prometheus_url: "http://prometheus.monitoring:9090".into(), inflight_per_pod: 8.0 };
+    let o = ManifestOptions {
+        hpa_max_replicas: Some(3),
+        karpenter: true,
+        monitoring: Some(MonitoringOptions { prometheus_namespace: "monitoring".into(), keda: Some(keda) }),
+        ..opts()
+    };
+    let files = render(&plan, &catalog, &plan_json, &toml, &o).unwrap();
+    let first = files.iter().find(|f| f.name == format!("node-{}.yaml", plan.nodes[0].id)).unwrap();
+    assert!(
+        first.yaml.contains(&format!("key: {TAINT_KEY}")) && first.yaml.contains("minReplicaCount: 0"),
+        "{}",
+        first.yaml
+    );
+
+    // Against Karpenter's and KEDA's own CRDs where STOWAGE_CRD_DIR holds them (their repositories'
+    // pkg/apis/crds/ and config/crd/bases/; not shipped here).
+    let Ok(crds) = std::env::var("STOWAGE_CRD_DIR") else {
+        eprintln!("skipped the CRD check: set STOWAGE_CRD_DIR to a folder of Karpenter's and KEDA's CRDs");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = vec![dir.path().join("karpenter.yaml")];
+    std::fs::write(&paths[0], &yaml).unwrap();
+    for f in files.iter().filter(|f| f.name.starts_with("node-")) {
+        let path = dir.path().join(&f.name);
+        std::fs::write(&path, &f.yaml).unwrap();
+        paths.push(path);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/clients/crd_check.py");
+    let out = std::process::Command::new("python3").arg(script).arg(crds).args(&paths).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    eprintln!("{text}");
+    assert!(text.contains(&format!("crd check: {} objects valid", 4 + plan.nodes.len())), "{text}");
 }

@@ -69,6 +69,7 @@ pub fn run(args: &ManifestsArgs) -> Result<()> {
         async_queue: None,
         prometheus_url: args.prometheus_url.clone(),
         idle_seconds: args.idle_seconds,
+        karpenter: args.karpenter,
     };
     ensure!(args.idle_seconds >= 1, "--idle-seconds must be at least 1");
     let asleep = plan.nodes.iter().filter(|n| n.scales_to_zero()).count();
@@ -125,6 +126,22 @@ pub fn run(args: &ManifestsArgs) -> Result<()> {
         };
         files.push(loadtest(&opts, &l));
     }
+    if args.karpenter {
+        ensure!(
+            args.karpenter_headroom.is_finite() && args.karpenter_headroom >= 0.0,
+            "--karpenter-headroom must be a share >= 0"
+        );
+        let k = stowage_deployment::karpenter::KarpenterOptions {
+            role: args.karpenter_role.clone().unwrap_or_default(),
+            ami_alias: args.karpenter_ami.clone(),
+            discovery: args.karpenter_discovery.clone(),
+            headroom: args.karpenter_headroom,
+        };
+        let most = args.hpa_max_replicas.unwrap_or(args.replicas).max(args.replicas);
+        let yaml = stowage_deployment::karpenter::karpenter_yaml(&plan, &catalog, most, &k)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", args.plan.display()))?;
+        files.push(stowage_deployment::manifests::ManifestFile { name: "karpenter.yaml".into(), yaml });
+    }
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     // Node files of an earlier plan would linger unreferenced: remove them.
     for entry in std::fs::read_dir(&args.out)?.flatten() {
@@ -136,6 +153,12 @@ pub fn run(args: &ManifestsArgs) -> Result<()> {
     for f in &files {
         let path = args.out.join(&f.name);
         std::fs::write(&path, &f.yaml).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if args.karpenter {
+        println!(
+            "karpenter: kubectl apply -f {} first (NodePools and their EC2NodeClass, cluster-scoped)",
+            args.out.join("karpenter.yaml").display()
+        );
     }
     if args.loadtest_clients.is_some() {
         println!(

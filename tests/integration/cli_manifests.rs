@@ -172,3 +172,30 @@ fn manifests_give_nodes_their_sqs_queues_as_serve_reads_them() {
         assert!(help.contains(&format!("[env: {var}=")), "serve does not read {var}");
     }
 }
+
+#[test]
+fn karpenter_pools_are_written_beside_the_kustomization_and_need_a_role() {
+    let (dir, _, plan) = planned();
+    let deploy = dir.path().join("deploy");
+    let base = || {
+        let mut c = stowage();
+        c.arg("manifests").arg("--plan").arg(&plan).arg("--out").arg(&deploy);
+        c.args(["--models-in-image", "--allow-cpu-on-inf1", "--karpenter"]);
+        c
+    };
+    let refused = base().output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--karpenter-role"));
+    let said = run(base().args(["--karpenter-role", "KarpenterNodeRole-stowage"]));
+    assert!(said.contains("karpenter.yaml first"), "{said}");
+    let karpenter = std::fs::read_to_string(deploy.join("karpenter.yaml")).unwrap();
+    let plan = stowage_core::Plan::load(&plan).unwrap();
+    let types: std::collections::BTreeSet<&str> = plan.nodes.iter().map(|n| n.instance_type.as_str()).collect();
+    assert_eq!(karpenter.matches("kind: NodePool").count(), types.len(), "{karpenter}");
+    assert!(karpenter.contains("role: KarpenterNodeRole-stowage") && karpenter.contains("alias: al2023@latest"));
+    // Cluster-scoped: not in the namespaced kustomization.
+    let kustomization = std::fs::read_to_string(deploy.join("kustomization.yaml")).unwrap();
+    assert!(!kustomization.contains("karpenter"), "{kustomization}");
+    let node = std::fs::read_to_string(deploy.join(format!("node-{}.yaml", plan.nodes[0].id))).unwrap();
+    assert!(node.contains("key: stowage.dev/dedicated"), "{node}");
+}
