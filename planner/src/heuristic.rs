@@ -37,9 +37,33 @@ impl Bin {
         self.load[1] += d[1];
     }
 
+    /// Takes item i out of the bin; `d` is its demand on the bin's type.
+    pub(crate) fn take_out(&mut self, i: usize, d: [f64; 2]) {
+        self.items.retain(|&x| x != i);
+        self.load = [self.load[0] - d[0], self.load[1] - d[1]];
+    }
+
     fn fill(&self) -> f64 {
         self.load[0].max(self.load[1])
     }
+}
+
+/// Nodes of each type among `bins` (empty bins are not bought).
+pub(crate) fn open_counts(p: &Problem, bins: &[Bin]) -> Vec<usize> {
+    let mut c = vec![0; p.n_types()];
+    for b in bins.iter().filter(|b| !b.items.is_empty()) {
+        c[b.t] += 1;
+    }
+    c
+}
+
+/// The cheapest type of which one more node may be bought besides `bins` (within its
+/// `max_count`) and that `ok` takes; ties go to the first type.
+pub(crate) fn cheapest_new(p: &Problem, bins: &[Bin], ok: impl Fn(usize) -> bool) -> Option<usize> {
+    let counts = open_counts(p, bins);
+    (0..p.n_types())
+        .filter(|&t| counts[t] < p.types[t].max_count && ok(t))
+        .min_by(|&a, &b| p.types[a].price.total_cmp(&p.types[b].price).then(a.cmp(&b)))
 }
 
 /// A complete assignment of items to nodes. Empty bins cost nothing and are dropped at the end.
@@ -54,11 +78,7 @@ impl Packing {
     }
 
     pub fn counts(&self, p: &Problem) -> Vec<usize> {
-        let mut c = vec![0; p.n_types()];
-        for b in self.bins.iter().filter(|b| !b.items.is_empty()) {
-            c[b.t] += 1;
-        }
-        c
+        open_counts(p, &self.bins)
     }
 
     /// Recomputes every load from scratch, drops empty bins, and sorts items: the canonical form.

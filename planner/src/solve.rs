@@ -416,25 +416,13 @@ fn separate(p: &Problem, s: &mut Solved) {
             let room = |b: &Bin| p.demand(i, b.t).is_some_and(|d| b.fits(d)) && !holds(b, model);
             let mut to = (0..bins.len()).find(|&j| j != k && !bins[j].items.is_empty() && room(&bins[j]));
             if to.is_none() {
-                let mut counts = vec![0usize; p.n_types()];
-                for b in bins.iter().filter(|b| !b.items.is_empty()) {
-                    counts[b.t] += 1;
-                }
-                let t = (0..p.n_types())
-                    .filter(|&t| counts[t] < p.types[t].max_count && p.demand(i, t).is_some())
-                    .min_by(|&a, &b| p.types[a].price.total_cmp(&p.types[b].price).then(a.cmp(&b)));
-                if let Some(t) = t {
+                if let Some(t) = crate::heuristic::cheapest_new(p, bins, |t| p.demand(i, t).is_some()) {
                     s.packing.bins.push(Bin::new(t));
                     to = Some(s.packing.bins.len() - 1);
                 }
             }
             let Some(j) = to else { continue };
-            let d = p.demand(i, s.packing.bins[j].t).expect("checked");
-            s.packing.bins[j].add(i, d);
-            let from = &mut s.packing.bins[k];
-            from.items.retain(|&x| x != i);
-            let d = p.demand(i, from.t).expect("it was placed there");
-            from.load = [from.load[0] - d[0], from.load[1] - d[1]];
+            move_item(p, &mut s.packing.bins, i, k, j);
             moved = true;
         }
     }
@@ -499,31 +487,27 @@ pub(crate) fn rehome_cold_bins(catalog: &Catalog, p: &Problem, bins: &mut Vec<cr
         for i in cold {
             let mut target = (0..bins.len()).find(|&j| j != k && !bins[j].items.is_empty() && takes(&bins[j], i));
             if target.is_none() {
-                let mut counts = vec![0usize; p.n_types()];
-                for b in bins.iter().filter(|b| !b.items.is_empty()) {
-                    counts[b.t] += 1;
-                }
-                let new = (0..p.n_types())
-                    .filter(|&t| counts[t] < p.types[t].max_count && takes(&Bin::new(t), i))
-                    .min_by(|&a, &b| p.types[a].price.total_cmp(&p.types[b].price).then(a.cmp(&b)));
-                if let Some(t) = new {
+                if let Some(t) = crate::heuristic::cheapest_new(p, bins, |t| takes(&Bin::new(t), i)) {
                     bins.push(Bin::new(t));
                     target = Some(bins.len() - 1);
                 }
             }
             if let Some(j) = target {
-                let d = p.demand(i, bins[j].t).expect("checked by takes");
-                bins[j].add(i, d);
-                let from = &mut bins[k];
-                from.items.retain(|&x| x != i);
-                let d = p.demand(i, from.t).expect("it was placed there");
-                from.load = [from.load[0] - d[0], from.load[1] - d[1]];
+                move_item(p, bins, i, k, j);
             }
             if !over(&bins[k]) {
                 break;
             }
         }
     }
+}
+
+/// Moves item i from bin `from` to bin `to` (it must be allowed there).
+fn move_item(p: &Problem, bins: &mut [crate::heuristic::Bin], i: usize, from: usize, to: usize) {
+    let d = p.demand(i, bins[to].t).expect("allowed where it moves");
+    bins[to].add(i, d);
+    let d = p.demand(i, bins[from].t).expect("it was placed there");
+    bins[from].take_out(i, d);
 }
 
 /// Names and orders nodes deterministically: by type, fullest first, then by first model id.

@@ -56,14 +56,7 @@ pub fn meet_targets(catalog: &Catalog, p: &Problem, bins: &mut Vec<Bin>) {
             bins[j].add(i, d);
             continue;
         }
-        let mut counts = vec![0usize; p.n_types()];
-        for b in bins.iter().filter(|b| !b.items.is_empty()) {
-            counts[b.t] += 1;
-        }
-        let new = (0..p.n_types())
-            .filter(|&t| counts[t] < p.types[t].max_count && p.demand(i, t).is_some())
-            .min_by(|&a, &b| p.types[a].price.total_cmp(&p.types[b].price).then(a.cmp(&b)));
-        match new {
+        match crate::heuristic::cheapest_new(p, bins, |t| p.demand(i, t).is_some()) {
             Some(t) => {
                 let mut b = Bin::new(t);
                 b.add(i, p.demand(i, t).expect("filtered"));

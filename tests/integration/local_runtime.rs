@@ -315,19 +315,25 @@ fn within(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// `count` synthetic tiny models in `d` on the small local instance type, their catalog edited by
+/// `edit`, planned: the plan's path and the plan.
+fn planned(d: &Path, count: usize, edit: impl FnOnce(String) -> String) -> (std::path::PathBuf, stowage_core::Plan) {
+    run(crate::common::stowage().args(["synth", "--count", &count.to_string(), "--out"]).arg(d));
+    crate::common::local_catalog(d);
+    let catalog = std::fs::read_to_string(d.join("models.toml")).unwrap();
+    std::fs::write(d.join("models.toml"), edit(catalog)).unwrap();
+    let plan = d.join("plan.json");
+    run(crate::common::stowage().arg("plan").arg("--catalog").arg(d.join("models.toml")).arg("--out").arg(&plan));
+    let p = stowage_core::Plan::load(&plan).unwrap();
+    (plan, p)
+}
+
 #[test]
 fn deploy_local_scales_a_node_to_zero_and_back() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    run(crate::common::stowage().args(["synth", "--count", "4", "--out"]).arg(d));
-    crate::common::local_catalog(d);
     // tiny-0004 may wait for its node: it gets a node of its own, which scales to zero.
-    let catalog = std::fs::read_to_string(d.join("models.toml")).unwrap();
-    let marked = catalog.replace("id = \"tiny-0004\"\n", "id = \"tiny-0004\"\nscale_to_zero = true\n");
-    std::fs::write(d.join("models.toml"), marked).unwrap();
-    let plan = d.join("plan.json");
-    run(crate::common::stowage().arg("plan").arg("--catalog").arg(d.join("models.toml")).arg("--out").arg(&plan));
-    let p = stowage_core::Plan::load(&plan).unwrap();
+    let (plan, p) = planned(d, 4, |c| c.replace("id = \"tiny-0004\"\n", "id = \"tiny-0004\"\nscale_to_zero = true\n"));
     let zero = p.nodes.iter().find(|n| n.scales_to_zero()).expect("a node that scales to zero");
     assert_eq!(zero.models, ["tiny-0004"]);
     let node = zero.id.clone();
@@ -388,17 +394,13 @@ fn deploy_local_scales_a_node_to_zero_and_back() {
 fn a_model_at_five_times_a_node_spreads_over_its_replicas_and_survives_one_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    run(crate::common::stowage().args(["synth", "--count", "3", "--out"]).arg(d));
-    crate::common::local_catalog(d);
     // A node gives tiny models 2 units × 0.83 ÷ 5 ms = 332 rps: tiny-0001's 1600 rps need 5 nodes.
-    let catalog = std::fs::read_to_string(d.join("models.toml")).unwrap();
-    let at = catalog.find("id = \"tiny-0001\"").unwrap();
-    let rps = at + catalog[at..].find("peak_rps = ").unwrap();
-    let end = rps + catalog[rps..].find('\n').unwrap();
-    std::fs::write(d.join("models.toml"), format!("{}peak_rps = 1600{}", &catalog[..rps], &catalog[end..])).unwrap();
-    let plan = d.join("plan.json");
-    run(crate::common::stowage().arg("plan").arg("--catalog").arg(d.join("models.toml")).arg("--out").arg(&plan));
-    let p = stowage_core::Plan::load(&plan).unwrap();
+    let (plan, p) = planned(d, 3, |c| {
+        let at = c.find("id = \"tiny-0001\"").unwrap();
+        let rps = at + c[at..].find("peak_rps = ").unwrap();
+        let end = rps + c[rps..].find('\n').unwrap();
+        format!("{}peak_rps = 1600{}", &c[..rps], &c[end..])
+    });
     let replicas = p.replicas_of("tiny-0001");
     assert_eq!(replicas.len(), 5, "{}", p.to_json());
 
