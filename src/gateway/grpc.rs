@@ -7,8 +7,9 @@
 //! server metadata are the gateway's.
 //! A call that reached no node answers `UNAVAILABLE` (`node_unavailable`) or `DEADLINE_EXCEEDED`
 //! (`upstream_timeout`); a model no node has, `NOT_FOUND` (`unknown_model`). Calls are not
-//! retried — a call that failed may have run — except to a node that scales to zero, where a
-//! transport failure means it has no replica: the call is held until the node is ready
+//! retried — a call that failed may have run — except where the transport failed: a model with
+//! replicas (sent to the one with the fewest calls in flight) has the call sent to another, and a
+//! node that scales to zero has no replica now, so the call is held until the node is ready
 //! (`wake.rs`) and sent again, or answers `UNAVAILABLE` (`node_starting`) after the hold timeout.
 
 use std::collections::HashMap;
@@ -185,13 +186,13 @@ impl GatewayService {
                 (k, up) = replicas.pick(&tried).expect("an untried replica is left");
                 continue;
             }
-            match &result {
-                // The transport could not reach a node that scales to zero: it has gone to zero
-                // replicas. Held until it is back, then sent again (a model call has no effect
-                // beyond its answer).
-                Err(_) if transport && tries < 2 && self.state.waker.gone(&up) => tries += 1,
-                _ => break result,
+            // The transport could not reach a node that scales to zero: it has gone to zero
+            // replicas. Held until it is back, then sent again.
+            if transport && tries < 2 && self.state.waker.gone(&up) {
+                tries += 1;
+                continue;
             }
+            break result;
         };
         match result {
             Ok(r) => Ok(r.into_inner()),

@@ -2,10 +2,10 @@
 //! hop-by-hop ones) and body go as they came, the node's answer comes back as it is. A model with
 //! replicas sends each request to the replica with the fewest requests in flight from this
 //! gateway. A request whose connection could not even be opened (it was never sent) goes to
-//! another replica, else is tried once more; one that was sent is never repeated. A request for a node that scales to zero and has no replica is
-//! held until the node is ready (`wake.rs`). Errors are the nodes' JSON errors: 404
-//! `unknown_model`, 503 `node_unavailable` or `node_starting`, 504 `upstream_timeout` (`{"error"}`
-//! alone on KServe v2 routes).
+//! another replica, else is tried once more; one that was sent is never repeated. A request for a
+//! node that scales to zero and has no replica is held until the node is ready (`wake.rs`).
+//! Errors are the nodes' JSON errors: 404 `unknown_model`, 503 `node_unavailable` or
+//! `node_starting`, 504 `upstream_timeout` (`{"error"}` alone on KServe v2 routes).
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -48,6 +48,13 @@ fn error(req: &HttpRequest, e: ApiError) -> HttpResponse {
     }
 }
 
+/// An error the gateway answers itself, counted under its status.
+fn answered(req: &HttpRequest, e: ApiError) -> HttpResponse {
+    let response = error(req, e);
+    count(response.status().as_u16());
+    response
+}
+
 pub async fn no_such_route(req: HttpRequest) -> HttpResponse {
     let msg = format!(
         "no route {} {}; the gateway serves /predictions/{{model_id}}, /async/predictions/{{model_id}}, /async/results/{{job_id}}, /v2/models/{{model_id}}[/ready|/infer], /v2, /v2/health/…, /ping, /ready, /models and /metrics",
@@ -76,9 +83,7 @@ pub async fn forward(
             Some(j) => ApiError::new(Code::UnknownJob, format!("no job {j:?} behind this gateway")),
             None => ApiError::new(Code::UnknownModel, format!("no model {model:?} behind this gateway")),
         };
-        let response = error(&req, e);
-        count(response.status().as_u16());
-        return response;
+        return answered(&req, e);
     };
     // The body is read whole (bounded in size and time), so that a request whose connection to
     // the node could not be opened can be sent again.
@@ -94,9 +99,7 @@ pub async fn forward(
     let mut tried = Vec::new();
     // A node that scales to zero and has no replica now: the request waits for it to start.
     if let Err(e) = state.waker.ready(&up).await {
-        let response = error(&req, e);
-        count(response.status().as_u16());
-        return response;
+        return answered(&req, e);
     }
     let mut inflight = up.sending();
     let mut started = Instant::now();
@@ -123,9 +126,7 @@ pub async fn forward(
                 tried.push(k);
                 (k, up) = replicas.pick(&tried).expect("an untried replica is left");
                 if let Err(e) = state.waker.ready(&up).await {
-                    let response = error(&req, e);
-                    count(response.status().as_u16());
-                    return response;
+                    return answered(&req, e);
                 }
                 inflight = up.sending();
                 started = Instant::now();
@@ -134,9 +135,7 @@ pub async fn forward(
             // is ready, then sent.
             Err(SendRequestError::Connect(_)) if tries < 3 && state.waker.gone(&up) => {
                 if let Err(e) = state.waker.ready(&up).await {
-                    let response = error(&req, e);
-                    count(response.status().as_u16());
-                    return response;
+                    return answered(&req, e);
                 }
                 started = Instant::now();
                 tries += 1;
