@@ -5,6 +5,7 @@
 #   curl, and the linter for these scripts (the shellcheck package)
 #   prometheus   for promtool, which lints the nodes' /metrics in the tests
 #   python3-venv where the machine's python3 cannot make a virtual environment (scripts/venv.sh)
+#   nodejs, npm  where the machine has no npm: the tests' schema packages (tests/clients)
 set -euo pipefail
 case "${1:-}" in
   -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -13,6 +14,7 @@ esac
 
 packages=(coinor-libcbc-dev pkg-config protobuf-compiler shellcheck curl prometheus)
 python3 -c 'import ensurepip, venv' 2> /dev/null || packages+=(python3-venv)
+command -v npm > /dev/null || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

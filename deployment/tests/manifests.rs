@@ -635,13 +635,34 @@ fn karpenter_pools_cover_a_3000_model_plan_and_validate_with_keda_against_their_
         first.yaml
     );
 
-    // Against Karpenter's and KEDA's own CRDs where STOWAGE_CRD_DIR holds them (their repositories'
-    // pkg/apis/crds/ and config/crd/bases/; not shipped here).
+    // Against Karpenter's and KEDA's schemas as the kubernetes-models packages ship them (npm,
+    // tests/clients/package.json; scripts/test.sh installs them and makes them required).
+    let dir = tempfile::tempdir().unwrap();
+    let mut objects: Vec<serde_json::Value> = docs.clone();
+    for f in files.iter().filter(|f| f.name.starts_with("node-")) {
+        objects.extend(f.yaml.split("---\n").map(|d| serde_yaml_ng::from_str::<serde_json::Value>(d).unwrap()));
+    }
+    let json = dir.path().join("objects.json");
+    std::fs::write(&json, serde_json::to_string(&objects).unwrap()).unwrap();
+    let clients = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/clients");
+    let required = std::env::var("STOWAGE_REQUIRE_K8S_MODELS").is_ok_and(|v| v == "1");
+    if clients.join("node_modules/@kubernetes-models/karpenter").is_dir() {
+        let out =
+            std::process::Command::new("node").arg(clients.join("k8s_models_check.mjs")).arg(&json).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{text}");
+        let want = format!("valid: 1 EC2NodeClass, 3 NodePool, {} ScaledObject;", plan.nodes.len());
+        assert!(text.contains(&want), "{text}");
+    } else {
+        assert!(!required, "the kubernetes-models packages are required: npm ci --prefix tests/clients");
+        eprintln!("skipped the kubernetes-models check: npm ci --prefix tests/clients");
+    }
+    // Against Karpenter's and KEDA's own CRD files too, where STOWAGE_CRD_DIR holds them (their
+    // repositories' pkg/apis/crds/ and config/crd/bases/; not shipped here).
     let Ok(crds) = std::env::var("STOWAGE_CRD_DIR") else {
-        eprintln!("skipped the CRD check: set STOWAGE_CRD_DIR to a folder of Karpenter's and KEDA's CRDs");
+        eprintln!("skipped the CRD file check: set STOWAGE_CRD_DIR to a folder of Karpenter's and KEDA's CRDs");
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let mut paths = vec![dir.path().join("karpenter.yaml")];
     std::fs::write(&paths[0], &yaml).unwrap();
     for f in files.iter().filter(|f| f.name.starts_with("node-")) {
