@@ -260,8 +260,21 @@ impl Plan {
         self.nodes.iter().find(|n| n.models.iter().any(|m| m == model))
     }
 
+    /// Models of the plan, each once (a model with replicas is on several nodes).
     pub fn model_count(&self) -> usize {
-        self.nodes.iter().map(|n| n.models.len()).sum()
+        let replicated: std::collections::BTreeSet<&str> =
+            self.nodes.iter().flat_map(|n| n.shares.keys().map(String::as_str)).collect();
+        let single: usize =
+            self.nodes.iter().map(|n| n.models.iter().filter(|m| !n.shares.contains_key(*m)).count()).sum();
+        single + replicated.len()
+    }
+
+    /// Copies beyond the first of the models with replicas: (models with replicas, extra copies).
+    pub fn extra_replicas(&self) -> (usize, usize) {
+        let copies: usize = self.nodes.iter().map(|n| n.shares.len()).sum();
+        let models: std::collections::BTreeSet<&str> =
+            self.nodes.iter().flat_map(|n| n.shares.keys().map(String::as_str)).collect();
+        (models.len(), copies - models.len())
     }
 
     /// The catalog this plan was made from: `catalog`, or `models.toml` beside the plan; its
@@ -349,6 +362,7 @@ mod tests {
         assert!(matches!(p.validate(), Err(PlanDefect::Shares { .. })));
         p.nodes[1].shares.insert("b".into(), 0.5);
         p.validate().unwrap();
+        assert_eq!((p.model_count(), p.extra_replicas()), (2, (1, 1)));
         let r = Plan::parse("p.json", &p.to_json()).unwrap();
         assert_eq!(
             r.replicas_of("b").iter().map(|(n, s)| (n.id.as_str(), *s)).collect::<Vec<_>>(),

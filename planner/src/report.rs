@@ -91,6 +91,14 @@ pub fn cost_table(plan: &Plan) -> String {
         plan.solver.method,
         plan.solver.seconds
     );
+    let (replicated, extra) = plan.extra_replicas();
+    if replicated > 0 {
+        let _ = writeln!(
+            s,
+            "replicas: {replicated} models on {} nodes in all ({extra} copies beyond one each, counted in the types' rows)",
+            replicated + extra
+        );
+    }
     if let Some(line) = latency_line(plan) {
         let _ = writeln!(s, "{line}");
     }

@@ -49,6 +49,9 @@ fn a_model_at_five_times_a_node_is_split_over_five_nodes_and_a_replan_keeps_them
         assert!(n.usage.utilization <= 0.83 + 1e-9, "{}", p.to_json());
     }
     Plan::parse("p.json", &p.to_json()).unwrap();
+    assert_eq!(p.model_count(), 4);
+    let table = stowage_planner::report::cost_table(&p);
+    assert!(table.contains("replicas: 1 models on 5 nodes in all (4 copies beyond one each"), "{table}");
     // The other models are on one node each, without a share.
     for m in ["m1", "m2", "m3"] {
         assert_eq!(nodes_of(&p, m).len(), 1);
