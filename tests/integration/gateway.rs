@@ -45,15 +45,7 @@ fn one_address_for_every_model_of_a_plan() {
     let mut routes = BTreeMap::new();
     for n in &plan.nodes {
         let port = free_port();
-        let mut child = Proc(
-            stowage()
-                .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--node", &n.id, "--plan"])
-                .arg(&plan_path)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let mut child = serve_on(&plan_path, &n.id, port);
         let base = format!("http://127.0.0.1:{port}");
         wait_ok(&format!("{base}/ready"), &mut child);
         for m in &n.models {
@@ -163,7 +155,7 @@ fn gateway_on(routes: &std::path::Path, hold: u64) -> (String, Proc) {
     (gw, gateway)
 }
 
-/// The node a plan's only node, served on `port`.
+/// Node `node` of a plan, served on `port`.
 fn serve_on(plan: &std::path::Path, node: &str, port: u16) -> Proc {
     Proc(
         stowage()
