@@ -75,6 +75,13 @@ pub fn toleration() -> k8s_openapi::api::core::v1::Toleration {
     }
 }
 
+/// Why `karpenter.yaml` cannot be written.
+#[derive(Debug, thiserror::Error)]
+pub enum KarpenterError {
+    #[error("--karpenter: instance type {0:?} of the plan is not one whose vCPUs and memory Stowage knows (inf1, g4dn and c5 sizes)")]
+    UnknownShape(String),
+}
+
 /// `karpenter.yaml`: the EC2NodeClass and a NodePool per instance type of `plan`, each node
 /// counted at `max_replicas` pods; an instance type Stowage does not know the shape of is an
 /// error naming it.
@@ -83,7 +90,7 @@ pub fn karpenter_yaml(
     catalog: &Catalog,
     max_replicas: i32,
     o: &KarpenterOptions,
-) -> Result<String, String> {
+) -> Result<String, KarpenterError> {
     let labels = json!({"app.kubernetes.io/name": "stowage", "app.kubernetes.io/part-of": "stowage", "app.kubernetes.io/managed-by": "stowage"});
     let mut per_type: BTreeMap<&str, i64> = BTreeMap::new();
     for n in &plan.nodes {
@@ -101,9 +108,7 @@ pub fn karpenter_yaml(
         },
     })];
     for (ty, pods) in per_type {
-        let (cpu, memory) = shape(ty).ok_or_else(|| {
-            format!("--karpenter: instance type {ty:?} of the plan is not one whose vCPUs and memory Stowage knows (inf1, g4dn and c5 sizes)")
-        })?;
+        let (cpu, memory) = shape(ty).ok_or_else(|| KarpenterError::UnknownShape(ty.to_string()))?;
         let spot = catalog.instance_type(ty).is_some_and(|t| t.spot);
         let capacity: Vec<&str> = if spot { vec!["spot", "on-demand"] } else { vec!["on-demand"] };
         let instances = pods + ((pods as f64 * o.headroom).ceil() as i64).max(1);

@@ -617,7 +617,7 @@ fn karpenter_pools_cover_a_3000_model_plan_and_validate_with_keda_against_their_
     // An instance type whose shape is unknown is refused, by name.
     let mut odd = plan.clone();
     odd.nodes[1].instance_type = "m7i.large".into();
-    assert!(karpenter_yaml(&odd, &catalog, 1, &k).unwrap_err().contains("\"m7i.large\""));
+    assert!(karpenter_yaml(&odd, &catalog, 1, &k).unwrap_err().to_string().contains("\"m7i.large\""));
 
     // The nodes' pods tolerate the pools' taint; KEDA scales them, the first from zero.
     let keda = KedaOptions { prometheus_url: "http://prometheus.monitoring:9090".into(), inflight_per_pod: 8.0 };

@@ -109,7 +109,8 @@ pub fn join(mut plan: Plan) -> Plan {
         }
         for m in &n.models {
             if let Some(&r) = copies.get(m) {
-                n.shares.insert(m.clone(), crate::solve::round6(1.0 / r as f64));
+                // To a millionth, as the plan writes its other shares of a node.
+                n.shares.insert(m.clone(), (1e6 / r as f64).round() / 1e6);
             }
         }
     }

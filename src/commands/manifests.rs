@@ -139,7 +139,7 @@ pub fn run(args: &ManifestsArgs) -> Result<()> {
         };
         let most = args.hpa_max_replicas.unwrap_or(args.replicas).max(args.replicas);
         let yaml = stowage_deployment::karpenter::karpenter_yaml(&plan, &catalog, most, &k)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", args.plan.display()))?;
+            .with_context(|| args.plan.display().to_string())?;
         files.push(stowage_deployment::manifests::ManifestFile { name: "karpenter.yaml".into(), yaml });
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
