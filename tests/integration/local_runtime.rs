@@ -455,5 +455,19 @@ fn a_model_at_five_times_a_node_spreads_over_its_replicas_and_survives_one_stopp
             .unwrap();
         assert_eq!(r.status(), 200);
     }
+    // Over gRPC too: each call that finds the stopped node goes to another replica.
+    let grpc = std::fs::read_to_string(out.join("gateway.grpc")).unwrap().trim().to_string();
+    // Past the 2 s a node found unreachable is passed over: the stopped node is tried again.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let stopped = hot[2].2.trim_start_matches("http://").to_string();
+    let failures = || {
+        let metrics = ureq::get(&format!("{gateway}/metrics")).call().unwrap().into_body().read_to_string().unwrap();
+        let series = format!("stowage_gateway_upstream_errors_total{{node=\"{stopped}\",kind=\"connect\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(series.as_str())).map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
+    };
+    let before = failures();
+    let calls = vec!["tiny-0001".to_string(); 20];
+    assert_eq!(grpc_infer(&grpc, calls.iter()).len(), 20);
+    assert!(failures() > before, "no gRPC call met the stopped node: the failover was not exercised");
     run(Command::new(Path::new(ROOT).join("scripts/stop.sh")).arg("--out").arg(&out));
 }
