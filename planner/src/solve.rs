@@ -228,7 +228,15 @@ pub fn plan(catalog: &Catalog, opts: &Options) -> Result<Plan, SolveError> {
         return Ok(to_plan(catalog, &p, &s));
     }
     let on = plan(&catalog.subset(|m| !m.scale_to_zero), opts)?;
-    let off = plan(&catalog.subset(|m| m.scale_to_zero), opts)?;
+    // The second group gets what the first left of each type's `max_count`.
+    let mut rest = catalog.subset(|m| m.scale_to_zero);
+    for it in &mut rest.instance_types {
+        if let Some(max) = &mut it.max_count {
+            let used = on.nodes.iter().filter(|n| n.instance_type == it.name).count();
+            *max = max.saturating_sub(u32::try_from(used).unwrap_or(u32::MAX));
+        }
+    }
+    let off = plan(&rest, opts)?;
     Ok(merge(on, off))
 }
 

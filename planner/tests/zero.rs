@@ -8,8 +8,14 @@ use stowage_planner::{plan, Options};
 /// A catalog of one instance type (room for four models a node) and `models` (peak rps,
 /// `scale_to_zero`), with `[limits]` lines `limits`.
 fn catalog(limits: &str, models: &[(f64, bool)]) -> Catalog {
+    catalog_of(limits, "", models)
+}
+
+/// As `catalog`, with `types` added to the instance types.
+fn catalog_of(limits: &str, types: &str, models: &[(f64, bool)]) -> Catalog {
     let mut s = format!("[limits]\n{limits}\n");
     s += "\n[instance_types.\"small\"]\nfamily = \"cpu\"\nprice_per_hour = 0.1\nmemory_gib = 1\ncompute = 1\n";
+    s += types;
     for (i, (rps, zero)) in models.iter().enumerate() {
         s += &format!(
             "\n[[models]]\nid = \"m{i}\"\nartifact = \"s3://b/m{i}.onnx\"\npeak_rps = {rps}\nresidency = \"hot\"\n"
@@ -69,4 +75,19 @@ fn a_quiet_node_scales_to_zero_and_a_catalog_without_either_plans_as_before() {
     let p = plan(&catalog("", &all), &opts()).unwrap();
     assert_eq!(p.nodes.len(), before.nodes.len());
     assert_eq!(zero_nodes(&p).len(), p.nodes.len());
+}
+
+#[test]
+fn the_two_groups_together_keep_each_types_max_count() {
+    // Six always-on models fill two small nodes, the only two there may be: the three that scale
+    // to zero go to the dearer type rather than to a third small node.
+    let types = "max_count = 2\n\n[instance_types.\"large\"]\nfamily = \"cpu\"\nprice_per_hour = 0.3\nmemory_gib = 4\ncompute = 4\n";
+    let models: Vec<(f64, bool)> = (0..9).map(|i| (1.0, i >= 6)).collect();
+    let p = plan(&catalog_of("", types, &models), &opts()).unwrap();
+    let small = p.nodes.iter().filter(|n| n.instance_type == "small").count();
+    assert!(small <= 2, "{}", p.to_json());
+    assert_eq!(p.model_count(), 9);
+    let zero = zero_nodes(&p);
+    assert_eq!(zero.len(), 1, "{}", p.to_json());
+    assert_eq!(zero[0].instance_type, "large");
 }
