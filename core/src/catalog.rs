@@ -95,8 +95,14 @@ pub struct InstanceType {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Footprint {
     pub memory_mib: f64,
-    /// Busy time of one compute unit per request (batch 1).
+    /// Busy time of one compute unit per request on a busy node: a unit serves at most
+    /// 1000 / service_ms requests a second. Utilization and capacity count it; `stowage profile`
+    /// measures it on a saturated node.
     pub service_ms: f64,
+    /// A request's own time on a lightly loaded node (half its capacity), where threads wake for
+    /// it and it is batched alone; the latency model takes it for a request's own service time
+    /// there, falling linearly to `service_ms` at full load. `service_ms` without it.
+    pub light_service_ms: Option<f64>,
     /// Time to load the model from the node's local disk and warm it up (`stowage profile`
     /// measures it); else `estimated_load_ms` of the memory.
     pub load_ms: Option<f64>,
@@ -123,6 +129,10 @@ impl Footprint {
 
     pub fn service_scv(&self) -> f64 {
         self.service_scv.unwrap_or(DEFAULT_SERVICE_SCV)
+    }
+
+    pub fn light_service_ms(&self) -> f64 {
+        self.light_service_ms.unwrap_or(self.service_ms)
     }
 }
 
@@ -419,6 +429,7 @@ struct RawInstanceType {
 struct RawFootprint {
     memory_mib: Option<Spanned<f64>>,
     service_ms: Option<Spanned<f64>>,
+    light_service_ms: Option<Spanned<f64>>,
     load_ms: Option<Spanned<f64>>,
     service_scv: Option<Spanned<f64>>,
 }
@@ -502,6 +513,12 @@ impl Validator<'_> {
             None => Some(None),
             Some(v) => self.number(Some(v), span.clone(), &format!("{field}.load_ms"), Sign::Positive).map(Some),
         };
+        let light_service_ms = match &raw.light_service_ms {
+            None => Some(None),
+            Some(v) => {
+                self.number(Some(v), span.clone(), &format!("{field}.light_service_ms"), Sign::Positive).map(Some)
+            }
+        };
         let service_scv = match &raw.service_scv {
             None => Some(None),
             Some(v) => self.number(Some(v), span, &format!("{field}.service_scv"), Sign::NonNegative).map(Some),
@@ -509,6 +526,7 @@ impl Validator<'_> {
         Some(Footprint {
             memory_mib: memory_mib?,
             service_ms: service_ms?,
+            light_service_ms: light_service_ms?,
             load_ms: load_ms?,
             service_scv: service_scv?,
         })

@@ -39,6 +39,9 @@ pub struct Queue {
     /// Probability that a request waits (Erlang C), and the rate of the waiting time's
     /// exponential tail (per ms); `None` when the node is at or over capacity.
     wait: Option<(f64, f64)>,
+    /// A request's own service time is its stream's mean times this (1: the same time it takes
+    /// off the queue; see `with_own_scale`).
+    own_scale: f64,
 }
 
 /// Percentiles of a response time, in milliseconds (infinite at or over capacity).
@@ -88,7 +91,16 @@ impl Queue {
                 (erlang_c(servers, load), tail)
             })
         };
-        Self { servers, streams, requests: requests_left, wait }
+        Self { servers, streams, requests: requests_left, wait, own_scale: 1.0 }
+    }
+
+    /// The same queue where a request's own service time (what it adds to its wait) is `scale`
+    /// times its stream's mean, while the queue still drains at the streams' means: a node that
+    /// batches and keeps its threads awake under load serves a queue faster than it serves a
+    /// request that finds it idle (`slo.rs` says how the scale follows the load).
+    pub fn with_own_scale(mut self, scale: f64) -> Self {
+        self.own_scale = scale.max(0.0);
+        self
     }
 
     /// Utilization: the share of the servers' time the traffic takes.
@@ -99,7 +111,7 @@ impl Queue {
     /// P(a request of `s` takes longer than `x` ms).
     fn exceeds(&self, s: &Stream, x: f64) -> f64 {
         let Some((waits, tail)) = self.wait else { return 1.0 };
-        let service = Gamma::of(s);
+        let service = Gamma::of(&Stream { mean_ms: s.mean_ms * self.own_scale, ..*s });
         (1.0 - waits) * service.exceeds(x) + waits * service.plus_exponential_exceeds(tail, x)
     }
 
@@ -113,7 +125,8 @@ impl Queue {
             return 0.0;
         }
         let over = |x: f64| streams.iter().map(|s| s.rate / rate * self.exceeds(s, x)).sum::<f64>();
-        let (mut lo, mut hi) = (0.0, streams.iter().map(|s| s.mean_ms).fold(0.0, f64::max).max(1e-3));
+        let longest = streams.iter().map(|s| s.mean_ms * self.own_scale).fold(0.0, f64::max);
+        let (mut lo, mut hi) = (0.0, longest.max(1e-3));
         while over(hi) > 1.0 - q {
             lo = hi;
             hi *= 2.0;

@@ -1,7 +1,9 @@
 //! The latency target (`slo_p90_ms`) as the planner keeps it. Each node is a queue
 //! (`latency.rs`): its compute units serve its models' peak traffic, each with the mean and spread
 //! of its service time; cold models' reloads keep the units busy too (at the rate the cold pool is
-//! expected to miss, each for the model's load time) though they are not requests.
+//! expected to miss, each for the model's load time) though they are not requests. A request's
+//! own service time follows the node's load, from its footprint's `light_service_ms` on a quiet
+//! node to its `service_ms` on a full one (`own_scale`).
 //!
 //! Packing with it, in two steps:
 //! 1. Per instance type, the utilization the target allows (`type_cap`): the largest share of
@@ -29,6 +31,43 @@ pub fn stream(model: &Model, family: &str) -> Option<Stream> {
     Some(Stream { rate: model.peak_rps.max(0.0), mean_ms: fp.service_ms, scv: fp.service_scv() })
 }
 
+/// A model's requests on a family with their footprint's light service time there.
+fn served(model: &Model, family: &str) -> Option<(Stream, f64)> {
+    let fp = model.footprints.get(family)?;
+    Some((stream(model, family)?, fp.light_service_ms()))
+}
+
+/// The utilization (share of capacity) up to which a request's own service takes its light time.
+pub const LIGHT_LOAD: f64 = 0.5;
+
+/// How much longer a request's own service is than the time it takes off a busy node's queue, at
+/// utilization `u` (share of the node's capacity): `light` (light_service_ms ÷ service_ms) up to
+/// `LIGHT_LOAD`, 1 at full load, linear between. A node under load drains its queue faster
+/// (batches form, threads stay awake) than it serves a request that finds it idle; the queue's
+/// waits are those of its busy rate, and a request adds its own time at the load it meets.
+pub fn own_scale(u: f64, light: f64) -> f64 {
+    let t = ((1.0 - u) / (1.0 - LIGHT_LOAD)).clamp(0.0, 1.0);
+    1.0 + (light - 1.0) * t
+}
+
+/// The P90 of a node of `servers` units serving `requests` (streams with their light service
+/// times), as the planner predicts it (`stowage profile` fits the spread to a measured one).
+pub fn node_p90(servers: f64, requests: &[(Stream, f64)]) -> f64 {
+    loaded_queue(servers, requests, &[]).percentiles().p90_ms
+}
+
+/// A queue of `servers` units for `requests` (streams with their light service times) and
+/// `background` work, its requests' own service scaled to its load (`own_scale`).
+fn loaded_queue(servers: f64, requests: &[(Stream, f64)], background: &[Stream]) -> Queue {
+    let all: Vec<Stream> = requests.iter().map(|(s, _)| *s).chain(background.iter().copied()).collect();
+    let queue = Queue::with_requests(servers, &all, requests.len());
+    let busy: f64 = requests.iter().map(|(s, _)| s.rate * s.mean_ms).sum();
+    let light: f64 = requests.iter().map(|(s, light)| s.rate * light).sum();
+    let ratio = if busy > 0.0 { light / busy } else { 1.0 };
+    let u = queue.utilization();
+    queue.with_own_scale(own_scale(u, ratio))
+}
+
 /// The compute a cold model's reloads take: the pool's expected misses, each for its load time.
 fn reloads(model: &Model, family: &str, catalog: &Catalog) -> Option<Stream> {
     let fp = model.footprints.get(family)?;
@@ -42,7 +81,7 @@ pub fn queue<'a>(catalog: &Catalog, it: &InstanceType, models: impl Iterator<Ite
     let mut background = Vec::new();
     let mut targets = Vec::new();
     for m in models {
-        if let Some(s) = stream(m, &it.family) {
+        if let Some(s) = served(m, &it.family) {
             requests.push(s);
             targets.push(m.slo_p90_ms(&catalog.limits));
         }
@@ -50,8 +89,8 @@ pub fn queue<'a>(catalog: &Catalog, it: &InstanceType, models: impl Iterator<Ite
             background.extend(reloads(m, &it.family, catalog));
         }
     }
-    let all: Vec<Stream> = requests.iter().chain(&background).copied().collect();
-    NodeQueue { queue: Queue::with_requests(it.compute, &all, requests.len()), requests, targets }
+    let queue = loaded_queue(it.compute, &requests, &background);
+    NodeQueue { queue, requests: requests.into_iter().map(|(s, _)| s).collect(), targets }
 }
 
 /// A node's queue and its models' targets.
@@ -94,16 +133,17 @@ impl NodeQueue {
 pub fn type_cap(catalog: &Catalog, it: &InstanceType) -> f64 {
     let cmax = catalog.limits.max_utilization;
     let Some(target) = catalog.limits.slo_p90_ms else { return cmax };
-    let mix: Vec<Stream> =
-        catalog.models.iter().filter_map(|m| stream(m, &it.family)).filter(|s| s.rate > 0.0).collect();
-    let work: f64 = mix.iter().map(|s| s.rate * s.mean_ms / 1000.0).sum();
+    let mix: Vec<(Stream, f64)> =
+        catalog.models.iter().filter_map(|m| served(m, &it.family)).filter(|(s, _)| s.rate > 0.0).collect();
+    let work: f64 = mix.iter().map(|(s, _)| s.rate * s.mean_ms / 1000.0).sum();
     if work <= 0.0 {
         return cmax;
     }
     let p90_at = |u: f64| {
         let k = u * it.compute.max(1.0) / work;
-        let scaled: Vec<Stream> = mix.iter().map(|s| Stream { rate: s.rate * k, ..*s }).collect();
-        Queue::new(it.compute, &scaled).percentiles().p90_ms
+        let scaled: Vec<(Stream, f64)> =
+            mix.iter().map(|(s, light)| (Stream { rate: s.rate * k, ..*s }, *light)).collect();
+        loaded_queue(it.compute, &scaled, &[]).percentiles().p90_ms
     };
     if p90_at(cmax) <= target {
         return cmax;
@@ -126,21 +166,24 @@ fn largest_within(mut lo: f64, mut hi: f64, iterations: usize, ok: impl Fn(f64) 
 }
 
 /// Whether models keep their targets alone on a node (their own traffic only), remembered by
-/// service time, spread, target and compute: the most traffic such a model may have there.
+/// service time, spread, target, compute and light service time: the most traffic such a model
+/// may have there.
 #[derive(Default)]
 pub struct Alone {
-    most: std::collections::HashMap<(u64, u64, u64, u64), f64>,
+    most: std::collections::HashMap<(u64, u64, u64, u64, u64), f64>,
 }
 
 impl Alone {
     /// Whether `model` keeps its target alone on a node of type `it` (always, without a target).
     pub fn meets(&mut self, catalog: &Catalog, model: &Model, it: &InstanceType) -> bool {
-        let (Some(target), Some(s)) = (model.slo_p90_ms(&catalog.limits), stream(model, &it.family)) else {
+        let (Some(target), Some((s, light))) = (model.slo_p90_ms(&catalog.limits), served(model, &it.family)) else {
             return true;
         };
-        let key = (it.compute.to_bits(), s.mean_ms.to_bits(), s.scv.to_bits(), target.to_bits());
+        let key = (it.compute.to_bits(), s.mean_ms.to_bits(), s.scv.to_bits(), target.to_bits(), light.to_bits());
         let most = *self.most.entry(key).or_insert_with(|| {
-            let p90 = |rate: f64| Queue::new(it.compute, &[Stream { rate, ..s }]).p90_of(&Stream { rate, ..s });
+            let p90 = |rate: f64| {
+                loaded_queue(it.compute, &[(Stream { rate, ..s }, light)], &[]).p90_of(&Stream { rate, ..s })
+            };
             let full = it.compute.max(1.0) * 1000.0 / s.mean_ms;
             if p90(full * 1e-6) > target {
                 return -1.0;

@@ -10,6 +10,11 @@ use stowage_planner::{plan, Options};
 /// A catalog of two instance types and `models` (service ms, scv, peak rps, own target), with
 /// the catalog-wide target `slo`.
 fn catalog(slo: Option<f64>, models: &[(f64, f64, f64, Option<f64>)]) -> Catalog {
+    catalog_light(slo, models, 1.0)
+}
+
+/// As `catalog`, each model's light service time `light` × its service time.
+fn catalog_light(slo: Option<f64>, models: &[(f64, f64, f64, Option<f64>)], light: f64) -> Catalog {
     let mut s = String::from("[limits]\nmax_memory = 0.9\nmax_utilization = 0.9\n");
     if let Some(t) = slo {
         s += &format!("slo_p90_ms = {t}\n");
@@ -22,6 +27,9 @@ fn catalog(slo: Option<f64>, models: &[(f64, f64, f64, Option<f64>)]) -> Catalog
             s += &format!("slo_p90_ms = {t}\n");
         }
         s += &format!("[models.footprint.cpu]\nmemory_mib = 200\nservice_ms = {ms}\nservice_scv = {scv}\n");
+        if light != 1.0 {
+            s += &format!("light_service_ms = {}\n", ms * light);
+        }
     }
     Catalog::parse("slo.toml", &s).unwrap()
 }
@@ -40,8 +48,9 @@ proptest! {
             (1.0f64..30.0, 0.0f64..1.5, 0.0f64..40.0, prop::option::weighted(0.2, 30.0f64..250.0)),
             1..40,
         ),
+        light in prop::sample::select(vec![1.0, 1.2, 1.6]),
     ) {
-        let c = catalog(Some(slo), &models);
+        let c = catalog_light(Some(slo), &models, light);
         match plan(&c, &opts()) {
             Ok(p) => {
                 prop_assert_eq!(p.model_count(), models.len());
@@ -85,4 +94,28 @@ fn a_replan_keeps_the_target_when_traffic_grows() {
     for n in &next.nodes {
         assert!(n.predicted.unwrap().p90_ms <= 60.0 + 1e-3, "{}: {:?}", n.id, n.predicted);
     }
+}
+
+#[test]
+fn a_request_takes_its_light_time_on_a_quiet_node_and_the_busy_time_on_a_full_one() {
+    use stowage_planner::slo::own_scale;
+    assert_eq!(own_scale(0.2, 1.5), 1.5);
+    assert_eq!(own_scale(0.5, 1.5), 1.5);
+    assert!((own_scale(0.75, 1.5) - 1.25).abs() < 1e-12);
+    assert_eq!(own_scale(1.0, 1.5), 1.0);
+    // Eight models of 2 ms (1.5 × that on a quiet node) on one unit: the same nodes and
+    // utilization (capacity counts service_ms), a longer predicted P90 where the node is quiet,
+    // and nearly the same where it is full.
+    let predicted = |rps: f64, light: f64| {
+        let models: Vec<_> = (0..8).map(|_| (2.0, 0.5, rps, None)).collect();
+        let p = plan(&catalog_light(None, &models, light), &opts()).unwrap();
+        assert_eq!(p.nodes.len(), 1);
+        (p.nodes[0].usage.utilization, p.nodes[0].predicted.unwrap().p90_ms)
+    };
+    let (quiet, quiet_light) = (predicted(12.5, 1.0), predicted(12.5, 1.5));
+    assert_eq!(quiet.0, quiet_light.0);
+    assert!(quiet_light.1 > 1.3 * quiet.1, "{quiet:?} {quiet_light:?}");
+    let (full, full_light) = (predicted(55.0, 1.0), predicted(55.0, 1.5));
+    assert!(full.0 > 0.85 && full.0 == full_light.0, "{full:?}");
+    assert!(full_light.1 > full.1 && full_light.1 < 1.1 * full.1, "{full:?} {full_light:?}");
 }

@@ -249,3 +249,17 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[test]
+fn light_service_time_defaults_to_the_service_time_and_must_be_positive() {
+    let c = Catalog::parse("models.toml", GOOD).unwrap();
+    let fp = c.models[1].footprints["c5"];
+    assert_eq!((fp.light_service_ms, fp.light_service_ms()), (None, 20.0));
+    let light = with_model(
+        "id = \"l\"\nartifact = \"a\"\npeak_rps = 1\n[models.footprint.c5]\nmemory_mib = 10\nservice_ms = 2\nlight_service_ms = 2.8",
+    );
+    let c = Catalog::parse("models.toml", &light).unwrap();
+    assert_eq!(c.model("l").unwrap().footprints["c5"].light_service_ms(), 2.8);
+    let e = errors(&light.replace("light_service_ms = 2.8", "light_service_ms = -1"));
+    assert!(e.iter().any(|e| e.contains("light_service_ms") && e.contains("must be")), "{e:?}");
+}
