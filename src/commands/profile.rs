@@ -13,6 +13,15 @@
 //!    node process used (HTTP, JSON, tokenization, engine, postprocessing: what a compute unit is
 //!    busy with); its spread (`service_scv`) is the variance of its request times over the square
 //!    of their mean.
+//! 3. **Under load** (the same node, open loop, Poisson arrivals in the catalog's traffic mix): a
+//!    request costs a busy node less than one at a time (batches form, threads stay awake). Over
+//!    the node's capacity, the CPU per answered request scales the service times to `service_ms`
+//!    (the node's capacity: what utilization counts); at half that capacity, to
+//!    `light_service_ms` (a request's own time on a lightly loaded node, for the latency model);
+//!    and, before that, at the planned peak (`max_utilization` of that capacity; where the node
+//!    is saturated there, its cost there is the capacity and the pass is run again). The P90s of
+//!    the planned-peak and light passes fix the spread the latency model needs
+//!    (`calibrate_spread`).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -30,6 +39,9 @@ use stowage_node::lifecycle::load::{self, typical_input, typical_text};
 use stowage_node::lifecycle::spec::ModelSpec;
 use stowage_node::lifecycle::storage::Fetcher;
 use stowage_node::process::{release_freed_memory, rss_bytes};
+use stowage_node::serve::predict::TARGET_WAIT_MULTIPLE;
+use stowage_planner::latency::Stream;
+use stowage_planner::slo::{node_p90, LIGHT_LOAD};
 
 use crate::cli::ProfileArgs;
 
@@ -49,6 +61,8 @@ pub struct Measured {
     pub engine_ms: f64,
     /// A request through the node, interleaved with the other models: mean and spread.
     pub service_ms: f64,
+    /// The same on a node at half its capacity.
+    pub light_service_ms: f64,
     pub service_scv: f64,
     pub tokens: usize,
     /// Its local files and the text of its requests (for the served measurement).
@@ -118,7 +132,11 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         "profile: {} requests through one node on one CPU, the models interleaved at random",
         args.requests * measured.len()
     );
-    served(args, &mut measured, catalog.limits.max_utilization)?;
+    // Over capacity the measuring node refuses as a node of this catalog would (its latency
+    // target's bound, or 200 ms without one), so its queue, and the batches it makes, are as deep
+    // as a serving node's: no deeper (a deeper queue batches more and would overstate capacity).
+    let bound_ms = catalog.limits.slo_p90_ms.map_or(200.0, |t| TARGET_WAIT_MULTIPLE * t);
+    served(args, &mut measured, bound_ms, catalog.limits.max_utilization)?;
 
     eprintln!(
         "{:<24} {:<6} {:>11} {:>10} {:>9} {:>10} {:>11} {:>6}",
@@ -195,6 +213,7 @@ fn alone(
         load_ms,
         engine_ms: times[times.len() / 2],
         service_ms: 0.0,
+        light_service_ms: 0.0,
         service_scv: 0.0,
         tokens: x.seq,
         text: typical_text(&loaded.model.text.tokenizer, spec.request_tokens),
@@ -205,7 +224,7 @@ fn alone(
 
 /// Serves every measured model from one node process on one CPU and sends them `--requests`
 /// requests each, one at a time, in a random order; fills in their service time and spread.
-fn served(args: &ProfileArgs, measured: &mut [Measured], utilization: f64) -> Result<()> {
+fn served(args: &ProfileArgs, measured: &mut [Measured], bound_ms: f64, planned: f64) -> Result<()> {
     let dir = tempfile::tempdir().context("cannot make a temporary folder")?;
     let catalog = dir.path().join("models.toml");
     std::fs::write(&catalog, served_catalog(measured)).context("cannot write the node's catalog")?;
@@ -215,6 +234,7 @@ fn served(args: &ProfileArgs, measured: &mut [Measured], utilization: f64) -> Re
     let mut cmd = Command::new(exe);
     cmd.args(["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--no-watch"])
         .args(["--inference-threads", "1", "--ort-intra-threads", "1", "--workers", "1"])
+        .args(["--max-queue-delay-ms", &format!("{}", bound_ms.ceil().max(1.0) as u64)])
         .arg("--catalog")
         .arg(&catalog)
         .arg("--cache-dir")
@@ -299,56 +319,129 @@ fn served(args: &ProfileArgs, measured: &mut [Measured], utilization: f64) -> Re
     let weights = mix(measured);
     let alone_ms = means.iter().zip(&weights).map(|(m, w)| m * w).sum::<f64>();
     // A request costs less under load than one that finds the node idle (threads already awake,
-    // requests of a busy model batched together): the same node, open loop (Poisson), the models
-    // in the proportions of their peak_rps (the catalog's own mix), at the rate that keeps it
-    // busy `max_utilization` of the time — a node at its planned peak — gives the cost per request
-    // the plan must count. The rate is found in a few passes (the cost changes with the rate).
-    let target = utilization;
-    let mut loaded_ms = alone_ms;
-    let mut refused = 0.0;
+    // requests of a busy model batched together). The same node, open loop (Poisson), the models
+    // in the proportions of their peak_rps (the catalog's own mix), first over its capacity: the
+    // CPU per answered request of a saturated node is what a request takes off a busy node's
+    // queue (`service_ms`: capacity and utilization count it); then at half that capacity: a
+    // request's own time on a lightly loaded node (`light_service_ms`).
+    let mut rate = 1.25 * 1000.0 / alone_ms;
+    let mut saturated_ms = alone_ms;
     for pass in 0..4 {
-        let rate = target * 1000.0 / loaded_ms;
         let load = under_load(&base, measured, rate, order.len(), node.0.id())?;
-        eprintln!(
-            "profile: under load (pass {}): {rate:.0} requests a second, node busy {:.0} % of the time, {:.2} ms of CPU a request{}",
-            pass + 1,
-            load.busy * 100.0,
-            load.ms,
-            if load.refused > 0.01 { format!(", {:.0} % refused (over capacity)", load.refused * 100.0) } else { String::new() }
-        );
-        // Over capacity the CPU per answered request is that of a saturated node: the next pass
-        // aims below it.
-        (loaded_ms, refused) = (load.ms, load.refused);
-        if refused <= 0.01 && (load.busy - target).abs() < 0.04 {
+        report_load("saturated", pass, rate, &load);
+        saturated_ms = load.ms;
+        // Over capacity the node refuses (its bound): a node busy all the time that still keeps
+        // up would batch more, and so cost less a request, at a higher rate.
+        if load.refused > 0.01 {
             break;
         }
+        if pass == 3 {
+            eprintln!(
+                "profile: warning: the node never refused (busy {:.0} % at {rate:.0} requests a second); service times are those of that load",
+                load.busy * 100.0
+            );
+        }
+        rate = rate.max(1000.0 / load.ms) * 1.2;
     }
-    if refused > 0.01 {
-        eprintln!(
-            "profile: warning: the node still refused {:.0} % at the last rate; service times are those of a saturated node",
-            refused * 100.0
-        );
+    // At a full node's planned peak (`max_utilization` of that capacity): its P90, with the light
+    // pass's, is what the spread is fitted to (`calibrate_spread`). A node that refuses there, or
+    // is busy all the time, is over its capacity: the saturated pass's deeper queue batched more
+    // than a node at its peak does. Its cost there is then the capacity, measured again.
+    let mut full_rate = planned * 1000.0 / saturated_ms;
+    let mut full = under_load(&base, measured, full_rate, order.len(), node.0.id())?;
+    report_load("planned peak", 0, full_rate, &full);
+    for pass in 1..3 {
+        if full.refused <= 0.005 && full.busy <= 0.98 {
+            break;
+        }
+        saturated_ms = saturated_ms.max(full.ms);
+        full_rate = planned * 1000.0 / saturated_ms;
+        full = under_load(&base, measured, full_rate, order.len(), node.0.id())?;
+        report_load("planned peak", pass, full_rate, &full);
     }
-    let factor = (loaded_ms / alone_ms).clamp(0.3, 2.0);
+    let rate = LIGHT_LOAD * 1000.0 / saturated_ms;
+    let load = under_load(&base, measured, rate, order.len(), node.0.id())?;
+    report_load("light", 0, rate, &load);
+    let light_ms = load.ms;
+    let light_p90 = (rate, load.p90_ms);
+    let (factor, light) = ((saturated_ms / alone_ms).clamp(0.3, 2.0), (light_ms / alone_ms).clamp(0.3, 3.0));
     eprintln!(
-        "profile: {alone_ms:.2} ms of CPU a request one at a time, {loaded_ms:.2} ms at {:.0} % busy: service times × {factor:.2}",
-        target * 100.0
+        "profile: {alone_ms:.2} ms of CPU a request one at a time, {light_ms:.2} ms at half the node's capacity, {saturated_ms:.2} ms saturated ({:.0} requests a second): service times × {factor:.2}, light × {light:.2}",
+        1000.0 / saturated_ms
     );
     for (m, t) in measured.iter_mut().zip(&times) {
         let mean = t.iter().sum::<f64>() / t.len() as f64;
         let var = t.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (t.len() - 1) as f64;
         m.service_ms = mean * scale * factor;
+        m.light_service_ms = mean * scale * light;
         m.service_scv = var / (mean * mean);
     }
+    calibrate_spread(measured, &[light_p90, (full_rate, full.p90_ms)]);
     node.stop();
     Ok(())
 }
 
+/// Each model's spread, timed one request after another, misses what a node adds under load (its
+/// other threads on the same core, the OS, requests of other models in between): the node's queue
+/// is less regular than theirs. The same extra spread for every model makes up for it, the one
+/// for which the latency model (`planner/src/latency.rs`) comes nearest (least squares of the
+/// logarithms) the P90s the node was measured with at the `points` (rate in the catalog's mix,
+/// P90): at half its capacity and at its planned peak.
+fn calibrate_spread(measured: &mut [Measured], points: &[(f64, f64)]) {
+    let weights = mix(measured);
+    let p90_with = |rate: f64, extra: f64| {
+        let streams: Vec<(Stream, f64)> = measured
+            .iter()
+            .zip(&weights)
+            .map(|(m, w)| {
+                (Stream { rate: rate * w, mean_ms: m.service_ms, scv: m.service_scv + extra }, m.light_service_ms)
+            })
+            .collect();
+        node_p90(1.0, &streams)
+    };
+    let points: Vec<(f64, f64)> = points.iter().copied().filter(|(_, p90)| p90.is_finite() && *p90 > 0.0).collect();
+    let error = |extra: f64| -> f64 {
+        points.iter().map(|&(rate, p90)| (p90_with(rate, extra) / p90).ln().powi(2)).sum::<f64>()
+    };
+    const MOST: f64 = 8.0;
+    // A coarse grid, then a finer one around its best.
+    let best = |from: f64, to: f64, step: f64| {
+        let n = ((to - from) / step).round() as usize;
+        (0..=n).map(|i| from + i as f64 * step).min_by(|a, b| error(*a).total_cmp(&error(*b))).unwrap_or(0.0)
+    };
+    let extra = if points.is_empty() {
+        0.0
+    } else {
+        let coarse = best(0.0, MOST, 0.1);
+        best((coarse - 0.1).max(0.0), (coarse + 0.1).min(MOST), 0.005)
+    };
+    for &(rate, p90) in &points {
+        eprintln!(
+            "profile: at {rate:.0} requests a second, P90 {p90:.1} ms measured, {:.1} ms predicted from the spreads one at a time, {:.1} ms with + {extra:.2}",
+            p90_with(rate, 0.0),
+            p90_with(rate, extra)
+        );
+    }
+    for m in measured.iter_mut() {
+        m.service_scv += extra;
+    }
+}
+
+fn report_load(what: &str, pass: usize, rate: f64, load: &Loaded) {
+    eprintln!(
+        "profile: {what} (pass {}): {rate:.0} requests a second, node busy {:.0} % of the time, {:.2} ms of CPU a request{}",
+        pass + 1,
+        load.busy * 100.0,
+        load.ms,
+        if load.refused > 0.01 { format!(", {:.0} % refused (over capacity)", load.refused * 100.0) } else { String::new() }
+    );
+}
+
 /// The node at `base` under open-loop Poisson load of `rate` requests a second, each model in
-/// proportion to its peak_rps (all alike without traffic), about `requests` requests (at least 5 s).
+/// proportion to its peak_rps (all alike without traffic), about `requests` requests (at least 10 s: the VMs this runs on vary over seconds).
 fn under_load(base: &str, measured: &[Measured], rate: f64, requests: usize, pid: u32) -> Result<Loaded> {
     use crate::openloop;
-    let seconds = (requests as f64 / rate).max(5.0);
+    let seconds = (requests as f64 / rate).max(10.0);
     let reqs: Vec<openloop::Request> =
         measured.iter().map(|m| openloop::Request::predict(base, &m.id, &m.text)).collect();
     let rates: Vec<f64> = mix(measured).iter().map(|w| rate * w).collect();
@@ -363,16 +456,22 @@ fn under_load(base: &str, measured: &[Measured], rate: f64, requests: usize, pid
     if let Some(o) = outcomes.iter().find(|o| o.status != 200 && o.status != 429) {
         bail!("the measuring node answered {} under load (status 0: no answer)", o.status);
     }
+    let mut answered: Vec<f64> = outcomes.iter().filter(|o| o.status == 200).map(|o| o.latency_ms).collect();
+    answered.sort_by(f64::total_cmp);
+    let p90_ms = answered.get(answered.len() * 9 / 10).copied().unwrap_or(f64::NAN);
     Ok(Loaded {
+        p90_ms,
         ms: cpu * 1e3 / ok.max(1) as f64,
         busy: cpu / wall,
         refused: (outcomes.len() - ok) as f64 / outcomes.len().max(1) as f64,
     })
 }
 
-/// The measuring node under load: CPU milliseconds per answered request, the share of the time
-/// it was busy, and the share of requests it refused.
+/// The measuring node under load: its P90, CPU milliseconds per answered request, the share of
+/// the time it was busy, and the share of requests it refused.
 struct Loaded {
+    /// The answered requests' P90, from when each was due.
+    p90_ms: f64,
     ms: f64,
     busy: f64,
     refused: f64,
@@ -511,6 +610,7 @@ pub fn write_footprints(text: &str, from: &Path, to: &Path, family: &str, measur
         let fp = fp.as_table_mut().with_context(|| format!("footprint.{family} must be a table"))?;
         fp["memory_mib"] = toml_edit::value(m.memory_bytes.div_ceil(1 << 20).max(1) as i64);
         fp["service_ms"] = toml_edit::value((m.service_ms * 100.0).ceil() / 100.0);
+        fp["light_service_ms"] = toml_edit::value((m.light_service_ms * 100.0).ceil() / 100.0);
         fp["service_scv"] = toml_edit::value((m.service_scv * 1000.0).round() / 1000.0);
         fp["load_ms"] = toml_edit::value(m.load_ms.ceil().max(1.0) as i64);
         if m.chosen {

@@ -25,16 +25,23 @@ fn profile_writes_measured_footprints_that_plan_reads() {
         .unwrap();
     let log = String::from_utf8_lossy(&done.stderr);
     assert!(done.status.success(), "{log}");
-    // The loaded pass: the node at the catalog's max_utilization (0.83), its cost per request
-    // scaling the service times.
-    assert!(log.contains("profile: under load (pass 1): "), "{log}");
-    assert!(log.contains(" at 83 % busy: service times × "), "{log}");
+    // The loaded passes: over the node's capacity (it refuses some, at its bound), then at half
+    // that capacity and at the planned peak; the costs scale the service times, and the spreads
+    // are fitted to the P90s measured at the last two.
+    assert!(log.contains("profile: saturated (pass "), "{log}");
+    assert!(log.contains("% refused (over capacity)"), "{log}");
+    assert!(log.contains("profile: light (pass 1): "), "{log}");
+    assert!(log.contains("profile: planned peak (pass 1): "), "{log}");
+    assert!(log.contains(" saturated (") && log.contains("service times × ") && log.contains(", light × "), "{log}");
+    assert_eq!(log.matches(" ms measured, ").count(), 2, "{log}");
     let measured = Catalog::load(&out).unwrap();
     for m in &measured.models {
         let fp = &m.footprints["c5"];
         assert!(fp.memory_mib >= 1.0 && fp.service_ms > 0.0, "{}: {fp:?}", m.id);
         // The spread of its requests' times through the measuring node.
         assert!(fp.service_scv.is_some_and(|s| s >= 0.0), "{}: {fp:?}", m.id);
+        // Its own time on a quiet node.
+        assert!(fp.light_service_ms.is_some_and(|ms| ms > 0.0), "{}: {fp:?}", m.id);
         // What a cold model's first request waits for: its load from local disk and warm-up.
         assert!(fp.load_ms.is_some_and(|ms| ms >= 1.0), "{}: {fp:?}", m.id);
         // The default engine is auto: profile measured the engines and wrote the faster one.
