@@ -153,6 +153,8 @@ def main():
     ap.add_argument("stowage")
     ap.add_argument("--before")
     ap.add_argument("--seconds", type=float, default=45)
+    ap.add_argument("--limits", default="0.83", help="max_utilization values to run, comma-separated (0.83: the default)")
+    ap.add_argument("--factors", default="0.5,1.0,1.25", help="multiples of the planned peak to send, comma-separated")
     a = ap.parse_args()
     work = pathlib.Path(a.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -166,8 +168,9 @@ def main():
     ranks = {name: i + 1 for i, name in enumerate(order)}
     h = sum(1 / r ** ZIPF for r in range(1, len(folders) + 1))
     rows = []
-    # The default max_utilization (0.83), and 0.90: the limit nearer what the node can take.
-    runs = [("after", a.stowage, True, 0.83), ("after-0.90", a.stowage, True, 0.90)]
+    factors = [float(f) for f in a.factors.split(",")]
+    limits = [float(x) for x in a.limits.split(",")]
+    runs = [("after" if x == 0.83 else f"after-{x}", a.stowage, True, x) for x in limits]
     runs += [("before", a.before, False, 0.83)] if a.before else []
     for tag, binary, new, cmax in runs:
         d = work / tag
@@ -176,15 +179,16 @@ def main():
         cat.write_text(catalog_text(folders, 100.0, ranks, slo=new, extra_fields=new, cmax=cmax))
         t0 = time.time()
         if new:
-            sh(binary, "profile", "--catalog", cat, "--family", "c5", "--in-place", env=env)
+            r = sh(binary, "profile", "--catalog", cat, "--family", "c5", "--in-place", env=env)
         else:
             # Today's (before) profile: each engine call alone, at the request's length.
-            sh(binary, "profile", "--catalog", cat, "--family", "c5", "--tokens", str(TOKENS), "--in-place", env=env)
+            r = sh(binary, "profile", "--catalog", cat, "--family", "c5", "--tokens", str(TOKENS), "--in-place", env=env)
+        (d / "profile.log").write_text(r.stderr)
         profile_s = time.time() - t0
         measured = cat.read_text()
         lo, hi, scat, splan, p = largest_one_node(binary, measured, ranks, h, d, "largest")
         node = p["nodes"][0]
-        res = serve_and_verify(a.stowage, scat, splan, node["id"], [0.5, 1.0, 1.25], a.seconds, d, env)
+        res = serve_and_verify(a.stowage, scat, splan, node["id"], factors, a.seconds, d, env)
         # The planner's prediction at half the traffic: the plan of that traffic (one node).
         half = d / "half.toml"
         half.write_text(with_scale(measured, lo * 0.5, ranks, h))
