@@ -23,7 +23,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-use super::proxy::{count, note_failure};
+use super::proxy::{count, next_replica, note_failure};
 use super::routes::Upstream;
 use super::GatewayState;
 use crate::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -178,12 +178,8 @@ impl GatewayService {
             // The transport could not reach one of the model's replicas: another takes the call
             // (a model call has no effect beyond its answer).
             if transport && replicas.nodes.len() > tried.len() + 1 {
-                let msg = format!("{} of model {model:?} cannot be reached: trying another replica", up.shown());
                 let detail = result.as_ref().err().map(|s| s.message().to_string()).unwrap_or_default();
-                note_failure(&up.node, "connect", &detail, &ApiError::new(Code::NodeUnavailable, msg));
-                up.unreachable();
-                tried.push(k);
-                (k, up) = replicas.pick(&tried).expect("an untried replica is left");
+                (k, up) = next_replica(replicas, &mut tried, k, &up, model, &detail);
                 continue;
             }
             // The transport could not reach a node that scales to zero: it has gone to zero

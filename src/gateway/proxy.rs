@@ -8,7 +8,7 @@
 //! `node_starting`, 504 `upstream_timeout` (`{"error"}` alone on KServe v2 routes).
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::HeaderName;
@@ -17,6 +17,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use awc::error::SendRequestError;
 use stowage_node::metrics as m;
 
+use super::routes::{Replicas, Upstream};
 use super::GatewayState;
 use crate::http::body;
 use crate::http::error::{ApiError, Code};
@@ -120,11 +121,7 @@ pub async fn forward(
         match fwd.send_body(body.clone()).await {
             // Never sent, and the model has another replica: that one takes it.
             Err(SendRequestError::Connect(e)) if replicas.nodes.len() > tried.len() + 1 => {
-                let msg = format!("{} of model {model:?} cannot be reached: trying another replica", up.shown());
-                note_failure(&up.node, "connect", &e.to_string(), &ApiError::new(Code::NodeUnavailable, msg));
-                up.unreachable();
-                tried.push(k);
-                (k, up) = replicas.pick(&tried).expect("an untried replica is left");
+                (k, up) = next_replica(replicas, &mut tried, k, &up, &model, &e.to_string());
                 if let Err(e) = state.waker.ready(&up).await {
                     return answered(&req, e);
                 }
@@ -210,6 +207,24 @@ fn upstream_failed(req: &HttpRequest, node: &str, kind: &'static str, detail: &s
 }
 
 /// Counts a node's failure to answer and warns of it (at most every `WARN_EVERY` per node).
+/// Replica `k` of `model`, `up`, could not be reached (`detail`): the failure is noted, the node
+/// passed over for a while, `k` added to `tried`, and the next untried replica picked (there must
+/// be one).
+pub(crate) fn next_replica(
+    replicas: &Replicas,
+    tried: &mut Vec<usize>,
+    k: usize,
+    up: &Upstream,
+    model: &str,
+    detail: &str,
+) -> (usize, Arc<Upstream>) {
+    let msg = format!("{} of model {model:?} cannot be reached: trying another replica", up.shown());
+    note_failure(&up.node, "connect", detail, &ApiError::new(Code::NodeUnavailable, msg));
+    up.unreachable();
+    tried.push(k);
+    replicas.pick(tried).expect("an untried replica is left")
+}
+
 pub(crate) fn note_failure(node: &str, kind: &'static str, detail: &str, e: &ApiError) {
     metrics::counter!(m::GATEWAY_UPSTREAM_ERRORS, "node" => node.to_string(), "kind" => kind).increment(1);
     static LAST: LazyLock<Mutex<HashMap<String, (Instant, u64)>>> = LazyLock::new(Default::default);
