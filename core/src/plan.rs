@@ -262,11 +262,7 @@ impl Plan {
 
     /// Models of the plan, each once (a model with replicas is on several nodes).
     pub fn model_count(&self) -> usize {
-        let replicated: std::collections::BTreeSet<&str> =
-            self.nodes.iter().flat_map(|n| n.shares.keys().map(String::as_str)).collect();
-        let single: usize =
-            self.nodes.iter().map(|n| n.models.iter().filter(|m| !n.shares.contains_key(*m)).count()).sum();
-        single + replicated.len()
+        self.nodes.iter().map(|n| n.models.len()).sum::<usize>() - self.extra_replicas().1
     }
 
     /// Copies beyond the first of the models with replicas: (models with replicas, extra copies).
