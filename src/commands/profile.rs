@@ -322,8 +322,9 @@ fn served(args: &ProfileArgs, measured: &mut [Measured], bound_ms: f64, planned:
     // requests of a busy model batched together). The same node, open loop (Poisson), the models
     // in the proportions of their peak_rps (the catalog's own mix), first over its capacity: the
     // CPU per answered request of a saturated node is what a request takes off a busy node's
-    // queue (`service_ms`: capacity and utilization count it); then at half that capacity: a
-    // request's own time on a lightly loaded node (`light_service_ms`).
+    // queue (`service_ms`: capacity and utilization count it); then at the planned peak (below);
+    // then at half the capacity: a request's own time on a lightly loaded node
+    // (`light_service_ms`).
     let mut rate = 1.25 * 1000.0 / alone_ms;
     let mut saturated_ms = alone_ms;
     for pass in 0..4 {
@@ -404,10 +405,14 @@ fn calibrate_spread(measured: &mut [Measured], points: &[(f64, f64)]) {
         points.iter().map(|&(rate, p90)| (p90_with(rate, extra) / p90).ln().powi(2)).sum::<f64>()
     };
     const MOST: f64 = 8.0;
-    // A coarse grid, then a finer one around its best.
+    // A coarse grid, then a finer one around its best; each point's error computed once.
     let best = |from: f64, to: f64, step: f64| {
         let n = ((to - from) / step).round() as usize;
-        (0..=n).map(|i| from + i as f64 * step).min_by(|a, b| error(*a).total_cmp(&error(*b))).unwrap_or(0.0)
+        (0..=n)
+            .map(|i| from + i as f64 * step)
+            .map(|x| (x, error(x)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(0.0, |(x, _)| x)
     };
     let extra = if points.is_empty() {
         0.0
@@ -438,7 +443,8 @@ fn report_load(what: &str, pass: usize, rate: f64, load: &Loaded) {
 }
 
 /// The node at `base` under open-loop Poisson load of `rate` requests a second, each model in
-/// proportion to its peak_rps (all alike without traffic), about `requests` requests (at least 10 s: the VMs this runs on vary over seconds).
+/// proportion to its peak_rps (all alike without traffic), about `requests` requests (at least
+/// 10 s: the VMs this runs on vary over seconds).
 fn under_load(base: &str, measured: &[Measured], rate: f64, requests: usize, pid: u32) -> Result<Loaded> {
     use crate::openloop;
     let seconds = (requests as f64 / rate).max(10.0);
@@ -458,7 +464,8 @@ fn under_load(base: &str, measured: &[Measured], rate: f64, requests: usize, pid
     }
     let mut answered: Vec<f64> = outcomes.iter().filter(|o| o.status == 200).map(|o| o.latency_ms).collect();
     answered.sort_by(f64::total_cmp);
-    let p90_ms = answered.get(answered.len() * 9 / 10).copied().unwrap_or(f64::NAN);
+    // As `stowage verify` reports it (0 without any answer, which the fit leaves out).
+    let p90_ms = openloop::percentile(&answered, 0.90);
     Ok(Loaded {
         p90_ms,
         ms: cpu * 1e3 / ok.max(1) as f64,
