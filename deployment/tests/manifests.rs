@@ -202,9 +202,21 @@ fn large(n: usize) -> (Plan, Catalog, String, String) {
                 "price_per_hour": 1.18, "models": models, "usage": {"memory": 0.34, "utilization": 0.05}})
         })
         .collect();
+    let cost = 1.18 * nodes.len() as f64;
+    fixture(catalog, toml, nodes, cost)
+}
+
+/// A plan of `nodes` for `catalog` (its text `toml`), costing `cost` an hour (its lower bound
+/// too): the plan, the catalog, the plan's JSON and the catalog's text.
+fn fixture(
+    catalog: Catalog,
+    toml: String,
+    nodes: Vec<serde_json::Value>,
+    cost: f64,
+) -> (Plan, Catalog, String, String) {
     let plan_json = serde_json::to_string_pretty(&serde_json::json!({
-        "format": "stowage-plan/v1", "catalog_sha256": catalog.sha256, "cost_per_hour": 1.18 * nodes.len() as f64,
-        "lower_bound_per_hour": 1.18 * nodes.len() as f64,
+        "format": "stowage-plan/v1", "catalog_sha256": catalog.sha256, "cost_per_hour": cost,
+        "lower_bound_per_hour": cost,
         "solver": {"method": "test", "seconds": 0.0, "proven_optimal": false, "gap": 0.0}, "nodes": nodes,
     }))
     .unwrap();
@@ -564,12 +576,7 @@ fn mixed(n: usize) -> (Plan, Catalog, String, String) {
             node
         })
         .collect();
-    let plan_json = serde_json::to_string_pretty(&serde_json::json!({
-        "format": "stowage-plan/v1", "catalog_sha256": catalog.sha256, "cost_per_hour": 1.0, "lower_bound_per_hour": 1.0,
-        "solver": {"method": "test", "seconds": 0.0, "proven_optimal": false, "gap": 0.0}, "nodes": nodes,
-    }))
-    .unwrap();
-    (Plan::parse("plan.json", &plan_json).unwrap(), catalog, plan_json, toml)
+    fixture(catalog, toml, nodes, 1.0)
 }
 
 #[test]
