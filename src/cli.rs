@@ -190,6 +190,12 @@ pub struct ProfileArgs {
     #[arg(long, env = "STOWAGE_REQUESTS", default_value_t = 40)]
     pub requests: usize,
 
+    /// Which of the saturated node's one-second answer counts is its capacity: 0.2 (the default)
+    /// plans for the pace it keeps in four seconds of five, on a machine whose speed varies from
+    /// second to second; 0.5, for its median second.
+    #[arg(long, env = "STOWAGE_CAPACITY_QUANTILE", default_value_t = crate::commands::profile::SLOW_QUANTILE)]
+    pub capacity_quantile: f64,
+
     /// Write the catalog with measured footprints here.
     #[arg(long, env = "STOWAGE_PROFILED_CATALOG", conflicts_with = "in_place")]
     pub out: Option<PathBuf>,

@@ -30,6 +30,8 @@ fn profile_writes_measured_footprints_that_plan_reads() {
     // are fitted to the P90s measured at the last two.
     assert!(log.contains("profile: saturated (pass "), "{log}");
     assert!(log.contains("% refused (over capacity)"), "{log}");
+    // Its capacity: the answers of its slower seconds, counted second by second.
+    assert!(log.contains(" in its slower seconds"), "{log}");
     assert!(log.contains("profile: light (pass 1): "), "{log}");
     assert!(log.contains("profile: planned peak (pass 1): "), "{log}");
     assert!(log.contains(" saturated (") && log.contains("service times × ") && log.contains(", light × "), "{log}");
@@ -75,6 +77,16 @@ fn profile_refuses_a_family_the_catalog_does_not_have() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--family \"p4d\" is not a family") && err.contains("inf1"), "{err}");
+    // A capacity quantile that would plan for the node's faster seconds, or none.
+    for q in ["0", "0.7", "NaN"] {
+        let out = stowage()
+            .args(["profile", "--family", "c5", "--in-place", "--capacity-quantile", q, "--catalog"])
+            .arg(dir.path().join("models.toml"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("--capacity-quantile must be in (0, 0.5]"), "{q}: {err}");
+    }
 }
 
 #[test]
