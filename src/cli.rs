@@ -677,8 +677,8 @@ pub struct ServeArgs {
 
     /// Refuse at once (429, no --reject-delay-ms) a request that would wait longer than this for
     /// its engine call, reckoned from the work ahead of it and what requests cost lately. Without
-    /// it, twice each model's latency target (the catalog's slo_p90_ms) is its bound; 0 turns it
-    /// off.
+    /// it, five times each model's latency target (the catalog's slo_p90_ms) is its bound; 0
+    /// turns it off.
     #[arg(long, env = "STOWAGE_MAX_QUEUE_DELAY_MS")]
     pub max_queue_delay_ms: Option<u64>,
 
