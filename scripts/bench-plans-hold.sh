@@ -8,7 +8,8 @@
 # BEFORE_BINARY: an older stowage (e.g. built from the commit before this work) for the "before"
 # rows: its profile and planner, its plan served by this build's node.
 # Env: STOWAGE_HOLD_LIMITS (max_utilization values, comma-separated; default 0.83) and
-# STOWAGE_HOLD_FACTORS (multiples of the planned peak; default 0.5,1.0,1.25).
+# STOWAGE_HOLD_FACTORS (multiples of the planned peak; default 0.5,1.0,1.25), STOWAGE_HOLD_QUANTILE
+# (the profile's --capacity-quantile; default its own).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -21,4 +22,5 @@ py=$(scripts/venv.sh scripts/requirements-bench.txt)/python3
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(scripts/ort-lib.sh)}
 stowage=$(release_binary)
 "$py" scripts/bench_hold.py out/bench/hold "$stowage" --seconds "$seconds" ${before:+--before "$before"} \
-  --limits "${STOWAGE_HOLD_LIMITS:-0.83}" --factors "${STOWAGE_HOLD_FACTORS:-0.5,1.0,1.25}"
+  --limits "${STOWAGE_HOLD_LIMITS:-0.83}" --factors "${STOWAGE_HOLD_FACTORS:-0.5,1.0,1.25}" \
+  ${STOWAGE_HOLD_QUANTILE:+--quantile "$STOWAGE_HOLD_QUANTILE"}

@@ -154,6 +154,7 @@ def main():
     ap.add_argument("--before")
     ap.add_argument("--seconds", type=float, default=45)
     ap.add_argument("--limits", default="0.83", help="max_utilization values to run, comma-separated (0.83: the default)")
+    ap.add_argument("--quantile", help="stowage profile --capacity-quantile (default: the profile's own)")
     ap.add_argument("--factors", default="0.5,1.0,1.25", help="multiples of the planned peak to send, comma-separated")
     a = ap.parse_args()
     work = pathlib.Path(a.work).resolve()
@@ -179,7 +180,8 @@ def main():
         cat.write_text(catalog_text(folders, 100.0, ranks, slo=new, extra_fields=new, cmax=cmax))
         t0 = time.time()
         if new:
-            r = sh(binary, "profile", "--catalog", cat, "--family", "c5", "--in-place", env=env)
+            q = ["--capacity-quantile", a.quantile] if a.quantile else []
+            r = sh(binary, "profile", "--catalog", cat, "--family", "c5", "--in-place", *q, env=env)
         else:
             # Today's (before) profile: each engine call alone, at the request's length.
             r = sh(binary, "profile", "--catalog", cat, "--family", "c5", "--tokens", str(TOKENS), "--in-place", env=env)
@@ -194,7 +196,8 @@ def main():
         half.write_text(with_scale(measured, lo * 0.5, ranks, h))
         half_plan = plan_nodes(a.stowage if new else binary, half, d / "half.json")
         predicted = {1.0: node.get("predicted"), 0.5: half_plan["nodes"][0].get("predicted")}
-        rows.append({"build": tag, "max_utilization": cmax, "profile_s": profile_s, "one_node_rps": lo, "two_nodes_rps": hi,
+        capacity = [ln for ln in r.stderr.splitlines() if " ms saturated (" in ln]
+        rows.append({"build": tag, "max_utilization": cmax, "profile": capacity[-1] if capacity else None, "profile_s": profile_s, "one_node_rps": lo, "two_nodes_rps": hi,
                      "utilization": node["usage"]["utilization"], "predicted": predicted, "verify": res})
         print(json.dumps(rows[-1], default=str), flush=True)
     (work / "hold.json").write_text(json.dumps(rows, indent=1, default=str))
