@@ -350,7 +350,8 @@ fn served(args: &ProfileArgs, measured: &mut [Measured], bound_ms: f64, planned:
         }
         if pass == 3 {
             eprintln!(
-                "profile: warning: the node never refused (busy {:.0} % at {rate:.0} requests a second); service times are those of that load",
+                "profile: warning: the node never refused over {:.0} % (busy {:.0} % at {rate:.0} requests a second, the last pass); service times are those of that load",
+                SATURATED_REFUSED * 100.0,
                 load.busy * 100.0
             );
         }
