@@ -162,6 +162,13 @@ pub struct UploadArgs {
     pub retries: u32,
 }
 
+/// Which of a saturated node's one-second answer counts `stowage profile` takes as its capacity,
+/// by default (`--capacity-quantile`): the 20th percentile. With `max_utilization`'s headroom on
+/// top, a node at its planned peak is then over its capacity in well under one second of ten, the
+/// share of slow requests a P90 target allows (BENCHMARKS.md, "Plans that hold": with the 10th
+/// percentile, the node held 1.25 × its plan in three runs of six).
+pub const DEFAULT_CAPACITY_QUANTILE: f64 = 0.2;
+
 #[derive(Debug, clap::Args)]
 pub struct ProfileArgs {
     /// Catalog of the models to measure.
@@ -193,7 +200,7 @@ pub struct ProfileArgs {
     /// Which of the saturated node's one-second answer counts is its capacity: 0.2 (the default)
     /// plans for the pace it keeps in four seconds of five, on a machine whose speed varies from
     /// second to second; 0.5, for its median second.
-    #[arg(long, env = "STOWAGE_CAPACITY_QUANTILE", default_value_t = crate::commands::profile::SLOW_QUANTILE)]
+    #[arg(long, env = "STOWAGE_CAPACITY_QUANTILE", default_value_t = DEFAULT_CAPACITY_QUANTILE)]
     pub capacity_quantile: f64,
 
     /// Write the catalog with measured footprints here.

@@ -477,16 +477,10 @@ const LOADED_SECONDS: f64 = 10.0;
 /// third of a 10 s pass's requests, a sixth of a 20 s one's.
 const PEAK_SECONDS: f64 = 20.0;
 /// The shortest saturated pass: a VM's slow spells last seconds to tens of seconds, so a shorter
-/// pass may hold none or only one, and its slower seconds (`SLOW_QUANTILE`) say little (one 40 s
+/// pass may hold none or only one, and its slower seconds (`--capacity-quantile`) say little (one 40 s
 /// trace here: the 20th percentile of an 18 s stretch of it was anywhere in 489–601 answers a
 /// second, of a 28 s stretch in 496–503).
 const SATURATED_SECONDS: f64 = 30.0;
-/// Which of a saturated node's one-second answer counts is its capacity, by default
-/// (`--capacity-quantile`): the 20th percentile. With `max_utilization`'s headroom on top, a
-/// node at its planned peak is then over its capacity in well under one second of ten, the share
-/// of slow requests a P90 target allows (BENCHMARKS.md, "Plans that hold": with the 10th
-/// percentile, the node held 1.25 × its plan in three runs of six).
-pub const SLOW_QUANTILE: f64 = 0.2;
 
 /// The node at `base` under open-loop Poisson load of `rate` requests a second, each model in
 /// proportion to its peak_rps (all alike without traffic), about `requests` requests, for at least
@@ -715,6 +709,7 @@ pub fn write_footprints(text: &str, from: &Path, to: &Path, family: &str, measur
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::DEFAULT_CAPACITY_QUANTILE;
     use crate::openloop::Outcome;
     use std::time::UNIX_EPOCH;
 
@@ -752,7 +747,7 @@ mod tests {
         assert_eq!(counts.iter().filter(|&&n| n == 50).count(), 2);
         // Two seconds in ten at 50: the 10th and 20th percentiles are slow seconds, the median not.
         assert_eq!(slow_rate(&counts, 0.1), Some(50.0));
-        assert_eq!(slow_rate(&counts, SLOW_QUANTILE), Some(50.0));
+        assert_eq!(slow_rate(&counts, DEFAULT_CAPACITY_QUANTILE), Some(50.0));
         assert_eq!(slow_rate(&counts, 0.5), Some(100.0), "the median second");
         // One slow second in six: its 10th percentile; one in eleven: not even that.
         assert_eq!(slow_rate(&counts[4..], 0.1), Some(50.0));
