@@ -445,6 +445,8 @@ fn calibrate_spread(measured: &mut [Measured], points: &[(f64, f64)]) {
     }
 }
 
+/// One line on a loaded pass; `slow`, the saturated pass's pace in its slower seconds, is said
+/// only where it was counted.
 fn report_load(what: &str, pass: usize, rate: f64, load: &Loaded, slow: Option<f64>) {
     eprintln!(
         "profile: {what} (pass {}): {rate:.0} requests a second, node busy {:.0} % of the time, {:.2} ms of CPU a request{}",
@@ -453,10 +455,10 @@ fn report_load(what: &str, pass: usize, rate: f64, load: &Loaded, slow: Option<f
         load.ms,
         if load.refused > 0.01 {
             format!(
-                ", {:.0} % refused (over capacity); answered {:.0} a second, {:.0} in its slower seconds",
+                ", {:.0} % refused (over capacity); answered {:.0} a second{}",
                 load.refused * 100.0,
                 load.answered_rate,
-                slow.unwrap_or(load.answered_rate)
+                slow.map_or(String::new(), |slow| format!(", {slow:.0} in its slower seconds"))
             )
         } else {
             String::new()
