@@ -265,11 +265,11 @@ impl Node {
     }
 
     /// Refuses a request that would wait longer than the node's bound (`Config::max_queue_delay`,
-    /// else `TARGET_WAIT_MULTIPLE` × the model's latency target) before its engine call. The wait is read off the work
-    /// ahead (Little's law): the requests in the node beyond the free threads times the time
-    /// between answers while busy (`Pace`, while fresh; at least what a request costs the
-    /// inference threads, shared by them), or, when the model's own slots are all taken, its
-    /// waiting requests shared by those slots.
+    /// else `TARGET_WAIT_MULTIPLE` × the model's latency target) before its engine call. The wait
+    /// is read off the work ahead (Little's law): the requests in the node beyond the free threads
+    /// times the time between answers while busy (`Pace`, while fresh; at least what a request
+    /// costs the inference threads, shared by them), or, when the model's own slots are all taken,
+    /// its waiting requests shared by those slots.
     fn expect_in_time(&self, entry: &Entry) -> Result<(), PredictError> {
         let bound = match self.config.max_queue_delay {
             Some(d) => d,
