@@ -167,7 +167,9 @@ fn largest_within(mut lo: f64, mut hi: f64, iterations: usize, ok: impl Fn(f64) 
 
 /// Whether models keep their targets alone on a node (their own traffic only), remembered by
 /// service time, spread, target, compute and light service time: the most traffic such a model
-/// may have there.
+/// may have there. That bound holds where the P90 rises with the traffic, that is where a request
+/// alone is no slower than on a busy node (`light_service_ms` ≤ `service_ms`); other models are
+/// asked at their own traffic.
 #[derive(Default)]
 pub struct Alone {
     most: std::collections::HashMap<(u64, u64, u64, u64, u64), f64>,
@@ -179,11 +181,16 @@ impl Alone {
         let (Some(target), Some((s, light))) = (model.slo_p90_ms(&catalog.limits), served(model, &it.family)) else {
             return true;
         };
+        let p90 =
+            |rate: f64| loaded_queue(it.compute, &[(Stream { rate, ..s }, light)], &[]).p90_of(&Stream { rate, ..s });
+        if light > s.mean_ms {
+            // A request alone takes longer than on a busy node (`own_scale`): the P90 may fall as
+            // the traffic rises, so the most traffic within the target does not bound it. Ask at
+            // the model's own traffic.
+            return p90(s.rate) <= target;
+        }
         let key = (it.compute.to_bits(), s.mean_ms.to_bits(), s.scv.to_bits(), target.to_bits(), light.to_bits());
         let most = *self.most.entry(key).or_insert_with(|| {
-            let p90 = |rate: f64| {
-                loaded_queue(it.compute, &[(Stream { rate, ..s }, light)], &[]).p90_of(&Stream { rate, ..s })
-            };
             let full = it.compute.max(1.0) * 1000.0 / s.mean_ms;
             if p90(full * 1e-6) > target {
                 return -1.0;
