@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use stowage_engine::{default_ort_intra_threads, EngineOptions};
-use stowage_node::lifecycle::registry::{DEFAULT_BATCH_INPUTS, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_QUEUE_SIZE};
+use stowage_node::lifecycle::registry::{DEFAULT_BATCH_INPUTS, DEFAULT_MAX_BATCH_TOKENS};
 use stowage_node::lifecycle::startup::{
     DEFAULT_COLD_LOAD_PARALLELISM, DEFAULT_FETCH_PARALLELISM, DEFAULT_LOAD_PARALLELISM,
 };
@@ -672,9 +672,12 @@ pub struct ServeArgs {
     pub max_batch_tokens: usize,
 
     /// Requests of one model that may wait beyond those its engine calls hold
-    /// (model concurrency × batch inputs); beyond, 429 with Retry-After.
-    #[arg(long, env = "STOWAGE_QUEUE_SIZE", default_value_t = DEFAULT_QUEUE_SIZE)]
-    pub queue_size: usize,
+    /// (model concurrency × batch inputs); beyond, 429 with Retry-After. Without it, a model
+    /// whose requests have a wait bound (--max-queue-delay-ms, or five times its latency target)
+    /// queues as many as the node answers within that bound, at least 64 and at most 4096, so
+    /// that the bound, not a count, refuses; other models queue 64.
+    #[arg(long, env = "STOWAGE_QUEUE_SIZE")]
+    pub queue_size: Option<usize>,
 
     /// How long a request turned away because its model's queue is full waits before it is told
     /// so (429), in milliseconds: it costs no CPU, and it bounds the rate of clients that ignore

@@ -4,11 +4,12 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
 use stowage_node::lifecycle::registry::{Entry, State};
+use stowage_node::Node;
 
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
 
-fn describe(e: &Entry) -> Value {
+fn describe(node: &Node, e: &Entry) -> Value {
     let state = e.state();
     let info = e.info();
     let mut v = json!({
@@ -28,6 +29,7 @@ fn describe(e: &Entry) -> Value {
         "concurrency": e.batcher.calls(),
         "batch_inputs": e.batcher.rows(),
         "queued": e.admission.waiting() + e.batcher.pending(),
+        "queue_size": node.queue_limit(e),
     });
     match state {
         State::Ready(m) => {
@@ -52,11 +54,11 @@ fn describe(e: &Entry) -> Value {
 }
 
 pub async fn list(state: web::Data<AppState>) -> HttpResponse {
-    let models: Vec<Value> = state.node.registry.entries().iter().map(|e| describe(e)).collect();
+    let models: Vec<Value> = state.node.registry.entries().iter().map(|e| describe(&state.node, e)).collect();
     HttpResponse::Ok().json(json!({"models": models}))
 }
 
 pub async fn one(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let e = state.node.registry.get(&id).ok_or_else(|| stowage_node::PredictError::UnknownModel(id.to_string()))?;
-    Ok(HttpResponse::Ok().json(describe(&e)))
+    Ok(HttpResponse::Ok().json(describe(&state.node, &e)))
 }

@@ -79,7 +79,7 @@ async fn state_of(specs: Vec<ModelSpec>, limits: Limits, config: ServeConfig, lo
 async fn state() -> Arc<AppState> {
     state_with(
         &["tiny-0001", "tiny-0002", "tiny-0003"],
-        Limits { concurrency: 2, queue: 4, batch: 4, batch_tokens: 512 },
+        Limits { concurrency: 2, queue: Some(4), batch: 4, batch_tokens: 512 },
         ServeConfig::default(),
         true,
     )
@@ -141,7 +141,7 @@ fn hold_inference_until_pending(
 async fn ping_and_ready() {
     let s = state_with(
         &["tiny-0001"],
-        Limits { concurrency: 1, queue: 1, batch: 1, batch_tokens: 512 },
+        Limits { concurrency: 1, queue: Some(1), batch: 1, batch_tokens: 512 },
         ServeConfig::default(),
         false,
     )
@@ -241,8 +241,13 @@ async fn request_errors() {
         node: Config { max_batch: 4, ..Config::default() },
         ..ServeConfig::default()
     };
-    let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 0, batch: 1, batch_tokens: 512 }, config, true)
-        .await;
+    let s = state_with(
+        &["tiny-0001"],
+        Limits { concurrency: 1, queue: Some(0), batch: 1, batch_tokens: 512 },
+        config,
+        true,
+    )
+    .await;
     let app = app!(s);
     let cases: Vec<(test::TestRequest, u16, &str)> = vec![
         (post("/predictions/tiny-0001", r#"{"inputs": "#), 400, "malformed_request"),
@@ -310,7 +315,7 @@ async fn request_errors() {
 async fn unknown_paths_and_methods_answer_json_errors() {
     let s = state_with(
         &["tiny-0001"],
-        Limits { concurrency: 1, queue: 1, batch: 1, batch_tokens: 512 },
+        Limits { concurrency: 1, queue: Some(1), batch: 1, batch_tokens: 512 },
         ServeConfig::default(),
         false,
     )
@@ -340,14 +345,14 @@ async fn unknown_paths_and_methods_answer_json_errors() {
 async fn overload_answers_429_with_retry_after() {
     let s = state_with(
         &["tiny-0001"],
-        Limits { concurrency: 1, queue: 0, batch: 1, batch_tokens: 512 },
+        Limits { concurrency: 1, queue: Some(0), batch: 1, batch_tokens: 512 },
         ServeConfig::default(),
         true,
     )
     .await;
     let app = app!(s);
     let entry = s.node.registry.get("tiny-0001").unwrap();
-    let held = entry.admission.enter().await.unwrap();
+    let held = entry.admission.enter(0).await.unwrap();
     let asked = std::time::Instant::now();
     let (status, body, retry) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
     assert_eq!((status, body["code"].as_str()), (429, Some("queue_full")));
@@ -371,14 +376,14 @@ async fn a_request_that_waits_past_the_queue_timeout_gets_503_and_never_runs() {
     // Waiting for admission: the model's only slot is held.
     let s = state_with(
         &["tiny-0001"],
-        Limits { concurrency: 1, queue: 4, batch: 1, batch_tokens: 512 },
+        Limits { concurrency: 1, queue: Some(4), batch: 1, batch_tokens: 512 },
         config.clone(),
         true,
     )
     .await;
     let app = app!(s);
     let first = s.node.registry.get("tiny-0001").unwrap();
-    let held = first.admission.enter().await.unwrap();
+    let held = first.admission.enter(0).await.unwrap();
     let t = std::time::Instant::now();
     let (status, body, retry) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
     assert_eq!((status, body["code"].as_str(), retry.as_deref()), (503, Some("queue_timeout"), Some("1")), "{body}");
@@ -389,8 +394,13 @@ async fn a_request_that_waits_past_the_queue_timeout_gets_503_and_never_runs() {
 
     // Admitted, then waiting in the model's batch queue: the only inference thread is held past
     // the limit, so both requests are answered 503 when their call comes, without running.
-    let s = state_with(&["tiny-0002"], Limits { concurrency: 1, queue: 0, batch: 4, batch_tokens: 512 }, config, true)
-        .await;
+    let s = state_with(
+        &["tiny-0002"],
+        Limits { concurrency: 1, queue: Some(0), batch: 4, batch_tokens: 512 },
+        config,
+        true,
+    )
+    .await;
     let app = app!(s);
     let opener = hold_inference_until_pending(&s, "tiny-0002", 2, limit + std::time::Duration::from_millis(20));
     let requests = futures_util::future::join_all(["good", "bad"].map(|t| {
@@ -470,7 +480,7 @@ fn break_engine(s: &AppState, id: &str, fault: Fault) {
 #[actix_web::test]
 async fn an_engine_that_fails_or_crashes_answers_500_and_the_node_serves_on() {
     let config = ServeConfig { node: Config { inference_threads: 1, ..Config::default() }, ..ServeConfig::default() };
-    let limits = Limits { concurrency: 1, queue: 1, batch: 1, batch_tokens: 512 };
+    let limits = Limits { concurrency: 1, queue: Some(1), batch: 1, batch_tokens: 512 };
     let s = state_with(&["tiny-0001", "tiny-0002", "tiny-0003"], limits, config, true).await;
     break_engine(&s, "tiny-0001", Fault::Error);
     break_engine(&s, "tiny-0002", Fault::Panic);
@@ -503,7 +513,7 @@ async fn an_engine_that_fails_or_crashes_answers_500_and_the_node_serves_on() {
 
 #[actix_web::test]
 async fn non_finite_outputs_answer_500_not_null_scores() {
-    let limits = Limits { concurrency: 1, queue: 1, batch: 1, batch_tokens: 512 };
+    let limits = Limits { concurrency: 1, queue: Some(1), batch: 1, batch_tokens: 512 };
     let s = state_with(&["tiny-0001", "tiny-0003"], limits, ServeConfig::default(), true).await;
     break_engine(&s, "tiny-0001", Fault::NotFinite { width: 2, per_token: false });
     break_engine(&s, "tiny-0003", Fault::NotFinite { width: 64, per_token: true });
@@ -548,7 +558,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
 async fn a_broken_model_fails_alone() {
     let s = state_with(
         &["tiny-0001", "broken"],
-        Limits { concurrency: 1, queue: 1, batch: 1, batch_tokens: 512 },
+        Limits { concurrency: 1, queue: Some(1), batch: 1, batch_tokens: 512 },
         ServeConfig::default(),
         true,
     )
@@ -602,7 +612,12 @@ async fn a_model_with_the_tokenizer_of_a_larger_vocabulary_fails_to_load() {
         ..spec("tiny-0001")
     };
     let node = |specs| {
-        state_of(specs, Limits { concurrency: 1, queue: 1, batch: 1, batch_tokens: 512 }, ServeConfig::default(), true)
+        state_of(
+            specs,
+            Limits { concurrency: 1, queue: Some(1), batch: 1, batch_tokens: 512 },
+            ServeConfig::default(),
+            true,
+        )
     };
 
     let s = node(vec![spec("tiny-0001"), small(fixture().root.join("tiny-0001/tokenizer.json"))]).await;
@@ -632,9 +647,13 @@ async fn ort_engine_serves_the_same_api() {
         ModelSpec { engine: Engine::Ort, ..spec("tiny-0001") },
         ModelSpec { engine: Engine::Ort, ..spec("tiny-0003") },
     ];
-    let s =
-        state_of(specs, Limits { concurrency: 2, queue: 4, batch: 4, batch_tokens: 512 }, ServeConfig::default(), true)
-            .await;
+    let s = state_of(
+        specs,
+        Limits { concurrency: 2, queue: Some(4), batch: 4, batch_tokens: 512 },
+        ServeConfig::default(),
+        true,
+    )
+    .await;
     let app = app!(s);
     // A session runs one engine call at a time, so the model makes one whatever the flag says (a
     // second would only hold an inference thread while it waits for the session); requests that
@@ -647,7 +666,7 @@ async fn ort_engine_serves_the_same_api() {
     // Same answer as tract on the same model.
     let t = state_with(
         &["tiny-0001"],
-        Limits { concurrency: 2, queue: 1, batch: 1, batch_tokens: 512 },
+        Limits { concurrency: 2, queue: Some(1), batch: 1, batch_tokens: 512 },
         ServeConfig::default(),
         true,
     )
@@ -673,7 +692,7 @@ async fn ort_engine_serves_the_same_api() {
 async fn batched_answers_equal_answers_alone(engine: Engine) {
     let config = ServeConfig { node: Config { inference_threads: 1, ..Config::default() }, ..ServeConfig::default() };
     let specs = ["tiny-0001", "tiny-0003"].map(|id| ModelSpec { engine, ..spec(id) }).to_vec();
-    let s = state_of(specs, Limits { concurrency: 1, queue: 0, batch: 4, batch_tokens: 512 }, config, true).await;
+    let s = state_of(specs, Limits { concurrency: 1, queue: Some(0), batch: 4, batch_tokens: 512 }, config, true).await;
     let app = app!(s);
     let texts = ["love", "I love this product so much", "bad service", "the delivery was late and the box was broken"];
     for model in ["tiny-0001", "tiny-0003"] {
@@ -716,8 +735,13 @@ async fn batched_answers_equal_answers_alone(engine: Engine) {
 #[actix_web::test]
 async fn long_and_short_texts_that_wait_together_run_in_separate_calls() {
     let config = ServeConfig { node: Config { inference_threads: 1, ..Config::default() }, ..ServeConfig::default() };
-    let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 0, batch: 4, batch_tokens: 512 }, config, true)
-        .await;
+    let s = state_with(
+        &["tiny-0001"],
+        Limits { concurrency: 1, queue: Some(0), batch: 4, batch_tokens: 512 },
+        config,
+        true,
+    )
+    .await;
     let app = app!(s);
     let long = |w: &str| vec![w; 90].join(" ");
     let texts = [long("love"), "bad".to_string(), long("slow"), "great".to_string()];
@@ -876,7 +900,7 @@ async fn long_text_is_cut_at_the_models_positions_even_without_tokenizer_truncat
         let specs = vec![ModelSpec { tokenizer: path.clone().into(), config: config.clone(), ..spec("tiny-0001") }];
         let s = state_of(
             specs,
-            Limits { concurrency: 1, queue: 1, batch: 1, batch_tokens: 512 },
+            Limits { concurrency: 1, queue: Some(1), batch: 1, batch_tokens: 512 },
             ServeConfig::default(),
             true,
         )
@@ -909,7 +933,7 @@ async fn a_model_whose_outputs_are_not_finite_fails_at_warm_up() {
     let nan = ModelSpec { id: "nan".into(), artifact: dir.path().join("model.onnx").into(), ..spec("tiny-0001") };
     let s = state_of(
         vec![nan, spec("tiny-0002")],
-        Limits { concurrency: 1, queue: 1, batch: 1, batch_tokens: 512 },
+        Limits { concurrency: 1, queue: Some(1), batch: 1, batch_tokens: 512 },
         ServeConfig::default(),
         true,
     )
@@ -949,9 +973,13 @@ async fn poisoned_weights_fail_the_model_with_their_reason() {
         std::fs::write(&path, model.encode_to_vec()).unwrap();
         specs.push(ModelSpec { id: format!("poisoned-{k}"), artifact: path.into(), ..spec("tiny-0001") });
     }
-    let s =
-        state_of(specs, Limits { concurrency: 1, queue: 1, batch: 1, batch_tokens: 512 }, ServeConfig::default(), true)
-            .await;
+    let s = state_of(
+        specs,
+        Limits { concurrency: 1, queue: Some(1), batch: 1, batch_tokens: 512 },
+        ServeConfig::default(),
+        true,
+    )
+    .await;
     let app = app!(s);
     for (k, (name, value)) in poisons.iter().enumerate() {
         let (_, m, _) = call!(&app, test::TestRequest::get().uri(&format!("/models/poisoned-{k}")));
@@ -975,7 +1003,7 @@ async fn models_take_the_cuda_devices_in_turn() {
         .iter()
         .map(|id| ModelSpec { engine: Engine::Ort, ..spec(id) })
         .collect();
-    let reg = Arc::new(Registry::new(specs, Limits { concurrency: 1, queue: 1, batch: 1, batch_tokens: 512 }));
+    let reg = Arc::new(Registry::new(specs, Limits { concurrency: 1, queue: Some(1), batch: 1, batch_tokens: 512 }));
     load_all(reg.clone(), LoadOptions { cuda_devices: vec![0, 1], ..LoadOptions::default() }).await;
     for (id, device) in [("tiny-0001", 0), ("tiny-0002", 1), ("tiny-0003", 0)] {
         let State::Failed(why) = reg.get(id).unwrap().state() else { panic!("{id} loaded on a GPU it cannot have") };
@@ -988,7 +1016,7 @@ async fn a_scrape_after_mixed_traffic_passes_promtool_has_the_process_metrics_an
     let config = ServeConfig { max_body_bytes: 4096, ..ServeConfig::default() };
     let s = state_with(
         &["tiny-0001", "tiny-0002", "tiny-0003"],
-        Limits { concurrency: 1, queue: 0, batch: 1, batch_tokens: 512 },
+        Limits { concurrency: 1, queue: Some(0), batch: 1, batch_tokens: 512 },
         config,
         true,
     )
@@ -1001,7 +1029,7 @@ async fn a_scrape_after_mixed_traffic_passes_promtool_has_the_process_metrics_an
     call!(&app, post("/predictions/tiny-0003", "{not json"));
     call!(&app, post("/predictions/tiny-0001", &format!(r#"{{"inputs": "{}"}}"#, "a ".repeat(4000))));
     let entry = s.node.registry.get("tiny-0001").unwrap();
-    let held = entry.admission.enter().await.unwrap();
+    let held = entry.admission.enter(0).await.unwrap();
     let (status, _, _) = call!(&app, test::TestRequest::get().uri("/predictions/tiny-0001?text=hi"));
     assert_eq!(status, 429);
     drop(held);
@@ -1069,8 +1097,13 @@ async fn asynchronous_jobs_wait_for_synchronous_requests() {
         node: stowage_node::Config { inference_threads: 1, ..stowage_node::Config::default() },
         ..ServeConfig::default()
     };
-    let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 8, batch: 1, batch_tokens: 512 }, config, true)
-        .await;
+    let s = state_with(
+        &["tiny-0001"],
+        Limits { concurrency: 1, queue: Some(8), batch: 1, batch_tokens: 512 },
+        config,
+        true,
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let jobs = stowage_node::jobs::Jobs::open(
         stowage_node::jobs::JobOptions::new(stowage_node::jobs::Place::Dir(dir.path().into())),
@@ -1122,8 +1155,13 @@ async fn requests_that_would_wait_past_the_bound_are_refused_at_once() {
         },
         ..ServeConfig::default()
     };
-    let s = state_with(&["tiny-0001"], Limits { concurrency: 1, queue: 64, batch: 1, batch_tokens: 512 }, config, true)
-        .await;
+    let s = state_with(
+        &["tiny-0001"],
+        Limits { concurrency: 1, queue: Some(64), batch: 1, batch_tokens: 512 },
+        config,
+        true,
+    )
+    .await;
     let app = app!(s);
     // What a request costs, measured by the node on real ones.
     for _ in 0..3 {
@@ -1162,4 +1200,73 @@ async fn requests_that_would_wait_past_the_bound_are_refused_at_once() {
     }
     let metrics = metrics_text!(&app);
     assert!(metrics.contains("reason=\"expected_wait\""), "counted by reason");
+}
+
+/// Without `--queue-size`, a model whose requests have a wait bound (five times its latency
+/// target here) queues as many as the node answers within that bound: a burst the bound admits is
+/// not refused by a count of 64, as a model of much traffic would be in a slow second at its
+/// planned peak. A model without a bound queues 64; a set length stays as set. `/models` says each.
+#[actix_web::test]
+async fn a_wait_bound_not_a_count_refuses_the_requests_of_a_model_with_a_target() {
+    let config = ServeConfig {
+        node: stowage_node::Config { inference_threads: 1, ..stowage_node::Config::default() },
+        ..ServeConfig::default()
+    };
+    let mut targeted = spec("tiny-0001");
+    targeted.slo_p90_ms = Some(200.0);
+    let s = state_of(
+        vec![targeted, spec("tiny-0002")],
+        Limits { concurrency: 1, queue: None, batch: 1, batch_tokens: 512 },
+        config.clone(),
+        true,
+    )
+    .await;
+    let app = app!(s);
+    for _ in 0..3 {
+        let (code, body, _) = call!(&app, post("/predictions/tiny-0001", r#"{"inputs": "warm"}"#));
+        assert_eq!(code, 200, "{body}");
+    }
+    let per_request = s.node.pool.per_request();
+    let (_, list, _) = call!(&app, test::TestRequest::get().uri("/models"));
+    let size = |id: &str| {
+        list["models"].as_array().unwrap().iter().find(|m| m["id"] == id).unwrap()["queue_size"].as_u64().unwrap()
+    };
+    let want = ((1.0 / per_request).ceil() as u64).clamp(64, 4096);
+    assert_eq!(size("tiny-0001"), want, "1 s at {per_request} s a request");
+    assert!(want > 64, "{per_request}");
+    assert_eq!(size("tiny-0002"), 64);
+
+    // 150 requests while the only inference thread is held: one holds the model's slot, the rest
+    // wait, well within the bound (150 × a request's time), and every one is answered.
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    s.node.pool.submit(move || blocked.recv().unwrap_or_default()).unwrap();
+    let n = 150;
+    let requests = futures_util::future::join_all(
+        (0..n).map(|_| async { call!(&app, post("/predictions/tiny-0001", r#"{"inputs": "now"}"#)) }),
+    );
+    let control = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        release.send(()).unwrap();
+    };
+    let (results, ()) = tokio::join!(requests, control);
+    let codes: Vec<u16> = results.iter().map(|r| r.0).collect();
+    assert!(codes.iter().all(|&c| c == 200), "{codes:?}");
+
+    // A set length is kept whatever the bound.
+    let s = state_of(
+        vec![spec("tiny-0001")]
+            .into_iter()
+            .map(|mut m| {
+                m.slo_p90_ms = Some(200.0);
+                m
+            })
+            .collect(),
+        Limits { concurrency: 1, queue: Some(5), batch: 1, batch_tokens: 512 },
+        config,
+        true,
+    )
+    .await;
+    let app = app!(s);
+    let (_, list, _) = call!(&app, test::TestRequest::get().uri("/models"));
+    assert_eq!(list["models"][0]["queue_size"], 5, "{list}");
 }

@@ -177,7 +177,8 @@ pub const DEFAULT_BATCH_INPUTS: usize = 4;
 /// Default of `--max-batch-tokens`: four rows of 128 tokens, so that short texts batch as
 /// before, and one long text never pads more than a few short ones.
 pub const DEFAULT_MAX_BATCH_TOKENS: usize = 512;
-/// Default of `--queue-size`.
+/// Requests of one model that may wait without `--queue-size` where no wait bound applies, and
+/// the fewest where one does (`Node::queue_limit`).
 pub const DEFAULT_QUEUE_SIZE: usize = 64;
 
 /// Limits that apply to every model of the node.
@@ -185,8 +186,9 @@ pub const DEFAULT_QUEUE_SIZE: usize = 64;
 pub struct Limits {
     /// Engine calls of one model that may run at once.
     pub concurrency: usize,
-    /// Requests of one model that may wait beyond those in its hands; beyond, 429.
-    pub queue: usize,
+    /// Requests of one model that may wait beyond those in its hands; beyond, 429. `None`: the
+    /// node's wait bound sets it (`Node::queue_limit`).
+    pub queue: Option<usize>,
     /// Most inputs in one engine call: requests waiting for the same model run together up to
     /// this (1: no batching across requests). A model holds `concurrency × batch` requests.
     pub batch: usize,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::lifecycle::cold::ColdPool;
 use crate::lifecycle::load::LoadedModel;
-use crate::lifecycle::registry::{Entry, Hold, Registry, State};
+use crate::lifecycle::registry::{Entry, Hold, Registry, State, DEFAULT_QUEUE_SIZE};
 use crate::metrics;
 use crate::serve::pool::{Counted, Lost, Pool};
 use crate::serve::request::{Answer, Caller, PredictError, Queued, Request};
@@ -33,8 +33,13 @@ pub fn default_inference_threads() -> usize {
 /// refused 0.5 % of the requests at the planned peak, with 2 × 15–65 requests of 16,000 in one
 /// spell of one to three seconds in three runs of five (BENCHMARKS.md, "Plans that hold"), where a
 /// client would rather have waited half a second. Five times keeps a node over its capacity from
-/// letting requests wait seconds while it rides out a stall.
+/// letting requests wait seconds while it rides out a stall. (Those runs did not record which
+/// check refused; at 5 × it was the queue's count, which the bound now sets: `Node::queue_limit`.)
 pub const TARGET_WAIT_MULTIPLE: f64 = 5.0;
+
+/// The longest queue of one model that a wait bound sets without `--queue-size`
+/// (`Node::queue_limit`): what waiting requests may hold in memory stays bounded.
+pub const MAX_AUTO_QUEUE: usize = 4096;
 
 /// Settings of the request path.
 #[derive(Debug, Clone)]
@@ -218,9 +223,10 @@ impl Node {
         let span = tracing::Span::current();
         let queue = crate::step!(&span, "queue");
         let limit = self.config.queue_timeout;
+        let waiters = self.queue_limit(entry);
         let entered = match limit {
-            None => Some(entry.admission.enter().await),
-            Some(t) => tokio::time::timeout(t, entry.admission.enter()).await.ok(),
+            None => Some(entry.admission.enter(waiters).await),
+            Some(t) => tokio::time::timeout(t, entry.admission.enter(waiters)).await.ok(),
         };
         let Some(entered) = entered else {
             return Err(PredictError::timed_out(id, limit.unwrap_or_default()));
@@ -264,22 +270,47 @@ impl Node {
         pace.last = busy.then_some(now);
     }
 
-    /// Refuses a request that would wait longer than the node's bound (`Config::max_queue_delay`,
-    /// else `TARGET_WAIT_MULTIPLE` × the model's latency target) before its engine call. The wait
-    /// is read off the work ahead (Little's law): the requests in the node beyond the free threads
-    /// times the time between answers while busy (`Pace`, while fresh; at least what a request
-    /// costs the inference threads, shared by them), or, when the model's own slots are all taken,
-    /// its waiting requests shared by those slots.
-    fn expect_in_time(&self, entry: &Entry) -> Result<(), PredictError> {
+    /// How long a request of `entry` may expect to wait for its engine call before it is refused:
+    /// `Config::max_queue_delay`, else `TARGET_WAIT_MULTIPLE` × the model's latency target; `None`
+    /// without either, or where the bound is 0 (off).
+    fn wait_bound(&self, entry: &Entry) -> Option<Duration> {
         let bound = match self.config.max_queue_delay {
             Some(d) => d,
             None => match entry.spec.slo_p90_ms {
                 Some(ms) if ms.is_finite() && ms > 0.0 => Duration::from_secs_f64(TARGET_WAIT_MULTIPLE * ms / 1e3),
-                _ => return Ok(()),
+                _ => return None,
             },
         };
+        (!bound.is_zero()).then_some(bound)
+    }
+
+    /// How many requests of `entry` may wait for a slot (beyond, 429 `queue_full`): `--queue-size`
+    /// where it is set. Otherwise, under a wait bound, as many as the node answers within it (the
+    /// bound over a request's thread time shared by the threads), at least `DEFAULT_QUEUE_SIZE` and
+    /// at most `MAX_AUTO_QUEUE`: the bound then decides (`expect_in_time`), in time rather than in
+    /// a count that a model of much traffic fills in a slow second at its planned peak. Without a
+    /// bound, `DEFAULT_QUEUE_SIZE`.
+    pub fn queue_limit(&self, entry: &Entry) -> usize {
+        let per_request = self.pool.per_request() / self.pool.threads().max(1) as f64;
+        let auto = match self.wait_bound(entry) {
+            Some(bound) if per_request > 0.0 => {
+                let n = (bound.as_secs_f64() / per_request).ceil();
+                (n.min(MAX_AUTO_QUEUE as f64) as usize).max(DEFAULT_QUEUE_SIZE)
+            }
+            _ => DEFAULT_QUEUE_SIZE,
+        };
+        entry.admission.queue(auto)
+    }
+
+    /// Refuses a request that would wait longer than the node's bound (`wait_bound`) before its
+    /// engine call. The wait is read off the work ahead (Little's law): the requests in the node
+    /// beyond the free threads times the time between answers while busy (`Pace`, while fresh; at
+    /// least what a request costs the inference threads, shared by them), or, when the model's own
+    /// slots are all taken, its waiting requests shared by those slots.
+    fn expect_in_time(&self, entry: &Entry) -> Result<(), PredictError> {
+        let Some(bound) = self.wait_bound(entry) else { return Ok(()) };
         let per_request = self.pool.per_request();
-        if bound.is_zero() || per_request <= 0.0 {
+        if per_request <= 0.0 {
             return Ok(());
         }
         let threads = self.pool.threads() as f64;
