@@ -9,7 +9,10 @@
 # rows: its profile and planner, its plan served by this build's node.
 # Env: STOWAGE_HOLD_LIMITS (max_utilization values, comma-separated; default 0.83) and
 # STOWAGE_HOLD_FACTORS (multiples of the planned peak; default 0.5,1.0,1.25), STOWAGE_HOLD_QUANTILE
-# (the profile's --capacity-quantile; default its own).
+# (the profile's --capacity-quantile; default its own), STOWAGE_HOLD_SERVE_ARGS (more flags for
+# the node's stowage serve; default none: the node as a user starts it) and STOWAGE_HOLD_SPELL
+# (START,SECONDS: a busy loop on the node's CPU that far into each pass, a slow spell of the kind
+# this machine has; default none).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -23,4 +26,6 @@ export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(scripts/ort-lib.sh)}
 stowage=$(release_binary)
 "$py" scripts/bench_hold.py out/bench/hold "$stowage" --seconds "$seconds" ${before:+--before "$before"} \
   --limits "${STOWAGE_HOLD_LIMITS:-0.83}" --factors "${STOWAGE_HOLD_FACTORS:-0.5,1.0,1.25}" \
-  ${STOWAGE_HOLD_QUANTILE:+--quantile "$STOWAGE_HOLD_QUANTILE"}
+  ${STOWAGE_HOLD_QUANTILE:+--quantile "$STOWAGE_HOLD_QUANTILE"} \
+  ${STOWAGE_HOLD_SERVE_ARGS:+--serve-args "$STOWAGE_HOLD_SERVE_ARGS"} \
+  ${STOWAGE_HOLD_SPELL:+--spell "$STOWAGE_HOLD_SPELL"}

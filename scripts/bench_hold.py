@@ -115,12 +115,31 @@ def free_port():
     return s.getsockname()[1]
 
 
-def serve_and_verify(stowage, cat, plan, node, factors, seconds, out: pathlib.Path, env):
+def refusals(port):
+    """The node's refusals so far, by reason (stowage_rejected_total)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r'stowage_rejected_total\{.*reason="([^"]+)".*\} (\S+)', line)
+        if m:
+            out[m.group(1)] = out.get(m.group(1), 0) + int(float(m.group(2)))
+    return out
+
+
+def slow_spell(spell):
+    """A slow spell of the node's CPU, as this machine has them: `start,seconds` into a pass, a
+    busy loop on CPU 0 takes half of it."""
+    start, length = spell
+    time.sleep(start)
+    subprocess.run(["taskset", "-c", "0", "timeout", str(length), "sh", "-c", "while :; do :; done"])
+
+
+def serve_and_verify(stowage, cat, plan, node, factors, seconds, out: pathlib.Path, env, serve_args=(), spell=None):
     port = free_port()
     log = open(out / "node.log", "w")
     proc = subprocess.Popen(
         ["taskset", "-c", "0", stowage, "serve", "--plan", plan, "--catalog", cat, "--node", node,
-         "--host", "127.0.0.1", "--port", str(port), "--no-watch"],
+         "--host", "127.0.0.1", "--port", str(port), "--no-watch", *serve_args],
         stdout=subprocess.DEVNULL, stderr=log, env=env)
     try:
         for _ in range(1200):
@@ -134,13 +153,19 @@ def serve_and_verify(stowage, cat, plan, node, factors, seconds, out: pathlib.Pa
         results = {}
         for f in factors:
             d = out / f"verify-{f}"
+            before = refusals(port)
             # verify exits 1 when the node misses its target: that is a result here, not a failure.
-            r = subprocess.run([str(c) for c in ("taskset", "-c", "1", stowage, "verify", "--plan", plan, "--catalog", cat,
-                                "--url", f"http://127.0.0.1:{port}", "--factor", f, "--duration", seconds,
-                                "--slo-ms", "100", "--out", d)], capture_output=True, text=True, env=env)
-            if r.returncode not in (0, 1) or not (d / "verify.json").is_file():
-                raise SystemExit(f"verify failed ({r.returncode}): {r.stderr}")
+            v = subprocess.Popen([str(c) for c in ("taskset", "-c", "1", stowage, "verify", "--plan", plan, "--catalog", cat,
+                                  "--url", f"http://127.0.0.1:{port}", "--factor", f, "--duration", seconds,
+                                  "--slo-ms", "100", "--out", d)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            if spell:
+                slow_spell(spell)
+            _, stderr = v.communicate()
+            if v.returncode not in (0, 1) or not (d / "verify.json").is_file():
+                raise SystemExit(f"verify failed ({v.returncode}): {stderr}")
             results[f] = json.loads((d / "verify.json").read_text())["nodes"][0]
+            after = refusals(port)
+            results[f]["refused"] = {k: n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)}
         return results
     finally:
         proc.terminate()
@@ -155,6 +180,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=45)
     ap.add_argument("--limits", default="0.83", help="max_utilization values to run, comma-separated (0.83: the default)")
     ap.add_argument("--quantile", help="stowage profile --capacity-quantile (default: the profile's own)")
+    ap.add_argument("--spell", help="START,SECONDS: a busy loop takes half the node's CPU that far into each pass")
+    ap.add_argument("--serve-args", default="", help="more flags for the node's stowage serve (default: none)")
     ap.add_argument("--factors", default="0.5,1.0,1.25", help="multiples of the planned peak to send, comma-separated")
     a = ap.parse_args()
     work = pathlib.Path(a.work).resolve()
@@ -190,7 +217,8 @@ def main():
         measured = cat.read_text()
         lo, hi, scat, splan, p = largest_one_node(binary, measured, ranks, h, d, "largest")
         node = p["nodes"][0]
-        res = serve_and_verify(a.stowage, scat, splan, node["id"], factors, a.seconds, d, env)
+        res = serve_and_verify(a.stowage, scat, splan, node["id"], factors, a.seconds, d, env, a.serve_args.split(),
+                               [float(x) for x in a.spell.split(",")] if a.spell else None)
         # The planner's prediction at half the traffic: the plan of that traffic (one node).
         half = d / "half.toml"
         half.write_text(with_scale(measured, lo * 0.5, ranks, h))
@@ -201,17 +229,18 @@ def main():
                      "utilization": node["usage"]["utilization"], "predicted": predicted, "verify": res})
         print(json.dumps(rows[-1], default=str), flush=True)
     (work / "hold.json").write_text(json.dumps(rows, indent=1, default=str))
-    print("| build | max_utilization | largest one-node traffic | plan's utilization | predicted P90 | × peak | offered/s | ok/s | P50 | P90 | P99 | codes | P90 ≤ 100 ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    print("| build | max_utilization | largest one-node traffic | plan's utilization | predicted P90 | × peak | offered/s | ok/s | P50 | P90 | P99 | codes | refused by | P90 ≤ 100 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
     for r in rows:
         for f, v in r["verify"].items():
             m = v["measured"]
             lat = m["latency_ms"]
             pred = (r["predicted"].get(float(f)) or {}).get("p90_ms")
             codes = " ".join(f"{k}:{n}" for k, n in m["status_codes"].items())
+            refused = " ".join(f"{k}:{n}" for k, n in v.get("refused", {}).items())
             print(f"| {r['build']} | {r['max_utilization']} | {r['one_node_rps']:.1f} req/s | {100 * r['utilization']:.1f} % | "
                   f"{'-' if pred is None else f'{pred:.1f} ms'} | {f} | {v['offered_rps']:.1f} | {m['ok_rps']:.1f} | "
-                  f"{lat['p50']:.1f} | {lat['p90']:.1f} | {lat['p99']:.1f} | {codes} | {'yes' if v['held'] else 'no'} |")
+                  f"{lat['p50']:.1f} | {lat['p90']:.1f} | {lat['p99']:.1f} | {codes} | {refused or '-'} | {'yes' if v['held'] else 'no'} |")
 
 
 if __name__ == "__main__":
