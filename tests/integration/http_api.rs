@@ -1270,3 +1270,68 @@ async fn a_wait_bound_not_a_count_refuses_the_requests_of_a_model_with_a_target(
     let (_, list, _) = call!(&app, test::TestRequest::get().uri("/models"));
     assert_eq!(list["models"][0]["queue_size"], 5, "{list}");
 }
+
+/// A model's waiting requests drain at its own pace, not the node's: where its answers have come
+/// 10 ms apart while its requests waited (its turns among the node's other models), ten waiting
+/// requests are 100 ms of wait, and a request past a 50 ms bound is refused at once, though what
+/// a request costs the threads alone would put them at a few milliseconds.
+#[actix_web::test]
+async fn a_busy_model_is_judged_by_the_pace_of_its_own_answers() {
+    let bound = std::time::Duration::from_millis(50);
+    let config = ServeConfig {
+        node: stowage_node::Config {
+            inference_threads: 1,
+            max_queue_delay: Some(bound),
+            ..stowage_node::Config::default()
+        },
+        ..ServeConfig::default()
+    };
+    let s = state_with(
+        &["tiny-0001"],
+        Limits { concurrency: 1, queue: Some(64), batch: 1, batch_tokens: 512 },
+        config,
+        true,
+    )
+    .await;
+    let app = app!(s);
+    for _ in 0..3 {
+        let (code, body, _) = call!(&app, post("/predictions/tiny-0001", r#"{"inputs": "warm"}"#));
+        assert_eq!(code, 200, "{body}");
+    }
+    let per_request = s.node.pool.per_request();
+    assert!(10.0 * per_request < 0.05, "{per_request}");
+    let entry = s.node.registry.get("tiny-0001").unwrap();
+    // The model's slot held and ten requests waiting for it.
+    let held = entry.admission.enter(0).await.unwrap();
+    let waiters: Vec<_> = (0..10).map(|_| Box::pin(entry.admission.enter(0))).collect();
+    let mut waiters = waiters;
+    for w in &mut waiters {
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(1), w).await.is_err());
+    }
+    assert_eq!(entry.admission.waiting(), 10);
+    // Without a pace of its own, the model's queue is reckoned at the threads' cost: admitted.
+    let admitted = tokio::time::timeout(std::time::Duration::from_millis(20), async {
+        call!(&app, post("/predictions/tiny-0001", r#"{"inputs": "in"}"#))
+    })
+    .await;
+    assert!(admitted.is_err(), "admitted, it waits behind the held slot");
+    // Its answers came 10 ms apart while requests waited.
+    {
+        let mut pace = entry.pace.lock().unwrap();
+        let t0 = std::time::Instant::now() - std::time::Duration::from_millis(50);
+        for i in 0..3 {
+            pace.answered(t0 + std::time::Duration::from_millis(10 * i), true);
+        }
+    }
+    let asked = std::time::Instant::now();
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        call!(&app, post("/predictions/tiny-0001", r#"{"inputs": "out"}"#))
+    })
+    .await;
+    let (code, body, _) = refused.expect("refused at once, not admitted to wait behind the held slot");
+    assert_eq!((code, body["code"].as_str()), (429, Some("queue_full")), "{body}");
+    assert!(body["error"].as_str().unwrap().contains("50 ms bound"), "{body}");
+    assert!(asked.elapsed() < bound, "refused at once: {:?}", asked.elapsed());
+    drop(waiters);
+    drop(held);
+}

@@ -15,6 +15,7 @@ use crate::lifecycle::spec::ModelSpec;
 use crate::metrics::ModelMetrics;
 use crate::serve::admission::Admission;
 use crate::serve::batch::Batcher;
+use crate::serve::pace::Pace;
 
 /// Where a model is in its life.
 #[derive(Clone)]
@@ -59,6 +60,8 @@ pub struct Entry {
     info: RwLock<LoadInfo>,
     /// Requests in the model's hands (running or pending in its batcher), and those waiting.
     pub admission: Admission,
+    /// How fast the model answers while its requests wait for a slot (`Node::expect_in_time`).
+    pub pace: std::sync::Mutex<Pace>,
     pub batcher: Arc<Batcher>,
     pub metrics: ModelMetrics,
     /// Added by a reload, not at start-up: while it loads (or if it fails) it does not hold the
@@ -105,6 +108,7 @@ impl Entry {
         let metrics = ModelMetrics::new(&spec.id, named.as_deref());
         Entry {
             admission: Admission::new(calls * rows, limits.queue),
+            pace: Default::default(),
             batcher: Arc::new(Batcher::new(&spec.id, &metrics, calls, rows, limits.batch_tokens)),
             metrics,
             state: RwLock::new(State::Loading),

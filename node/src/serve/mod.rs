@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod batch;
+pub mod pace;
 pub mod pool;
 pub mod postprocess;
 pub mod predict;

@@ -12,6 +12,7 @@ use crate::lifecycle::cold::ColdPool;
 use crate::lifecycle::load::LoadedModel;
 use crate::lifecycle::registry::{Entry, Hold, Registry, State, DEFAULT_QUEUE_SIZE};
 use crate::metrics;
+use crate::serve::pace::Pace;
 use crate::serve::pool::{Counted, Lost, Pool};
 use crate::serve::request::{Answer, Caller, PredictError, Queued, Request};
 
@@ -85,24 +86,6 @@ pub struct Node {
     /// How fast the node answers while it is busy (`Node::answered`).
     pace: std::sync::Mutex<Pace>,
 }
-
-/// The node's pace: a moving average of the time between two answers while requests were
-/// waiting (idle gaps left out). Everything the node spends per request is in it — HTTP,
-/// tokenization, the engine, the refusals it writes meanwhile — which the inference threads'
-/// own accounting (`Pool::per_request`) misses.
-#[derive(Default)]
-struct Pace {
-    last: Option<Instant>,
-    seconds: f64,
-    /// When an interval last counted: a pace older than `PACE_FRESH` is not the node's now.
-    updated: Option<Instant>,
-}
-
-/// The weight of the newest interval in `Pace`: small, as a batch's answers come all at once.
-const PACE_WEIGHT: f64 = 0.02;
-/// How long a pace stays the node's: at light load, intervals between answers while requests
-/// wait are rare, and an old one (a stall of the whole process, say) says nothing of now.
-const PACE_FRESH: Duration = Duration::from_secs(1);
 
 /// A model that takes requests now. While one exists its model counts as in use (a cold model
 /// is not evicted).
@@ -252,22 +235,18 @@ impl Node {
         if let Some(h) = entry.metrics.inference_duration.get() {
             h.record(answer.engine_seconds);
         }
-        self.answered();
+        self.answered(entry);
         Ok(answer)
     }
 
-    /// Counts an answer in the node's pace; the next interval counts only if requests still wait
-    /// (this one is still in `in_system`, hence `> 1`).
-    fn answered(&self) {
+    /// Counts an answer in the node's pace and its model's; the next interval counts only if
+    /// requests still wait (this one is still in `in_system`, hence `> 1`; for the model, one
+    /// waits for a slot).
+    fn answered(&self, entry: &Entry) {
         let now = Instant::now();
         let busy = self.in_system.load(Ordering::SeqCst) > 1;
-        let mut pace = self.pace.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(last) = pace.last {
-            let dt = now.duration_since(last).as_secs_f64();
-            pace.seconds = if pace.seconds == 0.0 { dt } else { pace.seconds + PACE_WEIGHT * (dt - pace.seconds) };
-            pace.updated = Some(now);
-        }
-        pace.last = busy.then_some(now);
+        self.pace.lock().unwrap_or_else(|p| p.into_inner()).answered(now, busy);
+        entry.pace.lock().unwrap_or_else(|p| p.into_inner()).answered(now, entry.admission.waiting() > 0);
     }
 
     /// How long a request of `entry` may expect to wait for its engine call before it is refused:
@@ -317,16 +296,17 @@ impl Node {
         // Between answers: at least a request's thread time shared by the threads; the pace
         // only while it is fresh.
         let floor = per_request / threads;
-        let pace = self.pace.lock().map_or(0.0, |p| match p.updated {
-            Some(t) if t.elapsed() <= PACE_FRESH => p.seconds,
-            _ => 0.0,
-        });
-        let pace = pace.max(floor);
+        let pace = self.pace.lock().map_or(0.0, |p| p.seconds()).max(floor);
         // With a thread free, nothing is ahead.
         let ahead = (self.in_system.load(Ordering::SeqCst) + 1).saturating_sub(self.pool.threads());
         let node = ahead as f64 * pace;
+        // The model's own: its requests waiting for a slot times the time between its answers
+        // while they wait (at least a request's thread time shared by its slots). A busy model
+        // drains at its share of the threads, not at the node's pace: the node's other models
+        // take turns with it.
         let slots = entry.admission.slots().min(self.pool.threads()).max(1) as f64;
-        let model = entry.admission.waiting() as f64 * per_request / slots;
+        let model_pace = entry.pace.lock().map_or(0.0, |p| p.seconds()).max(per_request / slots);
+        let model = entry.admission.waiting() as f64 * model_pace;
         let expected = Duration::from_secs_f64(node.max(model));
         if expected <= bound {
             return Ok(());
