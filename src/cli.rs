@@ -673,7 +673,7 @@ pub struct ServeArgs {
 
     /// Requests of one model that may wait beyond those its engine calls hold
     /// (model concurrency × batch inputs); beyond, 429 with Retry-After. Without it, a model
-    /// whose requests have a wait bound (--max-queue-delay-ms, or five times its latency target)
+    /// whose requests have a wait bound (--max-queue-delay-ms, or ten times its latency target)
     /// queues as many as the node answers within that bound, at least 64 and at most 4096, so
     /// that the bound, not a count, refuses; other models queue 64.
     #[arg(long, env = "STOWAGE_QUEUE_SIZE")]
@@ -687,7 +687,7 @@ pub struct ServeArgs {
 
     /// Refuse at once (429, no --reject-delay-ms) a request that would wait longer than this for
     /// its engine call, reckoned from the work ahead of it and what requests cost lately. Without
-    /// it, five times each model's latency target (the catalog's slo_p90_ms) is its bound; 0
+    /// it, ten times each model's latency target (the catalog's slo_p90_ms) is its bound; 0
     /// turns it off.
     #[arg(long, env = "STOWAGE_MAX_QUEUE_DELAY_MS")]
     pub max_queue_delay_ms: Option<u64>,

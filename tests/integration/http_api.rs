@@ -1202,10 +1202,11 @@ async fn requests_that_would_wait_past_the_bound_are_refused_at_once() {
     assert!(metrics.contains("reason=\"expected_wait\""), "counted by reason");
 }
 
-/// Without `--queue-size`, a model whose requests have a wait bound (five times its latency
-/// target here) queues as many as the node answers within that bound: a burst the bound admits is
-/// not refused by a count of 64, as a model of much traffic would be in a slow second at its
-/// planned peak. A model without a bound queues 64; a set length stays as set. `/models` says each.
+/// Without `--queue-size`, a model whose requests have a wait bound (`TARGET_WAIT_MULTIPLE` times
+/// its latency target here) queues as many as the node answers within that bound: a burst the
+/// bound admits is not refused by a count of 64, as a model of much traffic would be in a slow
+/// second at its planned peak. A model without a bound queues 64; a set length stays as set.
+/// `/models` says each.
 #[actix_web::test]
 async fn a_wait_bound_not_a_count_refuses_the_requests_of_a_model_with_a_target() {
     let config = ServeConfig {
@@ -1231,8 +1232,9 @@ async fn a_wait_bound_not_a_count_refuses_the_requests_of_a_model_with_a_target(
     let size = |id: &str| {
         list["models"].as_array().unwrap().iter().find(|m| m["id"] == id).unwrap()["queue_size"].as_u64().unwrap()
     };
-    let want = ((1.0 / per_request).ceil() as u64).clamp(64, 4096);
-    assert_eq!(size("tiny-0001"), want, "1 s at {per_request} s a request");
+    let bound = stowage_node::serve::predict::TARGET_WAIT_MULTIPLE * 0.2;
+    let want = ((bound / per_request).ceil() as u64).clamp(64, 4096);
+    assert_eq!(size("tiny-0001"), want, "{bound} s at {per_request} s a request");
     assert!(want > 64, "{per_request}");
     assert_eq!(size("tiny-0002"), 64);
 
