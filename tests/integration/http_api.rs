@@ -107,6 +107,35 @@ fn post(path: &str, body: &str) -> test::TestRequest {
     test::TestRequest::post().uri(path).set_payload(body.to_string())
 }
 
+/// One engine call of a model at once, `queue` more waiting at most, batches of `batch`.
+fn one(queue: usize, batch: usize) -> Limits {
+    Limits { concurrency: 1, queue: Some(queue), batch, batch_tokens: 512 }
+}
+
+/// Three requests to `id`, each answered: the node has measured what a request costs.
+macro_rules! warm {
+    ($app:expr, $id:expr) => {
+        for _ in 0..3 {
+            let (code, body, _) = call!($app, post(&format!("/predictions/{}", $id), r#"{"inputs": "warm"}"#));
+            assert_eq!(code, 200, "{body}");
+        }
+    };
+}
+
+/// A node of tiny-0001 on one inference thread, one slot and 64 waiting at most, that refuses a
+/// request expected to wait past `bound`.
+async fn bounded_node(bound: std::time::Duration) -> Arc<AppState> {
+    let config = ServeConfig {
+        node: stowage_node::Config {
+            inference_threads: 1,
+            max_queue_delay: Some(bound),
+            ..stowage_node::Config::default()
+        },
+        ..ServeConfig::default()
+    };
+    state_with(&["tiny-0001"], one(64, 1), config, true).await
+}
+
 /// The text of `GET /metrics` (asserting a 200).
 macro_rules! metrics_text {
     ($app:expr) => {{
@@ -139,13 +168,7 @@ fn hold_inference_until_pending(
 
 #[actix_web::test]
 async fn ping_and_ready() {
-    let s = state_with(
-        &["tiny-0001"],
-        Limits { concurrency: 1, queue: Some(1), batch: 1, batch_tokens: 512 },
-        ServeConfig::default(),
-        false,
-    )
-    .await;
+    let s = state_with(&["tiny-0001"], one(1, 1), ServeConfig::default(), false).await;
     let app = app!(s);
     let (code, body, _) = call!(&app, test::TestRequest::get().uri("/ping"));
     assert_eq!((code, body), (200, json!({"status": "Healthy"})));
@@ -241,13 +264,7 @@ async fn request_errors() {
         node: Config { max_batch: 4, ..Config::default() },
         ..ServeConfig::default()
     };
-    let s = state_with(
-        &["tiny-0001"],
-        Limits { concurrency: 1, queue: Some(0), batch: 1, batch_tokens: 512 },
-        config,
-        true,
-    )
-    .await;
+    let s = state_with(&["tiny-0001"], one(0, 1), config, true).await;
     let app = app!(s);
     let cases: Vec<(test::TestRequest, u16, &str)> = vec![
         (post("/predictions/tiny-0001", r#"{"inputs": "#), 400, "malformed_request"),
@@ -313,13 +330,7 @@ async fn request_errors() {
 
 #[actix_web::test]
 async fn unknown_paths_and_methods_answer_json_errors() {
-    let s = state_with(
-        &["tiny-0001"],
-        Limits { concurrency: 1, queue: Some(1), batch: 1, batch_tokens: 512 },
-        ServeConfig::default(),
-        false,
-    )
-    .await;
+    let s = state_with(&["tiny-0001"], one(1, 1), ServeConfig::default(), false).await;
     let app = app!(s);
     let cases = [
         (test::TestRequest::get().uri("/nope"), 404, "not_found", None),
@@ -343,13 +354,7 @@ async fn unknown_paths_and_methods_answer_json_errors() {
 
 #[actix_web::test]
 async fn overload_answers_429_with_retry_after() {
-    let s = state_with(
-        &["tiny-0001"],
-        Limits { concurrency: 1, queue: Some(0), batch: 1, batch_tokens: 512 },
-        ServeConfig::default(),
-        true,
-    )
-    .await;
+    let s = state_with(&["tiny-0001"], one(0, 1), ServeConfig::default(), true).await;
     let app = app!(s);
     let entry = s.node.registry.get("tiny-0001").unwrap();
     let held = entry.admission.enter(0).await.unwrap();
@@ -374,13 +379,7 @@ async fn a_request_that_waits_past_the_queue_timeout_gets_503_and_never_runs() {
         ..ServeConfig::default()
     };
     // Waiting for admission: the model's only slot is held.
-    let s = state_with(
-        &["tiny-0001"],
-        Limits { concurrency: 1, queue: Some(4), batch: 1, batch_tokens: 512 },
-        config.clone(),
-        true,
-    )
-    .await;
+    let s = state_with(&["tiny-0001"], one(4, 1), config.clone(), true).await;
     let app = app!(s);
     let first = s.node.registry.get("tiny-0001").unwrap();
     let held = first.admission.enter(0).await.unwrap();
@@ -394,13 +393,7 @@ async fn a_request_that_waits_past_the_queue_timeout_gets_503_and_never_runs() {
 
     // Admitted, then waiting in the model's batch queue: the only inference thread is held past
     // the limit, so both requests are answered 503 when their call comes, without running.
-    let s = state_with(
-        &["tiny-0002"],
-        Limits { concurrency: 1, queue: Some(0), batch: 4, batch_tokens: 512 },
-        config,
-        true,
-    )
-    .await;
+    let s = state_with(&["tiny-0002"], one(0, 4), config, true).await;
     let app = app!(s);
     let opener = hold_inference_until_pending(&s, "tiny-0002", 2, limit + std::time::Duration::from_millis(20));
     let requests = futures_util::future::join_all(["good", "bad"].map(|t| {
@@ -480,7 +473,7 @@ fn break_engine(s: &AppState, id: &str, fault: Fault) {
 #[actix_web::test]
 async fn an_engine_that_fails_or_crashes_answers_500_and_the_node_serves_on() {
     let config = ServeConfig { node: Config { inference_threads: 1, ..Config::default() }, ..ServeConfig::default() };
-    let limits = Limits { concurrency: 1, queue: Some(1), batch: 1, batch_tokens: 512 };
+    let limits = one(1, 1);
     let s = state_with(&["tiny-0001", "tiny-0002", "tiny-0003"], limits, config, true).await;
     break_engine(&s, "tiny-0001", Fault::Error);
     break_engine(&s, "tiny-0002", Fault::Panic);
@@ -513,7 +506,7 @@ async fn an_engine_that_fails_or_crashes_answers_500_and_the_node_serves_on() {
 
 #[actix_web::test]
 async fn non_finite_outputs_answer_500_not_null_scores() {
-    let limits = Limits { concurrency: 1, queue: Some(1), batch: 1, batch_tokens: 512 };
+    let limits = one(1, 1);
     let s = state_with(&["tiny-0001", "tiny-0003"], limits, ServeConfig::default(), true).await;
     break_engine(&s, "tiny-0001", Fault::NotFinite { width: 2, per_token: false });
     break_engine(&s, "tiny-0003", Fault::NotFinite { width: 64, per_token: true });
@@ -556,13 +549,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
 
 #[actix_web::test]
 async fn a_broken_model_fails_alone() {
-    let s = state_with(
-        &["tiny-0001", "broken"],
-        Limits { concurrency: 1, queue: Some(1), batch: 1, batch_tokens: 512 },
-        ServeConfig::default(),
-        true,
-    )
-    .await;
+    let s = state_with(&["tiny-0001", "broken"], one(1, 1), ServeConfig::default(), true).await;
     let app = app!(s);
     let (status, body, _) = call!(&app, test::TestRequest::get().uri("/predictions/broken?text=hi"));
     assert_eq!((status, body["code"].as_str()), (503, Some("model_failed")));
@@ -611,14 +598,7 @@ async fn a_model_with_the_tokenizer_of_a_larger_vocabulary_fails_to_load() {
         config: None,
         ..spec("tiny-0001")
     };
-    let node = |specs| {
-        state_of(
-            specs,
-            Limits { concurrency: 1, queue: Some(1), batch: 1, batch_tokens: 512 },
-            ServeConfig::default(),
-            true,
-        )
-    };
+    let node = |specs| state_of(specs, one(1, 1), ServeConfig::default(), true);
 
     let s = node(vec![spec("tiny-0001"), small(fixture().root.join("tiny-0001/tokenizer.json"))]).await;
     let app = app!(s);
@@ -692,7 +672,7 @@ async fn ort_engine_serves_the_same_api() {
 async fn batched_answers_equal_answers_alone(engine: Engine) {
     let config = ServeConfig { node: Config { inference_threads: 1, ..Config::default() }, ..ServeConfig::default() };
     let specs = ["tiny-0001", "tiny-0003"].map(|id| ModelSpec { engine, ..spec(id) }).to_vec();
-    let s = state_of(specs, Limits { concurrency: 1, queue: Some(0), batch: 4, batch_tokens: 512 }, config, true).await;
+    let s = state_of(specs, one(0, 4), config, true).await;
     let app = app!(s);
     let texts = ["love", "I love this product so much", "bad service", "the delivery was late and the box was broken"];
     for model in ["tiny-0001", "tiny-0003"] {
@@ -735,13 +715,7 @@ async fn batched_answers_equal_answers_alone(engine: Engine) {
 #[actix_web::test]
 async fn long_and_short_texts_that_wait_together_run_in_separate_calls() {
     let config = ServeConfig { node: Config { inference_threads: 1, ..Config::default() }, ..ServeConfig::default() };
-    let s = state_with(
-        &["tiny-0001"],
-        Limits { concurrency: 1, queue: Some(0), batch: 4, batch_tokens: 512 },
-        config,
-        true,
-    )
-    .await;
+    let s = state_with(&["tiny-0001"], one(0, 4), config, true).await;
     let app = app!(s);
     let long = |w: &str| vec![w; 90].join(" ");
     let texts = [long("love"), "bad".to_string(), long("slow"), "great".to_string()];
@@ -898,13 +872,7 @@ async fn long_text_is_cut_at_the_models_positions_even_without_tokenizer_truncat
     // the table read from the ONNX file does.
     for config in [spec("tiny-0001").config, None] {
         let specs = vec![ModelSpec { tokenizer: path.clone().into(), config: config.clone(), ..spec("tiny-0001") }];
-        let s = state_of(
-            specs,
-            Limits { concurrency: 1, queue: Some(1), batch: 1, batch_tokens: 512 },
-            ServeConfig::default(),
-            true,
-        )
-        .await;
+        let s = state_of(specs, one(1, 1), ServeConfig::default(), true).await;
         let app = app!(s);
         let (code, body, _) =
             call!(&app, post("/predictions/tiny-0001", &format!(r#"{{"inputs": "{}"}}"#, "love ".repeat(600))));
@@ -931,13 +899,7 @@ async fn a_model_whose_outputs_are_not_finite_fails_at_warm_up() {
     }
     std::fs::write(dir.path().join("model.onnx"), model.encode_to_vec()).unwrap();
     let nan = ModelSpec { id: "nan".into(), artifact: dir.path().join("model.onnx").into(), ..spec("tiny-0001") };
-    let s = state_of(
-        vec![nan, spec("tiny-0002")],
-        Limits { concurrency: 1, queue: Some(1), batch: 1, batch_tokens: 512 },
-        ServeConfig::default(),
-        true,
-    )
-    .await;
+    let s = state_of(vec![nan, spec("tiny-0002")], one(1, 1), ServeConfig::default(), true).await;
     let app = app!(s);
     let (_, m, _) = call!(&app, test::TestRequest::get().uri("/models/nan"));
     assert_eq!(m["state"], "failed", "{m}");
@@ -973,13 +935,7 @@ async fn poisoned_weights_fail_the_model_with_their_reason() {
         std::fs::write(&path, model.encode_to_vec()).unwrap();
         specs.push(ModelSpec { id: format!("poisoned-{k}"), artifact: path.into(), ..spec("tiny-0001") });
     }
-    let s = state_of(
-        specs,
-        Limits { concurrency: 1, queue: Some(1), batch: 1, batch_tokens: 512 },
-        ServeConfig::default(),
-        true,
-    )
-    .await;
+    let s = state_of(specs, one(1, 1), ServeConfig::default(), true).await;
     let app = app!(s);
     for (k, (name, value)) in poisons.iter().enumerate() {
         let (_, m, _) = call!(&app, test::TestRequest::get().uri(&format!("/models/poisoned-{k}")));
@@ -1003,7 +959,7 @@ async fn models_take_the_cuda_devices_in_turn() {
         .iter()
         .map(|id| ModelSpec { engine: Engine::Ort, ..spec(id) })
         .collect();
-    let reg = Arc::new(Registry::new(specs, Limits { concurrency: 1, queue: Some(1), batch: 1, batch_tokens: 512 }));
+    let reg = Arc::new(Registry::new(specs, one(1, 1)));
     load_all(reg.clone(), LoadOptions { cuda_devices: vec![0, 1], ..LoadOptions::default() }).await;
     for (id, device) in [("tiny-0001", 0), ("tiny-0002", 1), ("tiny-0003", 0)] {
         let State::Failed(why) = reg.get(id).unwrap().state() else { panic!("{id} loaded on a GPU it cannot have") };
@@ -1014,13 +970,7 @@ async fn models_take_the_cuda_devices_in_turn() {
 #[actix_web::test]
 async fn a_scrape_after_mixed_traffic_passes_promtool_has_the_process_metrics_and_few_series_per_model() {
     let config = ServeConfig { max_body_bytes: 4096, ..ServeConfig::default() };
-    let s = state_with(
-        &["tiny-0001", "tiny-0002", "tiny-0003"],
-        Limits { concurrency: 1, queue: Some(0), batch: 1, batch_tokens: 512 },
-        config,
-        true,
-    )
-    .await;
+    let s = state_with(&["tiny-0001", "tiny-0002", "tiny-0003"], one(0, 1), config, true).await;
     let app = app!(s);
     // Every outcome a model's series can count: 200, 400, 413, 422, 429, and a model not here.
     for uri in ["/predictions/tiny-0001?text=hi", "/predictions/tiny-0001?text=", "/predictions/nope?text=a"] {
@@ -1097,13 +1047,7 @@ async fn asynchronous_jobs_wait_for_synchronous_requests() {
         node: stowage_node::Config { inference_threads: 1, ..stowage_node::Config::default() },
         ..ServeConfig::default()
     };
-    let s = state_with(
-        &["tiny-0001"],
-        Limits { concurrency: 1, queue: Some(8), batch: 1, batch_tokens: 512 },
-        config,
-        true,
-    )
-    .await;
+    let s = state_with(&["tiny-0001"], one(8, 1), config, true).await;
     let dir = tempfile::tempdir().unwrap();
     let jobs = stowage_node::jobs::Jobs::open(
         stowage_node::jobs::JobOptions::new(stowage_node::jobs::Place::Dir(dir.path().into())),
@@ -1147,27 +1091,10 @@ async fn asynchronous_jobs_wait_for_synchronous_requests() {
 /// after the wait: while the node's only inference thread is held, every refusal arrives.
 #[actix_web::test]
 async fn requests_that_would_wait_past_the_bound_are_refused_at_once() {
-    let config = ServeConfig {
-        node: stowage_node::Config {
-            inference_threads: 1,
-            max_queue_delay: Some(std::time::Duration::from_millis(1)),
-            ..stowage_node::Config::default()
-        },
-        ..ServeConfig::default()
-    };
-    let s = state_with(
-        &["tiny-0001"],
-        Limits { concurrency: 1, queue: Some(64), batch: 1, batch_tokens: 512 },
-        config,
-        true,
-    )
-    .await;
+    let s = bounded_node(std::time::Duration::from_millis(1)).await;
     let app = app!(s);
     // What a request costs, measured by the node on real ones.
-    for _ in 0..3 {
-        let (code, body, _) = call!(&app, post("/predictions/tiny-0001", r#"{"inputs": "warm"}"#));
-        assert_eq!(code, 200, "{body}");
-    }
+    warm!(&app, "tiny-0001");
     let per_request = s.node.pool.per_request();
     assert!(per_request > 0.0);
     let (release, blocked) = std::sync::mpsc::channel::<()>();
@@ -1223,10 +1150,7 @@ async fn a_wait_bound_not_a_count_refuses_the_requests_of_a_model_with_a_target(
     )
     .await;
     let app = app!(s);
-    for _ in 0..3 {
-        let (code, body, _) = call!(&app, post("/predictions/tiny-0001", r#"{"inputs": "warm"}"#));
-        assert_eq!(code, 200, "{body}");
-    }
+    warm!(&app, "tiny-0001");
     let per_request = s.node.pool.per_request();
     let (_, list, _) = call!(&app, test::TestRequest::get().uri("/models"));
     let size = |id: &str| {
@@ -1263,7 +1187,7 @@ async fn a_wait_bound_not_a_count_refuses_the_requests_of_a_model_with_a_target(
                 m
             })
             .collect(),
-        Limits { concurrency: 1, queue: Some(5), batch: 1, batch_tokens: 512 },
+        one(5, 1),
         config,
         true,
     )
@@ -1280,26 +1204,9 @@ async fn a_wait_bound_not_a_count_refuses_the_requests_of_a_model_with_a_target(
 #[actix_web::test]
 async fn a_busy_model_is_judged_by_the_pace_of_its_own_answers() {
     let bound = std::time::Duration::from_millis(50);
-    let config = ServeConfig {
-        node: stowage_node::Config {
-            inference_threads: 1,
-            max_queue_delay: Some(bound),
-            ..stowage_node::Config::default()
-        },
-        ..ServeConfig::default()
-    };
-    let s = state_with(
-        &["tiny-0001"],
-        Limits { concurrency: 1, queue: Some(64), batch: 1, batch_tokens: 512 },
-        config,
-        true,
-    )
-    .await;
+    let s = bounded_node(bound).await;
     let app = app!(s);
-    for _ in 0..3 {
-        let (code, body, _) = call!(&app, post("/predictions/tiny-0001", r#"{"inputs": "warm"}"#));
-        assert_eq!(code, 200, "{body}");
-    }
+    warm!(&app, "tiny-0001");
     let per_request = s.node.pool.per_request();
     assert!(10.0 * per_request < 0.05, "{per_request}");
     let entry = s.node.registry.get("tiny-0001").unwrap();
