@@ -20,11 +20,12 @@ import os
 import pathlib
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
+
+from benchlib import by_label, free_port
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ZIPF = 1.1
@@ -109,21 +110,9 @@ def largest_one_node(stowage, measured, ranks, h, work, tag):
     return lo, hi, cat, plan, p
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def refusals(port):
     """The node's refusals so far, by reason (stowage_rejected_total)."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    out = {}
-    for line in text.splitlines():
-        m = re.match(r'stowage_rejected_total\{.*reason="([^"]+)".*\} (\S+)', line)
-        if m:
-            out[m.group(1)] = out.get(m.group(1), 0) + int(float(m.group(2)))
-    return out
+    return {k: int(n) for k, n in by_label(f"http://127.0.0.1:{port}", "stowage_rejected_total", "reason").items()}
 
 
 def slow_spell(spell):

@@ -1,5 +1,6 @@
 """Helpers the Python benchmark scripts share (bench-reload.py, bench-cold.py, bench-cold-churn.py, …)."""
 import os
+import re
 import socket
 import urllib.error
 import urllib.request
@@ -32,6 +33,18 @@ def metric(base, series):
             if line.startswith(series + " "):
                 return float(line.split()[-1])
     return 0.0
+
+
+def by_label(base, name, label):
+    """The series `name` on `base`/metrics summed by the value of their `label`: {value: sum}."""
+    pattern = re.compile(rf'{re.escape(name)}\{{.*\b{re.escape(label)}="([^"]*)".*\}} (\S+)')
+    out = {}
+    with urllib.request.urlopen(f"{base}/metrics", timeout=30) as r:
+        for line in r.read().decode().splitlines():
+            m = pattern.match(line)
+            if m:
+                out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
 
 
 def rss_mib(pid):
