@@ -1,6 +1,8 @@
 //! How fast something answers while it is busy: a moving average of the time between two answers
 //! while requests were waiting (idle gaps left out). The node keeps one for all its requests and
-//! each model one for its own (`Node::expect_in_time` reads both).
+//! each model one for its own (`Node::expect_in_time` reads both). Everything spent per request is
+//! in it — HTTP, tokenization, the engine, the refusals written meanwhile, and for a model the
+//! other models' turns — which the inference threads' own accounting (`Pool::per_request`) misses.
 
 use std::time::{Duration, Instant};
 
