@@ -1198,17 +1198,18 @@ async fn a_wait_bound_not_a_count_refuses_the_requests_of_a_model_with_a_target(
 }
 
 /// A model's waiting requests drain at its own pace, not the node's: where its answers have come
-/// 10 ms apart while its requests waited (its turns among the node's other models), ten waiting
-/// requests are 100 ms of wait, and a request past a 50 ms bound is refused at once, though what
-/// a request costs the threads alone would put them at a few milliseconds.
+/// 100 ms apart while its requests waited (its turns among the node's other models), ten waiting
+/// requests are a second of wait, and a request past a 500 ms bound is refused at once, though
+/// what a request costs the threads alone would put them well within it. (The bound is wide so
+/// that a loaded test machine, where a tiny model's request costs 10 ms, still admits on cost.)
 #[actix_web::test]
 async fn a_busy_model_is_judged_by_the_pace_of_its_own_answers() {
-    let bound = std::time::Duration::from_millis(50);
+    let bound = std::time::Duration::from_millis(500);
     let s = bounded_node(bound).await;
     let app = app!(s);
     warm!(&app, "tiny-0001");
     let per_request = s.node.pool.per_request();
-    assert!(10.0 * per_request < 0.05, "{per_request}");
+    assert!(10.0 * per_request < 0.25, "{per_request}");
     let entry = s.node.registry.get("tiny-0001").unwrap();
     // The model's slot held and ten requests waiting for it.
     let held = entry.admission.enter(0).await.unwrap();
@@ -1219,17 +1220,17 @@ async fn a_busy_model_is_judged_by_the_pace_of_its_own_answers() {
     }
     assert_eq!(entry.admission.waiting(), 10);
     // Without a pace of its own, the model's queue is reckoned at the threads' cost: admitted.
-    let admitted = tokio::time::timeout(std::time::Duration::from_millis(20), async {
+    let admitted = tokio::time::timeout(std::time::Duration::from_millis(200), async {
         call!(&app, post("/predictions/tiny-0001", r#"{"inputs": "in"}"#))
     })
     .await;
     assert!(admitted.is_err(), "admitted, it waits behind the held slot");
-    // Its answers came 10 ms apart while requests waited.
+    // Its answers came 100 ms apart while requests waited.
     {
         let mut pace = entry.pace.lock().unwrap();
-        let t0 = std::time::Instant::now() - std::time::Duration::from_millis(50);
+        let t0 = std::time::Instant::now() - std::time::Duration::from_millis(300);
         for i in 0..3 {
-            pace.answered(t0 + std::time::Duration::from_millis(10 * i), true);
+            pace.answered(t0 + std::time::Duration::from_millis(100 * i), true);
         }
     }
     let asked = std::time::Instant::now();
@@ -1239,7 +1240,7 @@ async fn a_busy_model_is_judged_by_the_pace_of_its_own_answers() {
     .await;
     let (code, body, _) = refused.expect("refused at once, not admitted to wait behind the held slot");
     assert_eq!((code, body["code"].as_str()), (429, Some("queue_full")), "{body}");
-    assert!(body["error"].as_str().unwrap().contains("50 ms bound"), "{body}");
+    assert!(body["error"].as_str().unwrap().contains("500 ms bound"), "{body}");
     assert!(asked.elapsed() < bound, "refused at once: {:?}", asked.elapsed());
     drop(waiters);
     drop(held);
