@@ -1140,10 +1140,9 @@ async fn a_wait_bound_not_a_count_refuses_the_requests_of_a_model_with_a_target(
         node: stowage_node::Config { inference_threads: 1, ..stowage_node::Config::default() },
         ..ServeConfig::default()
     };
-    let mut targeted = spec("tiny-0001");
-    targeted.slo_p90_ms = Some(200.0);
+    let targeted = || ModelSpec { slo_p90_ms: Some(200.0), ..spec("tiny-0001") };
     let s = state_of(
-        vec![targeted, spec("tiny-0002")],
+        vec![targeted(), spec("tiny-0002")],
         Limits { concurrency: 1, queue: None, batch: 1, batch_tokens: 512 },
         config.clone(),
         true,
@@ -1179,19 +1178,7 @@ async fn a_wait_bound_not_a_count_refuses_the_requests_of_a_model_with_a_target(
     assert!(codes.iter().all(|&c| c == 200), "{codes:?}");
 
     // A set length is kept whatever the bound.
-    let s = state_of(
-        vec![spec("tiny-0001")]
-            .into_iter()
-            .map(|mut m| {
-                m.slo_p90_ms = Some(200.0);
-                m
-            })
-            .collect(),
-        one(5, 1),
-        config,
-        true,
-    )
-    .await;
+    let s = state_of(vec![targeted()], one(5, 1), config, true).await;
     let app = app!(s);
     let (_, list, _) = call!(&app, test::TestRequest::get().uri("/models"));
     assert_eq!(list["models"][0]["queue_size"], 5, "{list}");
